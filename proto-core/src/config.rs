@@ -1,0 +1,131 @@
+//! Node configuration.
+
+use crate::error::ConfigError;
+use crate::identity::{Identity, validate_name};
+use std::time::Duration;
+
+/// Everything a [`Node`](crate::Node) needs to start.
+///
+/// Build it with [`Config::new`] and adjust the public fields; [`Node::new`]
+/// validates it and reports a [`ConfigError`] naming the offending field.
+///
+/// [`Node::new`]: crate::Node::new
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Role and key pair; the node ID is derived from them.
+    pub identity: Identity,
+    /// Human-readable name (1 to 64 bytes of UTF-8, no control characters).
+    pub name: String,
+    /// Seed of every random choice the node makes. Drivers fill it from the
+    /// operating system's CSPRNG; simulations use fixed seeds to replay runs.
+    pub seed: [u8; 32],
+    /// A connection that hears nothing is declared dead at most this long
+    /// after the last packet it received; a dial that gets no answer fails
+    /// after this long too. Default 2.5 s, so a crashed remote is noticed
+    /// within 3 s of its death even across a few hundred milliseconds of latency.
+    ///
+    /// QUIC restarts its idle timer when it sends the first packet after a
+    /// receipt (RFC 9000 §10.1), so the QUIC idle timeout is set to this value
+    /// minus `keep_alive_interval` to keep the promise.
+    pub idle_timeout: Duration,
+    /// Send a keep-alive after this long without receiving anything, so idle
+    /// connections stay open while busy ones need no extra traffic (received
+    /// data is the heartbeat). At most half of `idle_timeout`. Default 1 s.
+    pub keep_alive_interval: Duration,
+    /// How long the dialer's Hello may go unanswered after the TLS handshake
+    /// (and how long an acceptor waits for a Hello). Default 5 s.
+    pub hello_timeout: Duration,
+    /// Largest reliable message, in bytes. Default 64 MiB.
+    pub max_message_size: usize,
+    /// Most bytes queued for one destination before [`SendError::BufferFull`](crate::SendError::BufferFull).
+    /// Default 128 MiB.
+    pub send_buffer_limit: usize,
+    /// Bytes of unreliable datagrams buffered per connection in each direction. Default 1 MiB.
+    pub datagram_buffer: usize,
+}
+
+impl Config {
+    /// A configuration with default settings.
+    pub fn new(identity: Identity, name: impl Into<String>, seed: [u8; 32]) -> Self {
+        Self {
+            identity,
+            name: name.into(),
+            seed,
+            idle_timeout: Duration::from_millis(2500),
+            keep_alive_interval: Duration::from_secs(1),
+            hello_timeout: Duration::from_secs(5),
+            max_message_size: 64 << 20,
+            send_buffer_limit: 128 << 20,
+            datagram_buffer: 1 << 20,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.name)?;
+        let bad = |setting, problem: &str| {
+            Err(ConfigError::Setting {
+                setting,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.idle_timeout < Duration::from_millis(100) {
+            return bad("idle_timeout", "must be at least 100 ms");
+        }
+        if self.keep_alive_interval.is_zero() || self.keep_alive_interval * 2 > self.idle_timeout {
+            return bad(
+                "keep_alive_interval",
+                "must be non-zero and at most half of idle_timeout",
+            );
+        }
+        if self.hello_timeout.is_zero() {
+            return bad("hello_timeout", "must be non-zero");
+        }
+        if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize {
+            return bad("max_message_size", "must be between 1 byte and 4 GiB - 1");
+        }
+        if self.send_buffer_limit < self.max_message_size {
+            return bad("send_buffer_limit", "must be at least max_message_size");
+        }
+        if self.datagram_buffer < 1500 {
+            return bad(
+                "datagram_buffer",
+                "must hold at least one datagram (1500 bytes)",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Role;
+
+    fn base() -> Config {
+        Config::new(Identity::from_seed(Role::Peer, [1; 32]), "n", [0; 32])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        base().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut c = base();
+        c.keep_alive_interval = c.idle_timeout;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("keep_alive_interval"), "{e}");
+        let mut c = base();
+        c.name = String::new();
+        assert!(c.validate().unwrap_err().to_string().contains("name"));
+        let mut c = base();
+        c.send_buffer_limit = 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("send_buffer_limit")
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Per-connection state: the QUIC connection, its control stream and the
+//! user channels multiplexed over it.
+
+use crate::identity::NodeId;
+use crate::proto::{FrameReader, FramingError, MAX_CONTROL_MESSAGE};
+use crate::quic::{Expect, MetSlot};
+use bytes::{Buf, Bytes};
+use quinn_proto::{Dir, ReadError, StreamId, WriteError};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// TLS handshake in progress.
+    Handshaking,
+    /// TLS done; Hello sent (dialer) or awaited (acceptor).
+    Greeting,
+    /// Hello and Welcome exchanged: carries user traffic.
+    Established,
+    /// We refused the remote's Hello and wait for it to close (or for the deadline).
+    Refusing,
+    /// Closed by us or the remote; waiting for quinn-proto to drain it.
+    Closing,
+}
+
+/// Bytes waiting to be accepted by a QUIC send stream.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl SendQueue {
+    pub(crate) fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.bytes += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Writes as much as the stream accepts.
+    pub(crate) fn flush(
+        &mut self,
+        quic: &mut quinn_proto::Connection,
+        id: StreamId,
+    ) -> Result<(), WriteError> {
+        let mut stream = quic.send_stream(id);
+        while let Some(front) = self.chunks.front_mut() {
+            match stream.write(front) {
+                Ok(n) => {
+                    self.bytes -= n;
+                    if n == front.len() {
+                        self.chunks.pop_front();
+                    } else {
+                        front.advance(n);
+                        return Ok(());
+                    }
+                }
+                Err(WriteError::Blocked) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One outgoing user channel: a unidirectional stream and its backlog.
+#[derive(Debug, Default)]
+pub(crate) struct TxChannel {
+    /// `None` while the peer's stream limit keeps us from opening it.
+    pub(crate) stream: Option<StreamId>,
+    pub(crate) queue: SendQueue,
+}
+
+/// One incoming unidirectional stream.
+#[derive(Debug)]
+pub(crate) struct RxStream {
+    /// Learned from the stream's first byte.
+    channel: Option<u8>,
+    reader: FrameReader,
+}
+
+/// What reading the streams of a connection produced.
+#[derive(Debug)]
+pub(crate) enum Received {
+    Control(Bytes),
+    Message { channel: u8, bytes: Bytes },
+}
+
+/// A protocol violation found while reading.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StreamViolation {
+    #[error("{0}")]
+    Framing(#[from] FramingError),
+    #[error("control stream closed by remote")]
+    ControlClosed,
+    #[error("unexpected bidirectional stream")]
+    UnexpectedBidi,
+}
+
+/// A message accepted by `send` before its connection was ready.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub(crate) channel: u8,
+    pub(crate) bytes: Bytes,
+}
+
+/// State of one QUIC connection.
+pub(crate) struct Conn {
+    pub(crate) quic: quinn_proto::Connection,
+    /// True if this node dialed.
+    pub(crate) dialed: bool,
+    /// For dialed connections: whom we meant to reach and whom TLS met.
+    pub(crate) expect: Option<Expect>,
+    pub(crate) met: Option<MetSlot>,
+    /// The address dialed or accepted from.
+    pub(crate) addr: SocketAddr,
+    /// The authenticated remote ID, known once TLS completes.
+    pub(crate) remote: Option<NodeId>,
+    pub(crate) phase: Phase,
+    /// Until when Hello/Welcome must arrive.
+    pub(crate) hello_deadline: Option<Instant>,
+    pub(crate) remote_name: String,
+    pub(crate) remote_incarnation: u64,
+    /// The deadline currently registered in the node's timer set.
+    pub(crate) timer: Option<Instant>,
+    control: Option<StreamId>,
+    control_in: FrameReader,
+    control_out: SendQueue,
+    tx: BTreeMap<u8, TxChannel>,
+    rx: HashMap<StreamId, RxStream>,
+    max_message: usize,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        quic: quinn_proto::Connection,
+        dialed: bool,
+        addr: SocketAddr,
+        max_message: usize,
+    ) -> Self {
+        Self {
+            quic,
+            dialed,
+            expect: None,
+            met: None,
+            addr,
+            remote: None,
+            phase: Phase::Handshaking,
+            hello_deadline: None,
+            remote_name: String::new(),
+            remote_incarnation: 0,
+            timer: None,
+            control: None,
+            control_in: FrameReader::new(MAX_CONTROL_MESSAGE),
+            control_out: SendQueue::default(),
+            tx: BTreeMap::new(),
+            rx: HashMap::new(),
+            max_message,
+        }
+    }
+
+    /// Opens the control stream (dialer side).
+    pub(crate) fn open_control(&mut self) -> bool {
+        match self.quic.streams().open(Dir::Bi) {
+            Some(id) => {
+                self.control = Some(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues a control message and writes what the stream accepts.
+    pub(crate) fn send_control(&mut self, frame: Bytes) -> Result<(), WriteError> {
+        self.control_out.push(frame);
+        self.flush_control()
+    }
+
+    fn flush_control(&mut self) -> Result<(), WriteError> {
+        match self.control {
+            Some(id) => self.control_out.flush(&mut self.quic, id),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of user messages queued locally (not yet accepted by QUIC).
+    pub(crate) fn buffered(&self) -> usize {
+        self.tx.values().map(|c| c.queue.bytes()).sum()
+    }
+
+    /// Queues a reliable message on `channel`, opening its stream if needed.
+    pub(crate) fn send_reliable(&mut self, channel: u8, bytes: Bytes) -> Result<(), WriteError> {
+        let tx = self.tx.entry(channel).or_default();
+        tx.queue
+            .push(Bytes::copy_from_slice(&(bytes.len() as u32).to_be_bytes()));
+        tx.queue.push(bytes);
+        self.flush_channel(channel)
+    }
+
+    /// Sends an unreliable datagram: one channel byte, then the payload.
+    pub(crate) fn send_unreliable(
+        &mut self,
+        channel: u8,
+        bytes: &[u8],
+    ) -> Result<(), quinn_proto::SendDatagramError> {
+        let mut d = Vec::with_capacity(bytes.len() + 1);
+        d.push(channel);
+        d.extend_from_slice(bytes);
+        self.quic.datagrams().send(Bytes::from(d), true)
+    }
+
+    /// Largest unreliable payload currently allowed, if the remote accepts datagrams.
+    pub(crate) fn max_unreliable(&mut self) -> Option<usize> {
+        self.quic
+            .datagrams()
+            .max_size()
+            .map(|m| m.saturating_sub(1))
+    }
+
+    fn flush_channel(&mut self, channel: u8) -> Result<(), WriteError> {
+        let Some(tx) = self.tx.get_mut(&channel) else {
+            return Ok(());
+        };
+        if tx.stream.is_none() {
+            let Some(id) = self.quic.streams().open(Dir::Uni) else {
+                // Stream limit reached: retried on StreamEvent::Available.
+                return Ok(());
+            };
+            tx.stream = Some(id);
+            // The channel header goes before everything already queued.
+            let queued = std::mem::take(&mut tx.queue);
+            tx.queue.push(Bytes::copy_from_slice(&[channel]));
+            for chunk in queued.chunks {
+                tx.queue.push(chunk);
+            }
+        }
+        match tx.stream {
+            Some(id) => tx.queue.flush(&mut self.quic, id),
+            None => Ok(()),
+        }
+    }
+
+    /// Retries every write that may have been blocked.
+    pub(crate) fn flush_all(&mut self) -> Result<(), WriteError> {
+        self.flush_control()?;
+        let channels: Vec<u8> = self.tx.keys().copied().collect();
+        for c in channels {
+            self.flush_channel(c)?;
+        }
+        Ok(())
+    }
+
+    /// Retries writes on one stream after a `Writable` event.
+    pub(crate) fn on_writable(&mut self, id: StreamId) -> Result<(), WriteError> {
+        if self.control == Some(id) {
+            return self.flush_control();
+        }
+        let channel = self
+            .tx
+            .iter()
+            .find(|(_, t)| t.stream == Some(id))
+            .map(|(c, _)| *c);
+        match channel {
+            Some(c) => self.flush_channel(c),
+            None => Ok(()),
+        }
+    }
+
+    /// Accepts streams the remote opened.
+    pub(crate) fn accept_streams(
+        &mut self,
+        dir: Dir,
+        out: &mut Vec<Received>,
+    ) -> Result<(), StreamViolation> {
+        while let Some(id) = self.quic.streams().accept(dir) {
+            match dir {
+                Dir::Bi if self.control.is_none() && !self.dialed => self.control = Some(id),
+                Dir::Bi => return Err(StreamViolation::UnexpectedBidi),
+                Dir::Uni => {
+                    self.rx.insert(
+                        id,
+                        RxStream {
+                            channel: None,
+                            reader: FrameReader::new(self.max_message),
+                        },
+                    );
+                }
+            }
+            self.read_stream(id, out)?;
+        }
+        Ok(())
+    }
+
+    /// Reads everything available on stream `id` into `out`.
+    pub(crate) fn read_stream(
+        &mut self,
+        id: StreamId,
+        out: &mut Vec<Received>,
+    ) -> Result<(), StreamViolation> {
+        let is_control = self.control == Some(id);
+        if !is_control && !self.rx.contains_key(&id) {
+            return Ok(());
+        }
+        let mut recv = self.quic.recv_stream(id);
+        let Ok(mut chunks) = recv.read(true) else {
+            return Ok(());
+        };
+        let mut ended = false;
+        loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(chunk)) => {
+                    if is_control {
+                        self.control_in.push(&chunk.bytes);
+                        while let Some(f) = self.control_in.next_frame()? {
+                            out.push(Received::Control(f));
+                        }
+                    } else if let Some(rx) = self.rx.get_mut(&id) {
+                        let mut data = &chunk.bytes[..];
+                        if rx.channel.is_none() && !data.is_empty() {
+                            rx.channel = Some(data[0]);
+                            data = &data[1..];
+                        }
+                        rx.reader.push(data);
+                        if let Some(channel) = rx.channel {
+                            while let Some(bytes) = rx.reader.next_frame()? {
+                                out.push(Received::Message { channel, bytes });
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(_)) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        // Flow-control credit is queued inside quinn-proto and goes out with the next poll_transmit.
+        let _ = chunks.finalize();
+        if ended {
+            if is_control {
+                return Err(StreamViolation::ControlClosed);
+            }
+            self.rx.remove(&id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1304 @@
+//! The sans-IO [`Node`]: one per UDP socket.
+//!
+//! # Contract
+//!
+//! A `Node` never performs I/O, reads a clock or draws from a global RNG.
+//! Everything that happens to it is an *input*, everything it wants done is an
+//! *output*:
+//!
+//! * inputs: [`Node::handle_datagram`], [`Node::handle_timeout`] and the
+//!   commands ([`Node::connect`], [`Node::send`], [`Node::close`], ...), each
+//!   taking `now`;
+//! * outputs: [`Node::poll_transmit`] (datagrams to send),
+//!   [`Node::poll_event`] (what the user should know) and
+//!   [`Node::poll_timeout`] (when to call `handle_timeout` next).
+//!
+//! **Drain order.** After every input, call `poll_transmit` until it returns
+//! `None`, then `poll_event` until it returns `None`, then read
+//! `poll_timeout`. Commands issued while handling events (a reply sent from an
+//! event handler, say) are fine, but transmits must be drained again before
+//! `poll_timeout`. Debug builds assert this order, because a driver that reads
+//! the timeout before draining transmits sleeps through work it was given.
+//!
+//! `now` must not go backwards; an earlier `now` than one already seen is
+//! treated as the later one. A spurious `handle_timeout` (before the deadline)
+//! does nothing harmful.
+
+mod conn;
+
+use crate::close_code;
+use crate::config::Config;
+use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError};
+use crate::event::{Event, Reliability};
+use crate::identity::{Identity, NodeId, Role};
+use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, RefuseReason, Welcome};
+use crate::quic::{self, CertError, Expect, QuicSetup, TransportParams, with_tls_rng};
+use crate::rng::{NodeRng, derive_seed};
+use crate::stats::NodeStats;
+use crate::wire;
+use bytes::{Bytes, BytesMut};
+use conn::{Conn, Phase, Queued, Received, StreamViolation};
+use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A datagram for the caller to send. The bytes are in the buffer passed to
+/// [`Node::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a transmit that is not sent is a lost packet"]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The local IP to send from, when it matters (multi-homed hosts).
+    pub source: Option<IpAddr>,
+    /// Bytes written to the caller's buffer.
+    pub size: usize,
+    /// When `Some(n)`, the buffer holds several datagrams of `n` bytes each
+    /// (the last may be shorter), ready for UDP segmentation offload. Only
+    /// produced when the caller allows more than one datagram per transmit.
+    pub segment_size: Option<usize>,
+}
+
+/// A connection as seen from [`Node::links`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The remote node.
+    pub id: NodeId,
+    /// Its human-readable name.
+    pub name: String,
+    /// The address the connection runs over.
+    pub addr: SocketAddr,
+    /// Whether this node dialed.
+    pub dialed: bool,
+    /// Current smoothed round-trip time estimate.
+    pub rtt: Duration,
+}
+
+#[derive(Debug)]
+struct OutDatagram {
+    destination: SocketAddr,
+    source: Option<IpAddr>,
+    data: Vec<u8>,
+}
+
+/// Tracks the documented drain order so debug builds can assert it.
+#[derive(Debug, Default)]
+struct DrainCheck {
+    /// A `handle_*` input happened and transmits were not drained since.
+    input: bool,
+    /// A command or input happened and transmits were not drained since.
+    any: bool,
+}
+
+/// Messages accepted before their connection was ready.
+#[derive(Debug, Default)]
+struct PendingQueue {
+    msgs: VecDeque<Queued>,
+    bytes: usize,
+}
+
+/// The protocol state machine of one node. See the [module docs](self) for the contract.
+pub struct Node {
+    identity: Identity,
+    cfg: Config,
+    started: Instant,
+    now: Instant,
+    incarnation: u64,
+    rng: NodeRng,
+    /// Handed to rustls for the duration of every call into quinn-proto.
+    tls_rng: Option<Box<ChaCha20Rng>>,
+    quic: QuicSetup,
+    endpoint: quinn_proto::Endpoint,
+    conns: BTreeMap<usize, Conn>,
+    /// Established connection per remote node.
+    links: BTreeMap<NodeId, usize>,
+    /// Messages waiting for a connection that is being set up.
+    pending: BTreeMap<NodeId, PendingQueue>,
+    /// `(deadline, connection)` for every connection with a timer.
+    timers: BTreeSet<(Instant, usize)>,
+    /// Connections that may have something to transmit.
+    dirty: BTreeSet<usize>,
+    /// Round-robin position among dirty connections.
+    cursor: usize,
+    out: VecDeque<OutDatagram>,
+    events: VecDeque<Event>,
+    stats: NodeStats,
+    drain: DrainCheck,
+    scratch: Vec<u8>,
+    closing: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.identity.id())
+            .field("name", &self.cfg.name)
+            .field("connections", &self.conns.len())
+            .field("links", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Creates a node. `now` is its start time (uptime is measured from it).
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = NodeRng::from_seed(derive_seed(&config.seed, "node"));
+        let tls_rng = Some(Box::new(ChaCha20Rng::from_seed(derive_seed(
+            &config.seed,
+            "tls",
+        ))));
+        let params = TransportParams {
+            idle_timeout: config.idle_timeout - config.keep_alive_interval,
+            keep_alive: config.keep_alive_interval,
+            max_channels: 256,
+            datagram_buffer: config.datagram_buffer,
+        };
+        let quic = QuicSetup::new(&config.identity, &params)?;
+        let server_config = Arc::new(quic.server_config(&config.seed)?);
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(quic.endpoint_config(&config.seed)),
+            Some(server_config),
+            false,
+            None,
+        );
+        let incarnation = rng.next_u64();
+        Ok(Self {
+            identity: config.identity.clone(),
+            cfg: config,
+            started: now,
+            now,
+            incarnation,
+            rng,
+            tls_rng,
+            quic,
+            endpoint,
+            conns: BTreeMap::new(),
+            links: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            cursor: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+            drain: DrainCheck::default(),
+            scratch: Vec::new(),
+            closing: false,
+        })
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// This node's ID.
+    pub fn id(&self) -> NodeId {
+        self.identity.id()
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.identity.role()
+    }
+
+    /// This node's human-readable name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Time since the node was created, as of the latest input.
+    pub fn uptime(&self) -> Duration {
+        self.now.saturating_duration_since(self.started)
+    }
+
+    /// Traffic and drop counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Whether an established connection to `id` exists.
+    pub fn is_connected(&self, id: &NodeId) -> bool {
+        self.links.contains_key(id)
+    }
+
+    /// The established connections, ordered by remote ID.
+    pub fn links(&self) -> impl Iterator<Item = LinkInfo> + '_ {
+        self.links.iter().filter_map(|(id, ch)| {
+            let c = self.conns.get(ch)?;
+            Some(LinkInfo {
+                id: *id,
+                name: c.remote_name.clone(),
+                addr: c.addr,
+                dialed: c.dialed,
+                rtt: c.quic.rtt(),
+            })
+        })
+    }
+
+    /// Largest unreliable message that can be sent to `to` right now, if connected.
+    pub fn max_unreliable_size(&mut self, to: &NodeId) -> Option<usize> {
+        let ch = *self.links.get(to)?;
+        self.conns.get_mut(&ch)?.max_unreliable()
+    }
+
+    /// Bytes queued for `to` and not yet handed to QUIC.
+    pub fn buffered(&self, to: &NodeId) -> usize {
+        let linked = self
+            .links
+            .get(to)
+            .and_then(|ch| self.conns.get(ch))
+            .map_or(0, Conn::buffered);
+        linked + self.pending.get(to).map_or(0, |p| p.bytes)
+    }
+
+    /// True after [`Node::close`] once every connection has finished closing.
+    pub fn is_closed(&self) -> bool {
+        self.closing && self.conns.is_empty()
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// Feeds one received UDP datagram. `remote` is its source, `local` the
+    /// local IP it arrived on if the driver knows it.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+        data: &[u8],
+    ) {
+        self.input(now);
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if wire::is_quic(data) {
+            self.scoped(|n| n.handle_quic(remote, local, BytesMut::from(data)));
+            return;
+        }
+        match wire::decode(data) {
+            Ok(_frame) => {
+                // No raw frame type is consumed by this role yet.
+                self.stats.dropped.unexpected += 1;
+            }
+            Err(e) => self.stats.dropped.record(&e),
+        }
+    }
+
+    /// Tells the node that time has passed. Call it at the deadline from
+    /// [`Node::poll_timeout`]; calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.input(now);
+        self.scoped(|n| {
+            let due: Vec<usize> = n
+                .timers
+                .iter()
+                .take_while(|(t, _)| *t <= n.now)
+                .map(|(_, ch)| *ch)
+                .collect();
+            for ch in due {
+                n.on_conn_timeout(ch);
+            }
+        });
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Dials `id` at `addr`. The connection is authenticated: if the node at
+    /// `addr` cannot prove it is `id`, the attempt fails with
+    /// [`ConnectError::WrongNode`] in an [`Event::ConnectFailed`].
+    ///
+    /// Connecting to a node that is already connected or being dialed does nothing.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<(), ConnectError> {
+        self.command(now);
+        if id == self.id() {
+            return Err(ConnectError::SelfConnect);
+        }
+        if self.links.contains_key(&id) || self.in_progress(&id) {
+            return Ok(());
+        }
+        self.dial(Expect::Node(id), addr)
+    }
+
+    /// Sends `bytes` to `to` on `channel`.
+    ///
+    /// Reliable messages are delivered once and in order per channel; a message
+    /// sent before the connection is established waits for it (and is
+    /// reported in [`Event::SendFailed`] if the connection fails).
+    /// Unreliable messages need an established connection: without one they
+    /// fail with [`SendError::NotConnected`].
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        channel: u8,
+        bytes: impl Into<Bytes>,
+        reliability: Reliability,
+    ) -> Result<(), SendError> {
+        self.command(now);
+        let bytes = bytes.into();
+        if to == self.id() {
+            return Err(SendError::SelfSend);
+        }
+        if self.closing {
+            return Err(SendError::ShuttingDown);
+        }
+        if reliability == Reliability::Reliable && bytes.len() > self.cfg.max_message_size {
+            return Err(SendError::TooLarge {
+                size: bytes.len(),
+                max: self.cfg.max_message_size,
+            });
+        }
+        let limit = self.cfg.send_buffer_limit;
+        if let Some(&ch) = self.links.get(&to) {
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                return Err(SendError::NotConnected(to));
+            };
+            match reliability {
+                Reliability::Reliable => {
+                    let buffered = conn.buffered();
+                    if buffered + bytes.len() > limit {
+                        return Err(SendError::BufferFull {
+                            to,
+                            buffered,
+                            limit,
+                        });
+                    }
+                    if conn.send_reliable(channel, bytes).is_err() {
+                        // The remote stopped a stream we own: it broke the protocol.
+                        self.scoped(|n| {
+                            n.close_conn(
+                                ch,
+                                close_code::PROTOCOL_VIOLATION,
+                                "stream stopped by remote",
+                            )
+                        });
+                        return Err(SendError::NotConnected(to));
+                    }
+                }
+                Reliability::Unreliable => {
+                    let max = conn
+                        .max_unreliable()
+                        .ok_or(SendError::DatagramsUnsupported)?;
+                    if bytes.len() > max {
+                        return Err(SendError::TooLarge {
+                            size: bytes.len(),
+                            max,
+                        });
+                    }
+                    if let Err(e) = conn.send_unreliable(channel, &bytes) {
+                        return Err(match e {
+                            quinn_proto::SendDatagramError::TooLarge => SendError::TooLarge {
+                                size: bytes.len(),
+                                max,
+                            },
+                            _ => SendError::DatagramsUnsupported,
+                        });
+                    }
+                }
+            }
+            self.touch(ch);
+            return Ok(());
+        }
+        if reliability == Reliability::Unreliable || !self.in_progress(&to) {
+            return Err(SendError::NotConnected(to));
+        }
+        let q = self.pending.entry(to).or_default();
+        if q.bytes + bytes.len() > limit {
+            return Err(SendError::BufferFull {
+                to,
+                buffered: q.bytes,
+                limit,
+            });
+        }
+        q.bytes += bytes.len();
+        q.msgs.push_back(Queued { channel, bytes });
+        Ok(())
+    }
+
+    /// Closes the connection to `id`, if any.
+    pub fn disconnect(&mut self, now: Instant, id: NodeId) {
+        self.command(now);
+        let chs: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.remote == Some(id) || c.expect == Some(Expect::Node(id)))
+            .map(|(ch, _)| *ch)
+            .collect();
+        self.scoped(|n| {
+            for ch in chs {
+                n.close_conn(ch, close_code::SHUTDOWN, "disconnected by user");
+            }
+        });
+    }
+
+    /// Shuts the node down: closes every connection gracefully. Keep driving
+    /// the node until [`Node::is_closed`] so the close packets go out.
+    pub fn close(&mut self, now: Instant) {
+        self.command(now);
+        self.closing = true;
+        let chs: Vec<usize> = self.conns.keys().copied().collect();
+        self.scoped(|n| {
+            for ch in chs {
+                n.close_conn(ch, close_code::SHUTDOWN, "node shutting down");
+            }
+        });
+    }
+
+    // ----- outputs -------------------------------------------------------
+
+    /// The next datagram to send, written into `buf` (which is cleared first).
+    /// `max_datagrams` > 1 allows several equal-size datagrams in one transmit
+    /// for UDP segmentation offload.
+    pub fn poll_transmit(&mut self, max_datagrams: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        let t = self.scoped(|n| n.next_transmit(max_datagrams.max(1), buf));
+        match t {
+            Some(t) => {
+                let count = match t.segment_size {
+                    Some(s) if s > 0 => t.size.div_ceil(s),
+                    _ => 1,
+                };
+                self.stats.datagrams_out += count as u64;
+                self.stats.bytes_out += t.size as u64;
+                Some(t)
+            }
+            None => {
+                self.drain = DrainCheck::default();
+                None
+            }
+        }
+    }
+
+    /// The next event for the user.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        debug_assert!(
+            !self.drain.input,
+            "p2pcore drain order: call poll_transmit until it returns None before poll_event"
+        );
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        debug_assert!(
+            !self.drain.any,
+            "p2pcore drain order: call poll_transmit until it returns None before poll_timeout"
+        );
+        debug_assert!(
+            self.events.is_empty(),
+            "p2pcore drain order: call poll_event until it returns None before poll_timeout"
+        );
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn input(&mut self, now: Instant) {
+        self.advance(now);
+        self.drain.input = true;
+        self.drain.any = true;
+    }
+
+    fn command(&mut self, now: Instant) {
+        self.advance(now);
+        self.drain.any = true;
+    }
+
+    /// Runs `f` with this node's generator installed as the TLS randomness source.
+    fn scoped<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mut rng = self.tls_rng.take();
+        let out = with_tls_rng(&mut rng, || f(self));
+        self.tls_rng = rng;
+        out
+    }
+
+    fn in_progress(&self, id: &NodeId) -> bool {
+        self.conns.values().any(|c| {
+            matches!(c.phase, Phase::Handshaking | Phase::Greeting)
+                && (c.remote == Some(*id)
+                    || (c.remote.is_none() && c.expect == Some(Expect::Node(*id))))
+        })
+    }
+
+    fn dial(&mut self, expect: Expect, addr: SocketAddr) -> Result<(), ConnectError> {
+        if self.closing {
+            return Err(ConnectError::ShuttingDown);
+        }
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(ConnectError::InvalidAddress(addr));
+        }
+        let mut dcid = [0u8; 16];
+        self.rng.fill(&mut dcid);
+        let (client_config, server_name, met) = self
+            .quic
+            .client_config(expect, dcid)
+            .map_err(|e| ConnectError::Local(e.to_string()))?;
+        let now = self.now;
+        let res = self.scoped(|n| n.endpoint.connect(now, client_config, addr, &server_name));
+        let (handle, quic) = res.map_err(|e| match e {
+            quinn_proto::ConnectError::InvalidRemoteAddress(a) => ConnectError::InvalidAddress(a),
+            other => ConnectError::Local(other.to_string()),
+        })?;
+        let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size);
+        conn.expect = Some(expect);
+        conn.met = Some(met);
+        conn.hello_deadline = Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
+        self.conns.insert(handle.0, conn);
+        self.touch(handle.0);
+        Ok(())
+    }
+
+    fn handle_quic(&mut self, remote: SocketAddr, local: Option<IpAddr>, data: BytesMut) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let now = self.now;
+        match self
+            .endpoint
+            .handle(now, remote, local, None, data, &mut buf)
+        {
+            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                if let Some(conn) = self.conns.get_mut(&ch.0) {
+                    conn.quic.handle_event(ev);
+                    self.drive(ch.0);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if self.closing {
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    self.queue_response(t, &buf);
+                } else {
+                    match self.endpoint.accept(incoming, now, &mut buf, None) {
+                        Ok((ch, quic)) => {
+                            let mut conn =
+                                Conn::new(quic, false, remote, self.cfg.max_message_size);
+                            conn.hello_deadline =
+                                Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
+                            self.conns.insert(ch.0, conn);
+                            self.drive(ch.0);
+                        }
+                        Err(e) => {
+                            if let Some(t) = e.response {
+                                self.queue_response(t, &buf);
+                            }
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.queue_response(t, &buf),
+            None => self.stats.dropped.quic_ignored += 1,
+        }
+        self.scratch = buf;
+    }
+
+    fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
+        self.out.push_back(OutDatagram {
+            destination: t.destination,
+            source: t.src_ip,
+            data: buf[..t.size].to_vec(),
+        });
+    }
+
+    /// Marks a connection as possibly having output and refreshes its timer.
+    fn touch(&mut self, ch: usize) {
+        self.dirty.insert(ch);
+        self.update_timer(ch);
+    }
+
+    fn update_timer(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let next = match (conn.quic.poll_timeout(), conn.hello_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if conn.timer != next {
+            if let Some(old) = conn.timer {
+                self.timers.remove(&(old, ch));
+            }
+            if let Some(new) = next {
+                self.timers.insert((new, ch));
+            }
+            conn.timer = next;
+        }
+    }
+
+    fn on_conn_timeout(&mut self, ch: usize) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        conn.quic.handle_timeout(now);
+        if conn.hello_deadline.is_some_and(|d| d <= now) {
+            conn.hello_deadline = None;
+            match conn.phase {
+                Phase::Handshaking | Phase::Greeting => self.fail_dial_or_close(
+                    ch,
+                    ConnectError::TimedOut,
+                    close_code::HELLO_TIMEOUT,
+                    "no hello",
+                ),
+                Phase::Refusing => self.close_quietly(ch, close_code::REFUSED, "refused"),
+                Phase::Established | Phase::Closing => {}
+            }
+        }
+        self.drive(ch);
+    }
+
+    /// Processes everything a connection has to say after an input.
+    fn drive(&mut self, ch: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                return;
+            };
+            let mut progressed = false;
+            let mut drained = false;
+            while let Some(ev) = conn.quic.poll_endpoint_events() {
+                progressed = true;
+                if ev.is_drained() {
+                    drained = true;
+                }
+                if let Some(cev) = self.endpoint.handle_event(ConnectionHandle(ch), ev) {
+                    conn.quic.handle_event(cev);
+                }
+            }
+            // Application events first: a drained connection still reports why it was lost.
+            while let Some(ev) = self.conns.get_mut(&ch).and_then(|c| c.quic.poll()) {
+                progressed = true;
+                self.on_quic_event(ch, ev);
+            }
+            if drained {
+                self.forget(ch);
+                return;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.touch(ch);
+    }
+
+    /// Removes a drained connection.
+    fn forget(&mut self, ch: usize) {
+        if let Some(conn) = self.conns.remove(&ch) {
+            if let Some(t) = conn.timer {
+                self.timers.remove(&(t, ch));
+            }
+            if let Some(id) = conn.remote
+                && self.links.get(&id) == Some(&ch)
+            {
+                self.links.remove(&id);
+            }
+        }
+        self.dirty.remove(&ch);
+    }
+
+    fn on_quic_event(&mut self, ch: usize, ev: quinn_proto::Event) {
+        use quinn_proto::Event as Q;
+        match ev {
+            Q::HandshakeDataReady | Q::DatagramsUnblocked => {}
+            Q::Connected => self.on_tls_done(ch),
+            Q::ConnectionLost { reason } => self.on_lost(ch, reason),
+            Q::Stream(StreamEvent::Opened { dir }) => {
+                let mut got = Vec::new();
+                let res = match self.conns.get_mut(&ch) {
+                    Some(c) => c.accept_streams(dir, &mut got),
+                    None => return,
+                };
+                self.on_received(ch, got, res);
+            }
+            Q::Stream(StreamEvent::Readable { id }) => {
+                let mut got = Vec::new();
+                let res = match self.conns.get_mut(&ch) {
+                    Some(c) => c.read_stream(id, &mut got),
+                    None => return,
+                };
+                self.on_received(ch, got, res);
+            }
+            Q::Stream(StreamEvent::Writable { id }) => {
+                let res = self.conns.get_mut(&ch).map(|c| c.on_writable(id));
+                if let Some(Err(_)) = res {
+                    self.close_conn(
+                        ch,
+                        close_code::PROTOCOL_VIOLATION,
+                        "stream stopped by remote",
+                    );
+                }
+            }
+            Q::Stream(StreamEvent::Available { dir: Dir::Uni }) => {
+                let res = self.conns.get_mut(&ch).map(|c| c.flush_all());
+                if let Some(Err(_)) = res {
+                    self.close_conn(
+                        ch,
+                        close_code::PROTOCOL_VIOLATION,
+                        "stream stopped by remote",
+                    );
+                }
+            }
+            Q::Stream(StreamEvent::Stopped { .. }) => {
+                self.close_conn(
+                    ch,
+                    close_code::PROTOCOL_VIOLATION,
+                    "stream stopped by remote",
+                );
+            }
+            Q::Stream(_) => {}
+            Q::DatagramReceived => self.on_datagrams(ch),
+        }
+    }
+
+    fn on_datagrams(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let established = conn.phase == Phase::Established;
+        let from = conn.remote;
+        while let Some(d) = conn.quic.datagrams().recv() {
+            match (established, from, d.first()) {
+                (true, Some(from), Some(&channel)) => {
+                    self.events.push_back(Event::MessageReceived {
+                        from,
+                        channel,
+                        bytes: d.slice(1..),
+                        reliability: Reliability::Unreliable,
+                    });
+                }
+                _ => self.stats.dropped.unexpected += 1,
+            }
+        }
+    }
+
+    fn on_received(&mut self, ch: usize, got: Vec<Received>, res: Result<(), StreamViolation>) {
+        for r in got {
+            match r {
+                Received::Control(frame) => match postcard::from_bytes::<Control>(&frame) {
+                    Ok(msg) => self.on_control(ch, msg),
+                    Err(_) => {
+                        self.close_conn(
+                            ch,
+                            close_code::PROTOCOL_VIOLATION,
+                            "malformed control message",
+                        );
+                        return;
+                    }
+                },
+                Received::Message { channel, bytes } => {
+                    let Some(conn) = self.conns.get(&ch) else {
+                        return;
+                    };
+                    match (conn.phase, conn.remote) {
+                        (Phase::Established, Some(from)) => {
+                            self.events.push_back(Event::MessageReceived {
+                                from,
+                                channel,
+                                bytes,
+                                reliability: Reliability::Reliable,
+                            });
+                        }
+                        _ => {
+                            self.close_conn(
+                                ch,
+                                close_code::PROTOCOL_VIOLATION,
+                                "message before hello",
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(v) = res {
+            let reason = v.to_string();
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, &reason);
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            name: self.cfg.name.clone(),
+            incarnation: self.incarnation,
+            uptime_ms: self.uptime().as_millis() as u64,
+        }
+    }
+
+    fn on_tls_done(&mut self, ch: usize) {
+        let my_id = self.id();
+        let hello = self.hello();
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let Some(remote) = quic::remote_id(&conn.quic) else {
+            self.close_conn(
+                ch,
+                close_code::PROTOCOL_VIOLATION,
+                "no authenticated identity",
+            );
+            return;
+        };
+        conn.remote = Some(remote);
+        conn.phase = Phase::Greeting;
+        if remote == my_id {
+            self.fail_dial_or_close(ch, ConnectError::SelfConnect, close_code::DUPLICATE, "self");
+            return;
+        }
+        if !conn.dialed {
+            return;
+        }
+        // Dialed by address and it turns out we are already connected: keep the old one.
+        if self.links.contains_key(&remote) && conn.expect != Some(Expect::Node(remote)) {
+            self.close_quietly(ch, close_code::DUPLICATE, "already connected");
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let ok = conn.open_control()
+            && conn
+                .send_control(proto::encode(&Control::Hello(hello)))
+                .is_ok();
+        if !ok {
+            self.close_conn(
+                ch,
+                close_code::PROTOCOL_VIOLATION,
+                "cannot open control stream",
+            );
+        }
+    }
+
+    fn on_control(&mut self, ch: usize, msg: Control) {
+        let Some(conn) = self.conns.get(&ch) else {
+            return;
+        };
+        if conn.phase != Phase::Greeting {
+            // Hello/Welcome/Refuse only make sense while greeting.
+            self.close_conn(
+                ch,
+                close_code::PROTOCOL_VIOLATION,
+                "unexpected control message",
+            );
+            return;
+        }
+        match (msg, conn.dialed) {
+            (Control::Hello(h), false) => self.on_hello(ch, h),
+            (Control::Welcome(w), true) => self.on_welcome(ch, w),
+            (Control::Refuse(reason), true) => self.on_refuse(ch, reason),
+            _ => self.close_conn(
+                ch,
+                close_code::PROTOCOL_VIOLATION,
+                "control message out of turn",
+            ),
+        }
+    }
+
+    fn on_hello(&mut self, ch: usize, h: Hello) {
+        let my_id = self.id();
+        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else {
+            return;
+        };
+        if h.protocol != PROTOCOL_VERSION {
+            let reason = RefuseReason::ProtocolVersion {
+                ours: PROTOCOL_VERSION,
+                theirs: h.protocol,
+            };
+            self.refuse(ch, reason);
+            return;
+        }
+        if crate::identity::validate_name(&h.name).is_err() {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "invalid name");
+            return;
+        }
+        // The incoming connection was dialed by `remote`.
+        let incoming_by_larger = remote > my_id;
+        if let Some(&old) = self.links.get(&remote) {
+            let (old_dialed, old_inc) = match self.conns.get(&old) {
+                Some(c) => (c.dialed, c.remote_incarnation),
+                None => (false, 0),
+            };
+            let old_by_larger = if old_dialed {
+                my_id > remote
+            } else {
+                remote > my_id
+            };
+            if old_inc == h.incarnation && old_by_larger && !incoming_by_larger {
+                self.refuse(ch, RefuseReason::Duplicate);
+                return;
+            }
+            // The remote restarted or lost the old connection: the new one replaces it.
+            self.replace(old);
+        } else if self.has_pending_dial(&remote, ch) && my_id > remote {
+            // Simultaneous dials: the one dialed by the larger ID (ours) wins.
+            self.refuse(ch, RefuseReason::Duplicate);
+            return;
+        }
+        let uptime_ms = self.uptime().as_millis() as u64;
+        let name = self.cfg.name.clone();
+        let incarnation = self.incarnation;
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            name,
+            incarnation,
+            uptime_ms,
+            observed: conn.quic.remote_address(),
+        };
+        if conn
+            .send_control(proto::encode(&Control::Welcome(welcome)))
+            .is_err()
+        {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+            return;
+        }
+        self.establish(ch, h.name, h.incarnation);
+    }
+
+    fn has_pending_dial(&self, remote: &NodeId, except: usize) -> bool {
+        self.conns.iter().any(|(ch, c)| {
+            *ch != except
+                && c.dialed
+                && matches!(c.phase, Phase::Handshaking | Phase::Greeting)
+                && (c.remote == Some(*remote) || c.expect == Some(Expect::Node(*remote)))
+        })
+    }
+
+    fn on_welcome(&mut self, ch: usize, w: Welcome) {
+        let my_id = self.id();
+        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else {
+            return;
+        };
+        if w.protocol != PROTOCOL_VERSION || crate::identity::validate_name(&w.name).is_err() {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad welcome");
+            return;
+        }
+        if let Some(&old) = self.links.get(&remote) {
+            // Only possible after a restart race; keep the connection the tie-break prefers.
+            let old_dialed = self.conns.get(&old).is_some_and(|c| c.dialed);
+            if !old_dialed && remote > my_id {
+                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+                return;
+            }
+            self.replace(old);
+        }
+        self.establish(ch, w.name, w.incarnation);
+    }
+
+    fn on_refuse(&mut self, ch: usize, reason: RefuseReason) {
+        if reason == RefuseReason::Duplicate {
+            // The other connection between us wins; nothing failed.
+            self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+        } else {
+            self.fail_dial_or_close(
+                ch,
+                ConnectError::Refused(reason),
+                close_code::REFUSED,
+                "refused",
+            );
+        }
+    }
+
+    fn refuse(&mut self, ch: usize, reason: RefuseReason) {
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            let _ = conn.send_control(proto::encode(&Control::Refuse(reason)));
+        }
+        // Closing right away would discard the unsent Refuse; the dialer closes
+        // on receipt, and the deadline cleans up if it never does.
+        let deadline = self.now + self.cfg.hello_timeout;
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            conn.phase = Phase::Refusing;
+            conn.hello_deadline = Some(deadline);
+        }
+        self.touch(ch);
+    }
+
+    fn establish(&mut self, ch: usize, name: String, incarnation: u64) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let Some(remote) = conn.remote else { return };
+        conn.phase = Phase::Established;
+        conn.hello_deadline = None;
+        conn.remote_name = name.clone();
+        conn.remote_incarnation = incarnation;
+        let addr = conn.addr;
+        self.links.insert(remote, ch);
+        self.events.push_back(Event::Connected {
+            id: remote,
+            name,
+            addr,
+        });
+        if let Some(q) = self.pending.remove(&remote) {
+            for m in q.msgs {
+                let Some(conn) = self.conns.get_mut(&ch) else {
+                    break;
+                };
+                if conn.send_reliable(m.channel, m.bytes).is_err() {
+                    self.close_conn(
+                        ch,
+                        close_code::PROTOCOL_VIOLATION,
+                        "stream stopped by remote",
+                    );
+                    break;
+                }
+            }
+        }
+        self.touch(ch);
+    }
+
+    /// Closes an established connection superseded by a newer one.
+    fn replace(&mut self, old: usize) {
+        let Some(conn) = self.conns.get_mut(&old) else {
+            return;
+        };
+        let id = conn.remote;
+        conn.quic.close(
+            self.now,
+            VarInt::from_u32(close_code::REPLACED),
+            Bytes::from_static(b"replaced"),
+        );
+        conn.phase = Phase::Closing;
+        if let Some(id) = id {
+            if self.links.get(&id) == Some(&old) {
+                self.links.remove(&id);
+            }
+            self.events.push_back(Event::Disconnected {
+                id,
+                reason: DisconnectReason::Replaced,
+            });
+        }
+        self.touch(old);
+    }
+
+    /// Closes a connection without telling the user (a losing duplicate).
+    fn close_quietly(&mut self, ch: usize, code: u32, reason: &'static str) {
+        let now = self.now;
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            conn.quic.close(
+                now,
+                VarInt::from_u32(code),
+                Bytes::from_static(reason.as_bytes()),
+            );
+            conn.phase = Phase::Closing;
+        }
+        self.touch(ch);
+        self.settle_pending();
+    }
+
+    /// Closes a connection and reports it: `Disconnected` if it was
+    /// established, `ConnectFailed` if it was our dial in progress.
+    fn close_conn(&mut self, ch: usize, code: u32, reason: &str) {
+        let error = match code {
+            close_code::PROTOCOL_VIOLATION => {
+                ConnectError::Handshake(format!("protocol violation: {reason}"))
+            }
+            close_code::SHUTDOWN if self.closing => ConnectError::ShuttingDown,
+            close_code::SHUTDOWN => ConnectError::Cancelled,
+            _ => ConnectError::Handshake(reason.to_owned()),
+        };
+        self.fail_dial_or_close(ch, error, code, reason);
+    }
+
+    fn fail_dial_or_close(&mut self, ch: usize, error: ConnectError, code: u32, reason: &str) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let phase = conn.phase;
+        conn.quic.close(
+            now,
+            VarInt::from_u32(code),
+            Bytes::copy_from_slice(reason.as_bytes()),
+        );
+        conn.phase = Phase::Closing;
+        let (dialed, remote, expect, addr) = (conn.dialed, conn.remote, conn.expect, conn.addr);
+        if phase == Phase::Established {
+            if let Some(id) = remote {
+                if self.links.get(&id) == Some(&ch) {
+                    self.links.remove(&id);
+                }
+                let reason = match code {
+                    close_code::SHUTDOWN => DisconnectReason::ClosedLocally,
+                    close_code::PROTOCOL_VIOLATION => {
+                        DisconnectReason::ProtocolViolation(reason.to_owned())
+                    }
+                    _ => DisconnectReason::ClosedLocally,
+                };
+                self.events.push_back(Event::Disconnected { id, reason });
+            }
+        } else if dialed {
+            let id = match expect {
+                Some(Expect::Node(id)) => Some(id),
+                _ => remote,
+            };
+            self.events
+                .push_back(Event::ConnectFailed { id, addr, error });
+        }
+        self.touch(ch);
+        self.settle_pending();
+    }
+
+    fn on_lost(&mut self, ch: usize, reason: ConnectionError) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let phase = conn.phase;
+        conn.phase = Phase::Closing;
+        if phase == Phase::Established {
+            if let Some(id) = conn.remote {
+                if self.links.get(&id) == Some(&ch) {
+                    self.links.remove(&id);
+                }
+                self.events.push_back(Event::Disconnected {
+                    id,
+                    reason: disconnect_reason(&reason),
+                });
+            }
+        } else if conn.dialed {
+            let error = connect_error(
+                &reason,
+                conn.expect,
+                conn.met.as_ref().and_then(|m| m.get()),
+            );
+            let id = match conn.expect {
+                Some(Expect::Node(id)) => Some(id),
+                _ => conn.remote,
+            };
+            self.events.push_back(Event::ConnectFailed {
+                id,
+                addr: conn.addr,
+                error,
+            });
+        }
+        self.settle_pending();
+    }
+
+    /// Fails queued messages whose destination has no connection left in progress.
+    fn settle_pending(&mut self) {
+        let stale: Vec<NodeId> = self
+            .pending
+            .keys()
+            .filter(|id| !self.links.contains_key(id) && !self.in_progress(id))
+            .copied()
+            .collect();
+        for to in stale {
+            if let Some(q) = self.pending.remove(&to) {
+                self.events.push_back(Event::SendFailed {
+                    to,
+                    messages: q.msgs.len(),
+                    error: ConnectError::Handshake("no connection could be established".into()),
+                });
+            }
+        }
+    }
+
+    fn next_transmit(&mut self, max_datagrams: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some(d) = self.out.pop_front() {
+            buf.extend_from_slice(&d.data);
+            return Some(Transmit {
+                destination: d.destination,
+                source: d.source,
+                size: d.data.len(),
+                segment_size: None,
+            });
+        }
+        let now = self.now;
+        loop {
+            let ch = match self.dirty.range(self.cursor..).next() {
+                Some(&ch) => ch,
+                None => *self.dirty.first()?,
+            };
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                self.dirty.remove(&ch);
+                continue;
+            };
+            match conn.quic.poll_transmit(now, max_datagrams, buf) {
+                Some(t) => {
+                    self.cursor = ch + 1;
+                    self.update_timer(ch);
+                    return Some(Transmit {
+                        destination: t.destination,
+                        source: t.src_ip,
+                        size: t.size,
+                        segment_size: t.segment_size,
+                    });
+                }
+                None => {
+                    self.dirty.remove(&ch);
+                    self.update_timer(ch);
+                }
+            }
+        }
+    }
+}
+
+fn disconnect_reason(e: &ConnectionError) -> DisconnectReason {
+    match e {
+        ConnectionError::TimedOut => DisconnectReason::TimedOut,
+        ConnectionError::ApplicationClosed(c) => {
+            let code = c.error_code.into_inner();
+            if code == u64::from(close_code::REPLACED) {
+                DisconnectReason::Replaced
+            } else {
+                DisconnectReason::ClosedByRemote {
+                    code,
+                    reason: String::from_utf8_lossy(&c.reason).into_owned(),
+                }
+            }
+        }
+        ConnectionError::Reset => DisconnectReason::Reset,
+        ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
+        other => DisconnectReason::Transport(other.to_string()),
+    }
+}
+
+fn connect_error(
+    e: &ConnectionError,
+    expect: Option<Expect>,
+    met: Option<&Result<NodeId, CertError>>,
+) -> ConnectError {
+    match (met, expect) {
+        (Some(Ok(found)), Some(Expect::Node(expected))) if *found != expected => {
+            return ConnectError::WrongNode {
+                expected,
+                found: *found,
+            };
+        }
+        (Some(Ok(found)), Some(Expect::AnyOf(role))) if found.role() != role => {
+            return ConnectError::WrongRole {
+                expected: role,
+                found: *found,
+            };
+        }
+        (Some(Err(cert)), _) => return ConnectError::BadCertificate(cert.clone()),
+        _ => {}
+    }
+    match e {
+        ConnectionError::TimedOut => ConnectError::TimedOut,
+        ConnectionError::ApplicationClosed(c) => ConnectError::Handshake(format!(
+            "closed by remote (code {}): {}",
+            c.error_code,
+            String::from_utf8_lossy(&c.reason)
+        )),
+        other => ConnectError::Handshake(other.to_string()),
+    }
+}

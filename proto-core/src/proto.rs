@@ -1,0 +1,195 @@
+//! Messages exchanged over QUIC streams, and their framing.
+//!
+//! Each connection has one bidirectional *control stream*, opened by the
+//! dialer as soon as the TLS handshake completes. It carries
+//! length-prefixed [`Control`] messages encoded with postcard:
+//! `[u32 BE length][postcard bytes]`. User messages travel on separate
+//! unidirectional streams, one per channel and direction, framed the same way
+//! after a one-byte channel header, so channels never block each other.
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Version of the control protocol spoken on the control stream.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Length prefix size of every stream frame.
+pub(crate) const LEN_PREFIX: usize = 4;
+
+/// Largest control message accepted, in bytes. Generous enough for a directory
+/// snapshot of many thousands of peers; a larger one is a protocol violation.
+pub(crate) const MAX_CONTROL_MESSAGE: usize = 8 << 20;
+
+/// The first message on a control stream, sent by the dialer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub(crate) protocol: u32,
+    /// Human-readable name of the sender.
+    pub(crate) name: String,
+    /// Random per-boot number: tells a restart from a reconnection.
+    pub(crate) incarnation: u64,
+    /// Milliseconds since the sender started.
+    pub(crate) uptime_ms: u64,
+}
+
+/// The acceptor's answer to an acceptable [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Welcome {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub(crate) protocol: u32,
+    /// Human-readable name of the acceptor.
+    pub(crate) name: String,
+    /// Random per-boot number of the acceptor.
+    pub(crate) incarnation: u64,
+    /// Milliseconds since the acceptor started.
+    pub(crate) uptime_ms: u64,
+    /// The dialer's address as the acceptor sees it (a server-reflexive candidate).
+    pub(crate) observed: SocketAddr,
+}
+
+/// Why an acceptor refused a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// The two nodes speak incompatible protocol versions.
+    ProtocolVersion {
+        /// The refusing node's version.
+        ours: u32,
+        /// The dialer's version.
+        theirs: u32,
+    },
+    /// Another connection between the same two nodes wins the tie-break.
+    Duplicate,
+}
+
+impl std::fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefuseReason::ProtocolVersion { ours, theirs } => write!(
+                f,
+                "protocol version mismatch: remote speaks {ours}, we speak {theirs}; upgrade the older node"
+            ),
+            RefuseReason::Duplicate => f.write_str("duplicate connection (the other one is kept)"),
+        }
+    }
+}
+
+/// Messages of the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Control {
+    Hello(Hello),
+    Welcome(Welcome),
+    Refuse(RefuseReason),
+}
+
+/// Encodes one length-prefixed postcard message.
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Bytes {
+    let out = vec![0u8; LEN_PREFIX];
+    // postcard only fails on serializer errors that our plain data types cannot produce.
+    match postcard::to_extend(msg, out) {
+        Ok(mut v) => {
+            let len = (v.len() - LEN_PREFIX) as u32;
+            v[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+            Bytes::from(v)
+        }
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// A stream framing violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FramingError {
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Splits a byte stream into length-prefixed frames.
+///
+/// Memory is bounded by the largest frame allowed plus one read chunk.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max,
+        }
+    }
+
+    /// Appends received stream bytes.
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, if one has arrived.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Bytes>, FramingError> {
+        if self.buf.len() < LEN_PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max {
+            return Err(FramingError::TooLarge { len, max: self.max });
+        }
+        if self.buf.len() < LEN_PREFIX + len {
+            // Reserve once for the whole frame so a large message is not
+            // reallocated chunk by chunk.
+            self.buf.reserve(LEN_PREFIX + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(LEN_PREFIX);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_round_trip() {
+        let hello = Control::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            name: "alice".into(),
+            incarnation: 7,
+            uptime_ms: 1234,
+        });
+        let bytes = encode(&hello);
+        let mut r = FrameReader::new(MAX_CONTROL_MESSAGE);
+        // Feed byte by byte: frames must survive arbitrary chunking.
+        for b in bytes.iter() {
+            r.push(&[*b]);
+        }
+        let frame = r.next_frame().unwrap().unwrap();
+        assert_eq!(postcard::from_bytes::<Control>(&frame).unwrap(), hello);
+        assert_eq!(r.next_frame().unwrap(), None);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected() {
+        let mut r = FrameReader::new(10);
+        r.push(&100u32.to_be_bytes());
+        assert_eq!(
+            r.next_frame(),
+            Err(FramingError::TooLarge { len: 100, max: 10 })
+        );
+    }
+
+    #[test]
+    fn garbage_control_messages_are_errors() {
+        for bytes in [&[0xffu8, 0xff, 0xff][..], &[], &[9, 9, 9, 9, 9, 9]] {
+            assert!(postcard::from_bytes::<Control>(bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Counters: what came in, what went out, and what was dropped and why.
+
+use crate::wire::FrameError;
+use serde::Serialize;
+
+/// Datagrams dropped on input, by reason. Bad bytes from the network are never
+/// an error for the caller: they are counted here and discarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DropCounters {
+    /// Zero-length datagrams.
+    pub empty: u64,
+    /// Raw frames shorter than a header.
+    pub truncated: u64,
+    /// Raw frames with the wrong magic.
+    pub bad_magic: u64,
+    /// Raw frames of an unsupported version.
+    pub bad_version: u64,
+    /// Raw frames of an unknown type.
+    pub unknown_type: u64,
+    /// Raw frames whose length field disagrees with their size.
+    pub bad_length: u64,
+    /// Raw frames whose checksum does not match.
+    pub bad_checksum: u64,
+    /// Raw frames with a malformed payload.
+    pub bad_payload: u64,
+    /// Well-formed raw frames this node has no use for (for example a relay
+    /// frame sent to a peer that is not expecting one).
+    pub unexpected: u64,
+    /// QUIC datagrams quinn-proto ignored (unknown connection, malformed header, ...).
+    pub quic_ignored: u64,
+}
+
+impl DropCounters {
+    /// Counts one datagram rejected by the raw frame decoder.
+    pub fn record(&mut self, err: &FrameError) {
+        let slot = match err {
+            FrameError::Empty => &mut self.empty,
+            // A QUIC datagram is never handed to the raw decoder by the node;
+            // if it is, it is malformed from the raw layer's point of view.
+            FrameError::Quic | FrameError::Truncated(_) => &mut self.truncated,
+            FrameError::BadMagic => &mut self.bad_magic,
+            FrameError::UnsupportedVersion(_) => &mut self.bad_version,
+            FrameError::UnknownType(_) => &mut self.unknown_type,
+            FrameError::LengthMismatch { .. } => &mut self.bad_length,
+            FrameError::BadChecksum => &mut self.bad_checksum,
+            FrameError::Payload { .. } | FrameError::TooLarge(_) => &mut self.bad_payload,
+        };
+        *slot += 1;
+    }
+
+    /// All raw-frame drops together (everything but `quic_ignored`).
+    pub fn raw_total(&self) -> u64 {
+        self.empty
+            + self.truncated
+            + self.bad_magic
+            + self.bad_version
+            + self.unknown_type
+            + self.bad_length
+            + self.bad_checksum
+            + self.bad_payload
+            + self.unexpected
+    }
+}
+
+/// Traffic and drop counters of one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeStats {
+    /// Datagrams handed to [`Node::handle_datagram`](crate::Node::handle_datagram).
+    pub datagrams_in: u64,
+    /// Bytes handed to [`Node::handle_datagram`](crate::Node::handle_datagram).
+    pub bytes_in: u64,
+    /// Datagrams returned by [`Node::poll_transmit`](crate::Node::poll_transmit).
+    pub datagrams_out: u64,
+    /// Bytes returned by [`Node::poll_transmit`](crate::Node::poll_transmit).
+    pub bytes_out: u64,
+    /// Input datagrams dropped, by reason.
+    pub dropped: DropCounters,
+}

@@ -1,0 +1,268 @@
+//! Raw frames: the datagrams that cannot be QUIC.
+//!
+//! Every node uses one UDP socket for everything. A datagram whose first byte
+//! has the QUIC fixed bit (`0x40`) set is QUIC and goes to quinn-proto; any
+//! other datagram must be a raw frame:
+//!
+//! ```text
+//!  0      2         3      4        6          10
+//!  +------+---------+------+--------+----------+-----------------+
+//!  | magic| version | type | length | checksum | payload ...     |
+//!  | 3e b1|   01    |  u8  | u16 BE | u32 BE   | `length` bytes  |
+//!  +------+---------+------+--------+----------+-----------------+
+//! ```
+//!
+//! The checksum is CRC-32 (IEEE) over the first six header bytes followed by
+//! the payload. The magic's first byte (`0x3e`) has the fixed bit clear, so a
+//! raw frame can never be mistaken for QUIC; QUIC bit greasing (RFC 9287) is
+//! switched off on every endpoint so the converse holds too.
+//!
+//! [`decode`] is total: every byte string yields a frame or a [`FrameError`];
+//! nothing panics and nothing allocates. Callers count errors in
+//! [`DropCounters`](crate::stats::DropCounters) and drop the datagram.
+
+/// The two magic bytes that start every raw frame.
+pub const MAGIC: [u8; 2] = [0x3e, 0xb1];
+/// The raw frame format version this code speaks.
+pub const VERSION: u8 = 1;
+/// Size of the raw frame header in bytes.
+pub const HEADER_LEN: usize = 10;
+/// Largest payload a raw frame can carry (the length field is 16 bits).
+pub const MAX_PAYLOAD: usize = u16::MAX as usize;
+
+/// The QUIC fixed bit (RFC 9000 §17): set in every QUIC packet we accept.
+const QUIC_FIXED_BIT: u8 = 0x40;
+
+/// Whether a datagram is QUIC (fixed bit set) rather than a raw frame.
+pub fn is_quic(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b & QUIC_FIXED_BIT != 0)
+}
+
+/// The kinds of raw frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// A path probe: "can you hear me on this address?"
+    Ping = 1,
+    /// The answer to a [`FrameType::Ping`], naming the address it came from.
+    Pong = 2,
+    /// An end-to-end QUIC packet forwarded through a server.
+    Relay = 3,
+}
+
+impl FrameType {
+    /// The type for a type byte, if known.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Ping),
+            2 => Some(Self::Pong),
+            3 => Some(Self::Relay),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded raw frame, borrowing its payload from the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// What the payload is.
+    pub kind: FrameType,
+    /// The payload bytes (checksum verified).
+    pub payload: &'a [u8],
+}
+
+/// Why a datagram is not a valid raw frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A zero-length datagram.
+    #[error("empty datagram")]
+    Empty,
+    /// The datagram is QUIC, not a raw frame.
+    #[error("datagram has the QUIC fixed bit set")]
+    Quic,
+    /// Shorter than a header.
+    #[error("datagram of {0} bytes is shorter than a raw frame header")]
+    Truncated(usize),
+    /// The first two bytes are not [`MAGIC`].
+    #[error("bad magic")]
+    BadMagic,
+    /// A version this code does not speak.
+    #[error("unsupported raw frame version {0}")]
+    UnsupportedVersion(u8),
+    /// A type byte this code does not know.
+    #[error("unknown raw frame type {0}")]
+    UnknownType(u8),
+    /// The length field disagrees with the datagram size.
+    #[error("length field says {declared} payload bytes, datagram has {actual}")]
+    LengthMismatch {
+        /// The length field.
+        declared: usize,
+        /// The bytes actually present after the header.
+        actual: usize,
+    },
+    /// The checksum does not match.
+    #[error("checksum mismatch")]
+    BadChecksum,
+    /// The header is fine but the payload is malformed for its type.
+    #[error("malformed {kind:?} payload: {reason}")]
+    Payload {
+        /// The frame type.
+        kind: FrameType,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Encoding only: the payload exceeds [`MAX_PAYLOAD`].
+    #[error("payload of {0} bytes exceeds the raw frame maximum of 65535")]
+    TooLarge(usize),
+}
+
+fn checksum(header6: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(header6);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Decodes a datagram as a raw frame. Total: never panics, never allocates.
+pub fn decode(datagram: &[u8]) -> Result<RawFrame<'_>, FrameError> {
+    let Some(&first) = datagram.first() else {
+        return Err(FrameError::Empty);
+    };
+    if first & QUIC_FIXED_BIT != 0 {
+        return Err(FrameError::Quic);
+    }
+    if datagram.len() < HEADER_LEN {
+        return Err(FrameError::Truncated(datagram.len()));
+    }
+    if datagram[..2] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if datagram[2] != VERSION {
+        return Err(FrameError::UnsupportedVersion(datagram[2]));
+    }
+    let kind = FrameType::from_u8(datagram[3]).ok_or(FrameError::UnknownType(datagram[3]))?;
+    let declared = u16::from_be_bytes([datagram[4], datagram[5]]) as usize;
+    let payload = &datagram[HEADER_LEN..];
+    if declared != payload.len() {
+        return Err(FrameError::LengthMismatch {
+            declared,
+            actual: payload.len(),
+        });
+    }
+    let sum = u32::from_be_bytes([datagram[6], datagram[7], datagram[8], datagram[9]]);
+    if sum != checksum(&datagram[..6], payload) {
+        return Err(FrameError::BadChecksum);
+    }
+    Ok(RawFrame { kind, payload })
+}
+
+/// Incremental encoder: write the header, append the payload in place, then
+/// [`FrameWriter::finish`] fills in length and checksum. This lets a relay wrap
+/// a QUIC packet without copying it twice.
+#[derive(Debug)]
+#[must_use = "a frame is incomplete until finish() is called"]
+pub struct FrameWriter {
+    start: usize,
+}
+
+impl FrameWriter {
+    /// Appends a header for a frame of `kind` to `out`.
+    pub fn begin(kind: FrameType, out: &mut Vec<u8>) -> Self {
+        let start = out.len();
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(kind as u8);
+        out.extend_from_slice(&[0; 6]);
+        Self { start }
+    }
+
+    /// Completes the frame whose payload is everything appended after `begin`.
+    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let payload_len = out.len() - self.start - HEADER_LEN;
+        if payload_len > MAX_PAYLOAD {
+            out.truncate(self.start);
+            return Err(FrameError::TooLarge(payload_len));
+        }
+        let s = self.start;
+        out[s + 4..s + 6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        let sum = checksum(&out[s..s + 6], &out[s + HEADER_LEN..]);
+        out[s + 6..s + 10].copy_from_slice(&sum.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Appends a complete frame of `kind` carrying `payload` to `out`.
+pub fn encode(kind: FrameType, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    let w = FrameWriter::begin(kind, out);
+    out.extend_from_slice(payload);
+    w.finish(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_type() {
+        for kind in [FrameType::Ping, FrameType::Pong, FrameType::Relay] {
+            for len in [0usize, 1, 100, 1400, MAX_PAYLOAD] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let mut out = Vec::new();
+                encode(kind, &payload, &mut out).unwrap();
+                assert_eq!(out.len(), HEADER_LEN + len);
+                assert!(!is_quic(&out));
+                let f = decode(&out).unwrap();
+                assert_eq!(f.kind, kind);
+                assert_eq!(f.payload, &payload[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn too_large_is_an_error_and_leaves_buffer_clean() {
+        let mut out = vec![1, 2, 3];
+        let big = vec![0u8; MAX_PAYLOAD + 1];
+        assert_eq!(
+            encode(FrameType::Relay, &big, &mut out),
+            Err(FrameError::TooLarge(65536))
+        );
+        assert_eq!(out, vec![1, 2, 3]);
+        let w = FrameWriter::begin(FrameType::Relay, &mut out);
+        out.extend_from_slice(&big);
+        assert!(w.finish(&mut out).is_err());
+        assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn each_error_kind() {
+        let mut good = Vec::new();
+        encode(FrameType::Ping, b"abc", &mut good).unwrap();
+        assert_eq!(decode(&[]), Err(FrameError::Empty));
+        assert_eq!(decode(&[0xc0, 0, 0]), Err(FrameError::Quic));
+        assert_eq!(decode(&good[..5]), Err(FrameError::Truncated(5)));
+        let mut b = good.clone();
+        b[1] = 0;
+        assert_eq!(decode(&b), Err(FrameError::BadMagic));
+        let mut b = good.clone();
+        b[2] = 9;
+        assert_eq!(decode(&b), Err(FrameError::UnsupportedVersion(9)));
+        let mut b = good.clone();
+        b[3] = 200;
+        assert_eq!(decode(&b), Err(FrameError::UnknownType(200)));
+        let mut b = good.clone();
+        b.push(0);
+        assert_eq!(
+            decode(&b),
+            Err(FrameError::LengthMismatch {
+                declared: 3,
+                actual: 4
+            })
+        );
+        let mut b = good.clone();
+        b[HEADER_LEN] ^= 1;
+        assert_eq!(decode(&b), Err(FrameError::BadChecksum));
+    }
+}

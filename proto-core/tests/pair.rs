@@ -1,0 +1,437 @@
+//! Two or more nodes on a perfect in-memory network with a virtual clock.
+//!
+//! The full simulator (latency, loss, NAT) lives in `p2pcore-tests`; these
+//! tests pin the core contract with the smallest possible harness.
+
+use bytes::Bytes;
+use p2pcore::{
+    Config, ConnectError, DisconnectReason, Event, Identity, Node, NodeId, Reliability, Role,
+    SendError,
+};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Net {
+    now: Instant,
+    nodes: Vec<(SocketAddr, Node, Vec<Event>)>,
+    /// Each node's deadline as read after its last drain.
+    timeouts: Vec<Option<Instant>>,
+    /// (deliver at, to, from, bytes)
+    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    latency: Duration,
+    steps: usize,
+}
+
+impl Net {
+    fn new() -> Self {
+        Self {
+            now: Instant::now(),
+            nodes: Vec::new(),
+            timeouts: Vec::new(),
+            wire: VecDeque::new(),
+            latency: Duration::from_millis(10),
+            steps: 0,
+        }
+    }
+
+    fn add(&mut self, role: Role, seed: u8, name: &str) -> usize {
+        let addr: SocketAddr = format!("192.0.2.{}:4433", self.nodes.len() + 1)
+            .parse()
+            .unwrap();
+        let cfg = Config::new(Identity::from_seed(role, [seed; 32]), name, [seed; 32]);
+        let node = Node::new(cfg, self.now).unwrap();
+        self.nodes.push((addr, node, Vec::new()));
+        self.timeouts.push(None);
+        self.nodes.len() - 1
+    }
+
+    fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].1.id()
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].0
+    }
+
+    fn node(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i].1
+    }
+
+    /// Drains every node's output in the documented order.
+    fn flush(&mut self) {
+        let mut buf = Vec::new();
+        for (i, (addr, node, events)) in self.nodes.iter_mut().enumerate() {
+            while let Some(t) = node.poll_transmit(1, &mut buf) {
+                self.wire.push_back((
+                    self.now + self.latency,
+                    t.destination,
+                    *addr,
+                    buf[..t.size].to_vec(),
+                ));
+            }
+            while let Some(e) = node.poll_event() {
+                events.push(e);
+            }
+            self.timeouts[i] = node.poll_timeout();
+        }
+    }
+
+    /// Advances to the next packet delivery or timer; false when idle.
+    fn step(&mut self) -> bool {
+        self.steps += 1;
+        assert!(self.steps < 1_000_000, "livelock: too many steps");
+        self.flush();
+        let next_timer = self.timeouts.iter().flatten().min().copied();
+        let next_packet = self.wire.front().map(|p| p.0);
+        let next = match (next_timer, next_packet) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        self.now = self.now.max(next);
+        while self.wire.front().is_some_and(|p| p.0 <= self.now) {
+            let (_, to, from, data) = self.wire.pop_front().unwrap();
+            if let Some((_, node, _)) = self.nodes.iter_mut().find(|(a, _, _)| *a == to) {
+                node.handle_datagram(self.now, from, None, &data);
+            }
+        }
+        for (i, (_, node, _)) in self.nodes.iter_mut().enumerate() {
+            if self.timeouts[i].is_some_and(|t| t <= self.now) {
+                node.handle_timeout(self.now);
+            }
+        }
+        true
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            if !self.step() {
+                break;
+            }
+        }
+        self.flush();
+    }
+
+    fn events(&mut self, i: usize) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[i].2)
+    }
+}
+
+fn connected_pair() -> (Net, usize, usize) {
+    let mut net = Net::new();
+    let a = net.add(Role::Peer, 1, "alice");
+    let b = net.add(Role::Peer, 2, "bob");
+    let (bid, baddr, now) = (net.id(b), net.addr(b), net.now);
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.run_for(Duration::from_millis(500));
+    (net, a, b)
+}
+
+#[test]
+fn handshake_then_reliable_and_unreliable() {
+    let (mut net, a, b) = connected_pair();
+    let (aid, bid) = (net.id(a), net.id(b));
+    let ea = net.events(a);
+    let eb = net.events(b);
+    assert!(
+        ea.iter()
+            .any(|e| matches!(e, Event::Connected { id, name, .. } if *id == bid && name == "bob"))
+    );
+    assert!(
+        eb.iter().any(
+            |e| matches!(e, Event::Connected { id, name, .. } if *id == aid && name == "alice")
+        )
+    );
+    assert!(net.node(a).is_connected(&bid));
+
+    let now = net.now;
+    net.node(a)
+        .send(
+            now,
+            bid,
+            3,
+            Bytes::from_static(b"reliable hello"),
+            Reliability::Reliable,
+        )
+        .unwrap();
+    net.node(a)
+        .send(
+            now,
+            bid,
+            4,
+            Bytes::from_static(b"datagram"),
+            Reliability::Unreliable,
+        )
+        .unwrap();
+    net.run_for(Duration::from_millis(200));
+    let eb = net.events(b);
+    assert!(eb.contains(&Event::MessageReceived {
+        from: aid,
+        channel: 3,
+        bytes: Bytes::from_static(b"reliable hello"),
+        reliability: Reliability::Reliable,
+    }));
+    assert!(eb.contains(&Event::MessageReceived {
+        from: aid,
+        channel: 4,
+        bytes: Bytes::from_static(b"datagram"),
+        reliability: Reliability::Unreliable,
+    }));
+}
+
+#[test]
+fn dialing_the_wrong_id_fails_clearly() {
+    let mut net = Net::new();
+    let a = net.add(Role::Peer, 1, "alice");
+    let b = net.add(Role::Peer, 2, "bob");
+    let impostor_target = Identity::from_seed(Role::Peer, [99; 32]).id();
+    let (baddr, now) = (net.addr(b), net.now);
+    net.node(a).connect(now, impostor_target, baddr).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let bid = net.id(b);
+    let ea = net.events(a);
+    let failed = ea
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectFailed { error, id, .. } => Some((error.clone(), *id)),
+            _ => None,
+        })
+        .expect("a ConnectFailed event");
+    assert_eq!(
+        failed.0,
+        ConnectError::WrongNode {
+            expected: impostor_target,
+            found: bid
+        }
+    );
+    assert_eq!(failed.1, Some(impostor_target));
+    assert!(failed.0.to_string().contains("dialed"), "{}", failed.0);
+    assert!(!net.node(a).is_connected(&bid));
+    assert!(
+        net.events(b)
+            .iter()
+            .all(|e| !matches!(e, Event::Connected { .. }))
+    );
+}
+
+#[test]
+fn large_messages_and_channel_order() {
+    let (mut net, a, b) = connected_pair();
+    let (aid, bid) = (net.id(a), net.id(b));
+    net.events(b);
+    let big: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    let now = net.now;
+    for i in 0..20u32 {
+        net.node(a)
+            .send(now, bid, 0, i.to_be_bytes().to_vec(), Reliability::Reliable)
+            .unwrap();
+    }
+    net.node(a)
+        .send(now, bid, 1, big.clone(), Reliability::Reliable)
+        .unwrap();
+    net.run_for(Duration::from_secs(10));
+    let got: Vec<(u8, Bytes)> = net
+        .events(b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived {
+                from,
+                channel,
+                bytes,
+                ..
+            } if from == aid => Some((channel, bytes)),
+            _ => None,
+        })
+        .collect();
+    let ch0: Vec<u32> = got
+        .iter()
+        .filter(|(c, _)| *c == 0)
+        .map(|(_, b)| u32::from_be_bytes(b[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(ch0, (0..20).collect::<Vec<_>>());
+    let ch1: Vec<&Bytes> = got
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(ch1.len(), 1);
+    assert_eq!(&ch1[0][..], &big[..]);
+}
+
+#[test]
+fn send_errors_are_typed() {
+    let (mut net, a, b) = connected_pair();
+    let (aid, bid) = (net.id(a), net.id(b));
+    let now = net.now;
+    let stranger = Identity::from_seed(Role::Peer, [77; 32]).id();
+    let n = net.node(a);
+    assert_eq!(
+        n.send(now, aid, 0, vec![1], Reliability::Reliable),
+        Err(SendError::SelfSend)
+    );
+    assert_eq!(
+        n.send(now, stranger, 0, vec![1], Reliability::Reliable),
+        Err(SendError::NotConnected(stranger))
+    );
+    let max = n.max_unreliable_size(&bid).unwrap();
+    assert!(max > 1000 && max < 1200, "{max}");
+    assert_eq!(
+        n.send(now, bid, 0, vec![0; max + 1], Reliability::Unreliable),
+        Err(SendError::TooLarge { size: max + 1, max })
+    );
+    net.flush();
+}
+
+#[test]
+fn simultaneous_dials_keep_one_connection() {
+    let mut net = Net::new();
+    let a = net.add(Role::Peer, 1, "alice");
+    let b = net.add(Role::Peer, 2, "bob");
+    let (aid, bid, aaddr, baddr, now) = (net.id(a), net.id(b), net.addr(a), net.addr(b), net.now);
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.node(b).connect(now, aid, aaddr).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let ea = net.events(a);
+    let eb = net.events(b);
+    let count = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| matches!(e, Event::Connected { .. }))
+            .count()
+    };
+    assert_eq!(count(&ea), 1, "{ea:?}");
+    assert_eq!(count(&eb), 1, "{eb:?}");
+    assert!(
+        ea.iter()
+            .chain(&eb)
+            .all(|e| !matches!(e, Event::Disconnected { .. } | Event::ConnectFailed { .. }))
+    );
+    // The survivor is the connection dialed by the larger ID.
+    let larger = if aid > bid { a } else { b };
+    let link = net.node(larger).links().next().unwrap();
+    assert!(link.dialed);
+    // And it carries traffic both ways.
+    let now = net.now;
+    net.node(a)
+        .send(now, bid, 0, vec![1], Reliability::Reliable)
+        .unwrap();
+    net.node(b)
+        .send(now, aid, 0, vec![2], Reliability::Reliable)
+        .unwrap();
+    net.run_for(Duration::from_millis(300));
+    assert!(
+        net.events(a)
+            .iter()
+            .any(|e| matches!(e, Event::MessageReceived { .. }))
+    );
+    assert!(
+        net.events(b)
+            .iter()
+            .any(|e| matches!(e, Event::MessageReceived { .. }))
+    );
+}
+
+#[test]
+fn messages_sent_while_dialing_are_delivered() {
+    let mut net = Net::new();
+    let a = net.add(Role::Peer, 1, "alice");
+    let b = net.add(Role::Peer, 2, "bob");
+    let (aid, bid, baddr, now) = (net.id(a), net.id(b), net.addr(b), net.now);
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.node(a)
+        .send(now, bid, 0, vec![42], Reliability::Reliable)
+        .unwrap();
+    net.run_for(Duration::from_millis(500));
+    assert!(net.events(b).iter().any(|e| matches!(e,
+        Event::MessageReceived { from, bytes, .. } if *from == aid && bytes[..] == [42])));
+}
+
+#[test]
+fn dead_remote_is_noticed_within_idle_timeout() {
+    let (mut net, a, b) = connected_pair();
+    let bid = net.id(b);
+    net.events(a);
+    // Crash b: it vanishes without a word.
+    assert_eq!(b, net.nodes.len() - 1);
+    net.nodes.pop();
+    net.timeouts.pop();
+    let t0 = net.now;
+    let mut noticed = None;
+    while noticed.is_none() && net.now - t0 < Duration::from_secs(10) {
+        assert!(net.step());
+        net.flush();
+        if net.nodes[a]
+            .2
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { .. }))
+        {
+            noticed = Some(net.now - t0);
+        }
+    }
+    let ea = net.events(a);
+    assert!(ea.iter().any(|e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::TimedOut } if *id == bid)), "{ea:?}");
+    assert!(!net.node(a).is_connected(&bid));
+    // Default idle timeout is 2.5 s after the last packet heard: the crash is
+    // noticed within 3 s.
+    let noticed = noticed.unwrap();
+    assert!(noticed <= Duration::from_secs(3), "{noticed:?}");
+}
+
+#[test]
+fn junk_datagrams_are_counted_not_fatal() {
+    let (mut net, a, b) = connected_pair();
+    let baddr = net.addr(b);
+    let now = net.now;
+    let n = net.node(a);
+    n.handle_datagram(now, baddr, None, &[]);
+    n.handle_datagram(now, baddr, None, &[0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    n.handle_datagram(now, baddr, None, &[0xc0; 40]);
+    n.handle_datagram(now, baddr, None, &[0x41; 1200]);
+    let d = n.stats().dropped;
+    assert_eq!(d.empty, 1);
+    assert_eq!(d.bad_magic, 1);
+    assert!(d.quic_ignored >= 1);
+    net.flush();
+    net.run_for(Duration::from_millis(100));
+    let bid = net.id(b);
+    assert!(net.node(a).is_connected(&bid));
+}
+
+#[test]
+fn same_seed_same_bytes() {
+    fn transcript() -> Vec<Vec<u8>> {
+        let mut net = Net::new();
+        let a = net.add(Role::Peer, 1, "alice");
+        let b = net.add(Role::Server, 2, "s1");
+        let (bid, baddr, now) = (net.id(b), net.addr(b), net.now);
+        net.node(a).connect(now, bid, baddr).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            net.flush();
+            out.extend(net.wire.iter().map(|p| p.3.clone()));
+            if !net.step() {
+                break;
+            }
+        }
+        out
+    }
+    let first = transcript();
+    assert!(first.len() > 5);
+    assert_eq!(first, transcript());
+}
+
+#[test]
+fn graceful_close_tells_the_remote() {
+    let (mut net, a, b) = connected_pair();
+    let aid = net.id(a);
+    net.events(b);
+    let now = net.now;
+    net.node(a).close(now);
+    net.run_for(Duration::from_millis(500));
+    assert!(net.node(a).is_closed());
+    let eb = net.events(b);
+    assert!(eb.iter().any(|e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::ClosedByRemote { .. } } if *id == aid)), "{eb:?}");
+}

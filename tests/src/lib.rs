@@ -1,0 +1,13 @@
+//! # p2pcore-tests — the deterministic network simulator
+//!
+//! Runs real [`p2pcore::Node`]s on a seeded, virtual-time network with
+//! latency, jitter, loss, duplication, reordering, MTU limits, partitions,
+//! crashes and restarts, and LANs behind NAT boxes modelled in RFC 4787
+//! terms. [`sim::Sim`] is the Rust API used by the scenario tests under
+//! `tests/`; [`scenario`] reads TOML scenario files and [`report`] writes the
+//! JSON report of the `p2psim` binary.
+
+pub mod nat;
+pub mod report;
+pub mod scenario;
+pub mod sim;

@@ -1,0 +1,560 @@
+//! NAT boxes in RFC 4787 terms.
+//!
+//! A [`Nat`] translates between one LAN and the internet. Its behaviour is set
+//! by a [`NatConfig`]:
+//!
+//! * **mapping** — endpoint-independent (one external port per internal
+//!   address, reused for every destination) or endpoint-dependent (a new,
+//!   random external port for every destination address and port: the
+//!   "symmetric" NAT);
+//! * **filtering** — which inbound packets a mapping lets through:
+//!   endpoint-independent (anyone), address-dependent (hosts the internal side
+//!   has sent to), address-and-port-dependent (exact addresses it has sent to);
+//! * **binding timeout** — a mapping with no outbound traffic for this long is
+//!   forgotten (RFC 4787 REQ-6: only outbound traffic refreshes it by default);
+//! * **hairpinning** — whether an internal host can reach another internal
+//!   host through the NAT's public address;
+//! * an optional **outbound allow-list** — the `firewalled` preset only lets
+//!   traffic out to the servers.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How external ports are assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mapping {
+    /// Endpoint-independent: one mapping per internal address.
+    EndpointIndependent,
+    /// Endpoint-dependent: a new random port per destination address and port.
+    EndpointDependent,
+}
+
+/// Which inbound packets an existing mapping accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Filtering {
+    /// From anyone.
+    EndpointIndependent,
+    /// From any port of an IP the internal host has sent to.
+    AddressDependent,
+    /// Only from exact addresses the internal host has sent to.
+    AddressAndPortDependent,
+}
+
+/// Named NAT behaviours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NatPreset {
+    /// No NAT: hosts have public addresses and nothing is filtered.
+    Open,
+    /// Endpoint-independent mapping and filtering.
+    FullCone,
+    /// Endpoint-independent mapping, address-dependent filtering.
+    Restricted,
+    /// Endpoint-independent mapping, address-and-port-dependent filtering.
+    PortRestricted,
+    /// Endpoint-dependent mapping, address-and-port-dependent filtering.
+    Symmetric,
+    /// Port-restricted, and only traffic to the servers may leave at all.
+    Firewalled,
+}
+
+impl NatPreset {
+    /// Every preset, in the order used by NAT grids.
+    pub const ALL: [NatPreset; 6] = [
+        NatPreset::Open,
+        NatPreset::FullCone,
+        NatPreset::Restricted,
+        NatPreset::PortRestricted,
+        NatPreset::Symmetric,
+        NatPreset::Firewalled,
+    ];
+
+    /// The scenario-file name of the preset.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatPreset::Open => "open",
+            NatPreset::FullCone => "full-cone",
+            NatPreset::Restricted => "restricted",
+            NatPreset::PortRestricted => "port-restricted",
+            NatPreset::Symmetric => "symmetric",
+            NatPreset::Firewalled => "firewalled",
+        }
+    }
+
+    /// Parses a scenario-file name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The NAT configuration of the preset, or `None` for [`NatPreset::Open`].
+    pub fn config(self) -> Option<NatConfig> {
+        let (mapping, filtering) = match self {
+            NatPreset::Open => return None,
+            NatPreset::FullCone => (Mapping::EndpointIndependent, Filtering::EndpointIndependent),
+            NatPreset::Restricted => (Mapping::EndpointIndependent, Filtering::AddressDependent),
+            NatPreset::PortRestricted | NatPreset::Firewalled => (
+                Mapping::EndpointIndependent,
+                Filtering::AddressAndPortDependent,
+            ),
+            NatPreset::Symmetric => (
+                Mapping::EndpointDependent,
+                Filtering::AddressAndPortDependent,
+            ),
+        };
+        Some(NatConfig {
+            mapping,
+            filtering,
+            firewalled: self == NatPreset::Firewalled,
+            ..NatConfig::default()
+        })
+    }
+}
+
+/// The behaviour of one NAT box.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NatConfig {
+    /// How external ports are assigned.
+    pub mapping: Mapping,
+    /// Which inbound packets are let through.
+    pub filtering: Filtering,
+    /// Idle time after which a mapping is forgotten. Default 120 s
+    /// (RFC 4787 REQ-5 asks for at least 2 minutes; many home routers use 30 s).
+    pub binding_timeout: Duration,
+    /// Whether internal hosts can reach each other through the public address.
+    pub hairpin: bool,
+    /// Whether inbound traffic also refreshes a mapping (RFC 4787 allows either).
+    pub inbound_refresh: bool,
+    /// Only let traffic out to the addresses in [`Nat::set_outbound_allow`].
+    pub firewalled: bool,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            mapping: Mapping::EndpointIndependent,
+            filtering: Filtering::AddressAndPortDependent,
+            binding_timeout: Duration::from_secs(120),
+            hairpin: false,
+            inbound_refresh: false,
+            firewalled: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct MapKey {
+    internal: SocketAddr,
+    /// `Some` only for endpoint-dependent mappings.
+    dest: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+struct Binding {
+    port: u16,
+    last_active: Instant,
+    /// Remote addresses the internal host has sent to through this mapping.
+    contacted: BTreeSet<SocketAddr>,
+}
+
+/// Counters of what a NAT did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NatStats {
+    /// Mappings created.
+    pub mappings_created: u64,
+    /// Mappings that expired.
+    pub mappings_expired: u64,
+    /// Inbound packets dropped for lack of a mapping.
+    pub dropped_no_mapping: u64,
+    /// Inbound packets dropped by the filter.
+    pub dropped_filtered: u64,
+    /// Outbound packets dropped by the firewall allow-list.
+    pub dropped_firewall: u64,
+    /// Hairpinned packets dropped because hairpinning is off.
+    pub dropped_hairpin: u64,
+}
+
+/// A NAT box with its mapping table.
+#[derive(Debug)]
+pub struct Nat {
+    public_ip: IpAddr,
+    config: NatConfig,
+    bindings: BTreeMap<MapKey, Binding>,
+    by_port: BTreeMap<u16, MapKey>,
+    allow_out: BTreeSet<IpAddr>,
+    rng: ChaCha20Rng,
+    stats: NatStats,
+}
+
+const PORT_MIN: u16 = 1024;
+
+impl Nat {
+    /// A NAT with public address `public_ip`; `seed` drives port allocation.
+    pub fn new(public_ip: IpAddr, config: NatConfig, seed: u64) -> Self {
+        Self {
+            public_ip,
+            config,
+            bindings: BTreeMap::new(),
+            by_port: BTreeMap::new(),
+            allow_out: BTreeSet::new(),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            stats: NatStats::default(),
+        }
+    }
+
+    /// The public address.
+    pub fn public_ip(&self) -> IpAddr {
+        self.public_ip
+    }
+
+    /// The behaviour.
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    /// What the NAT did so far.
+    pub fn stats(&self) -> NatStats {
+        self.stats
+    }
+
+    /// Destinations a firewalled NAT lets traffic out to.
+    pub fn set_outbound_allow(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
+        self.allow_out = ips.into_iter().collect();
+    }
+
+    /// Forgets every mapping, as a rebooting router does.
+    pub fn reboot(&mut self) {
+        self.bindings.clear();
+        self.by_port.clear();
+    }
+
+    /// Number of live mappings.
+    pub fn mapping_count(&self) -> usize {
+        self.bindings.len()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.config.binding_timeout;
+        let dead: Vec<MapKey> = self
+            .bindings
+            .iter()
+            .filter(|(_, b)| now.saturating_duration_since(b.last_active) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            if let Some(b) = self.bindings.remove(&k) {
+                self.by_port.remove(&b.port);
+                self.stats.mappings_expired += 1;
+            }
+        }
+    }
+
+    fn allocate_port(&mut self, preferred: u16) -> Option<u16> {
+        if self.config.mapping == Mapping::EndpointIndependent
+            && preferred >= PORT_MIN
+            && !self.by_port.contains_key(&preferred)
+        {
+            return Some(preferred);
+        }
+        // Random ports, as real endpoint-dependent NATs pick them.
+        for _ in 0..64 {
+            let p = self.rng.random_range(PORT_MIN..=u16::MAX);
+            if !self.by_port.contains_key(&p) {
+                return Some(p);
+            }
+        }
+        // A nearly full table: scan for any free port.
+        (PORT_MIN..=u16::MAX).find(|p| !self.by_port.contains_key(p))
+    }
+
+    /// Translates an outbound packet from `internal` to `dest`. Returns the
+    /// public source address, or `None` if the packet is dropped.
+    pub fn outbound(
+        &mut self,
+        now: Instant,
+        internal: SocketAddr,
+        dest: SocketAddr,
+    ) -> Option<SocketAddr> {
+        self.expire(now);
+        if self.config.firewalled && !self.allow_out.contains(&dest.ip()) {
+            self.stats.dropped_firewall += 1;
+            return None;
+        }
+        let key = MapKey {
+            internal,
+            dest: (self.config.mapping == Mapping::EndpointDependent).then_some(dest),
+        };
+        if !self.bindings.contains_key(&key) {
+            let port = self.allocate_port(internal.port())?;
+            self.bindings.insert(
+                key,
+                Binding {
+                    port,
+                    last_active: now,
+                    contacted: BTreeSet::new(),
+                },
+            );
+            self.by_port.insert(port, key);
+            self.stats.mappings_created += 1;
+        }
+        let b = self.bindings.get_mut(&key)?;
+        b.last_active = now;
+        b.contacted.insert(dest);
+        Some(SocketAddr::new(self.public_ip, b.port))
+    }
+
+    /// Translates an inbound packet from `remote` to public port `port`.
+    /// Returns the internal destination, or `None` if the packet is dropped.
+    pub fn inbound(&mut self, now: Instant, remote: SocketAddr, port: u16) -> Option<SocketAddr> {
+        self.expire(now);
+        let Some(key) = self.by_port.get(&port).copied() else {
+            self.stats.dropped_no_mapping += 1;
+            return None;
+        };
+        let b = self.bindings.get_mut(&key)?;
+        let allowed = match self.config.filtering {
+            Filtering::EndpointIndependent => true,
+            Filtering::AddressDependent => b.contacted.iter().any(|a| a.ip() == remote.ip()),
+            Filtering::AddressAndPortDependent => b.contacted.contains(&remote),
+        };
+        if !allowed {
+            self.stats.dropped_filtered += 1;
+            return None;
+        }
+        if self.config.inbound_refresh {
+            b.last_active = now;
+        }
+        Some(key.internal)
+    }
+
+    /// Handles a packet from `internal` to this NAT's own public address
+    /// (`public_port`). Returns `(translated source, internal destination)`
+    /// when hairpinning delivers it.
+    pub fn hairpin(
+        &mut self,
+        now: Instant,
+        internal: SocketAddr,
+        public_port: u16,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        let dest = SocketAddr::new(self.public_ip, public_port);
+        if !self.config.hairpin {
+            self.stats.dropped_hairpin += 1;
+            return None;
+        }
+        let src = self.outbound(now, internal, dest)?;
+        let to = self.inbound(now, src, public_port)?;
+        Some((src, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+    fn nat(preset: NatPreset) -> Nat {
+        Nat::new("198.51.100.1".parse().unwrap(), preset.config().unwrap(), 1)
+    }
+
+    const HOST: &str = "10.0.0.2:5000";
+    const S1: &str = "203.0.113.1:7000";
+    const S1_OTHER_PORT: &str = "203.0.113.1:7001";
+    const S2: &str = "203.0.113.2:7000";
+
+    #[test]
+    fn open_has_no_nat() {
+        assert!(NatPreset::Open.config().is_none());
+        assert_eq!(
+            NatPreset::from_name("port-restricted"),
+            Some(NatPreset::PortRestricted)
+        );
+        assert_eq!(NatPreset::from_name("bogus"), None);
+    }
+
+    #[test]
+    fn eim_reuses_one_port_for_all_destinations() {
+        let now = t0();
+        let mut n = nat(NatPreset::PortRestricted);
+        let p1 = n.outbound(now, a(HOST), a(S1)).unwrap();
+        let p2 = n.outbound(now, a(HOST), a(S2)).unwrap();
+        assert_eq!(p1, p2);
+        // Port preservation when the port is free.
+        assert_eq!(p1.port(), 5000);
+    }
+
+    #[test]
+    fn edm_uses_a_new_port_per_destination() {
+        let now = t0();
+        let mut n = nat(NatPreset::Symmetric);
+        let p1 = n.outbound(now, a(HOST), a(S1)).unwrap();
+        let p2 = n.outbound(now, a(HOST), a(S2)).unwrap();
+        let p3 = n.outbound(now, a(HOST), a(S1_OTHER_PORT)).unwrap();
+        assert_ne!(p1.port(), p2.port());
+        assert_ne!(p1.port(), p3.port());
+        assert_eq!(
+            n.outbound(now, a(HOST), a(S1)).unwrap(),
+            p1,
+            "same destination, same port"
+        );
+        // Each mapping only answers to its own destination.
+        assert_eq!(n.inbound(now, a(S1), p1.port()), Some(a(HOST)));
+        assert_eq!(n.inbound(now, a(S2), p1.port()), None);
+    }
+
+    #[test]
+    fn filtering_behaviours() {
+        let now = t0();
+        for (preset, from_same_ip_other_port, from_other_ip) in [
+            (NatPreset::FullCone, true, true),
+            (NatPreset::Restricted, true, false),
+            (NatPreset::PortRestricted, false, false),
+        ] {
+            let mut n = nat(preset);
+            let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
+            assert_eq!(
+                n.inbound(now, a(S1), ext.port()),
+                Some(a(HOST)),
+                "{preset:?}"
+            );
+            assert_eq!(
+                n.inbound(now, a(S1_OTHER_PORT), ext.port()).is_some(),
+                from_same_ip_other_port,
+                "{preset:?}"
+            );
+            assert_eq!(
+                n.inbound(now, a(S2), ext.port()).is_some(),
+                from_other_ip,
+                "{preset:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsolicited_inbound_is_dropped() {
+        let now = t0();
+        let mut n = nat(NatPreset::FullCone);
+        assert_eq!(n.inbound(now, a(S1), 5000), None);
+        assert_eq!(n.stats().dropped_no_mapping, 1);
+    }
+
+    #[test]
+    fn bindings_expire_without_outbound_traffic() {
+        let now = t0();
+        let mut cfg = NatPreset::PortRestricted.config().unwrap();
+        cfg.binding_timeout = Duration::from_secs(30);
+        let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
+        let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
+        // Inbound traffic does not refresh by default.
+        assert!(
+            n.inbound(now + Duration::from_secs(20), a(S1), ext.port())
+                .is_some()
+        );
+        assert!(
+            n.inbound(now + Duration::from_secs(31), a(S1), ext.port())
+                .is_none()
+        );
+        assert_eq!(n.stats().mappings_expired, 1);
+        // Outbound traffic refreshes.
+        let ext = n
+            .outbound(now + Duration::from_secs(40), a(HOST), a(S1))
+            .unwrap();
+        n.outbound(now + Duration::from_secs(60), a(HOST), a(S1))
+            .unwrap();
+        assert!(
+            n.inbound(now + Duration::from_secs(80), a(S1), ext.port())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn inbound_refresh_when_enabled() {
+        let now = t0();
+        let mut cfg = NatPreset::FullCone.config().unwrap();
+        cfg.binding_timeout = Duration::from_secs(30);
+        cfg.inbound_refresh = true;
+        let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
+        let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
+        assert!(
+            n.inbound(now + Duration::from_secs(20), a(S1), ext.port())
+                .is_some()
+        );
+        assert!(
+            n.inbound(now + Duration::from_secs(40), a(S1), ext.port())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn reboot_forgets_mappings() {
+        let now = t0();
+        let mut n = nat(NatPreset::FullCone);
+        let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
+        n.reboot();
+        assert_eq!(n.inbound(now, a(S1), ext.port()), None);
+        assert_eq!(n.mapping_count(), 0);
+    }
+
+    #[test]
+    fn firewalled_only_talks_to_allowed_hosts() {
+        let now = t0();
+        let mut n = nat(NatPreset::Firewalled);
+        n.set_outbound_allow([a(S1).ip()]);
+        assert!(n.outbound(now, a(HOST), a(S1)).is_some());
+        assert!(n.outbound(now, a(HOST), a(S2)).is_none());
+        assert_eq!(n.stats().dropped_firewall, 1);
+    }
+
+    #[test]
+    fn hairpinning_on_and_off() {
+        let now = t0();
+        let other = a("10.0.0.3:5000");
+        for hairpin in [true, false] {
+            let mut cfg = NatPreset::FullCone.config().unwrap();
+            cfg.hairpin = hairpin;
+            let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
+            // `other` has a public mapping (it talked to a server).
+            let other_ext = n.outbound(now, other, a(S1)).unwrap();
+            let res = n.hairpin(now, a(HOST), other_ext.port());
+            if hairpin {
+                let (src, to) = res.unwrap();
+                assert_eq!(to, other);
+                assert_eq!(
+                    src.ip(),
+                    n.public_ip(),
+                    "hairpinned source is the external address"
+                );
+            } else {
+                assert!(res.is_none());
+                assert_eq!(n.stats().dropped_hairpin, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn port_allocation_is_seeded() {
+        let now = t0();
+        let ports = |seed| {
+            let mut n = Nat::new(
+                "198.51.100.1".parse().unwrap(),
+                NatPreset::Symmetric.config().unwrap(),
+                seed,
+            );
+            (0..5u16)
+                .map(|i| {
+                    n.outbound(now, a(HOST), SocketAddr::new(a(S1).ip(), 7000 + i))
+                        .unwrap()
+                        .port()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(3), ports(3));
+        assert_ne!(ports(3), ports(4));
+    }
+}

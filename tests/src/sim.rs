@@ -1,0 +1,1199 @@
+//! A deterministic, seeded, virtual-time network that runs real [`Node`]s.
+//!
+//! One seed drives everything: node keys and seeds, NAT port choices, link
+//! jitter, loss, duplication and reordering. Time is virtual: the simulator
+//! jumps from one scheduled happening (a packet arrival, a node's timer, a
+//! scripted action) to the next, so a minute of network life takes
+//! milliseconds and every run with the same seed is identical — the trace
+//! [`Sim::digest`] and the digest of all bytes on the wire
+//! ([`Sim::wire_digest`]) prove it.
+//!
+//! # Topology
+//!
+//! Every node is a *host* with one UDP socket. A host is either public (its
+//! own internet-facing address) or sits in a [`Lan`]. A LAN is either open
+//! (hosts get public addresses, nothing is filtered) or behind a [`Nat`].
+//! Hosts in the same LAN talk directly over the LAN. Everything else crosses
+//! the "internet": a link between the two *sites* (a public host, or a LAN)
+//! with latency, jitter, loss, duplication, reordering and an MTU
+//! ([`LinkParams`]). Partitions cut links between groups of sites.
+
+use crate::nat::{Nat, NatConfig};
+use bytes::Bytes;
+use p2pcore::{Config, Event, Identity, Node, NodeId, Reliability, Role};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Index of a host in the simulator.
+pub type HostId = usize;
+/// Index of a LAN in the simulator.
+pub type LanId = usize;
+
+/// UDP port every simulated node listens on.
+pub const NODE_PORT: u16 = 4433;
+
+/// Properties of a link between two sites, one way.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LinkParams {
+    /// One-way base latency.
+    pub latency: Duration,
+    /// Uniform jitter added to the latency, in `[-jitter, +jitter]`.
+    pub jitter: Duration,
+    /// Probability of losing a datagram.
+    pub loss: f64,
+    /// Probability of delivering a datagram twice.
+    pub duplicate: f64,
+    /// Probability of holding a datagram back so later ones overtake it.
+    pub reorder: f64,
+    /// Largest IP packet in bytes; larger datagrams (payload plus 28 bytes of
+    /// IPv4/UDP header, 48 for IPv6) are dropped.
+    pub mtu: usize,
+}
+
+impl Default for LinkParams {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(20),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            mtu: 1500,
+        }
+    }
+}
+
+/// A partial change of [`LinkParams`]: `None` fields keep their value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkPatch {
+    /// New one-way latency.
+    pub latency: Option<Duration>,
+    /// New jitter.
+    pub jitter: Option<Duration>,
+    /// New loss probability.
+    pub loss: Option<f64>,
+    /// New duplication probability.
+    pub duplicate: Option<f64>,
+    /// New reordering probability.
+    pub reorder: Option<f64>,
+    /// New MTU.
+    pub mtu: Option<usize>,
+}
+
+impl LinkPatch {
+    /// `base` with this patch applied.
+    pub fn apply(&self, base: LinkParams) -> LinkParams {
+        LinkParams {
+            latency: self.latency.unwrap_or(base.latency),
+            jitter: self.jitter.unwrap_or(base.jitter),
+            loss: self.loss.unwrap_or(base.loss),
+            duplicate: self.duplicate.unwrap_or(base.duplicate),
+            reorder: self.reorder.unwrap_or(base.reorder),
+            mtu: self.mtu.unwrap_or(base.mtu),
+        }
+    }
+}
+
+/// Simulator-wide settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The one seed everything derives from.
+    pub seed: u64,
+    /// Defaults for every internet link.
+    pub link: LinkParams,
+    /// One-way latency inside a LAN.
+    pub lan_latency: Duration,
+    /// Most happenings allowed at one virtual instant before the run is
+    /// declared a livelock.
+    pub livelock_limit: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            link: LinkParams::default(),
+            lan_latency: Duration::from_millis(1),
+            livelock_limit: 200_000,
+        }
+    }
+}
+
+/// A LAN: a private subnet, open or behind a NAT.
+#[derive(Debug)]
+pub struct Lan {
+    /// Its name.
+    pub name: String,
+    /// The NAT in front of it; `None` for an open LAN.
+    pub nat: Option<Nat>,
+    subnet: [u8; 3],
+    next_host: u8,
+}
+
+/// What kind of node to add.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Unique name.
+    pub name: String,
+    /// Server or peer.
+    pub role: Role,
+    /// The LAN it sits in; `None` for a public host.
+    pub lan: Option<LanId>,
+    /// Give a public host an IPv6 address instead of IPv4.
+    pub ipv6: bool,
+}
+
+impl NodeSpec {
+    /// A public server.
+    pub fn server(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            role: Role::Server,
+            lan: None,
+            ipv6: false,
+        }
+    }
+    /// A peer, public or in `lan`.
+    pub fn peer(name: &str, lan: Option<LanId>) -> Self {
+        Self {
+            name: name.into(),
+            role: Role::Peer,
+            lan,
+            ipv6: false,
+        }
+    }
+}
+
+/// Per-host traffic counters kept by the simulator (wire view).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HostBytes {
+    /// Datagrams the host sent.
+    pub datagrams_sent: u64,
+    /// Bytes the host sent.
+    pub sent: u64,
+    /// Datagrams delivered to the host.
+    pub datagrams_received: u64,
+    /// Bytes delivered to the host.
+    pub received: u64,
+}
+
+/// One simulated machine.
+pub struct Host {
+    /// Unique name.
+    pub name: String,
+    /// Its long-term identity (kept across restarts).
+    pub identity: Identity,
+    /// Its socket address (private if in a LAN).
+    pub addr: SocketAddr,
+    /// Its LAN, if any.
+    pub lan: Option<LanId>,
+    /// The running node; `None` while crashed.
+    pub node: Option<Node>,
+    /// How many times it was (re)started.
+    pub boots: u32,
+    /// Every event its node emitted, with the virtual time since simulation start.
+    pub events: Vec<(Duration, Event)>,
+    /// Wire counters.
+    pub bytes: HostBytes,
+    timeout: Option<Instant>,
+    timer_gen: u64,
+}
+
+impl Host {
+    /// The node ID.
+    pub fn id(&self) -> NodeId {
+        self.identity.id()
+    }
+    /// Whether the node is running.
+    pub fn alive(&self) -> bool {
+        self.node.is_some()
+    }
+}
+
+/// One line of the run's ordered trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceEntry {
+    /// Virtual milliseconds since the start (microsecond precision).
+    pub t_ms: f64,
+    /// The host name, or `"sim"` for simulator actions.
+    pub node: String,
+    /// Event or action name.
+    pub event: String,
+    /// Human-readable details.
+    pub detail: String,
+}
+
+/// Delivery accounting for messages sent with [`Sim::send_messages`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MessageMetrics {
+    /// Messages accepted by `Node::send`.
+    pub sent: u64,
+    /// Messages `Node::send` refused (not connected, too large, ...).
+    pub rejected: u64,
+    /// Distinct messages delivered.
+    pub delivered: u64,
+    /// Deliveries of a message already delivered.
+    pub duplicated: u64,
+    /// Deliveries that arrived after a later message of the same flow.
+    pub reordered: u64,
+    /// Accepted messages never delivered (`sent - delivered`).
+    pub lost: u64,
+}
+
+/// Counters of what the network did to datagrams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NetStats {
+    /// Datagrams put on a link.
+    pub sent: u64,
+    /// Datagrams delivered to a running node.
+    pub delivered: u64,
+    /// Lost by link loss.
+    pub lost: u64,
+    /// Extra copies made by link duplication.
+    pub duplicated: u64,
+    /// Held back by link reordering.
+    pub reordered: u64,
+    /// Dropped for exceeding the MTU.
+    pub too_big: u64,
+    /// Dropped by a partition.
+    pub partitioned: u64,
+    /// Dropped by a NAT (no mapping, filter, firewall, hairpin off).
+    pub nat_dropped: u64,
+    /// Addressed to nobody, or to a crashed node.
+    pub undeliverable: u64,
+}
+
+/// A scripted action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Crash a host (its state is lost; its identity is kept).
+    Kill(HostId),
+    /// Start a crashed host again with the same identity.
+    Restart(HostId),
+    /// Cut links between these groups of sites (by host or LAN name).
+    Partition(Vec<Vec<String>>),
+    /// Remove every partition.
+    Heal,
+    /// Change link parameters: for every link, or for the pair of sites named.
+    Link {
+        /// The parameters to change; the others keep their current values.
+        patch: LinkPatch,
+        /// `Some((a, b))` to change only the link between these two sites.
+        between: Option<(String, String)>,
+    },
+    /// Send a batch of tracked messages.
+    Send(SendSpec),
+    /// Reboot a LAN's NAT: all its mappings are lost.
+    NatReboot(LanId),
+}
+
+/// A batch of tracked messages.
+#[derive(Debug, Clone)]
+pub struct SendSpec {
+    /// Sender.
+    pub from: HostId,
+    /// Receiver.
+    pub to: HostId,
+    /// How many messages.
+    pub count: u32,
+    /// Bytes per message (at least [`MSG_HEADER`]).
+    pub size: usize,
+    /// Reliable or not.
+    pub reliability: Reliability,
+    /// The channel.
+    pub channel: u8,
+}
+
+/// Bytes at the start of every tracked message: magic, flow, sequence.
+pub const MSG_HEADER: usize = 12;
+const MSG_MAGIC: &[u8; 4] = b"P2SM";
+
+#[derive(Debug)]
+struct Flow {
+    to: HostId,
+    from_id: NodeId,
+    seen: BTreeSet<u32>,
+    highest: Option<u32>,
+}
+
+#[derive(Debug)]
+enum Happening {
+    /// A datagram arriving at a public address.
+    Wire {
+        to: SocketAddr,
+        from: SocketAddr,
+        data: Bytes,
+    },
+    /// A datagram arriving inside a LAN.
+    Local {
+        host: HostId,
+        from: SocketAddr,
+        data: Bytes,
+    },
+    Timer {
+        host: HostId,
+        generation: u64,
+    },
+    Action(Action),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Site {
+    Host(HostId),
+    Lan(LanId),
+}
+
+/// Hook to adjust each node's configuration before it starts.
+pub type Configure = Rc<dyn Fn(&mut Config, &Host)>;
+
+/// The simulator. See the [module docs](self).
+pub struct Sim {
+    cfg: SimConfig,
+    base: Instant,
+    now: Instant,
+    rng: ChaCha20Rng,
+    hosts: Vec<Host>,
+    lans: Vec<Lan>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    /// Payloads of queued happenings, by slot (kept out of the heap so it stays small).
+    slots: Vec<Option<Happening>>,
+    free_slots: Vec<usize>,
+    seq: u64,
+    by_ip: HashMap<IpAddr, Site>,
+    by_addr: HashMap<SocketAddr, HostId>,
+    next_public: u32,
+    link_default: LinkParams,
+    link_override: BTreeMap<(Site, Site), LinkParams>,
+    partition: Option<BTreeMap<Site, usize>>,
+    configure: Option<Configure>,
+    trace: Vec<TraceEntry>,
+    trace_digest: ring::digest::Context,
+    wire_digest: ring::digest::Context,
+    flows: Vec<Flow>,
+    messages: MessageMetrics,
+    net: NetStats,
+    same_instant: (Instant, usize),
+    buf: Vec<u8>,
+}
+
+fn hash_seed(seed: u64, parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"p2psim\0");
+    ctx.update(&seed.to_be_bytes());
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn hex(d: ring::digest::Digest) -> String {
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Sim {
+    /// An empty network.
+    pub fn new(cfg: SimConfig) -> Self {
+        // The only clock read of a run: an arbitrary origin for virtual time.
+        // Nothing depends on its value, only on offsets from it.
+        let base = Instant::now();
+        Self {
+            rng: ChaCha20Rng::from_seed(hash_seed(cfg.seed, &[b"network"])),
+            link_default: cfg.link,
+            cfg,
+            base,
+            now: base,
+            hosts: Vec::new(),
+            lans: Vec::new(),
+            queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            seq: 0,
+            by_ip: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_public: 0,
+            link_override: BTreeMap::new(),
+            partition: None,
+            configure: None,
+            trace: Vec::new(),
+            trace_digest: ring::digest::Context::new(&ring::digest::SHA256),
+            wire_digest: ring::digest::Context::new(&ring::digest::SHA256),
+            flows: Vec::new(),
+            messages: MessageMetrics::default(),
+            net: NetStats::default(),
+            same_instant: (base, 0),
+            buf: Vec::with_capacity(65536),
+        }
+    }
+
+    /// Sets a hook that adjusts every node's configuration before (re)start.
+    pub fn set_configure(&mut self, f: impl Fn(&mut Config, &Host) + 'static) {
+        self.configure = Some(Rc::new(f));
+    }
+
+    fn public_ip(&mut self, v6: bool) -> IpAddr {
+        self.next_public += 1;
+        let n = self.next_public;
+        if v6 {
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                (n >> 16) as u16,
+                n as u16,
+            ))
+        } else {
+            // 198.18.0.0/15 is reserved for benchmarking networks (RFC 2544).
+            IpAddr::V4(Ipv4Addr::new(
+                198,
+                18 + ((n >> 16) & 1) as u8,
+                (n >> 8) as u8,
+                n as u8,
+            ))
+        }
+    }
+
+    /// Adds a LAN, open (`nat: None`) or behind a NAT.
+    pub fn add_lan(&mut self, name: &str, nat: Option<NatConfig>) -> LanId {
+        let id = self.lans.len();
+        let nat = nat.map(|cfg| {
+            let ip = self.public_ip(false);
+            self.by_ip.insert(ip, Site::Lan(id));
+            let seed = u64::from_be_bytes(
+                hash_seed(self.cfg.seed, &[b"nat", name.as_bytes()])[..8]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+            Nat::new(ip, cfg, seed)
+        });
+        self.lans.push(Lan {
+            name: name.into(),
+            nat,
+            subnet: [10, (id >> 8) as u8, id as u8],
+            next_host: 2,
+        });
+        self.refresh_firewalls();
+        id
+    }
+
+    /// Adds a host and starts its node now.
+    pub fn add_node(&mut self, spec: NodeSpec) -> HostId {
+        let id = self.hosts.len();
+        let ip = match spec.lan {
+            Some(l) if self.lans[l].nat.is_some() => {
+                let lan = &mut self.lans[l];
+                let ip = IpAddr::V4(Ipv4Addr::new(
+                    lan.subnet[0],
+                    lan.subnet[1],
+                    lan.subnet[2],
+                    lan.next_host,
+                ));
+                lan.next_host = lan.next_host.wrapping_add(1);
+                ip
+            }
+            Some(l) => {
+                // Open LAN: hosts are public but share the LAN site.
+                let ip = self.public_ip(false);
+                self.by_ip.insert(ip, Site::Lan(l));
+                ip
+            }
+            None => {
+                let ip = self.public_ip(spec.ipv6);
+                self.by_ip.insert(ip, Site::Host(id));
+                ip
+            }
+        };
+        let identity = Identity::from_seed(
+            spec.role,
+            hash_seed(self.cfg.seed, &[b"identity", spec.name.as_bytes()]),
+        );
+        self.by_addr.insert(SocketAddr::new(ip, NODE_PORT), id);
+        self.hosts.push(Host {
+            name: spec.name,
+            identity,
+            addr: SocketAddr::new(ip, NODE_PORT),
+            lan: spec.lan,
+            node: None,
+            boots: 0,
+            events: Vec::new(),
+            bytes: HostBytes::default(),
+            timeout: None,
+            timer_gen: 0,
+        });
+        if spec.role == Role::Server {
+            self.refresh_firewalls();
+        }
+        self.boot(id);
+        id
+    }
+
+    fn refresh_firewalls(&mut self) {
+        let servers: Vec<IpAddr> = self
+            .hosts
+            .iter()
+            .filter(|h| h.identity.role() == Role::Server)
+            .map(|h| h.addr.ip())
+            .collect();
+        for lan in &mut self.lans {
+            if let Some(nat) = &mut lan.nat {
+                nat.set_outbound_allow(servers.iter().copied());
+            }
+        }
+    }
+
+    fn boot(&mut self, h: HostId) {
+        let host = &mut self.hosts[h];
+        host.boots += 1;
+        let seed = hash_seed(
+            self.cfg.seed,
+            &[b"node", host.name.as_bytes(), &host.boots.to_be_bytes()],
+        );
+        let mut config = Config::new(host.identity.clone(), host.name.clone(), seed);
+        if let Some(f) = &self.configure {
+            f(&mut config, &self.hosts[h]);
+        }
+        let name = self.hosts[h].name.clone();
+        match Node::new(config, self.now) {
+            Ok(node) => {
+                self.hosts[h].node = Some(node);
+                self.record("sim", "start", &name);
+                self.drain(h);
+            }
+            Err(e) => self.record("sim", "start-failed", &format!("{name}: {e}")),
+        }
+    }
+
+    // ----- accessors ------------------------------------------------------
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.base
+    }
+
+    /// The virtual clock itself (for passing `now` to nodes).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// All hosts.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// One host.
+    pub fn host(&self, h: HostId) -> &Host {
+        &self.hosts[h]
+    }
+
+    /// A host by name.
+    pub fn find(&self, name: &str) -> Option<HostId> {
+        self.hosts.iter().position(|h| h.name == name)
+    }
+
+    /// A LAN by name.
+    pub fn find_lan(&self, name: &str) -> Option<LanId> {
+        self.lans.iter().position(|l| l.name == name)
+    }
+
+    /// All LANs.
+    pub fn lans(&self) -> &[Lan] {
+        &self.lans
+    }
+
+    /// The node of a host, if running. Use [`Sim::with_node`] for commands.
+    pub fn node(&self, h: HostId) -> Option<&Node> {
+        self.hosts[h].node.as_ref()
+    }
+
+    /// Runs a command on a host's node at the current virtual time, then
+    /// drains the node's output. `None` if the host is down.
+    pub fn with_node<R>(
+        &mut self,
+        h: HostId,
+        f: impl FnOnce(&mut Node, Instant) -> R,
+    ) -> Option<R> {
+        let now = self.now;
+        let r = f(self.hosts[h].node.as_mut()?, now);
+        self.drain(h);
+        Some(r)
+    }
+
+    /// The public address through which `h` is reached from the internet, if
+    /// it has one without a NAT mapping (public hosts and open LANs).
+    pub fn public_addr(&self, h: HostId) -> Option<SocketAddr> {
+        match self.hosts[h].lan {
+            Some(l) if self.lans[l].nat.is_some() => None,
+            _ => Some(self.hosts[h].addr),
+        }
+    }
+
+    /// The run's ordered trace.
+    pub fn trace(&self) -> &[TraceEntry] {
+        &self.trace
+    }
+
+    /// SHA-256 over the trace so far (hex).
+    pub fn digest(&self) -> String {
+        hex(self.trace_digest.clone().finish())
+    }
+
+    /// SHA-256 over every datagram put on the network, with its time and
+    /// addresses (hex): equal digests mean byte-identical runs.
+    pub fn wire_digest(&self) -> String {
+        hex(self.wire_digest.clone().finish())
+    }
+
+    /// Delivery accounting of tracked messages.
+    pub fn message_metrics(&self) -> MessageMetrics {
+        let mut m = self.messages;
+        m.lost = m.sent.saturating_sub(m.delivered);
+        m
+    }
+
+    /// What the network did to datagrams.
+    pub fn net_stats(&self) -> NetStats {
+        self.net
+    }
+
+    /// Takes the events a host's node emitted so far.
+    pub fn take_events(&mut self, h: HostId) -> Vec<(Duration, Event)> {
+        std::mem::take(&mut self.hosts[h].events)
+    }
+
+    // ----- scheduling -----------------------------------------------------
+
+    fn push(&mut self, at: Instant, what: Happening) {
+        self.seq += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s] = Some(what);
+                s
+            }
+            None => {
+                self.slots.push(Some(what));
+                self.slots.len() - 1
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
+    }
+
+    /// Schedules an action at virtual time `at` since the start.
+    pub fn schedule(&mut self, at: Duration, action: Action) {
+        let at = (self.base + at).max(self.now);
+        self.push(at, Happening::Action(action));
+    }
+
+    /// Runs until virtual time `t` since the start.
+    pub fn run_until(&mut self, t: Duration) {
+        let end = self.base + t;
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > end {
+                break;
+            }
+            let Some(Reverse((at, _, slot))) = self.queue.pop() else {
+                break;
+            };
+            let Some(what) = self.slots[slot].take() else {
+                continue;
+            };
+            self.free_slots.push(slot);
+            self.check_livelock(at);
+            self.now = at;
+            self.happen(what);
+        }
+        if end > self.now {
+            self.now = end;
+        }
+    }
+
+    /// Runs for `d` more virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.elapsed() + d;
+        self.run_until(t);
+    }
+
+    fn check_livelock(&mut self, at: Instant) {
+        if self.same_instant.0 == at {
+            self.same_instant.1 += 1;
+            assert!(
+                self.same_instant.1 <= self.cfg.livelock_limit,
+                "livelock: more than {} happenings at virtual time {:?}",
+                self.cfg.livelock_limit,
+                at - self.base
+            );
+        } else {
+            self.same_instant = (at, 1);
+        }
+    }
+
+    fn happen(&mut self, what: Happening) {
+        match what {
+            Happening::Wire { to, from, data } => self.arrive(to, from, data),
+            Happening::Local { host, from, data } => self.deliver(host, from, &data),
+            Happening::Timer { host, generation } => {
+                let h = &mut self.hosts[host];
+                if h.timer_gen != generation || h.timeout.is_none_or(|t| t > self.now) {
+                    return;
+                }
+                h.timeout = None;
+                let now = self.now;
+                if let Some(node) = h.node.as_mut() {
+                    node.handle_timeout(now);
+                    self.drain(host);
+                }
+            }
+            Happening::Action(a) => self.act(a),
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Kill(h) => self.kill(h),
+            Action::Restart(h) => self.restart(h),
+            Action::Partition(groups) => self.partition(&groups),
+            Action::Heal => self.heal(),
+            Action::Link { patch, between } => self.patch_link(&patch, between),
+            Action::Send(spec) => self.send_messages(&spec),
+            Action::NatReboot(l) => self.nat_reboot(l),
+        }
+    }
+
+    /// Crashes a host now.
+    pub fn kill(&mut self, h: HostId) {
+        let name = self.hosts[h].name.clone();
+        if self.hosts[h].node.take().is_some() {
+            self.hosts[h].timeout = None;
+            self.record("sim", "kill", &name);
+        }
+    }
+
+    /// Restarts a crashed host now (same identity, fresh state).
+    pub fn restart(&mut self, h: HostId) {
+        if self.hosts[h].node.is_none() {
+            let name = self.hosts[h].name.clone();
+            self.record("sim", "restart", &name);
+            self.boot(h);
+        }
+    }
+
+    fn site_by_name(&self, name: &str) -> Option<Site> {
+        if let Some(h) = self.find(name) {
+            return Some(self.site_of_host(h));
+        }
+        self.find_lan(name).map(Site::Lan)
+    }
+
+    fn site_of_host(&self, h: HostId) -> Site {
+        match self.hosts[h].lan {
+            Some(l) => Site::Lan(l),
+            None => Site::Host(h),
+        }
+    }
+
+    /// Cuts every link between sites of different groups (names of hosts or
+    /// LANs). Sites not named stay connected to everyone.
+    pub fn partition(&mut self, groups: &[Vec<String>]) {
+        let mut map = BTreeMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            for name in g {
+                if let Some(site) = self.site_by_name(name) {
+                    map.insert(site, i);
+                }
+            }
+        }
+        self.partition = Some(map);
+        self.record("sim", "partition", &format!("{groups:?}"));
+    }
+
+    /// Removes every partition.
+    pub fn heal(&mut self) {
+        self.partition = None;
+        self.record("sim", "heal", "");
+    }
+
+    /// Changes link parameters for every link without an override, or for
+    /// one pair of sites (named by host or LAN).
+    pub fn patch_link(&mut self, patch: &LinkPatch, between: Option<(String, String)>) {
+        let pair =
+            between.and_then(|(a, b)| Some((self.site_by_name(&a)?, self.site_by_name(&b)?)));
+        let params = match pair {
+            None => {
+                self.link_default = patch.apply(self.link_default);
+                self.link_default
+            }
+            Some((a, b)) => {
+                let key = (a.min(b), a.max(b));
+                let p = patch.apply(self.link_params(a, b));
+                self.link_override.insert(key, p);
+                p
+            }
+        };
+        self.record("sim", "link", &format!("{params:?}"));
+    }
+
+    /// Reboots a LAN's NAT.
+    pub fn nat_reboot(&mut self, l: LanId) {
+        if let Some(nat) = &mut self.lans[l].nat {
+            nat.reboot();
+        }
+        let name = self.lans[l].name.clone();
+        self.record("sim", "nat-reboot", &name);
+    }
+
+    fn record(&mut self, node: &str, event: &str, detail: &str) {
+        let us = (self.now - self.base).as_micros() as u64;
+        self.trace_digest
+            .update(format!("{us}\t{node}\t{event}\t{detail}\n").as_bytes());
+        self.trace.push(TraceEntry {
+            t_ms: us as f64 / 1000.0,
+            node: node.into(),
+            event: event.into(),
+            detail: detail.into(),
+        });
+    }
+
+    // ----- node I/O -------------------------------------------------------
+
+    /// Drains a node's output in the documented order: transmits, events, timeout.
+    fn drain(&mut self, h: HostId) {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let timeout = {
+            let Some(node) = self.hosts[h].node.as_mut() else {
+                self.buf = buf;
+                return;
+            };
+            while let Some(t) = node.poll_transmit(1, &mut buf) {
+                out.push((t.destination, Bytes::copy_from_slice(&buf[..t.size])));
+            }
+            while let Some(e) = node.poll_event() {
+                events.push(e);
+            }
+            node.poll_timeout()
+        };
+        self.buf = buf;
+        for (dest, data) in out {
+            self.transmit(h, dest, data);
+        }
+        let elapsed = self.elapsed();
+        for e in events {
+            let name = self.hosts[h].name.clone();
+            let (kind, detail) = describe(&e);
+            self.record(&name, kind, &detail);
+            self.track_delivery(h, &e);
+            self.hosts[h].events.push((elapsed, e));
+        }
+        let host = &mut self.hosts[h];
+        if timeout != host.timeout {
+            host.timeout = timeout;
+            host.timer_gen += 1;
+            let generation = host.timer_gen;
+            if let Some(t) = timeout {
+                let at = t.max(self.now);
+                self.push(
+                    at,
+                    Happening::Timer {
+                        host: h,
+                        generation,
+                    },
+                );
+            }
+        }
+    }
+
+    fn deliver(&mut self, h: HostId, from: SocketAddr, data: &[u8]) {
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        let Some(node) = host.node.as_mut() else {
+            self.net.undeliverable += 1;
+            return;
+        };
+        host.bytes.datagrams_received += 1;
+        host.bytes.received += data.len() as u64;
+        self.net.delivered += 1;
+        node.handle_datagram(now, from, None, data);
+        self.drain(h);
+    }
+
+    fn site_of_ip(&self, ip: IpAddr) -> Option<Site> {
+        if let Some(s) = self.by_ip.get(&ip) {
+            return Some(*s);
+        }
+        None
+    }
+
+    fn transmit(&mut self, h: HostId, dest: SocketAddr, data: Bytes) {
+        let now = self.now;
+        let src = self.hosts[h].addr;
+        {
+            let host = &mut self.hosts[h];
+            host.bytes.datagrams_sent += 1;
+            host.bytes.sent += data.len() as u64;
+        }
+        let us = (now - self.base).as_micros() as u64;
+        self.wire_digest
+            .update(format!("{us} {src} {dest} ").as_bytes());
+        self.wire_digest.update(&data);
+        let my_lan = self.hosts[h].lan;
+        // Inside a NATed LAN: local delivery, hairpin, or translation.
+        let public_src = match my_lan {
+            Some(l) if self.lans[l].nat.is_some() => {
+                let subnet = self.lans[l].subnet;
+                if let IpAddr::V4(v4) = dest.ip()
+                    && v4.octets()[..3] == subnet
+                {
+                    self.local(l, dest, src, data);
+                    return;
+                }
+                let Some(nat) = self.lans[l].nat.as_mut() else {
+                    return;
+                };
+                if dest.ip() == nat.public_ip() {
+                    match nat.hairpin(now, src, dest.port()) {
+                        Some((from, to)) => self.local(l, to, from, data),
+                        None => self.net.nat_dropped += 1,
+                    }
+                    return;
+                }
+                match nat.outbound(now, src, dest) {
+                    Some(s) => s,
+                    None => {
+                        self.net.nat_dropped += 1;
+                        return;
+                    }
+                }
+            }
+            Some(l) => {
+                // Open LAN: talk directly to LAN neighbours.
+                if self.site_of_ip(dest.ip()) == Some(Site::Lan(l)) {
+                    self.local(l, dest, src, data);
+                    return;
+                }
+                src
+            }
+            None => src,
+        };
+        self.internet(self.site_of_host(h), public_src, dest, data);
+    }
+
+    fn local(&mut self, _lan: LanId, to: SocketAddr, from: SocketAddr, data: Bytes) {
+        let Some(&host) = self.by_addr.get(&to) else {
+            self.net.undeliverable += 1;
+            return;
+        };
+        self.net.sent += 1;
+        let at = self.now + self.cfg.lan_latency;
+        self.push(at, Happening::Local { host, from, data });
+    }
+
+    fn link_params(&self, a: Site, b: Site) -> LinkParams {
+        self.link_override
+            .get(&(a.min(b), a.max(b)))
+            .copied()
+            .unwrap_or(self.link_default)
+    }
+
+    fn internet(&mut self, from_site: Site, from: SocketAddr, to: SocketAddr, data: Bytes) {
+        let Some(to_site) = self.site_of_ip(to.ip()) else {
+            self.net.undeliverable += 1;
+            return;
+        };
+        if let Some(p) = &self.partition
+            && let (Some(a), Some(b)) = (p.get(&from_site), p.get(&to_site))
+            && a != b
+        {
+            self.net.partitioned += 1;
+            return;
+        }
+        let link = self.link_params(from_site, to_site);
+        let header = if to.is_ipv4() { 28 } else { 48 };
+        if data.len() + header > link.mtu {
+            self.net.too_big += 1;
+            return;
+        }
+        self.net.sent += 1;
+        if link.loss > 0.0 && self.rng.random_bool(link.loss.clamp(0.0, 1.0)) {
+            self.net.lost += 1;
+            return;
+        }
+        let copies = if link.duplicate > 0.0 && self.rng.random_bool(link.duplicate.clamp(0.0, 1.0))
+        {
+            self.net.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut delay = link.latency;
+            if !link.jitter.is_zero() {
+                let j = link.jitter.as_secs_f64() * (self.rng.random::<f64>() * 2.0 - 1.0);
+                delay = Duration::from_secs_f64((delay.as_secs_f64() + j).max(0.0));
+            }
+            if link.reorder > 0.0 && self.rng.random_bool(link.reorder.clamp(0.0, 1.0)) {
+                // Hold it back long enough for later packets to overtake it.
+                self.net.reordered += 1;
+                delay += link.latency / 2 + link.jitter * 2 + Duration::from_millis(1);
+            }
+            let at = self.now + delay;
+            self.push(
+                at,
+                Happening::Wire {
+                    to,
+                    from,
+                    data: data.clone(),
+                },
+            );
+        }
+    }
+
+    fn arrive(&mut self, to: SocketAddr, from: SocketAddr, data: Bytes) {
+        match self.site_of_ip(to.ip()) {
+            Some(Site::Host(h)) if self.hosts[h].addr == to => self.deliver(h, from, &data),
+            Some(Site::Lan(l)) => {
+                let now = self.now;
+                if let Some(nat) = self.lans[l].nat.as_mut()
+                    && nat.public_ip() == to.ip()
+                {
+                    match nat.inbound(now, from, to.port()) {
+                        Some(internal) => match self.by_addr.get(&internal) {
+                            Some(&h) => self.deliver(h, from, &data),
+                            None => self.net.undeliverable += 1,
+                        },
+                        None => self.net.nat_dropped += 1,
+                    }
+                    return;
+                }
+                // An open LAN's host.
+                match self.by_addr.get(&to) {
+                    Some(&h) => self.deliver(h, from, &data),
+                    None => self.net.undeliverable += 1,
+                }
+            }
+            _ => self.net.undeliverable += 1,
+        }
+    }
+
+    // ----- tracked messages ----------------------------------------------
+
+    /// Sends `spec.count` tracked messages now. If the sender is not connected
+    /// to the receiver, it first dials the receiver's public address (when it
+    /// has one); reliable messages wait for that connection.
+    pub fn send_messages(&mut self, spec: &SendSpec) {
+        let (from_name, to_name) = (
+            self.hosts[spec.from].name.clone(),
+            self.hosts[spec.to].name.clone(),
+        );
+        self.record(
+            "sim",
+            "send",
+            &format!(
+                "{} -> {}: {} x {} bytes",
+                from_name, to_name, spec.count, spec.size
+            ),
+        );
+        let to_id = self.hosts[spec.to].id();
+        let from_id = self.hosts[spec.from].id();
+        let flow = self.flows.len() as u32;
+        self.flows.push(Flow {
+            to: spec.to,
+            from_id,
+            seen: BTreeSet::new(),
+            highest: None,
+        });
+        let size = spec.size.max(MSG_HEADER);
+        let addr = self.public_addr(spec.to);
+        let (mut sent, mut rejected) = (0u64, 0u64);
+        let r = self.with_node(spec.from, |node, now| {
+            if !node.is_connected(&to_id)
+                && let Some(addr) = addr
+            {
+                let _ = node.connect(now, to_id, addr);
+            }
+            for seq in 0..spec.count {
+                let mut msg = vec![0u8; size];
+                msg[..4].copy_from_slice(MSG_MAGIC);
+                msg[4..8].copy_from_slice(&flow.to_be_bytes());
+                msg[8..12].copy_from_slice(&seq.to_be_bytes());
+                match node.send(now, to_id, spec.channel, msg, spec.reliability) {
+                    Ok(()) => sent += 1,
+                    Err(_) => rejected += 1,
+                }
+            }
+        });
+        if r.is_none() {
+            rejected += u64::from(spec.count);
+        }
+        self.messages.sent += sent;
+        self.messages.rejected += rejected;
+    }
+
+    fn track_delivery(&mut self, h: HostId, e: &Event) {
+        let Event::MessageReceived { from, bytes, .. } = e else {
+            return;
+        };
+        if bytes.len() < MSG_HEADER || &bytes[..4] != MSG_MAGIC {
+            return;
+        }
+        let flow = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        let seq = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let Some(f) = self.flows.get_mut(flow) else {
+            return;
+        };
+        if f.to != h || f.from_id != *from {
+            return;
+        }
+        if !f.seen.insert(seq) {
+            self.messages.duplicated += 1;
+            return;
+        }
+        self.messages.delivered += 1;
+        match f.highest {
+            Some(hi) if seq < hi => self.messages.reordered += 1,
+            _ => f.highest = Some(seq),
+        }
+    }
+}
+
+/// The event's name and a one-line description for the trace.
+pub fn describe(e: &Event) -> (&'static str, String) {
+    match e {
+        Event::Connected { id, name, addr } => ("Connected", format!("{name} {id} via {addr}")),
+        Event::ConnectFailed { id, addr, error } => (
+            "ConnectFailed",
+            format!(
+                "{} at {addr}: {error}",
+                id.map_or_else(|| "?".to_owned(), |i| i.to_string())
+            ),
+        ),
+        Event::Disconnected { id, reason } => ("Disconnected", format!("{id}: {reason}")),
+        Event::SendFailed {
+            to,
+            messages,
+            error,
+        } => ("SendFailed", format!("{messages} to {to}: {error}")),
+        Event::MessageReceived {
+            from,
+            channel,
+            bytes,
+            reliability,
+        } => (
+            "MessageReceived",
+            format!(
+                "{} bytes from {from} on channel {channel} ({reliability:?})",
+                bytes.len()
+            ),
+        ),
+    }
+}
