@@ -16,7 +16,7 @@
 //! quinn-proto takes seeds and key objects through its configuration, and
 //! rustls takes a [`CryptoProvider`] whose randomness and key-exchange group we
 //! supply here. Because rustls holds those as `&'static` trait objects, they
-//! read from a thread-local slot that [`with_tls_rng`] fills with the calling
+//! read from a thread-local slot that `with_tls_rng` fills with the calling
 //! node's own generator for the duration of each call into quinn-proto. Outside
 //! such a call the slot is empty and a TLS operation fails cleanly instead of
 //! falling back to an unseeded source.

@@ -250,9 +250,9 @@ pub struct EventSpec {
     /// When, in virtual milliseconds since the start.
     pub at_ms: f64,
     /// Crash a node.
-    pub kill: Option<String>,
+    pub kill: Option<Spanned<String>>,
     /// Restart a crashed node.
-    pub restart: Option<String>,
+    pub restart: Option<Spanned<String>>,
     /// Cut links between groups of node or LAN names.
     pub partition: Option<Vec<Vec<String>>>,
     /// `heal = true` removes partitions.
@@ -262,7 +262,7 @@ pub struct EventSpec {
     /// Change link parameters.
     pub link: Option<LinkEvent>,
     /// Reboot a LAN's NAT.
-    pub nat_reboot: Option<String>,
+    pub nat_reboot: Option<Spanned<String>>,
 }
 
 /// A parsed and validated scenario, ready to run.
@@ -505,14 +505,14 @@ impl Loaded {
                 ),
             );
         }
-        let node_ok = |n: &str, k: &str| -> Result<(), ScenarioError> {
-            if nodes.contains(&n) {
+        let node_ok = |n: &Spanned<String>, k: &str| -> Result<(), ScenarioError> {
+            if nodes.contains(&n.get_ref().as_str()) {
                 Ok(())
             } else {
                 self.err(
-                    span.clone(),
+                    n.span(),
                     key(k),
-                    format!("no node named `{n}` (known: {})", list(nodes)),
+                    format!("no node named `{}` (known: {})", n.get_ref(), list(nodes)),
                 )
             }
         };
@@ -584,13 +584,13 @@ impl Loaded {
         if let Some(l) = &e.nat_reboot {
             let behind_nat = self.scenario.lan.iter().any(|x| {
                 let x = x.get_ref();
-                x.name == *l && !matches!(x.nat, Some(PresetName::Open))
+                x.name == *l.get_ref() && !matches!(x.nat, Some(PresetName::Open))
             });
             if !behind_nat {
                 return self.err(
-                    span,
+                    l.span(),
                     key("nat_reboot"),
-                    format!("`{l}` is not a LAN behind a NAT"),
+                    format!("`{}` is not a LAN behind a NAT", l.get_ref()),
                 );
             }
         }
@@ -657,9 +657,9 @@ impl Loaded {
             let e = ev.get_ref();
             let host = |n: &str| sim.find(n).unwrap_or(usize::MAX);
             let action = if let Some(n) = &e.kill {
-                Action::Kill(host(n))
+                Action::Kill(host(n.get_ref()))
             } else if let Some(n) = &e.restart {
-                Action::Restart(host(n))
+                Action::Restart(host(n.get_ref()))
             } else if let Some(g) = &e.partition {
                 Action::Partition(g.clone())
             } else if e.heal.is_some() {
@@ -683,7 +683,7 @@ impl Loaded {
                     between: l.between.clone().map(|[a, b]| (a, b)),
                 }
             } else if let Some(l) = &e.nat_reboot {
-                Action::NatReboot(sim.find_lan(l).unwrap_or(usize::MAX))
+                Action::NatReboot(sim.find_lan(l.get_ref()).unwrap_or(usize::MAX))
             } else {
                 continue;
             };
@@ -794,7 +794,7 @@ nat_reboot = "home1"
     fn unknown_node_in_event() {
         let e = err("[[server]]\nname = \"s1\"\n[[event]]\nat_ms = 5\nkill = \"s9\"\n");
         assert_eq!(e.key, "event[0].kill");
-        assert_eq!(e.line, Some(4));
+        assert_eq!(e.line, Some(5));
         assert!(e.message.contains("s9") && e.message.contains("s1"), "{e}");
     }
 

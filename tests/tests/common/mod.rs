@@ -1,0 +1,74 @@
+//! Helpers shared by the scenario tests (one scenario per file).
+#![allow(dead_code, unreachable_pub)]
+
+use p2pcore::{ConnectError, Event, NodeId};
+use p2pcore_tests::sim::{HostId, LinkParams, Sim, SimConfig};
+use std::time::Duration;
+
+/// A simulator with the given seed and link.
+pub fn sim_with(seed: u64, link: LinkParams) -> Sim {
+    Sim::new(SimConfig {
+        seed,
+        link,
+        ..SimConfig::default()
+    })
+}
+
+/// A simulator with the given seed and a clean 20 ms link.
+pub fn sim(seed: u64) -> Sim {
+    sim_with(seed, LinkParams::default())
+}
+
+/// Dials `to` from `from` at `addr` (the target's public address by default).
+pub fn dial(sim: &mut Sim, from: HostId, to: HostId) {
+    let id = sim.host(to).id();
+    let addr = sim
+        .public_addr(to)
+        .or_else(|| Some(sim.host(to).addr))
+        .unwrap();
+    sim.with_node(from, |n, now| n.connect(now, id, addr))
+        .unwrap()
+        .unwrap();
+}
+
+/// Whether `a` has an established connection to `b`.
+pub fn linked(sim: &Sim, a: HostId, b: HostId) -> bool {
+    let id = sim.host(b).id();
+    sim.node(a).is_some_and(|n| n.is_connected(&id))
+}
+
+/// The events of host `h` so far (consumed).
+pub fn events(sim: &mut Sim, h: HostId) -> Vec<Event> {
+    sim.take_events(h).into_iter().map(|(_, e)| e).collect()
+}
+
+/// The first connect failure in `events`, if any.
+pub fn connect_failure(events: &[Event]) -> Option<ConnectError> {
+    events.iter().find_map(|e| match e {
+        Event::ConnectFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    })
+}
+
+/// Whether `events` contain a disconnect from `id`.
+pub fn disconnected_from(events: &[Event], id: NodeId) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { id: x, .. } if *x == id))
+}
+
+/// Runs `sim` in small steps until `cond` holds or `limit` passes; returns the elapsed virtual time.
+pub fn run_until(
+    sim: &mut Sim,
+    limit: Duration,
+    mut cond: impl FnMut(&Sim) -> bool,
+) -> Option<Duration> {
+    let start = sim.elapsed();
+    while sim.elapsed() - start < limit {
+        if cond(sim) {
+            return Some(sim.elapsed() - start);
+        }
+        sim.run_for(Duration::from_millis(5));
+    }
+    cond(sim).then(|| sim.elapsed() - start)
+}

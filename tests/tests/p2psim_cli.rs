@@ -1,0 +1,124 @@
+//! The `p2psim` binary and the shipped scenarios.
+
+use p2pcore_tests::report::Report;
+use p2pcore_tests::scenario::Loaded;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn p2psim(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_p2psim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_shipped_scenario_runs() {
+    let files = scenarios();
+    assert!(files.len() >= 3);
+    for f in files {
+        let loaded = Loaded::parse(&std::fs::read_to_string(&f).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let seed = loaded.scenario.seed;
+        let mut sim = loaded.build(seed);
+        sim.run_until(loaded.duration());
+        let report = Report::new(&sim, seed, loaded.scenario.duration_ms);
+        assert!(!report.events.is_empty(), "{}", f.display());
+        assert!(
+            report.metrics.messages.sent > 0,
+            "{}: the scenario sends messages",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn report_has_the_documented_schema() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/two-nodes.toml");
+    let out = p2psim(&[path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["seed"], 7);
+    assert_eq!(r["duration_ms"], 20000);
+    assert_eq!(r["digest"].as_str().unwrap().len(), 64);
+    let events = r["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    for key in ["t_ms", "node", "event", "detail"] {
+        assert!(events[0].get(key).is_some(), "event key {key}");
+    }
+    for name in ["alice", "bob"] {
+        let n = &r["nodes"][name];
+        assert!(n["id"].as_str().unwrap().starts_with('C'));
+        assert_eq!(n["role"], "peer");
+        assert_eq!(n["alive"], true);
+        assert!(n["state"]["links"].is_array());
+        assert!(r["metrics"]["bytes"][name]["sent"].as_u64().unwrap() > 0);
+    }
+    let m = &r["metrics"]["messages"];
+    for key in ["sent", "delivered", "duplicated", "reordered", "lost"] {
+        assert!(m[key].is_u64(), "metrics.messages.{key}");
+    }
+    assert_eq!(m["sent"], 301);
+    assert_eq!(m["lost"], 0);
+}
+
+#[test]
+fn seed_flag_overrides_and_runs_repeat() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/two-nodes.toml");
+    let p = path.to_str().unwrap();
+    let digest = |args: &[&str]| -> (u64, String) {
+        let out = p2psim(args);
+        assert!(out.status.success());
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            r["seed"].as_u64().unwrap(),
+            r["digest"].as_str().unwrap().to_owned(),
+        )
+    };
+    let a = digest(&[p, "--seed", "99", "--no-events"]);
+    let b = digest(&[p, "--seed", "99", "--no-events"]);
+    let c = digest(&[p, "--no-events"]);
+    assert_eq!(a, b);
+    assert_eq!(a.0, 99);
+    assert_ne!(a.1, c.1);
+}
+
+#[test]
+fn bad_scenarios_get_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("p2psim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "seed = 1\n[[server]]\nname = \"s1\"\n[[event]]\nat_ms = 10\nkill = \"s2\"\n",
+    )
+    .unwrap();
+    let out = p2psim(&[bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 6") && err.contains("event[0].kill") && err.contains("s2"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = p2psim(&[dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    std::fs::remove_dir_all(&dir).ok();
+}
