@@ -19,33 +19,39 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// How external ports are assigned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How external ports are assigned (scenario names: `eim`, `edm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mapping {
     /// Endpoint-independent: one mapping per internal address.
+    #[serde(rename = "eim")]
     EndpointIndependent,
     /// Endpoint-dependent: a new random port per destination address and port.
+    #[serde(rename = "edm")]
     EndpointDependent,
 }
 
-/// Which inbound packets an existing mapping accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which inbound packets an existing mapping accepts (scenario names: `eif`, `adf`, `apdf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Filtering {
     /// From anyone.
+    #[serde(rename = "eif")]
     EndpointIndependent,
     /// From any port of an IP the internal host has sent to.
+    #[serde(rename = "adf")]
     AddressDependent,
     /// Only from exact addresses the internal host has sent to.
+    #[serde(rename = "apdf")]
     AddressAndPortDependent,
 }
 
-/// Named NAT behaviours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Named NAT behaviours (scenario names in kebab case: `port-restricted`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NatPreset {
     /// No NAT: hosts have public addresses and nothing is filtered.
     Open,

@@ -116,59 +116,6 @@ pub struct ServerSpec {
     pub ipv6: bool,
 }
 
-/// NAT preset names as written in scenario files.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PresetName {
-    /// No NAT.
-    Open,
-    /// EIM + EIF.
-    FullCone,
-    /// EIM + ADF.
-    Restricted,
-    /// EIM + APDF.
-    PortRestricted,
-    /// EDM + APDF.
-    Symmetric,
-    /// Port-restricted; outbound only to servers.
-    Firewalled,
-}
-
-impl PresetName {
-    fn preset(self) -> NatPreset {
-        match self {
-            PresetName::Open => NatPreset::Open,
-            PresetName::FullCone => NatPreset::FullCone,
-            PresetName::Restricted => NatPreset::Restricted,
-            PresetName::PortRestricted => NatPreset::PortRestricted,
-            PresetName::Symmetric => NatPreset::Symmetric,
-            PresetName::Firewalled => NatPreset::Firewalled,
-        }
-    }
-}
-
-/// RFC 4787 mapping behaviour names.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MappingName {
-    /// Endpoint-independent.
-    Eim,
-    /// Endpoint-dependent.
-    Edm,
-}
-
-/// RFC 4787 filtering behaviour names.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FilteringName {
-    /// Endpoint-independent.
-    Eif,
-    /// Address-dependent.
-    Adf,
-    /// Address-and-port-dependent.
-    Apdf,
-}
-
 /// A `[[lan]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,11 +123,11 @@ pub struct LanSpec {
     /// Unique LAN name.
     pub name: String,
     /// A preset; default `port-restricted`.
-    pub nat: Option<PresetName>,
+    pub nat: Option<NatPreset>,
     /// Override the preset's mapping.
-    pub mapping: Option<MappingName>,
+    pub mapping: Option<Mapping>,
     /// Override the preset's filtering.
-    pub filtering: Option<FilteringName>,
+    pub filtering: Option<Filtering>,
     /// Mapping idle timeout (ms).
     pub binding_timeout_ms: Option<u64>,
     /// Hairpinning on or off (default off).
@@ -584,7 +531,7 @@ impl Loaded {
         if let Some(l) = &e.nat_reboot {
             let behind_nat = self.scenario.lan.iter().any(|x| {
                 let x = x.get_ref();
-                x.name == *l.get_ref() && !matches!(x.nat, Some(PresetName::Open))
+                x.name == *l.get_ref() && !matches!(x.nat, Some(NatPreset::Open))
             });
             if !behind_nat {
                 return self.err(
@@ -599,20 +546,12 @@ impl Loaded {
 
     /// The NAT configuration of a LAN spec (`None` for an open LAN).
     fn nat_config(l: &LanSpec) -> Option<NatConfig> {
-        let preset = l.nat.map_or(NatPreset::PortRestricted, PresetName::preset);
-        let mut cfg = preset.config()?;
+        let mut cfg = l.nat.unwrap_or(NatPreset::PortRestricted).config()?;
         if let Some(m) = l.mapping {
-            cfg.mapping = match m {
-                MappingName::Eim => Mapping::EndpointIndependent,
-                MappingName::Edm => Mapping::EndpointDependent,
-            };
+            cfg.mapping = m;
         }
         if let Some(f) = l.filtering {
-            cfg.filtering = match f {
-                FilteringName::Eif => Filtering::EndpointIndependent,
-                FilteringName::Adf => Filtering::AddressDependent,
-                FilteringName::Apdf => Filtering::AddressAndPortDependent,
-            };
+            cfg.filtering = f;
         }
         if let Some(t) = l.binding_timeout_ms {
             cfg.binding_timeout = Duration::from_millis(t);
