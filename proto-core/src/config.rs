@@ -1,8 +1,52 @@
 //! Node configuration.
 
+use crate::admission::Admission;
 use crate::error::ConfigError;
-use crate::identity::{Identity, validate_name};
+use crate::identity::{Identity, Role, validate_name};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Settings of the server cluster (used by servers only).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Raft's logical clock period. Default 50 ms.
+    pub raft_tick: Duration,
+    /// Minimum Raft election timeout, in ticks (the randomized timeout is
+    /// 1× to 2× this). Default 10 (500 ms): a dead Master is replaced in
+    /// about a second.
+    pub election_ticks: usize,
+    /// Raft heartbeat interval, in ticks. Default 2 (100 ms).
+    pub heartbeat_ticks: usize,
+    /// First delay before redialing a lost server or an unreachable
+    /// introducer; doubles on each failure. Default 250 ms.
+    pub reconnect_min: Duration,
+    /// Longest delay between redials. Default 5 s.
+    pub reconnect_max: Duration,
+    /// A server unreachable for this long is forgotten (no more redials).
+    /// Default 10 minutes.
+    pub forget_after: Duration,
+    /// Hand Raft leadership to the least-loaded server when the leader's load
+    /// is more than `load_ratio` times it (and at least 10 higher). Off by
+    /// default: leadership then stays put unless the leader fails.
+    pub prefer_least_loaded: bool,
+    /// See `prefer_least_loaded`. Default 2.0.
+    pub load_ratio: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            raft_tick: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(5),
+            forget_after: Duration::from_secs(600),
+            prefer_least_loaded: false,
+            load_ratio: 2.0,
+        }
+    }
+}
 
 /// Everything a [`Node`](crate::Node) needs to start.
 ///
@@ -42,6 +86,21 @@ pub struct Config {
     pub send_buffer_limit: usize,
     /// Bytes of unreliable datagrams buffered per connection in each direction. Default 1 MiB.
     pub datagram_buffer: usize,
+    /// How this node proves membership and what it requires of others.
+    /// Default [`Admission::Open`] (development only).
+    pub admission: Admission,
+    /// Wall-clock time (seconds since the Unix epoch) at the `now` passed to
+    /// `Node::new`. Drivers read it once at start; the core adds elapsed
+    /// monotonic time. Needed only to check join-token expiry.
+    pub unix_time: Option<u64>,
+    /// Servers to contact first: a server's introducers, or a peer's bootstrap
+    /// servers. Dialed by address; the node behind must prove it is a server.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Addresses other nodes should dial to reach this node (servers:
+    /// their public listen addresses).
+    pub advertise: Vec<SocketAddr>,
+    /// Server cluster settings.
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -57,25 +116,22 @@ impl Config {
             max_message_size: 64 << 20,
             send_buffer_limit: 128 << 20,
             datagram_buffer: 1 << 20,
+            admission: Admission::Open,
+            unix_time: None,
+            bootstrap: Vec::new(),
+            advertise: Vec::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
-        let bad = |setting, problem: &str| {
-            Err(ConfigError::Setting {
-                setting,
-                problem: problem.to_owned(),
-            })
-        };
+        let bad = |setting, problem: &str| Err(ConfigError::Setting { setting, problem: problem.to_owned() });
         if self.idle_timeout < Duration::from_millis(100) {
             return bad("idle_timeout", "must be at least 100 ms");
         }
         if self.keep_alive_interval.is_zero() || self.keep_alive_interval * 2 > self.idle_timeout {
-            return bad(
-                "keep_alive_interval",
-                "must be non-zero and at most half of idle_timeout",
-            );
+            return bad("keep_alive_interval", "must be non-zero and at most half of idle_timeout");
         }
         if self.hello_timeout.is_zero() {
             return bad("hello_timeout", "must be non-zero");
@@ -87,9 +143,37 @@ impl Config {
             return bad("send_buffer_limit", "must be at least max_message_size");
         }
         if self.datagram_buffer < 1500 {
+            return bad("datagram_buffer", "must hold at least one datagram (1500 bytes)");
+        }
+        if let Admission::Token { token, issuers } = &self.admission {
+            if self.unix_time.is_none() {
+                return bad(
+                    "unix_time",
+                    "join tokens expire, so token admission needs the wall-clock time at start",
+                );
+            }
+            if issuers.is_empty() {
+                return bad("admission", "token admission needs at least one trusted issuer key");
+            }
+            if token.node != self.identity.id() {
+                return bad("admission", "the join token was issued to another node ID");
+            }
+        }
+        let c = &self.cluster;
+        if c.raft_tick.is_zero()
+            || c.election_ticks < 2
+            || c.heartbeat_ticks == 0
+            || c.heartbeat_ticks >= c.election_ticks
+        {
+            return bad("cluster", "raft_tick must be non-zero and 0 < heartbeat_ticks < election_ticks");
+        }
+        if c.reconnect_min.is_zero() || c.reconnect_max < c.reconnect_min {
+            return bad("cluster.reconnect_min", "must be non-zero and no larger than reconnect_max");
+        }
+        if self.identity.role() == Role::Server && self.advertise.is_empty() {
             return bad(
-                "datagram_buffer",
-                "must hold at least one datagram (1500 bytes)",
+                "advertise",
+                "a server must advertise at least one address other servers can dial (its public address)",
             );
         }
         Ok(())
@@ -121,11 +205,6 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("name"));
         let mut c = base();
         c.send_buffer_limit = 1;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("send_buffer_limit")
-        );
+        assert!(c.validate().unwrap_err().to_string().contains("send_buffer_limit"));
     }
 }

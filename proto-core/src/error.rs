@@ -1,5 +1,6 @@
 //! Typed errors returned to the user and carried in events.
 
+use crate::admission::AdmissionError;
 use crate::identity::{NameError, NodeId, Role};
 use crate::proto::RefuseReason;
 use crate::quic::{CertError, SetupError};
@@ -49,6 +50,9 @@ pub enum ConnectError {
     /// The remote refused the connection after the handshake.
     #[error("refused by remote: {0}")]
     Refused(RefuseReason),
+    /// This node refused the remote's credential (see [`Event::Refused`](crate::Event::Refused)).
+    #[error("the remote's credential was not accepted: {0}")]
+    NotAdmitted(AdmissionError),
     /// No answer within the handshake timeout.
     #[error("connection attempt timed out")]
     TimedOut,

@@ -2,8 +2,11 @@
 
 use crate::error::{ConnectError, DisconnectReason};
 use crate::identity::NodeId;
+use crate::proto::RefuseReason;
+use crate::server::election::MasterBasis;
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// How a message is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -54,6 +57,55 @@ pub enum Event {
         messages: usize,
         /// Why the connection failed.
         error: ConnectError,
+    },
+    /// A connection was refused after the TLS handshake (a credential was not
+    /// accepted, or the protocol versions differ): either this node refused the
+    /// remote or the remote refused this node. Both sides always report it. A
+    /// dial the user made also ends in [`Event::ConnectFailed`].
+    Refused {
+        /// The remote node.
+        id: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        reason: RefuseReason,
+        /// True if the remote refused this node; false if this node refused the remote.
+        by_remote: bool,
+    },
+    /// An introducer or bootstrap server could not be reached; it is retried.
+    BootstrapFailed {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why it failed.
+        error: ConnectError,
+        /// When the next attempt is made.
+        retry_in: Duration,
+    },
+    /// A server joined this node's view of the cluster (it is connected and live).
+    ServerUp {
+        /// The server.
+        id: NodeId,
+        /// Its name.
+        name: String,
+    },
+    /// A server left this node's view of the cluster (its connection died).
+    ServerDown {
+        /// The server.
+        id: NodeId,
+        /// Its name.
+        name: String,
+    },
+    /// The Master changed, or the basis or Raft term of its mandate did.
+    MasterChanged {
+        /// The new Master; `None` while there is none (for example during a Raft election).
+        master: Option<NodeId>,
+        /// Why it is Master: only `Raft` is partition-safe.
+        basis: Option<MasterBasis>,
+        /// The Raft term for basis `Raft`; 0 otherwise.
+        term: u64,
+        /// The Raft group for basis `Raft`; 0 otherwise. `(epoch, term)` is a
+        /// fencing token (see [`MasterInfo`](crate::MasterInfo)).
+        epoch: u64,
     },
     /// A message arrived.
     MessageReceived {

@@ -157,10 +157,8 @@ impl Keypair {
     /// The key in PKCS#8 v1 form (RFC 8410), as TLS and certificate code want it.
     pub(crate) fn pkcs8_der(&self) -> Vec<u8> {
         // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
-        const PREFIX: [u8; 16] = [
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
+        const PREFIX: [u8; 16] =
+            [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         let mut der = Vec::with_capacity(48);
         der.extend_from_slice(&PREFIX);
         der.extend_from_slice(&self.seed);
@@ -171,9 +169,7 @@ impl Keypair {
 impl fmt::Debug for Keypair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the secret.
-        f.debug_struct("Keypair")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("Keypair").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -202,10 +198,7 @@ impl NodeId {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest.as_ref()[..16]);
         let uuid = uuid::Uuid::new_v8(bytes);
-        Self {
-            role,
-            uuid: *uuid.as_bytes(),
-        }
+        Self { role, uuid: *uuid.as_bytes() }
     }
 
     /// Whether `key` is the key this ID was derived from.
@@ -234,11 +227,7 @@ impl NodeId {
     /// Parses [`NodeId::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
         if bytes.len() != NODE_ID_LEN {
-            return Err(IdError::BadLength {
-                what: "node ID",
-                expected: NODE_ID_LEN,
-                actual: bytes.len(),
-            });
+            return Err(IdError::BadLength { what: "node ID", expected: NODE_ID_LEN, actual: bytes.len() });
         }
         let role = match bytes[0] {
             b'S' => Role::Server,
@@ -387,11 +376,7 @@ impl Identity {
     /// Decodes [`Identity::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
         if bytes.len() != IDENTITY_LEN {
-            return Err(IdError::BadLength {
-                what: "identity",
-                expected: IDENTITY_LEN,
-                actual: bytes.len(),
-            });
+            return Err(IdError::BadLength { what: "identity", expected: IDENTITY_LEN, actual: bytes.len() });
         }
         if &bytes[..4] != IDENTITY_MAGIC || bytes[4] != IDENTITY_VERSION {
             return Err(IdError::BadIdentityHeader);
@@ -463,15 +448,9 @@ mod tests {
     fn id_text_errors_are_clear() {
         assert_eq!("".parse::<NodeId>(), Err(IdError::Empty));
         assert_eq!("X123".parse::<NodeId>(), Err(IdError::UnknownRole('X')));
-        assert!(matches!(
-            "Snot-a-uuid".parse::<NodeId>(),
-            Err(IdError::BadUuid(_))
-        ));
+        assert!(matches!("Snot-a-uuid".parse::<NodeId>(), Err(IdError::BadUuid(_))));
         // A valid v4 UUID is not a derived ID.
-        assert_eq!(
-            "S550e8400-e29b-41d4-a716-446655440000".parse::<NodeId>(),
-            Err(IdError::NotDerived)
-        );
+        assert_eq!("S550e8400-e29b-41d4-a716-446655440000".parse::<NodeId>(), Err(IdError::NotDerived));
         let msg = "Q".parse::<NodeId>().unwrap_err().to_string();
         assert!(msg.contains("`S` (server) or `C` (peer)"), "{msg}");
     }
@@ -480,10 +459,7 @@ mod tests {
     fn id_bytes_round_trip_and_errors() {
         let a = id(Role::Peer, 9);
         assert_eq!(NodeId::from_bytes(&a.to_bytes()).unwrap(), a);
-        assert!(matches!(
-            NodeId::from_bytes(&[0u8; 3]),
-            Err(IdError::BadLength { .. })
-        ));
+        assert!(matches!(NodeId::from_bytes(&[0u8; 3]), Err(IdError::BadLength { .. })));
         let mut b = a.to_bytes();
         b[0] = b'Z';
         assert_eq!(NodeId::from_bytes(&b), Err(IdError::UnknownRoleByte(b'Z')));
@@ -502,9 +478,8 @@ mod tests {
 
     #[test]
     fn ids_are_totally_ordered() {
-        let mut ids: Vec<NodeId> = (0..20u8)
-            .map(|i| id(if i % 2 == 0 { Role::Server } else { Role::Peer }, i))
-            .collect();
+        let mut ids: Vec<NodeId> =
+            (0..20u8).map(|i| id(if i % 2 == 0 { Role::Server } else { Role::Peer }, i)).collect();
         ids.sort();
         for w in ids.windows(2) {
             assert!(w[0] < w[1]);
@@ -523,10 +498,7 @@ mod tests {
         assert_eq!(back.keypair().secret_bytes(), [42; 32]);
         let mut bad = bytes;
         bad[0] = b'X';
-        assert_eq!(
-            Identity::from_bytes(&bad).unwrap_err(),
-            IdError::BadIdentityHeader
-        );
+        assert_eq!(Identity::from_bytes(&bad).unwrap_err(), IdError::BadIdentityHeader);
         assert!(Identity::from_bytes(&bytes[..10]).is_err());
     }
 
@@ -554,10 +526,7 @@ mod tests {
     fn names() {
         assert!(validate_name("alice").is_ok());
         assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert!(matches!(
-            validate_name(&"x".repeat(65)),
-            Err(NameError::TooLong(65))
-        ));
+        assert!(matches!(validate_name(&"x".repeat(65)), Err(NameError::TooLong(65))));
         assert_eq!(validate_name("a\nb"), Err(NameError::ControlCharacter));
     }
 }

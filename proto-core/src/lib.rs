@@ -29,6 +29,7 @@
 //! let _next_wakeup = node.poll_timeout();
 //! ```
 
+pub mod admission;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -37,15 +38,19 @@ pub mod node;
 mod proto;
 pub mod quic;
 pub mod rng;
+pub mod server;
 pub mod stats;
 pub mod wire;
 
-pub use config::Config;
+pub use admission::{Admission, JoinToken, NetworkSecret};
+pub use config::{ClusterConfig, Config};
 pub use error::{ConfigError, ConnectError, DisconnectReason, SendError};
 pub use event::{Event, Reliability};
 pub use identity::{IdError, Identity, Keypair, NodeId, PublicKey, Role};
 pub use node::{LinkInfo, Node, Transmit};
 pub use proto::RefuseReason;
+pub use server::ServerInfo;
+pub use server::election::{MasterBasis, MasterInfo};
 pub use stats::{DropCounters, NodeStats};
 
 /// Application close codes p2pcore puts on QUIC connections it closes.

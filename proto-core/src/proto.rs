@@ -7,6 +7,8 @@
 //! unidirectional streams, one per channel and direction, framed the same way
 //! after a one-byte channel header, so channels never block each other.
 
+use crate::admission::{AdmissionError, Credential};
+use crate::identity::NodeId;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -32,6 +34,12 @@ pub(crate) struct Hello {
     pub(crate) incarnation: u64,
     /// Milliseconds since the sender started.
     pub(crate) uptime_ms: u64,
+    /// Proof of network membership.
+    pub(crate) credential: Credential,
+    /// Addresses the sender can be reached at (servers: where to dial them).
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The dialer is joining through this server and wants the server list.
+    pub(crate) join: bool,
 }
 
 /// The acceptor's answer to an acceptable [`Hello`].
@@ -47,20 +55,29 @@ pub(crate) struct Welcome {
     pub(crate) uptime_ms: u64,
     /// The dialer's address as the acceptor sees it (a server-reflexive candidate).
     pub(crate) observed: SocketAddr,
+    /// Proof of network membership.
+    pub(crate) credential: Credential,
+    /// Addresses the acceptor can be reached at.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Which of the two has run longer, decided once by the acceptor so both
+    /// sides hold the same answer (see `server::election`).
+    pub(crate) elder: NodeId,
 }
 
-/// Why an acceptor refused a connection.
+/// Why a connection was refused after the TLS handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RefuseReason {
     /// The two nodes speak incompatible protocol versions.
     ProtocolVersion {
         /// The refusing node's version.
         ours: u32,
-        /// The dialer's version.
+        /// The other node's version.
         theirs: u32,
     },
     /// Another connection between the same two nodes wins the tie-break.
     Duplicate,
+    /// The credential was not accepted.
+    Admission(AdmissionError),
 }
 
 impl std::fmt::Display for RefuseReason {
@@ -68,11 +85,52 @@ impl std::fmt::Display for RefuseReason {
         match self {
             RefuseReason::ProtocolVersion { ours, theirs } => write!(
                 f,
-                "protocol version mismatch: remote speaks {ours}, we speak {theirs}; upgrade the older node"
+                "protocol version mismatch: refusing side speaks {ours}, other side {theirs}; upgrade the older node"
             ),
             RefuseReason::Duplicate => f.write_str("duplicate connection (the other one is kept)"),
+            RefuseReason::Admission(e) => write!(f, "not admitted: {e}"),
         }
     }
+}
+
+/// A server as listed in the server list (the seed's table C).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServerEntry {
+    pub(crate) id: NodeId,
+    pub(crate) name: String,
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) incarnation: u64,
+    pub(crate) load: u32,
+}
+
+/// A server's standing in the Raft groups, gossiped to other servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RaftStatus {
+    /// The group it is in or is joining.
+    pub(crate) cluster: Option<u64>,
+    /// Its current Raft ID.
+    pub(crate) raft_id: u64,
+    /// Voters in its group's configuration, as it knows it.
+    pub(crate) voters: u32,
+    /// It waits to be added to `cluster`.
+    pub(crate) joining: bool,
+    /// Its Raft term.
+    pub(crate) term: u64,
+}
+
+/// Server-to-server messages (and, later, server-to-peer announcements).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ClusterMsg {
+    /// The live server list, sent once to a server that joins through us.
+    List(Vec<ServerEntry>),
+    /// A server became known: flooded once per server and incarnation.
+    Joined(ServerEntry),
+    /// The sender's load changed.
+    Load(u32),
+    /// The sender's Raft standing changed.
+    Status(RaftStatus),
+    /// A raft-rs message (protobuf) for group `cluster`.
+    Raft { cluster: u64, msg: Vec<u8> },
 }
 
 /// Messages of the control stream.
@@ -80,7 +138,10 @@ impl std::fmt::Display for RefuseReason {
 pub(crate) enum Control {
     Hello(Hello),
     Welcome(Welcome),
+    /// The dialer accepts the Welcome: the connection is established.
+    Ready,
     Refuse(RefuseReason),
+    Cluster(ClusterMsg),
 }
 
 /// Encodes one length-prefixed postcard message.
@@ -115,10 +176,7 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     pub(crate) fn new(max: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            max,
-        }
+        Self { buf: BytesMut::new(), max }
     }
 
     /// Appends received stream bytes.
@@ -163,6 +221,9 @@ mod tests {
             name: "alice".into(),
             incarnation: 7,
             uptime_ms: 1234,
+            credential: Credential::None,
+            addrs: vec!["192.0.2.1:4433".parse().unwrap()],
+            join: true,
         });
         let bytes = encode(&hello);
         let mut r = FrameReader::new(MAX_CONTROL_MESSAGE);
@@ -180,10 +241,7 @@ mod tests {
     fn oversized_frames_are_rejected() {
         let mut r = FrameReader::new(10);
         r.push(&100u32.to_be_bytes());
-        assert_eq!(
-            r.next_frame(),
-            Err(FramingError::TooLarge { len: 100, max: 10 })
-        );
+        assert_eq!(r.next_frame(), Err(FramingError::TooLarge { len: 100, max: 10 }));
     }
 
     #[test]

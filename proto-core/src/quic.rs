@@ -29,8 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{
-    ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret,
-    SupportedKxGroup,
+    ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret, SupportedKxGroup,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -139,9 +138,7 @@ const FIXED_UNIX_SECS: u64 = 1_700_000_000;
 
 impl TimeProvider for FixedTime {
     fn current_time(&self) -> Option<UnixTime> {
-        Some(UnixTime::since_unix_epoch(Duration::from_secs(
-            FIXED_UNIX_SECS,
-        )))
+        Some(UnixTime::since_unix_epoch(Duration::from_secs(FIXED_UNIX_SECS)))
     }
 }
 
@@ -213,26 +210,19 @@ impl Credentials {
         let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519)?;
         let mut params = rcgen::CertificateParams::new(vec![identity.id().dns_label()])?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, identity.id().to_string());
+        params.distinguished_name.push(rcgen::DnType::CommonName, identity.id().to_string());
         let cert = params.self_signed(&key_pair)?;
-        Ok(Self {
-            cert: cert.der().clone(),
-            key,
-        })
+        Ok(Self { cert: cert.der().clone(), key })
     }
 }
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32 key bytes.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+const ED25519_SPKI_PREFIX: [u8; 12] =
+    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// The node ID a certificate proves, after checking it is self-certifying.
 pub fn node_id_from_cert(der: &CertificateDer<'_>) -> Result<NodeId, CertError> {
-    let cert =
-        webpki::EndEntityCert::try_from(der).map_err(|e| CertError::Malformed(format!("{e:?}")))?;
+    let cert = webpki::EndEntityCert::try_from(der).map_err(|e| CertError::Malformed(format!("{e:?}")))?;
     let spki = cert.subject_public_key_info();
     let spki = spki.as_ref();
     if spki.len() != ED25519_SPKI_PREFIX.len() + 32 || spki[..12] != ED25519_SPKI_PREFIX {
@@ -256,9 +246,7 @@ pub fn node_id_from_cert(der: &CertificateDer<'_>) -> Result<NodeId, CertError> 
 }
 
 fn cert_error(e: CertError) -> rustls::Error {
-    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-        Arc::new(e),
-    )))
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(e))))
 }
 
 fn verify_signature(
@@ -266,12 +254,7 @@ fn verify_signature(
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls13_signature(
-        message,
-        cert,
-        dss,
-        &provider().signature_verification_algorithms,
-    )
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
 }
 
 /// Whom a dialer expects to find at the address it dials.
@@ -323,9 +306,7 @@ impl ServerCertVerifier for DialVerifier {
         if ok {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName,
-            ))
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
         }
     }
 
@@ -335,9 +316,7 @@ impl ServerCertVerifier for DialVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
 
     fn verify_tls13_signature(
@@ -387,9 +366,7 @@ impl ClientCertVerifier for AcceptVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
 
     fn verify_tls13_signature(
@@ -489,10 +466,7 @@ impl QuicSetup {
         // Relayed packets gain a raw-frame header; path MTU probing through a
         // relay would probe the wrong path, so stay at the QUIC minimum.
         t.mtu_discovery_config(None);
-        Ok(Self {
-            creds,
-            transport: Arc::new(t),
-        })
+        Ok(Self { creds, transport: Arc::new(t) })
     }
 
     /// The endpoint configuration, with every secret and seed derived from `seed`.
@@ -504,9 +478,8 @@ impl QuicSetup {
         )));
         let cid_seed = crate::rng::derive_seed(seed, "quic cids");
         cfg.cid_generator(move || {
-            Box::new(SeededCids {
-                rng: ChaCha20Rng::from_seed(cid_seed),
-            }) as Box<dyn quinn_proto::ConnectionIdGenerator>
+            Box::new(SeededCids { rng: ChaCha20Rng::from_seed(cid_seed) })
+                as Box<dyn quinn_proto::ConnectionIdGenerator>
         });
         cfg.rng_seed(Some(crate::rng::derive_seed(seed, "quic endpoint")));
         // Raw frames are told apart from QUIC by the fixed bit, so it must stay set.
@@ -515,10 +488,7 @@ impl QuicSetup {
     }
 
     /// The acceptor side of the handshake.
-    pub(crate) fn server_config(
-        &self,
-        seed: &[u8; 32],
-    ) -> Result<quinn_proto::ServerConfig, SetupError> {
+    pub(crate) fn server_config(&self, seed: &[u8; 32]) -> Result<quinn_proto::ServerConfig, SetupError> {
         let mut tls = rustls::ServerConfig::builder_with_details(provider(), Arc::new(FixedTime))
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(AcceptVerifier))
@@ -551,10 +521,7 @@ impl QuicSetup {
         initial_dcid: [u8; 16],
     ) -> Result<(quinn_proto::ClientConfig, String, MetSlot), SetupError> {
         let met: MetSlot = Arc::new(OnceLock::new());
-        let verifier = Arc::new(DialVerifier {
-            expect,
-            met: met.clone(),
-        });
+        let verifier = Arc::new(DialVerifier { expect, met: met.clone() });
         let mut tls = rustls::ClientConfig::builder_with_details(provider(), Arc::new(FixedTime))
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
@@ -595,10 +562,7 @@ mod tests {
     #[test]
     fn garbage_certificates_are_rejected() {
         let der = CertificateDer::from(vec![0x30, 0x03, 0x01, 0x01, 0xff]);
-        assert!(matches!(
-            node_id_from_cert(&der),
-            Err(CertError::Malformed(_))
-        ));
+        assert!(matches!(node_id_from_cert(&der), Err(CertError::Malformed(_))));
     }
 
     #[test]
@@ -625,9 +589,8 @@ mod tests {
     #[test]
     fn x25519_agrees() {
         let mut rng = Some(Box::new(ChaCha20Rng::from_seed([5; 32])));
-        let (a, b) = with_tls_rng(&mut rng, || {
-            (SeededX25519.start().unwrap(), SeededX25519.start().unwrap())
-        });
+        let (a, b) =
+            with_tls_rng(&mut rng, || (SeededX25519.start().unwrap(), SeededX25519.start().unwrap()));
         let (pa, pb) = (a.pub_key().to_vec(), b.pub_key().to_vec());
         let sa = a.complete(&pb).unwrap();
         let sb = b.complete(&pa).unwrap();

@@ -10,7 +10,7 @@
 //! which makes the stream as unpredictable as any other CSPRNG output; in the
 //! simulator a fixed seed makes a run reproducible byte for byte.
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 /// Derives a 32-byte child seed from `seed` and a domain-separation `label`.
@@ -35,6 +35,13 @@ impl NodeRng {
         Self(ChaCha20Rng::from_seed(seed))
     }
 
+    /// A fresh 32-byte seed for a sub-machine.
+    pub(crate) fn child_seed(&mut self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        self.0.fill_bytes(&mut out);
+        out
+    }
+
     /// Fills `buf` with random bytes.
     pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         self.0.fill_bytes(buf);
@@ -43,6 +50,18 @@ impl NodeRng {
     /// A uniformly random `u64`.
     pub(crate) fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
+    }
+
+    /// A uniformly random integer in `0..n`; `0` when `n == 0`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.0.random_range(0..n) }
+    }
+
+    /// `base` scaled by a random factor in `[1 - spread, 1 + spread]`, so that
+    /// many nodes retrying at once do not retry in lock step.
+    pub(crate) fn jitter(&mut self, base: std::time::Duration, spread: f64) -> std::time::Duration {
+        let spread = spread.clamp(0.0, 1.0);
+        base.mul_f64(1.0 - spread + self.0.random::<f64>() * 2.0 * spread)
     }
 }
 
@@ -59,6 +78,17 @@ mod tests {
         }
         let mut c = NodeRng::from_seed([8; 32]);
         assert_ne!(a.next_u64(), c.next_u64());
+    }
+
+    #[test]
+    fn below_and_jitter_stay_in_range() {
+        let mut r = NodeRng::from_seed([3; 32]);
+        assert_eq!(r.below(0), 0);
+        for _ in 0..1000 {
+            assert!(r.below(10) < 10);
+            let d = r.jitter(std::time::Duration::from_millis(100), 0.25);
+            assert!(d.as_millis() >= 75 && d.as_millis() <= 125);
+        }
     }
 
     #[test]

@@ -144,10 +144,7 @@ pub fn decode(datagram: &[u8]) -> Result<RawFrame<'_>, FrameError> {
     let declared = u16::from_be_bytes([datagram[4], datagram[5]]) as usize;
     let payload = &datagram[HEADER_LEN..];
     if declared != payload.len() {
-        return Err(FrameError::LengthMismatch {
-            declared,
-            actual: payload.len(),
-        });
+        return Err(FrameError::LengthMismatch { declared, actual: payload.len() });
     }
     let sum = u32::from_be_bytes([datagram[6], datagram[7], datagram[8], datagram[9]]);
     if sum != checksum(&datagram[..6], payload) {
@@ -225,10 +222,7 @@ mod tests {
     fn too_large_is_an_error_and_leaves_buffer_clean() {
         let mut out = vec![1, 2, 3];
         let big = vec![0u8; MAX_PAYLOAD + 1];
-        assert_eq!(
-            encode(FrameType::Relay, &big, &mut out),
-            Err(FrameError::TooLarge(65536))
-        );
+        assert_eq!(encode(FrameType::Relay, &big, &mut out), Err(FrameError::TooLarge(65536)));
         assert_eq!(out, vec![1, 2, 3]);
         let w = FrameWriter::begin(FrameType::Relay, &mut out);
         out.extend_from_slice(&big);
@@ -254,13 +248,7 @@ mod tests {
         assert_eq!(decode(&b), Err(FrameError::UnknownType(200)));
         let mut b = good.clone();
         b.push(0);
-        assert_eq!(
-            decode(&b),
-            Err(FrameError::LengthMismatch {
-                declared: 3,
-                actual: 4
-            })
-        );
+        assert_eq!(decode(&b), Err(FrameError::LengthMismatch { declared: 3, actual: 4 }));
         let mut b = good.clone();
         b[HEADER_LEN] ^= 1;
         assert_eq!(decode(&b), Err(FrameError::BadChecksum));

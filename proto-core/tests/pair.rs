@@ -5,8 +5,7 @@
 
 use bytes::Bytes;
 use p2pcore::{
-    Config, ConnectError, DisconnectReason, Event, Identity, Node, NodeId, Reliability, Role,
-    SendError,
+    Config, ConnectError, DisconnectReason, Event, Identity, Node, NodeId, Reliability, Role, SendError,
 };
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,10 +35,9 @@ impl Net {
     }
 
     fn add(&mut self, role: Role, seed: u8, name: &str) -> usize {
-        let addr: SocketAddr = format!("192.0.2.{}:4433", self.nodes.len() + 1)
-            .parse()
-            .unwrap();
-        let cfg = Config::new(Identity::from_seed(role, [seed; 32]), name, [seed; 32]);
+        let addr: SocketAddr = format!("192.0.2.{}:4433", self.nodes.len() + 1).parse().unwrap();
+        let mut cfg = Config::new(Identity::from_seed(role, [seed; 32]), name, [seed; 32]);
+        cfg.advertise = vec![addr];
         let node = Node::new(cfg, self.now).unwrap();
         self.nodes.push((addr, node, Vec::new()));
         self.timeouts.push(None);
@@ -63,12 +61,7 @@ impl Net {
         let mut buf = Vec::new();
         for (i, (addr, node, events)) in self.nodes.iter_mut().enumerate() {
             while let Some(t) = node.poll_transmit(1, &mut buf) {
-                self.wire.push_back((
-                    self.now + self.latency,
-                    t.destination,
-                    *addr,
-                    buf[..t.size].to_vec(),
-                ));
+                self.wire.push_back((self.now + self.latency, t.destination, *addr, buf[..t.size].to_vec()));
             }
             while let Some(e) = node.poll_event() {
                 events.push(e);
@@ -137,36 +130,15 @@ fn handshake_then_reliable_and_unreliable() {
     let (aid, bid) = (net.id(a), net.id(b));
     let ea = net.events(a);
     let eb = net.events(b);
+    assert!(ea.iter().any(|e| matches!(e, Event::Connected { id, name, .. } if *id == bid && name == "bob")));
     assert!(
-        ea.iter()
-            .any(|e| matches!(e, Event::Connected { id, name, .. } if *id == bid && name == "bob"))
-    );
-    assert!(
-        eb.iter().any(
-            |e| matches!(e, Event::Connected { id, name, .. } if *id == aid && name == "alice")
-        )
+        eb.iter().any(|e| matches!(e, Event::Connected { id, name, .. } if *id == aid && name == "alice"))
     );
     assert!(net.node(a).is_connected(&bid));
 
     let now = net.now;
-    net.node(a)
-        .send(
-            now,
-            bid,
-            3,
-            Bytes::from_static(b"reliable hello"),
-            Reliability::Reliable,
-        )
-        .unwrap();
-    net.node(a)
-        .send(
-            now,
-            bid,
-            4,
-            Bytes::from_static(b"datagram"),
-            Reliability::Unreliable,
-        )
-        .unwrap();
+    net.node(a).send(now, bid, 3, Bytes::from_static(b"reliable hello"), Reliability::Reliable).unwrap();
+    net.node(a).send(now, bid, 4, Bytes::from_static(b"datagram"), Reliability::Unreliable).unwrap();
     net.run_for(Duration::from_millis(200));
     let eb = net.events(b);
     assert!(eb.contains(&Event::MessageReceived {
@@ -201,21 +173,11 @@ fn dialing_the_wrong_id_fails_clearly() {
             _ => None,
         })
         .expect("a ConnectFailed event");
-    assert_eq!(
-        failed.0,
-        ConnectError::WrongNode {
-            expected: impostor_target,
-            found: bid
-        }
-    );
+    assert_eq!(failed.0, ConnectError::WrongNode { expected: impostor_target, found: bid });
     assert_eq!(failed.1, Some(impostor_target));
     assert!(failed.0.to_string().contains("dialed"), "{}", failed.0);
     assert!(!net.node(a).is_connected(&bid));
-    assert!(
-        net.events(b)
-            .iter()
-            .all(|e| !matches!(e, Event::Connected { .. }))
-    );
+    assert!(net.events(b).iter().all(|e| !matches!(e, Event::Connected { .. })));
 }
 
 #[test]
@@ -226,24 +188,15 @@ fn large_messages_and_channel_order() {
     let big: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i % 251) as u8).collect();
     let now = net.now;
     for i in 0..20u32 {
-        net.node(a)
-            .send(now, bid, 0, i.to_be_bytes().to_vec(), Reliability::Reliable)
-            .unwrap();
+        net.node(a).send(now, bid, 0, i.to_be_bytes().to_vec(), Reliability::Reliable).unwrap();
     }
-    net.node(a)
-        .send(now, bid, 1, big.clone(), Reliability::Reliable)
-        .unwrap();
+    net.node(a).send(now, bid, 1, big.clone(), Reliability::Reliable).unwrap();
     net.run_for(Duration::from_secs(10));
     let got: Vec<(u8, Bytes)> = net
         .events(b)
         .into_iter()
         .filter_map(|e| match e {
-            Event::MessageReceived {
-                from,
-                channel,
-                bytes,
-                ..
-            } if from == aid => Some((channel, bytes)),
+            Event::MessageReceived { from, channel, bytes, .. } if from == aid => Some((channel, bytes)),
             _ => None,
         })
         .collect();
@@ -253,11 +206,7 @@ fn large_messages_and_channel_order() {
         .map(|(_, b)| u32::from_be_bytes(b[..4].try_into().unwrap()))
         .collect();
     assert_eq!(ch0, (0..20).collect::<Vec<_>>());
-    let ch1: Vec<&Bytes> = got
-        .iter()
-        .filter(|(c, _)| *c == 1)
-        .map(|(_, b)| b)
-        .collect();
+    let ch1: Vec<&Bytes> = got.iter().filter(|(c, _)| *c == 1).map(|(_, b)| b).collect();
     assert_eq!(ch1.len(), 1);
     assert_eq!(&ch1[0][..], &big[..]);
 }
@@ -269,10 +218,7 @@ fn send_errors_are_typed() {
     let now = net.now;
     let stranger = Identity::from_seed(Role::Peer, [77; 32]).id();
     let n = net.node(a);
-    assert_eq!(
-        n.send(now, aid, 0, vec![1], Reliability::Reliable),
-        Err(SendError::SelfSend)
-    );
+    assert_eq!(n.send(now, aid, 0, vec![1], Reliability::Reliable), Err(SendError::SelfSend));
     assert_eq!(
         n.send(now, stranger, 0, vec![1], Reliability::Reliable),
         Err(SendError::NotConnected(stranger))
@@ -297,17 +243,11 @@ fn simultaneous_dials_keep_one_connection() {
     net.run_for(Duration::from_secs(2));
     let ea = net.events(a);
     let eb = net.events(b);
-    let count = |ev: &[Event]| {
-        ev.iter()
-            .filter(|e| matches!(e, Event::Connected { .. }))
-            .count()
-    };
+    let count = |ev: &[Event]| ev.iter().filter(|e| matches!(e, Event::Connected { .. })).count();
     assert_eq!(count(&ea), 1, "{ea:?}");
     assert_eq!(count(&eb), 1, "{eb:?}");
     assert!(
-        ea.iter()
-            .chain(&eb)
-            .all(|e| !matches!(e, Event::Disconnected { .. } | Event::ConnectFailed { .. }))
+        ea.iter().chain(&eb).all(|e| !matches!(e, Event::Disconnected { .. } | Event::ConnectFailed { .. }))
     );
     // The survivor is the connection dialed by the larger ID.
     let larger = if aid > bid { a } else { b };
@@ -315,23 +255,11 @@ fn simultaneous_dials_keep_one_connection() {
     assert!(link.dialed);
     // And it carries traffic both ways.
     let now = net.now;
-    net.node(a)
-        .send(now, bid, 0, vec![1], Reliability::Reliable)
-        .unwrap();
-    net.node(b)
-        .send(now, aid, 0, vec![2], Reliability::Reliable)
-        .unwrap();
+    net.node(a).send(now, bid, 0, vec![1], Reliability::Reliable).unwrap();
+    net.node(b).send(now, aid, 0, vec![2], Reliability::Reliable).unwrap();
     net.run_for(Duration::from_millis(300));
-    assert!(
-        net.events(a)
-            .iter()
-            .any(|e| matches!(e, Event::MessageReceived { .. }))
-    );
-    assert!(
-        net.events(b)
-            .iter()
-            .any(|e| matches!(e, Event::MessageReceived { .. }))
-    );
+    assert!(net.events(a).iter().any(|e| matches!(e, Event::MessageReceived { .. })));
+    assert!(net.events(b).iter().any(|e| matches!(e, Event::MessageReceived { .. })));
 }
 
 #[test]
@@ -341,9 +269,7 @@ fn messages_sent_while_dialing_are_delivered() {
     let b = net.add(Role::Peer, 2, "bob");
     let (aid, bid, baddr, now) = (net.id(a), net.id(b), net.addr(b), net.now);
     net.node(a).connect(now, bid, baddr).unwrap();
-    net.node(a)
-        .send(now, bid, 0, vec![42], Reliability::Reliable)
-        .unwrap();
+    net.node(a).send(now, bid, 0, vec![42], Reliability::Reliable).unwrap();
     net.run_for(Duration::from_millis(500));
     assert!(net.events(b).iter().any(|e| matches!(e,
         Event::MessageReceived { from, bytes, .. } if *from == aid && bytes[..] == [42])));
@@ -363,16 +289,17 @@ fn dead_remote_is_noticed_within_idle_timeout() {
     while noticed.is_none() && net.now - t0 < Duration::from_secs(10) {
         assert!(net.step());
         net.flush();
-        if net.nodes[a]
-            .2
-            .iter()
-            .any(|e| matches!(e, Event::Disconnected { .. }))
-        {
+        if net.nodes[a].2.iter().any(|e| matches!(e, Event::Disconnected { .. })) {
             noticed = Some(net.now - t0);
         }
     }
     let ea = net.events(a);
-    assert!(ea.iter().any(|e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::TimedOut } if *id == bid)), "{ea:?}");
+    assert!(
+        ea.iter().any(
+            |e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::TimedOut } if *id == bid)
+        ),
+        "{ea:?}"
+    );
     assert!(!net.node(a).is_connected(&bid));
     // Default idle timeout is 2.5 s after the last packet heard: the crash is
     // noticed within 3 s.

@@ -54,64 +54,26 @@ fn sources_read_no_clock_rng_socket_or_thread() {
             }
         }
     }
-    assert!(
-        hits.is_empty(),
-        "impure code in proto-core:\n{}",
-        hits.join("\n")
-    );
+    assert!(hits.is_empty(), "impure code in proto-core:\n{}", hits.join("\n"));
 }
 
 /// Crates that do I/O or run an event loop; none may be a dependency of the core.
-const FORBIDDEN_CRATES: &[&str] = &[
-    "mio",
-    "tokio",
-    "async-std",
-    "smol",
-    "polling",
-    "socket2",
-    "quinn",
-    "quinn-udp",
-    "async-io",
-];
+const FORBIDDEN_CRATES: &[&str] =
+    &["mio", "tokio", "async-std", "smol", "polling", "socket2", "quinn", "quinn-udp", "async-io"];
 
 #[test]
 fn dependency_tree_has_no_io_runtime() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Normal dependencies only (what ships in the core), for the host platform.
     let out = std::process::Command::new(cargo)
-        .args([
-            "tree",
-            "-p",
-            "p2pcore",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
+        .args(["tree", "-p", "p2pcore", "-e", "normal", "--prefix", "none", "--offline"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo tree");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    let tree: BTreeSet<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(
-        tree.contains("quinn-proto") && tree.contains("rustls"),
-        "walked the real tree: {tree:?}"
-    );
-    let bad: Vec<&&str> = FORBIDDEN_CRATES
-        .iter()
-        .filter(|c| tree.contains(**c))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "I/O crates in proto-core's dependency tree: {bad:?}"
-    );
+    let tree: BTreeSet<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(tree.contains("quinn-proto") && tree.contains("rustls"), "walked the real tree: {tree:?}");
+    let bad: Vec<&&str> = FORBIDDEN_CRATES.iter().filter(|c| tree.contains(**c)).collect();
+    assert!(bad.is_empty(), "I/O crates in proto-core's dependency tree: {bad:?}");
 }

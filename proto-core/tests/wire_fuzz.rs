@@ -15,11 +15,7 @@ const CASES: usize = 1_000_000;
 
 fn valid_frame(rng: &mut ChaCha20Rng) -> Vec<u8> {
     let kind = [FrameType::Ping, FrameType::Pong, FrameType::Relay][rng.random_range(0..3)];
-    let len = if rng.random_bool(0.9) {
-        rng.random_range(0..200)
-    } else {
-        rng.random_range(0..1400)
-    };
+    let len = if rng.random_bool(0.9) { rng.random_range(0..200) } else { rng.random_range(0..1400) };
     let mut payload = vec![0u8; len];
     rng.fill_bytes(&mut payload);
     let mut out = Vec::new();
@@ -71,17 +67,11 @@ fn mutate(rng: &mut ChaCha20Rng, mut d: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn a_million_inputs_no_panics_every_drop_counted() {
-    let seed: u64 = std::env::var("P2PCORE_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
+    let seed: u64 = std::env::var("P2PCORE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let now = Instant::now();
-    let mut node = Node::new(
-        Config::new(Identity::from_seed(Role::Server, [1; 32]), "fuzz", [2; 32]),
-        now,
-    )
-    .unwrap();
+    let mut node =
+        Node::new(Config::new(Identity::from_seed(Role::Peer, [1; 32]), "fuzz", [2; 32]), now).unwrap();
     let from: SocketAddr = "192.0.2.1:9".parse().unwrap();
     let mut buf = Vec::new();
 
@@ -123,13 +113,7 @@ fn a_million_inputs_no_panics_every_drop_counted() {
             Err(e) => {
                 raw_rejected += 1;
                 *by_error
-                    .entry(
-                        format!("{e:?}")
-                            .split(['(', ' ', '{'])
-                            .next()
-                            .unwrap()
-                            .to_owned(),
-                    )
+                    .entry(format!("{e:?}").split(['(', ' ', '{']).next().unwrap().to_owned())
                     .or_default() += 1;
             }
         }
@@ -149,27 +133,14 @@ fn a_million_inputs_no_panics_every_drop_counted() {
         "LengthMismatch",
         "BadChecksum",
     ] {
-        assert!(
-            by_error.get(k).copied().unwrap_or(0) > 0,
-            "no {k} cases: {by_error:?}"
-        );
+        assert!(by_error.get(k).copied().unwrap_or(0) > 0, "no {k} cases: {by_error:?}");
     }
-    assert!(
-        valid > 200_000 && quic > 100_000,
-        "valid {valid}, quic {quic}"
-    );
+    assert!(valid > 200_000 && quic > 100_000, "valid {valid}, quic {quic}");
     let stats = node.stats();
     assert_eq!(stats.datagrams_in, CASES as u64);
     // Valid frames are of no use to a node that is not expecting them: counted as unexpected.
-    assert_eq!(
-        stats.dropped.raw_total(),
-        raw_rejected + valid,
-        "{:?}",
-        stats.dropped
-    );
+    assert_eq!(stats.dropped.raw_total(), raw_rejected + valid, "{:?}", stats.dropped);
     assert_eq!(stats.dropped.unexpected, valid);
     assert!(stats.dropped.quic_ignored > 0);
-    eprintln!(
-        "{CASES} inputs: {valid} valid frames, {raw_rejected} rejected raw, {quic} QUIC; {by_error:?}"
-    );
+    eprintln!("{CASES} inputs: {valid} valid frames, {raw_rejected} rejected raw, {quic} QUIC; {by_error:?}");
 }

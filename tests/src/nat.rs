@@ -101,14 +101,10 @@ impl NatPreset {
             NatPreset::Open => return None,
             NatPreset::FullCone => (Mapping::EndpointIndependent, Filtering::EndpointIndependent),
             NatPreset::Restricted => (Mapping::EndpointIndependent, Filtering::AddressDependent),
-            NatPreset::PortRestricted | NatPreset::Firewalled => (
-                Mapping::EndpointIndependent,
-                Filtering::AddressAndPortDependent,
-            ),
-            NatPreset::Symmetric => (
-                Mapping::EndpointDependent,
-                Filtering::AddressAndPortDependent,
-            ),
+            NatPreset::PortRestricted | NatPreset::Firewalled => {
+                (Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)
+            }
+            NatPreset::Symmetric => (Mapping::EndpointDependent, Filtering::AddressAndPortDependent),
         };
         Some(NatConfig {
             mapping,
@@ -277,31 +273,17 @@ impl Nat {
 
     /// Translates an outbound packet from `internal` to `dest`. Returns the
     /// public source address, or `None` if the packet is dropped.
-    pub fn outbound(
-        &mut self,
-        now: Instant,
-        internal: SocketAddr,
-        dest: SocketAddr,
-    ) -> Option<SocketAddr> {
+    pub fn outbound(&mut self, now: Instant, internal: SocketAddr, dest: SocketAddr) -> Option<SocketAddr> {
         self.expire(now);
         if self.config.firewalled && !self.allow_out.contains(&dest.ip()) {
             self.stats.dropped_firewall += 1;
             return None;
         }
-        let key = MapKey {
-            internal,
-            dest: (self.config.mapping == Mapping::EndpointDependent).then_some(dest),
-        };
+        let key =
+            MapKey { internal, dest: (self.config.mapping == Mapping::EndpointDependent).then_some(dest) };
         if !self.bindings.contains_key(&key) {
             let port = self.allocate_port(internal.port())?;
-            self.bindings.insert(
-                key,
-                Binding {
-                    port,
-                    last_active: now,
-                    contacted: BTreeSet::new(),
-                },
-            );
+            self.bindings.insert(key, Binding { port, last_active: now, contacted: BTreeSet::new() });
             self.by_port.insert(port, key);
             self.stats.mappings_created += 1;
         }
@@ -377,10 +359,7 @@ mod tests {
     #[test]
     fn open_has_no_nat() {
         assert!(NatPreset::Open.config().is_none());
-        assert_eq!(
-            NatPreset::from_name("port-restricted"),
-            Some(NatPreset::PortRestricted)
-        );
+        assert_eq!(NatPreset::from_name("port-restricted"), Some(NatPreset::PortRestricted));
         assert_eq!(NatPreset::from_name("bogus"), None);
     }
 
@@ -404,11 +383,7 @@ mod tests {
         let p3 = n.outbound(now, a(HOST), a(S1_OTHER_PORT)).unwrap();
         assert_ne!(p1.port(), p2.port());
         assert_ne!(p1.port(), p3.port());
-        assert_eq!(
-            n.outbound(now, a(HOST), a(S1)).unwrap(),
-            p1,
-            "same destination, same port"
-        );
+        assert_eq!(n.outbound(now, a(HOST), a(S1)).unwrap(), p1, "same destination, same port");
         // Each mapping only answers to its own destination.
         assert_eq!(n.inbound(now, a(S1), p1.port()), Some(a(HOST)));
         assert_eq!(n.inbound(now, a(S2), p1.port()), None);
@@ -424,21 +399,13 @@ mod tests {
         ] {
             let mut n = nat(preset);
             let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
-            assert_eq!(
-                n.inbound(now, a(S1), ext.port()),
-                Some(a(HOST)),
-                "{preset:?}"
-            );
+            assert_eq!(n.inbound(now, a(S1), ext.port()), Some(a(HOST)), "{preset:?}");
             assert_eq!(
                 n.inbound(now, a(S1_OTHER_PORT), ext.port()).is_some(),
                 from_same_ip_other_port,
                 "{preset:?}"
             );
-            assert_eq!(
-                n.inbound(now, a(S2), ext.port()).is_some(),
-                from_other_ip,
-                "{preset:?}"
-            );
+            assert_eq!(n.inbound(now, a(S2), ext.port()).is_some(), from_other_ip, "{preset:?}");
         }
     }
 
@@ -458,25 +425,13 @@ mod tests {
         let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
         let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
         // Inbound traffic does not refresh by default.
-        assert!(
-            n.inbound(now + Duration::from_secs(20), a(S1), ext.port())
-                .is_some()
-        );
-        assert!(
-            n.inbound(now + Duration::from_secs(31), a(S1), ext.port())
-                .is_none()
-        );
+        assert!(n.inbound(now + Duration::from_secs(20), a(S1), ext.port()).is_some());
+        assert!(n.inbound(now + Duration::from_secs(31), a(S1), ext.port()).is_none());
         assert_eq!(n.stats().mappings_expired, 1);
         // Outbound traffic refreshes.
-        let ext = n
-            .outbound(now + Duration::from_secs(40), a(HOST), a(S1))
-            .unwrap();
-        n.outbound(now + Duration::from_secs(60), a(HOST), a(S1))
-            .unwrap();
-        assert!(
-            n.inbound(now + Duration::from_secs(80), a(S1), ext.port())
-                .is_some()
-        );
+        let ext = n.outbound(now + Duration::from_secs(40), a(HOST), a(S1)).unwrap();
+        n.outbound(now + Duration::from_secs(60), a(HOST), a(S1)).unwrap();
+        assert!(n.inbound(now + Duration::from_secs(80), a(S1), ext.port()).is_some());
     }
 
     #[test]
@@ -487,14 +442,8 @@ mod tests {
         cfg.inbound_refresh = true;
         let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
         let ext = n.outbound(now, a(HOST), a(S1)).unwrap();
-        assert!(
-            n.inbound(now + Duration::from_secs(20), a(S1), ext.port())
-                .is_some()
-        );
-        assert!(
-            n.inbound(now + Duration::from_secs(40), a(S1), ext.port())
-                .is_some()
-        );
+        assert!(n.inbound(now + Duration::from_secs(20), a(S1), ext.port()).is_some());
+        assert!(n.inbound(now + Duration::from_secs(40), a(S1), ext.port()).is_some());
     }
 
     #[test]
@@ -531,11 +480,7 @@ mod tests {
             if hairpin {
                 let (src, to) = res.unwrap();
                 assert_eq!(to, other);
-                assert_eq!(
-                    src.ip(),
-                    n.public_ip(),
-                    "hairpinned source is the external address"
-                );
+                assert_eq!(src.ip(), n.public_ip(), "hairpinned source is the external address");
             } else {
                 assert!(res.is_none());
                 assert_eq!(n.stats().dropped_hairpin, 1);
@@ -547,17 +492,10 @@ mod tests {
     fn port_allocation_is_seeded() {
         let now = t0();
         let ports = |seed| {
-            let mut n = Nat::new(
-                "198.51.100.1".parse().unwrap(),
-                NatPreset::Symmetric.config().unwrap(),
-                seed,
-            );
+            let mut n =
+                Nat::new("198.51.100.1".parse().unwrap(), NatPreset::Symmetric.config().unwrap(), seed);
             (0..5u16)
-                .map(|i| {
-                    n.outbound(now, a(HOST), SocketAddr::new(a(S1).ip(), 7000 + i))
-                        .unwrap()
-                        .port()
-                })
+                .map(|i| n.outbound(now, a(HOST), SocketAddr::new(a(S1).ip(), 7000 + i)).unwrap().port())
                 .collect::<Vec<_>>()
         };
         assert_eq!(ports(3), ports(3));

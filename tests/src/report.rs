@@ -115,15 +115,8 @@ impl Report {
                 (h.name.clone(), report)
             })
             .collect();
-        let bytes = sim
-            .hosts()
-            .iter()
-            .map(|h| (h.name.clone(), h.bytes))
-            .collect();
-        let nat = lans
-            .iter()
-            .filter_map(|l| l.nat.as_ref().map(|n| (l.name.clone(), n.stats())))
-            .collect();
+        let bytes = sim.hosts().iter().map(|h| (h.name.clone(), h.bytes)).collect();
+        let nat = lans.iter().filter_map(|l| l.nat.as_ref().map(|n| (l.name.clone(), n.stats()))).collect();
         Self {
             seed,
             duration_ms,
@@ -131,12 +124,7 @@ impl Report {
             wire_digest: sim.wire_digest(),
             events: sim.trace().to_vec(),
             nodes,
-            metrics: Metrics {
-                messages: sim.message_metrics(),
-                bytes,
-                network: sim.net_stats(),
-                nat,
-            },
+            metrics: Metrics { messages: sim.message_metrics(), bytes, network: sim.net_stats(), nat },
         }
     }
 }

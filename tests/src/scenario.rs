@@ -221,11 +221,7 @@ pub struct Loaded {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 fn ms(v: f64) -> Duration {
@@ -245,40 +241,24 @@ impl LinkSpec {
     }
 
     fn check(&self, key: &str) -> Result<(), (String, String)> {
-        for (name, v) in [
-            ("latency_ms", self.latency_ms),
-            ("jitter_ms", self.jitter_ms),
-        ] {
+        for (name, v) in [("latency_ms", self.latency_ms), ("jitter_ms", self.jitter_ms)] {
             if let Some(v) = v
                 && !(0.0..=60_000.0).contains(&v)
             {
-                return Err((
-                    format!("{key}.{name}"),
-                    format!("{v} is out of range: use 0 to 60000 ms"),
-                ));
+                return Err((format!("{key}.{name}"), format!("{v} is out of range: use 0 to 60000 ms")));
             }
         }
-        for (name, v) in [
-            ("loss", self.loss),
-            ("duplicate", self.duplicate),
-            ("reorder", self.reorder),
-        ] {
+        for (name, v) in [("loss", self.loss), ("duplicate", self.duplicate), ("reorder", self.reorder)] {
             if let Some(v) = v
                 && !(0.0..=1.0).contains(&v)
             {
-                return Err((
-                    format!("{key}.{name}"),
-                    format!("{v} is not a probability: use 0.0 to 1.0"),
-                ));
+                return Err((format!("{key}.{name}"), format!("{v} is not a probability: use 0.0 to 1.0")));
             }
         }
         if let Some(m) = self.mtu
             && !(576..=65535).contains(&m)
         {
-            return Err((
-                format!("{key}.mtu"),
-                format!("{m} is out of range: use 576 to 65535 bytes"),
-            ));
+            return Err((format!("{key}.mtu"), format!("{m} is out of range: use 576 to 65535 bytes")));
         }
         Ok(())
     }
@@ -289,31 +269,15 @@ impl Loaded {
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ScenarioError {
-                line,
-                key: "(syntax)".into(),
-                message: e.message().trim().to_owned(),
-            }
+            ScenarioError { line, key: "(syntax)".into(), message: e.message().trim().to_owned() }
         })?;
-        let loaded = Self {
-            scenario,
-            text: text.to_owned(),
-        };
+        let loaded = Self { scenario, text: text.to_owned() };
         loaded.validate()?;
         Ok(loaded)
     }
 
-    fn err<T>(
-        &self,
-        span: std::ops::Range<usize>,
-        key: String,
-        message: String,
-    ) -> Result<T, ScenarioError> {
-        Err(ScenarioError {
-            line: Some(line_of(&self.text, span.start)),
-            key,
-            message,
-        })
+    fn err<T>(&self, span: std::ops::Range<usize>, key: String, message: String) -> Result<T, ScenarioError> {
+        Err(ScenarioError { line: Some(line_of(&self.text, span.start)), key, message })
     }
 
     fn node_names(&self) -> Vec<&str> {
@@ -326,11 +290,7 @@ impl Loaded {
     }
 
     fn lan_names(&self) -> Vec<&str> {
-        self.scenario
-            .lan
-            .iter()
-            .map(|l| l.get_ref().name.as_str())
-            .collect()
+        self.scenario.lan.iter().map(|l| l.get_ref().name.as_str()).collect()
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
@@ -339,10 +299,7 @@ impl Loaded {
             return Err(ScenarioError {
                 line: None,
                 key: "duration_ms".into(),
-                message: format!(
-                    "{} is out of range: use 1 to 86400000 (24 h)",
-                    s.duration_ms
-                ),
+                message: format!("{} is out of range: use 1 to 86400000 (24 h)", s.duration_ms),
             });
         }
         if let Some(link) = &s.link
@@ -355,33 +312,29 @@ impl Loaded {
             .server
             .iter()
             .enumerate()
-            .map(|(i, x)| {
-                (
-                    format!("server[{i}].name"),
-                    x.get_ref().name.as_str(),
-                    x.span(),
-                )
-            })
-            .chain(s.peer.iter().enumerate().map(|(i, x)| {
-                (
-                    format!("peer[{i}].name"),
-                    x.get_ref().name.as_str(),
-                    x.span(),
-                )
-            }))
-            .chain(s.lan.iter().enumerate().map(|(i, x)| {
-                (
-                    format!("lan[{i}].name"),
-                    x.get_ref().name.as_str(),
-                    x.span(),
-                )
-            }));
+            .map(|(i, x)| (format!("server[{i}].name"), x.get_ref().name.as_str(), x.span()))
+            .chain(
+                s.peer
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| (format!("peer[{i}].name"), x.get_ref().name.as_str(), x.span())),
+            )
+            .chain(
+                s.lan
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| (format!("lan[{i}].name"), x.get_ref().name.as_str(), x.span())),
+            );
         for (key, name, span) in named {
             if let Err(e) = p2pcore::identity::validate_name(name) {
                 return self.err(span, key, e.to_string());
             }
             if !seen.insert(name) {
-                return self.err(span, key, format!("the name `{name}` is used twice; servers, peers and LANs need distinct names"));
+                return self.err(
+                    span,
+                    key,
+                    format!("the name `{name}` is used twice; servers, peers and LANs need distinct names"),
+                );
             }
         }
         let lans = self.lan_names();
@@ -446,10 +399,7 @@ impl Loaded {
             return self.err(
                 span,
                 key("at_ms"),
-                format!(
-                    "{} is outside the run (0 to duration_ms = {})",
-                    e.at_ms, self.scenario.duration_ms
-                ),
+                format!("{} is outside the run (0 to duration_ms = {})", e.at_ms, self.scenario.duration_ms),
             );
         }
         let node_ok = |n: &Spanned<String>, k: &str| -> Result<(), ScenarioError> {
@@ -472,20 +422,12 @@ impl Loaded {
         if let Some(groups) = &e.partition {
             for n in groups.iter().flatten() {
                 if !nodes.contains(&n.as_str()) && !lans.contains(&n.as_str()) {
-                    return self.err(
-                        span,
-                        key("partition"),
-                        format!("`{n}` is neither a node nor a LAN"),
-                    );
+                    return self.err(span, key("partition"), format!("`{n}` is neither a node nor a LAN"));
                 }
             }
         }
         if e.heal == Some(false) {
-            return self.err(
-                span,
-                key("heal"),
-                "write `heal = true` (false does nothing)".into(),
-            );
+            return self.err(span, key("heal"), "write `heal = true` (false does nothing)".into());
         }
         if let Some(send) = &e.send {
             for (k, n) in [("send.from", &send.from), ("send.to", &send.to)] {
@@ -498,11 +440,7 @@ impl Loaded {
                 }
             }
             if send.from.get_ref() == send.to.get_ref() {
-                return self.err(
-                    send.to.span(),
-                    key("send.to"),
-                    "a node cannot send to itself".into(),
-                );
+                return self.err(send.to.span(), key("send.to"), "a node cannot send to itself".into());
             }
             if send.count == 0 || send.size > 64 << 20 {
                 return self.err(
@@ -565,32 +503,23 @@ impl Loaded {
     /// Builds the simulator with the whole timeline scheduled.
     pub fn build(&self, seed: u64) -> Sim {
         let s = &self.scenario;
-        let link = s.link.as_ref().map_or_else(LinkParams::default, |l| {
-            l.get_ref().patch().apply(LinkParams::default())
-        });
-        let mut sim = Sim::new(SimConfig {
-            seed,
-            link,
-            ..SimConfig::default()
-        });
+        let link = s
+            .link
+            .as_ref()
+            .map_or_else(LinkParams::default, |l| l.get_ref().patch().apply(LinkParams::default()));
+        let mut sim = Sim::new(SimConfig { seed, link, ..SimConfig::default() });
         for l in &s.lan {
             let l = l.get_ref();
             sim.add_lan(&l.name, Self::nat_config(l));
         }
         for srv in &s.server {
             let srv = srv.get_ref();
-            sim.add_node(NodeSpec {
-                ipv6: srv.ipv6,
-                ..NodeSpec::server(&srv.name)
-            });
+            sim.add_node(NodeSpec { ipv6: srv.ipv6, ..NodeSpec::server(&srv.name) });
         }
         for p in &s.peer {
             let p = p.get_ref();
             let lan = p.lan.as_ref().and_then(|l| sim.find_lan(l.get_ref()));
-            sim.add_node(NodeSpec {
-                ipv6: p.ipv6,
-                ..NodeSpec::peer(&p.name, lan)
-            });
+            sim.add_node(NodeSpec { ipv6: p.ipv6, ..NodeSpec::peer(&p.name, lan) });
         }
         for ev in &s.event {
             let e = ev.get_ref();
@@ -609,18 +538,11 @@ impl Loaded {
                     to: host(x.to.get_ref()),
                     count: x.count,
                     size: x.size,
-                    reliability: if x.reliable {
-                        Reliability::Reliable
-                    } else {
-                        Reliability::Unreliable
-                    },
+                    reliability: if x.reliable { Reliability::Reliable } else { Reliability::Unreliable },
                     channel: x.channel,
                 })
             } else if let Some(l) = &e.link {
-                Action::Link {
-                    patch: l.params.patch(),
-                    between: l.between.clone().map(|[a, b]| (a, b)),
-                }
+                Action::Link { patch: l.params.patch(), between: l.between.clone().map(|[a, b]| (a, b)) }
             } else if let Some(l) = &e.nat_reboot {
                 Action::NatReboot(sim.find_lan(l.get_ref()).unwrap_or(usize::MAX))
             } else {
@@ -638,11 +560,7 @@ impl Loaded {
 }
 
 fn list(names: &[&str]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "none".into() } else { names.join(", ") }
 }
 
 #[cfg(test)]
@@ -723,10 +641,7 @@ nat_reboot = "home1"
     fn bad_preset_is_explained() {
         let e = err("[[lan]]\nname = \"x\"\nnat = \"cone\"\n");
         assert_eq!(e.line, Some(3), "{e}");
-        assert!(
-            e.message.contains("port-restricted"),
-            "lists the choices: {e}"
-        );
+        assert!(e.message.contains("port-restricted"), "lists the choices: {e}");
     }
 
     #[test]
@@ -739,9 +654,7 @@ nat_reboot = "home1"
 
     #[test]
     fn event_needs_exactly_one_action() {
-        let e = err(
-            "[[server]]\nname = \"s1\"\n[[event]]\nat_ms = 5\nkill = \"s1\"\nrestart = \"s1\"\n",
-        );
+        let e = err("[[server]]\nname = \"s1\"\n[[event]]\nat_ms = 5\nkill = \"s1\"\nrestart = \"s1\"\n");
         assert!(e.message.contains("exactly one"), "{e}");
         let e = err("[[event]]\nat_ms = 5\n");
         assert!(e.message.contains("found 0"), "{e}");

@@ -147,6 +147,29 @@ pub struct NodeSpec {
     pub lan: Option<LanId>,
     /// Give a public host an IPv6 address instead of IPv4.
     pub ipv6: bool,
+    /// Hosts whose addresses go into `Config::bootstrap` (introducers for a
+    /// server, bootstrap servers for a peer).
+    pub bootstrap: Vec<HostId>,
+    /// Start the node this long after it is added (`None`: at once).
+    pub start_after: Option<Duration>,
+    /// Present a faulty credential, to test refusals.
+    pub credential: CredentialFault,
+}
+
+/// Deliberately broken credentials for admission tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CredentialFault {
+    /// The network's own credential.
+    #[default]
+    None,
+    /// Open mode in a network that requires credentials.
+    Missing,
+    /// The shared secret of another network.
+    WrongSecret,
+    /// A join token that expired before the run started.
+    ExpiredToken,
+    /// A token signed by an issuer the network does not trust.
+    UntrustedToken,
 }
 
 impl NodeSpec {
@@ -157,18 +180,36 @@ impl NodeSpec {
             role: Role::Server,
             lan: None,
             ipv6: false,
+            bootstrap: Vec::new(),
+            start_after: None,
+            credential: CredentialFault::None,
         }
     }
     /// A peer, public or in `lan`.
     pub fn peer(name: &str, lan: Option<LanId>) -> Self {
-        Self {
-            name: name.into(),
-            role: Role::Peer,
-            lan,
-            ipv6: false,
-        }
+        Self { role: Role::Peer, lan, ..Self::server(name) }
+    }
+    /// With bootstrap (introducer) hosts.
+    pub fn via(mut self, bootstrap: &[HostId]) -> Self {
+        self.bootstrap = bootstrap.to_vec();
+        self
     }
 }
+
+/// How the simulated network admits its members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkAdmission {
+    /// Development mode.
+    #[default]
+    Open,
+    /// A shared secret derived from this passphrase.
+    Secret(String),
+    /// Join tokens signed by one issuer key (derived from the seed).
+    Token,
+}
+
+/// Wall-clock time the simulation pretends to start at (for token expiry).
+pub const SIM_UNIX_START: u64 = 1_800_000_000;
 
 /// Per-host traffic counters kept by the simulator (wire view).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -201,6 +242,10 @@ pub struct Host {
     pub events: Vec<(Duration, Event)>,
     /// Wire counters.
     pub bytes: HostBytes,
+    /// Bootstrap hosts.
+    pub bootstrap: Vec<HostId>,
+    /// Credential fault, if any.
+    pub credential: CredentialFault,
     timeout: Option<Instant>,
     timer_gen: u64,
 }
@@ -372,6 +417,8 @@ pub struct Sim {
     link_override: BTreeMap<(Site, Site), LinkParams>,
     partition: Option<BTreeMap<Site, usize>>,
     configure: Option<Configure>,
+    admission: NetworkAdmission,
+    watch: ClusterWatch,
     trace: Vec<TraceEntry>,
     trace_digest: ring::digest::Context,
     wire_digest: ring::digest::Context,
@@ -379,6 +426,8 @@ pub struct Sim {
     messages: MessageMetrics,
     net: NetStats,
     same_instant: (Instant, usize),
+    /// Inside `run_until` (as opposed to building the topology).
+    running: bool,
     buf: Vec<u8>,
 }
 
@@ -423,6 +472,8 @@ impl Sim {
             link_override: BTreeMap::new(),
             partition: None,
             configure: None,
+            admission: NetworkAdmission::Open,
+            watch: ClusterWatch::default(),
             trace: Vec::new(),
             trace_digest: ring::digest::Context::new(&ring::digest::SHA256),
             wire_digest: ring::digest::Context::new(&ring::digest::SHA256),
@@ -430,8 +481,14 @@ impl Sim {
             messages: MessageMetrics::default(),
             net: NetStats::default(),
             same_instant: (base, 0),
+            running: false,
             buf: Vec::with_capacity(65536),
         }
+    }
+
+    /// Sets how nodes prove membership (before adding nodes).
+    pub fn set_admission(&mut self, admission: NetworkAdmission) {
+        self.admission = admission;
     }
 
     /// Sets a hook that adjusts every node's configuration before (re)start.
@@ -443,24 +500,10 @@ impl Sim {
         self.next_public += 1;
         let n = self.next_public;
         if v6 {
-            IpAddr::V6(Ipv6Addr::new(
-                0x2001,
-                0xdb8,
-                0,
-                0,
-                0,
-                0,
-                (n >> 16) as u16,
-                n as u16,
-            ))
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (n >> 16) as u16, n as u16))
         } else {
             // 198.18.0.0/15 is reserved for benchmarking networks (RFC 2544).
-            IpAddr::V4(Ipv4Addr::new(
-                198,
-                18 + ((n >> 16) & 1) as u8,
-                (n >> 8) as u8,
-                n as u8,
-            ))
+            IpAddr::V4(Ipv4Addr::new(198, 18 + ((n >> 16) & 1) as u8, (n >> 8) as u8, n as u8))
         }
     }
 
@@ -471,18 +514,11 @@ impl Sim {
             let ip = self.public_ip(false);
             self.by_ip.insert(ip, Site::Lan(id));
             let seed = u64::from_be_bytes(
-                hash_seed(self.cfg.seed, &[b"nat", name.as_bytes()])[..8]
-                    .try_into()
-                    .unwrap_or_default(),
+                hash_seed(self.cfg.seed, &[b"nat", name.as_bytes()])[..8].try_into().unwrap_or_default(),
             );
             Nat::new(ip, cfg, seed)
         });
-        self.lans.push(Lan {
-            name: name.into(),
-            nat,
-            subnet: [10, (id >> 8) as u8, id as u8],
-            next_host: 2,
-        });
+        self.lans.push(Lan { name: name.into(), nat, subnet: [10, (id >> 8) as u8, id as u8], next_host: 2 });
         self.refresh_firewalls();
         id
     }
@@ -493,12 +529,8 @@ impl Sim {
         let ip = match spec.lan {
             Some(l) if self.lans[l].nat.is_some() => {
                 let lan = &mut self.lans[l];
-                let ip = IpAddr::V4(Ipv4Addr::new(
-                    lan.subnet[0],
-                    lan.subnet[1],
-                    lan.subnet[2],
-                    lan.next_host,
-                ));
+                let ip =
+                    IpAddr::V4(Ipv4Addr::new(lan.subnet[0], lan.subnet[1], lan.subnet[2], lan.next_host));
                 lan.next_host = lan.next_host.wrapping_add(1);
                 ip
             }
@@ -514,10 +546,8 @@ impl Sim {
                 ip
             }
         };
-        let identity = Identity::from_seed(
-            spec.role,
-            hash_seed(self.cfg.seed, &[b"identity", spec.name.as_bytes()]),
-        );
+        let identity =
+            Identity::from_seed(spec.role, hash_seed(self.cfg.seed, &[b"identity", spec.name.as_bytes()]));
         self.by_addr.insert(SocketAddr::new(ip, NODE_PORT), id);
         self.hosts.push(Host {
             name: spec.name,
@@ -528,23 +558,54 @@ impl Sim {
             boots: 0,
             events: Vec::new(),
             bytes: HostBytes::default(),
+            bootstrap: spec.bootstrap,
+            credential: spec.credential,
             timeout: None,
             timer_gen: 0,
         });
         if spec.role == Role::Server {
             self.refresh_firewalls();
         }
-        self.boot(id);
+        match spec.start_after {
+            Some(d) if !d.is_zero() => {
+                let at = self.now + d;
+                self.push(at, Happening::Action(Action::Restart(id)));
+            }
+            _ => self.boot(id),
+        }
         id
     }
 
+    fn admission_for(&self, h: HostId) -> (p2pcore::Admission, Option<u64>) {
+        use p2pcore::{Admission, JoinToken, Keypair, NetworkSecret};
+        let host = &self.hosts[h];
+        let issuer = |label: &[u8]| Keypair::from_seed(hash_seed(self.cfg.seed, &[b"issuer", label]));
+        let unix = Some(SIM_UNIX_START);
+        let valid_until = SIM_UNIX_START + 365 * 86_400;
+        match (&self.admission, host.credential) {
+            (_, CredentialFault::Missing) | (NetworkAdmission::Open, _) => (Admission::Open, unix),
+            (NetworkAdmission::Secret(_), CredentialFault::WrongSecret) => {
+                (Admission::SharedSecret(NetworkSecret::from_passphrase("not the network's secret")), unix)
+            }
+            (NetworkAdmission::Secret(p), _) => {
+                (Admission::SharedSecret(NetworkSecret::from_passphrase(p)), unix)
+            }
+            (NetworkAdmission::Token, fault) => {
+                let network = issuer(b"network");
+                let (signer, expires) = match fault {
+                    CredentialFault::ExpiredToken => (issuer(b"network"), SIM_UNIX_START - 1),
+                    CredentialFault::UntrustedToken => (issuer(b"rogue"), valid_until),
+                    _ => (issuer(b"network"), valid_until),
+                };
+                let token = JoinToken::issue(&signer, host.id(), expires);
+                (Admission::Token { token, issuers: vec![network.public()] }, unix)
+            }
+        }
+    }
+
     fn refresh_firewalls(&mut self) {
-        let servers: Vec<IpAddr> = self
-            .hosts
-            .iter()
-            .filter(|h| h.identity.role() == Role::Server)
-            .map(|h| h.addr.ip())
-            .collect();
+        let servers: Vec<IpAddr> =
+            self.hosts.iter().filter(|h| h.identity.role() == Role::Server).map(|h| h.addr.ip()).collect();
         for lan in &mut self.lans {
             if let Some(nat) = &mut lan.nat {
                 nat.set_outbound_allow(servers.iter().copied());
@@ -555,11 +616,12 @@ impl Sim {
     fn boot(&mut self, h: HostId) {
         let host = &mut self.hosts[h];
         host.boots += 1;
-        let seed = hash_seed(
-            self.cfg.seed,
-            &[b"node", host.name.as_bytes(), &host.boots.to_be_bytes()],
-        );
+        let seed = hash_seed(self.cfg.seed, &[b"node", host.name.as_bytes(), &host.boots.to_be_bytes()]);
         let mut config = Config::new(host.identity.clone(), host.name.clone(), seed);
+        config.advertise = vec![host.addr];
+        let bootstrap = host.bootstrap.clone();
+        config.bootstrap = bootstrap.iter().filter_map(|b| self.public_addr(*b)).collect();
+        (config.admission, config.unix_time) = self.admission_for(h);
         if let Some(f) = &self.configure {
             f(&mut config, &self.hosts[h]);
         }
@@ -596,6 +658,11 @@ impl Sim {
         &self.hosts[h]
     }
 
+    /// The host name of a node ID (or the ID itself if unknown).
+    pub fn name_of(&self, id: &NodeId) -> String {
+        self.hosts.iter().find(|h| h.id() == *id).map_or_else(|| id.to_string(), |h| h.name.clone())
+    }
+
     /// A host by name.
     pub fn find(&self, name: &str) -> Option<HostId> {
         self.hosts.iter().position(|h| h.name == name)
@@ -618,11 +685,7 @@ impl Sim {
 
     /// Runs a command on a host's node at the current virtual time, then
     /// drains the node's output. `None` if the host is down.
-    pub fn with_node<R>(
-        &mut self,
-        h: HostId,
-        f: impl FnOnce(&mut Node, Instant) -> R,
-    ) -> Option<R> {
+    pub fn with_node<R>(&mut self, h: HostId, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
         let now = self.now;
         let r = f(self.hosts[h].node.as_mut()?, now);
         self.drain(h);
@@ -697,6 +760,10 @@ impl Sim {
     /// Runs until virtual time `t` since the start.
     pub fn run_until(&mut self, t: Duration) {
         let end = self.base + t;
+        if !self.running {
+            self.running = true;
+            self.observe_cluster();
+        }
         while let Some(Reverse((at, _, _))) = self.queue.peek() {
             if *at > end {
                 break;
@@ -772,17 +839,24 @@ impl Sim {
     /// Crashes a host now.
     pub fn kill(&mut self, h: HostId) {
         let name = self.hosts[h].name.clone();
+        let agreed = self.agreed_master();
         if self.hosts[h].node.take().is_some() {
             self.hosts[h].timeout = None;
             self.record("sim", "kill", &name);
+            let id = self.hosts[h].id();
+            self.watch.on_kill(self.now - self.base, id, agreed);
+            self.observe_cluster();
         }
     }
 
-    /// Restarts a crashed host now (same identity, fresh state).
+    /// Restarts a crashed host now (same identity, fresh state), or starts a
+    /// host added with a delay.
     pub fn restart(&mut self, h: HostId) {
         if self.hosts[h].node.is_none() {
-            let name = self.hosts[h].name.clone();
-            self.record("sim", "restart", &name);
+            if self.hosts[h].boots > 0 {
+                let name = self.hosts[h].name.clone();
+                self.record("sim", "restart", &name);
+            }
             self.boot(h);
         }
     }
@@ -825,8 +899,7 @@ impl Sim {
     /// Changes link parameters for every link without an override, or for
     /// one pair of sites (named by host or LAN).
     pub fn patch_link(&mut self, patch: &LinkPatch, between: Option<(String, String)>) {
-        let pair =
-            between.and_then(|(a, b)| Some((self.site_by_name(&a)?, self.site_by_name(&b)?)));
+        let pair = between.and_then(|(a, b)| Some((self.site_by_name(&a)?, self.site_by_name(&b)?)));
         let params = match pair {
             None => {
                 self.link_default = patch.apply(self.link_default);
@@ -853,8 +926,7 @@ impl Sim {
 
     fn record(&mut self, node: &str, event: &str, detail: &str) {
         let us = (self.now - self.base).as_micros() as u64;
-        self.trace_digest
-            .update(format!("{us}\t{node}\t{event}\t{detail}\n").as_bytes());
+        self.trace_digest.update(format!("{us}\t{node}\t{event}\t{detail}\n").as_bytes());
         self.trace.push(TraceEntry {
             t_ms: us as f64 / 1000.0,
             node: node.into(),
@@ -888,12 +960,31 @@ impl Sim {
             self.transmit(h, dest, data);
         }
         let elapsed = self.elapsed();
+        let mut cluster_changed = false;
         for e in events {
             let name = self.hosts[h].name.clone();
-            let (kind, detail) = describe(&e);
+            let (kind, detail) = describe(&e, |id| self.name_of(id));
             self.record(&name, kind, &detail);
             self.track_delivery(h, &e);
+            if let Event::MasterChanged { master, basis, term, epoch } = &e {
+                self.watch.masters.push(MasterObservation {
+                    t_ms: elapsed.as_secs_f64() * 1000.0,
+                    node: name.clone(),
+                    master: master.map(|m| self.name_of(&m)),
+                    basis: basis.map(|b| b.as_str().to_owned()),
+                    term: *term,
+                    epoch: *epoch,
+                });
+            }
+            if matches!(e, Event::ServerUp { .. } | Event::ServerDown { .. }) {
+                self.watch.last_change = elapsed;
+            }
+            cluster_changed |=
+                matches!(e, Event::MasterChanged { .. } | Event::ServerUp { .. } | Event::ServerDown { .. });
             self.hosts[h].events.push((elapsed, e));
+        }
+        if cluster_changed {
+            self.observe_cluster();
         }
         let host = &mut self.hosts[h];
         if timeout != host.timeout {
@@ -902,13 +993,7 @@ impl Sim {
             let generation = host.timer_gen;
             if let Some(t) = timeout {
                 let at = t.max(self.now);
-                self.push(
-                    at,
-                    Happening::Timer {
-                        host: h,
-                        generation,
-                    },
-                );
+                self.push(at, Happening::Timer { host: h, generation });
             }
         }
     }
@@ -943,8 +1028,7 @@ impl Sim {
             host.bytes.sent += data.len() as u64;
         }
         let us = (now - self.base).as_micros() as u64;
-        self.wire_digest
-            .update(format!("{us} {src} {dest} ").as_bytes());
+        self.wire_digest.update(format!("{us} {src} {dest} ").as_bytes());
         self.wire_digest.update(&data);
         let my_lan = self.hosts[h].lan;
         // Inside a NATed LAN: local delivery, hairpin, or translation.
@@ -999,10 +1083,7 @@ impl Sim {
     }
 
     fn link_params(&self, a: Site, b: Site) -> LinkParams {
-        self.link_override
-            .get(&(a.min(b), a.max(b)))
-            .copied()
-            .unwrap_or(self.link_default)
+        self.link_override.get(&(a.min(b), a.max(b))).copied().unwrap_or(self.link_default)
     }
 
     fn internet(&mut self, from_site: Site, from: SocketAddr, to: SocketAddr, data: Bytes) {
@@ -1028,8 +1109,7 @@ impl Sim {
             self.net.lost += 1;
             return;
         }
-        let copies = if link.duplicate > 0.0 && self.rng.random_bool(link.duplicate.clamp(0.0, 1.0))
-        {
+        let copies = if link.duplicate > 0.0 && self.rng.random_bool(link.duplicate.clamp(0.0, 1.0)) {
             self.net.duplicated += 1;
             2
         } else {
@@ -1047,14 +1127,7 @@ impl Sim {
                 delay += link.latency / 2 + link.jitter * 2 + Duration::from_millis(1);
             }
             let at = self.now + delay;
-            self.push(
-                at,
-                Happening::Wire {
-                    to,
-                    from,
-                    data: data.clone(),
-                },
-            );
+            self.push(at, Happening::Wire { to, from, data: data.clone() });
         }
     }
 
@@ -1085,33 +1158,90 @@ impl Sim {
         }
     }
 
+    // ----- cluster observation -------------------------------------------
+
+    /// The Master every running server agrees on, if they all agree and it is running.
+    pub fn agreed_master(&self) -> Option<NodeId> {
+        let mut agreed = None;
+        let mut any = false;
+        for h in self.hosts.iter().filter(|h| h.identity.role() == Role::Server) {
+            let Some(node) = &h.node else { continue };
+            any = true;
+            let m = node.master().master?;
+            match agreed {
+                None => agreed = Some(m),
+                Some(a) if a == m => {}
+                Some(_) => return None,
+            }
+        }
+        let m = agreed.filter(|_| any)?;
+        self.hosts.iter().any(|h| h.id() == m && h.alive()).then_some(m)
+    }
+
+    /// Whether every running server lists exactly the running servers as live.
+    pub fn server_lists_converged(&self) -> bool {
+        let alive: BTreeSet<NodeId> = self
+            .hosts
+            .iter()
+            .filter(|h| h.identity.role() == Role::Server && h.alive())
+            .map(Host::id)
+            .collect();
+        self.hosts.iter().filter(|h| h.identity.role() == Role::Server).all(|h| match &h.node {
+            None => true,
+            Some(n) => n.servers().iter().filter(|s| s.live).map(|s| s.id).collect::<BTreeSet<_>>() == alive,
+        })
+    }
+
+    fn observe_cluster(&mut self) {
+        if !self.running {
+            // Nodes booting while the topology is still being built.
+            return;
+        }
+        let t = self.now - self.base;
+        let agreed = self.agreed_master();
+        let converged = agreed.is_some() && self.server_lists_converged();
+        let all_started =
+            self.hosts.iter().filter(|h| h.identity.role() == Role::Server).all(|h| h.boots > 0);
+        self.watch.observe(t, agreed, converged && all_started);
+    }
+
+    /// Since when every running server has agreed on the Master with
+    /// converged server lists (virtual time since the start), if they do now.
+    pub fn agreed_since(&self) -> Option<Duration> {
+        self.watch.agreed_since
+    }
+
+    /// When the last server membership change (a `ServerUp` or `ServerDown`
+    /// anywhere) happened, in virtual time since the start.
+    pub fn last_membership_change(&self) -> Duration {
+        self.watch.last_change
+    }
+
+    /// Cluster measurements so far.
+    pub fn cluster_metrics(&self) -> ClusterMetrics {
+        ClusterMetrics {
+            cluster_formed_ms: self.watch.formed.map(|d| d.as_secs_f64() * 1000.0),
+            masters: self.watch.masters.clone(),
+            failover_ms: self.watch.failovers.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
+        }
+    }
+
     // ----- tracked messages ----------------------------------------------
 
     /// Sends `spec.count` tracked messages now. If the sender is not connected
     /// to the receiver, it first dials the receiver's public address (when it
     /// has one); reliable messages wait for that connection.
     pub fn send_messages(&mut self, spec: &SendSpec) {
-        let (from_name, to_name) = (
-            self.hosts[spec.from].name.clone(),
-            self.hosts[spec.to].name.clone(),
-        );
+        let (from_name, to_name) = (self.hosts[spec.from].name.clone(), self.hosts[spec.to].name.clone());
         self.record(
             "sim",
             "send",
-            &format!(
-                "{} -> {}: {} x {} bytes",
-                from_name, to_name, spec.count, spec.size
-            ),
+            &format!("{} -> {}: {} x {} bytes", from_name, to_name, spec.count, spec.size),
         );
         let to_id = self.hosts[spec.to].id();
         let from_id = self.hosts[spec.from].id();
         let flow = self.flows.len() as u32;
-        self.flows.push(Flow {
-            to: spec.to,
-            from_id,
-            seen: BTreeSet::new(),
-            highest: None,
-        });
+        self.flows.push(Flow { to: spec.to, from_id, seen: BTreeSet::new(), highest: None });
         let size = spec.size.max(MSG_HEADER);
         let addr = self.public_addr(spec.to);
         let (mut sent, mut rejected) = (0u64, 0u64);
@@ -1166,34 +1296,109 @@ impl Sim {
     }
 }
 
-/// The event's name and a one-line description for the trace.
-pub fn describe(e: &Event) -> (&'static str, String) {
+/// One `MasterChanged` observation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MasterObservation {
+    /// When, in virtual milliseconds.
+    pub t_ms: f64,
+    /// Who observed it.
+    pub node: String,
+    /// The Master's name, or `None`.
+    pub master: Option<String>,
+    /// `solo`, `eldest` or `raft`.
+    pub basis: Option<String>,
+    /// Raft term (0 for other bases).
+    pub term: u64,
+    /// Raft group (0 for other bases).
+    pub epoch: u64,
+}
+
+/// Cluster measurements of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClusterMetrics {
+    /// When every server was first up, listed every other, and agreed on one Master.
+    pub cluster_formed_ms: Option<f64>,
+    /// Every `MasterChanged` any server reported.
+    pub masters: Vec<MasterObservation>,
+    /// For each killed Master: time until every running server agreed on a new one.
+    pub failover_ms: Vec<f64>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterWatch {
+    formed: Option<Duration>,
+    /// Last ServerUp/ServerDown anywhere.
+    last_change: Duration,
+    /// Since when all running servers agree (with converged lists), if they do.
+    agreed_since: Option<Duration>,
+    masters: Vec<MasterObservation>,
+    /// A killed Master and when it was killed.
+    pending_failover: Option<(Duration, NodeId)>,
+    failovers: Vec<Duration>,
+}
+
+impl ClusterWatch {
+    fn on_kill(&mut self, t: Duration, killed: NodeId, agreed: Option<NodeId>) {
+        if agreed == Some(killed) && self.pending_failover.is_none() {
+            self.pending_failover = Some((t, killed));
+        }
+    }
+
+    fn observe(&mut self, t: Duration, agreed: Option<NodeId>, formed: bool) {
+        if formed && self.formed.is_none() {
+            self.formed = Some(t);
+        }
+        match (formed, self.agreed_since) {
+            (true, None) => self.agreed_since = Some(t),
+            (false, Some(_)) => self.agreed_since = None,
+            _ => {}
+        }
+        if let Some((t0, dead)) = self.pending_failover
+            && let Some(m) = agreed
+            && m != dead
+        {
+            self.failovers.push(t - t0);
+            self.pending_failover = None;
+        }
+    }
+}
+
+/// The event's name and a one-line description for the trace; `name` turns
+/// node IDs into host names.
+pub fn describe(e: &Event, name: impl Fn(&NodeId) -> String) -> (&'static str, String) {
     match e {
-        Event::Connected { id, name, addr } => ("Connected", format!("{name} {id} via {addr}")),
+        Event::Connected { id, addr, .. } => ("Connected", format!("{} via {addr}", name(id))),
         Event::ConnectFailed { id, addr, error } => (
             "ConnectFailed",
+            format!("{} at {addr}: {error}", id.as_ref().map_or_else(|| "?".to_owned(), &name)),
+        ),
+        Event::Disconnected { id, reason } => ("Disconnected", format!("{}: {reason}", name(id))),
+        Event::SendFailed { to, messages, error } => {
+            ("SendFailed", format!("{messages} to {}: {error}", name(to)))
+        }
+        Event::Refused { id, addr, reason, by_remote } => (
+            "Refused",
             format!(
-                "{} at {addr}: {error}",
-                id.map_or_else(|| "?".to_owned(), |i| i.to_string())
+                "{} at {addr} {}: {reason}",
+                name(id),
+                if *by_remote { "refused us" } else { "refused by us" }
             ),
         ),
-        Event::Disconnected { id, reason } => ("Disconnected", format!("{id}: {reason}")),
-        Event::SendFailed {
-            to,
-            messages,
-            error,
-        } => ("SendFailed", format!("{messages} to {to}: {error}")),
-        Event::MessageReceived {
-            from,
-            channel,
-            bytes,
-            reliability,
-        } => (
+        Event::BootstrapFailed { addr, error, retry_in } => {
+            ("BootstrapFailed", format!("{addr}: {error}; retry in {} ms", retry_in.as_millis()))
+        }
+        Event::ServerUp { id, .. } => ("ServerUp", name(id)),
+        Event::ServerDown { id, .. } => ("ServerDown", name(id)),
+        Event::MasterChanged { master, basis, term, .. } => (
+            "MasterChanged",
+            match (master, basis) {
+                (Some(m), Some(b)) => format!("{} ({b}, term {term})", name(m)),
+                _ => "none".to_owned(),
+            },
+        ),
+        Event::MessageReceived { from, channel, bytes, reliability } => (
             "MessageReceived",
-            format!(
-                "{} bytes from {from} on channel {channel} ({reliability:?})",
-                bytes.len()
-            ),
+            format!("{} bytes from {} on channel {channel} ({reliability:?})", bytes.len(), name(from)),
         ),
     }
 }

@@ -22,11 +22,7 @@ fn restart_keeps_identity_and_replaces_the_old_connection() {
     assert!(sim.node(a).is_none());
     sim.run_for(Duration::from_millis(200));
     sim.restart(a);
-    assert_eq!(
-        sim.node(a).unwrap().id(),
-        id_before,
-        "same identity after restart"
-    );
+    assert_eq!(sim.node(a).unwrap().id(), id_before, "same identity after restart");
     assert_eq!(sim.host(a).boots, 2);
 
     // The restarted node dials again before the server noticed the crash.
@@ -38,17 +34,8 @@ fn restart_keeps_identity_and_replaces_the_old_connection() {
         ev.iter().any(|e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::Replaced } if *id == id_before)),
         "{ev:?}"
     );
-    assert_eq!(
-        ev.iter()
-            .filter(|e| matches!(e, Event::Connected { .. }))
-            .count(),
-        1
-    );
-    assert_eq!(
-        sim.node(s).unwrap().links().count(),
-        1,
-        "one connection, not two"
-    );
+    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Connected { .. })).count(), 1);
+    assert_eq!(sim.node(s).unwrap().links().count(), 1, "one connection, not two");
 }
 
 #[test]
@@ -60,9 +47,6 @@ fn a_crashed_node_is_noticed() {
     sim.run_for(Duration::from_millis(500));
     common::events(&mut sim, s);
     sim.kill(a);
-    let took = common::run_until(&mut sim, Duration::from_secs(10), |x| {
-        !common::linked(x, s, a)
-    })
-    .unwrap();
+    let took = common::run_until(&mut sim, Duration::from_secs(10), |x| !common::linked(x, s, a)).unwrap();
     assert!(took <= Duration::from_secs(3), "{took:?}");
 }

@@ -9,14 +9,8 @@ use std::time::Duration;
 #[test]
 fn ipv6_nodes_connect_and_exchange_messages() {
     let mut sim = common::sim(31);
-    let a = sim.add_node(NodeSpec {
-        ipv6: true,
-        ..NodeSpec::peer("alice", None)
-    });
-    let b = sim.add_node(NodeSpec {
-        ipv6: true,
-        ..NodeSpec::server("s1")
-    });
+    let a = sim.add_node(NodeSpec { ipv6: true, ..NodeSpec::peer("alice", None) });
+    let b = sim.add_node(NodeSpec { ipv6: true, ..NodeSpec::server("s1") });
     assert!(sim.host(a).addr.is_ipv6() && sim.host(b).addr.is_ipv6());
     sim.send_messages(&SendSpec {
         from: a,

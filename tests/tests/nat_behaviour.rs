@@ -23,11 +23,7 @@ fn outbound_through_every_nat_to_a_server() {
         if preset == NatPreset::Open {
             assert_eq!(seen, sim.host(a).addr);
         } else {
-            assert_eq!(
-                seen.ip(),
-                sim.lans()[lan].nat.as_ref().unwrap().public_ip(),
-                "{preset:?}"
-            );
+            assert_eq!(seen.ip(), sim.lans()[lan].nat.as_ref().unwrap().public_ip(), "{preset:?}");
         }
     }
 }
@@ -41,26 +37,11 @@ fn unsolicited_inbound_is_blocked_by_a_nat() {
     // Dialing the NAT's public address with no mapping: nothing arrives.
     let nat_ip = sim.lans()[lan].nat.as_ref().unwrap().public_ip();
     let id = sim.host(a).id();
-    sim.with_node(b, |n, now| {
-        n.connect(now, id, std::net::SocketAddr::new(nat_ip, 4433))
-    })
-    .unwrap()
-    .unwrap();
+    sim.with_node(b, |n, now| n.connect(now, id, std::net::SocketAddr::new(nat_ip, 4433))).unwrap().unwrap();
     sim.run_for(Duration::from_secs(4));
     assert!(!common::linked(&sim, b, a));
-    assert_eq!(
-        common::connect_failure(&common::events(&mut sim, b)),
-        Some(ConnectError::TimedOut)
-    );
-    assert!(
-        sim.lans()[lan]
-            .nat
-            .as_ref()
-            .unwrap()
-            .stats()
-            .dropped_no_mapping
-            > 0
-    );
+    assert_eq!(common::connect_failure(&common::events(&mut sim, b)), Some(ConnectError::TimedOut));
+    assert!(sim.lans()[lan].nat.as_ref().unwrap().stats().dropped_no_mapping > 0);
 }
 
 #[test]
@@ -75,15 +56,7 @@ fn firewalled_lan_reaches_servers_only() {
     sim.run_for(Duration::from_secs(4));
     assert!(common::linked(&sim, a, s));
     assert!(!common::linked(&sim, a, b));
-    assert!(
-        sim.lans()[lan]
-            .nat
-            .as_ref()
-            .unwrap()
-            .stats()
-            .dropped_firewall
-            > 0
-    );
+    assert!(sim.lans()[lan].nat.as_ref().unwrap().stats().dropped_firewall > 0);
 }
 
 #[test]
@@ -96,10 +69,7 @@ fn same_lan_hosts_talk_directly() {
     sim.run_for(Duration::from_millis(200));
     assert!(common::linked(&sim, a, b));
     let rtt = sim.node(a).unwrap().links().next().unwrap().rtt;
-    assert!(
-        rtt < Duration::from_millis(10),
-        "LAN latency, not internet: {rtt:?}"
-    );
+    assert!(rtt < Duration::from_millis(10), "LAN latency, not internet: {rtt:?}");
 }
 
 #[test]
@@ -117,9 +87,7 @@ fn hairpinning_reaches_a_neighbour_through_the_public_address() {
         sim.run_for(Duration::from_millis(500));
         let bob_public = sim.node(s).unwrap().links().next().unwrap().addr;
         let bid = sim.host(b).id();
-        sim.with_node(a, |n, now| n.connect(now, bid, bob_public))
-            .unwrap()
-            .unwrap();
+        sim.with_node(a, |n, now| n.connect(now, bid, bob_public)).unwrap().unwrap();
         sim.run_for(Duration::from_secs(4));
         assert_eq!(common::linked(&sim, a, b), hairpin, "hairpin {hairpin}");
     }
@@ -139,15 +107,7 @@ fn a_binding_timeout_kills_an_idle_mapping() {
     sim.run_for(Duration::from_millis(500));
     assert!(common::linked(&sim, a, s));
     sim.run_for(Duration::from_secs(6));
-    assert!(
-        sim.lans()[lan]
-            .nat
-            .as_ref()
-            .unwrap()
-            .stats()
-            .mappings_expired
-            > 0
-    );
+    assert!(sim.lans()[lan].nat.as_ref().unwrap().stats().mappings_expired > 0);
 }
 
 #[test]

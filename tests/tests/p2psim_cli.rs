@@ -17,10 +17,7 @@ fn scenarios() -> Vec<PathBuf> {
 }
 
 fn p2psim(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_p2psim"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_p2psim")).args(args).output().unwrap()
 }
 
 #[test]
@@ -35,11 +32,7 @@ fn every_shipped_scenario_runs() {
         sim.run_until(loaded.duration());
         let report = Report::new(&sim, seed, loaded.scenario.duration_ms);
         assert!(!report.events.is_empty(), "{}", f.display());
-        assert!(
-            report.metrics.messages.sent > 0,
-            "{}: the scenario sends messages",
-            f.display()
-        );
+        assert!(report.metrics.messages.sent > 0, "{}: the scenario sends messages", f.display());
     }
 }
 
@@ -47,11 +40,7 @@ fn every_shipped_scenario_runs() {
 fn report_has_the_documented_schema() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/two-nodes.toml");
     let out = p2psim(&[path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["seed"], 7);
     assert_eq!(r["duration_ms"], 20000);
@@ -85,10 +74,7 @@ fn seed_flag_overrides_and_runs_repeat() {
         let out = p2psim(args);
         assert!(out.status.success());
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (
-            r["seed"].as_u64().unwrap(),
-            r["digest"].as_str().unwrap().to_owned(),
-        )
+        (r["seed"].as_u64().unwrap(), r["digest"].as_str().unwrap().to_owned())
     };
     let a = digest(&[p, "--seed", "99", "--no-events"]);
     let b = digest(&[p, "--seed", "99", "--no-events"]);
@@ -103,18 +89,12 @@ fn bad_scenarios_get_clear_errors() {
     let dir = std::env::temp_dir().join(format!("p2psim-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "seed = 1\n[[server]]\nname = \"s1\"\n[[event]]\nat_ms = 10\nkill = \"s2\"\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "seed = 1\n[[server]]\nname = \"s1\"\n[[event]]\nat_ms = 10\nkill = \"s2\"\n")
+        .unwrap();
     let out = p2psim(&[bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("line 6") && err.contains("event[0].kill") && err.contains("s2"),
-        "{err}"
-    );
+    assert!(err.contains("line 6") && err.contains("event[0].kill") && err.contains("s2"), "{err}");
     assert!(out.stdout.is_empty());
 
     let out = p2psim(&[dir.join("missing.toml").to_str().unwrap()]);

@@ -19,10 +19,7 @@ fn partition_then_heal() {
     common::events(&mut sim, a);
 
     sim.partition(&[vec!["alice".into()], vec!["bob".into()]]);
-    let took = common::run_until(&mut sim, Duration::from_secs(10), |s| {
-        !common::linked(s, a, b)
-    })
-    .unwrap();
+    let took = common::run_until(&mut sim, Duration::from_secs(10), |s| !common::linked(s, a, b)).unwrap();
     assert!(took <= Duration::from_secs(3), "noticed in {took:?}");
     // carol was not named: still connected.
     assert!(common::linked(&sim, a, c));

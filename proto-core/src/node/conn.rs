@@ -128,6 +128,25 @@ pub(crate) struct Conn {
     pub(crate) hello_deadline: Option<Instant>,
     pub(crate) remote_name: String,
     pub(crate) remote_incarnation: u64,
+    /// Addresses the remote advertised in its Hello or Welcome.
+    pub(crate) remote_addrs: Vec<SocketAddr>,
+    /// Whether the remote has run longer than this node (agreed in the handshake).
+    pub(crate) remote_elder: bool,
+    /// Dialer: ask the acceptor for the server list in the Hello.
+    pub(crate) join: bool,
+    /// Acceptor: the dialer asked for the server list.
+    pub(crate) join_request: bool,
+    /// Acceptor: Welcome sent, waiting for Ready.
+    pub(crate) welcomed: bool,
+    /// Dialer: how the acceptor sees our address.
+    pub(crate) observed: Option<SocketAddr>,
+    /// Acceptor: messages that arrived before Ready, delivered on establishment.
+    pub(crate) early: Vec<(u8, Bytes)>,
+    /// Dialer: the outcome was reported to the role logic.
+    pub(crate) dial_reported: bool,
+    /// Dialed by the role logic (server mesh, bootstrap), not by the user:
+    /// failures go to the role logic instead of `ConnectFailed` events.
+    pub(crate) internal: bool,
     /// The deadline currently registered in the node's timer set.
     pub(crate) timer: Option<Instant>,
     control: Option<StreamId>,
@@ -156,6 +175,15 @@ impl Conn {
             hello_deadline: None,
             remote_name: String::new(),
             remote_incarnation: 0,
+            remote_addrs: Vec::new(),
+            remote_elder: false,
+            join: false,
+            join_request: false,
+            welcomed: false,
+            observed: None,
+            early: Vec::new(),
+            dial_reported: false,
+            internal: false,
             timer: None,
             control: None,
             control_in: FrameReader::new(MAX_CONTROL_MESSAGE),
@@ -190,6 +218,11 @@ impl Conn {
         }
     }
 
+    /// Bytes held in messages received before establishment.
+    pub(crate) fn early_bytes(&self) -> usize {
+        self.early.iter().map(|(_, b)| b.len()).sum()
+    }
+
     /// Bytes of user messages queued locally (not yet accepted by QUIC).
     pub(crate) fn buffered(&self) -> usize {
         self.tx.values().map(|c| c.queue.bytes()).sum()
@@ -198,8 +231,7 @@ impl Conn {
     /// Queues a reliable message on `channel`, opening its stream if needed.
     pub(crate) fn send_reliable(&mut self, channel: u8, bytes: Bytes) -> Result<(), WriteError> {
         let tx = self.tx.entry(channel).or_default();
-        tx.queue
-            .push(Bytes::copy_from_slice(&(bytes.len() as u32).to_be_bytes()));
+        tx.queue.push(Bytes::copy_from_slice(&(bytes.len() as u32).to_be_bytes()));
         tx.queue.push(bytes);
         self.flush_channel(channel)
     }
@@ -218,10 +250,7 @@ impl Conn {
 
     /// Largest unreliable payload currently allowed, if the remote accepts datagrams.
     pub(crate) fn max_unreliable(&mut self) -> Option<usize> {
-        self.quic
-            .datagrams()
-            .max_size()
-            .map(|m| m.saturating_sub(1))
+        self.quic.datagrams().max_size().map(|m| m.saturating_sub(1))
     }
 
     fn flush_channel(&mut self, channel: u8) -> Result<(), WriteError> {
@@ -262,11 +291,7 @@ impl Conn {
         if self.control == Some(id) {
             return self.flush_control();
         }
-        let channel = self
-            .tx
-            .iter()
-            .find(|(_, t)| t.stream == Some(id))
-            .map(|(c, _)| *c);
+        let channel = self.tx.iter().find(|(_, t)| t.stream == Some(id)).map(|(c, _)| *c);
         match channel {
             Some(c) => self.flush_channel(c),
             None => Ok(()),
@@ -284,13 +309,8 @@ impl Conn {
                 Dir::Bi if self.control.is_none() && !self.dialed => self.control = Some(id),
                 Dir::Bi => return Err(StreamViolation::UnexpectedBidi),
                 Dir::Uni => {
-                    self.rx.insert(
-                        id,
-                        RxStream {
-                            channel: None,
-                            reader: FrameReader::new(self.max_message),
-                        },
-                    );
+                    self.rx
+                        .insert(id, RxStream { channel: None, reader: FrameReader::new(self.max_message) });
                 }
             }
             self.read_stream(id, out)?;

@@ -25,6 +25,7 @@
 //! does nothing harmful.
 
 mod conn;
+mod handshake;
 
 use crate::close_code;
 use crate::config::Config;
@@ -34,6 +35,8 @@ use crate::identity::{Identity, NodeId, Role};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, RefuseReason, Welcome};
 use crate::quic::{self, CertError, Expect, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
+use crate::server::election::MasterInfo;
+use crate::server::{Action, DialOutcome, Server, ServerInfo};
 use crate::stats::NodeStats;
 use crate::wire;
 use bytes::{Bytes, BytesMut};
@@ -130,6 +133,8 @@ pub struct Node {
     drain: DrainCheck,
     scratch: Vec<u8>,
     closing: bool,
+    /// The server role's state machine (servers only).
+    server: Option<Server>,
 }
 
 impl std::fmt::Debug for Node {
@@ -148,10 +153,7 @@ impl Node {
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = NodeRng::from_seed(derive_seed(&config.seed, "node"));
-        let tls_rng = Some(Box::new(ChaCha20Rng::from_seed(derive_seed(
-            &config.seed,
-            "tls",
-        ))));
+        let tls_rng = Some(Box::new(ChaCha20Rng::from_seed(derive_seed(&config.seed, "tls"))));
         let params = TransportParams {
             idle_timeout: config.idle_timeout - config.keep_alive_interval,
             keep_alive: config.keep_alive_interval,
@@ -167,7 +169,19 @@ impl Node {
             None,
         );
         let incarnation = rng.next_u64();
-        Ok(Self {
+        let server = (config.identity.role() == Role::Server).then(|| {
+            Server::new(
+                config.identity.id(),
+                config.name.clone(),
+                incarnation,
+                config.advertise.clone(),
+                &config.bootstrap,
+                config.cluster.clone(),
+                NodeRng::from_seed(derive_seed(&config.seed, "server")),
+                now,
+            )
+        });
+        let mut node = Self {
             identity: config.identity.clone(),
             cfg: config,
             started: now,
@@ -189,7 +203,10 @@ impl Node {
             drain: DrainCheck::default(),
             scratch: Vec::new(),
             closing: false,
-        })
+            server,
+        };
+        node.scoped(|n| n.run_role_actions());
+        Ok(node)
     }
 
     // ----- getters -------------------------------------------------------
@@ -246,12 +263,30 @@ impl Node {
 
     /// Bytes queued for `to` and not yet handed to QUIC.
     pub fn buffered(&self, to: &NodeId) -> usize {
-        let linked = self
-            .links
-            .get(to)
-            .and_then(|ch| self.conns.get(ch))
-            .map_or(0, Conn::buffered);
+        let linked = self.links.get(to).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::buffered);
         linked + self.pending.get(to).map_or(0, |p| p.bytes)
+    }
+
+    /// The Master as this node sees it. Peers learn it from their servers;
+    /// a node that knows no server reports [`MasterInfo::NONE`].
+    pub fn master(&self) -> MasterInfo {
+        self.server.as_ref().map_or(MasterInfo::NONE, Server::master)
+    }
+
+    /// The server list (the seed's table C) as this node knows it: itself
+    /// first if it is a server, then every known server.
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        self.server.as_ref().map_or_else(Vec::new, Server::servers)
+    }
+
+    /// Sets the load a server reports in the server list (by default the
+    /// number of peers connected to it). Used by the optional
+    /// least-loaded leader preference. No effect on peers.
+    pub fn set_load(&mut self, now: Instant, load: u32) {
+        self.command(now);
+        if let Some(s) = self.server.as_mut() {
+            s.set_load(load);
+        }
     }
 
     /// True after [`Node::close`] once every connection has finished closing.
@@ -263,13 +298,7 @@ impl Node {
 
     /// Feeds one received UDP datagram. `remote` is its source, `local` the
     /// local IP it arrived on if the driver knows it.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local: Option<IpAddr>,
-        data: &[u8],
-    ) {
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
         self.input(now);
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
@@ -291,14 +320,16 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.input(now);
         self.scoped(|n| {
-            let due: Vec<usize> = n
-                .timers
-                .iter()
-                .take_while(|(t, _)| *t <= n.now)
-                .map(|(_, ch)| *ch)
-                .collect();
+            let due: Vec<usize> =
+                n.timers.iter().take_while(|(t, _)| *t <= n.now).map(|(_, ch)| *ch).collect();
             for ch in due {
                 n.on_conn_timeout(ch);
+            }
+            if let Some(server) = n.server.as_mut()
+                && server.poll_timeout().is_some_and(|t| t <= n.now)
+            {
+                server.handle_timeout(n.now);
+                n.run_role_actions();
             }
         });
     }
@@ -310,12 +341,7 @@ impl Node {
     /// [`ConnectError::WrongNode`] in an [`Event::ConnectFailed`].
     ///
     /// Connecting to a node that is already connected or being dialed does nothing.
-    pub fn connect(
-        &mut self,
-        now: Instant,
-        id: NodeId,
-        addr: SocketAddr,
-    ) -> Result<(), ConnectError> {
+    pub fn connect(&mut self, now: Instant, id: NodeId, addr: SocketAddr) -> Result<(), ConnectError> {
         self.command(now);
         if id == self.id() {
             return Err(ConnectError::SelfConnect);
@@ -323,7 +349,7 @@ impl Node {
         if self.links.contains_key(&id) || self.in_progress(&id) {
             return Ok(());
         }
-        self.dial(Expect::Node(id), addr)
+        self.dial(Expect::Node(id), addr, false, false)
     }
 
     /// Sends `bytes` to `to` on `channel`.
@@ -350,10 +376,7 @@ impl Node {
             return Err(SendError::ShuttingDown);
         }
         if reliability == Reliability::Reliable && bytes.len() > self.cfg.max_message_size {
-            return Err(SendError::TooLarge {
-                size: bytes.len(),
-                max: self.cfg.max_message_size,
-            });
+            return Err(SendError::TooLarge { size: bytes.len(), max: self.cfg.max_message_size });
         }
         let limit = self.cfg.send_buffer_limit;
         if let Some(&ch) = self.links.get(&to) {
@@ -364,40 +387,26 @@ impl Node {
                 Reliability::Reliable => {
                     let buffered = conn.buffered();
                     if buffered + bytes.len() > limit {
-                        return Err(SendError::BufferFull {
-                            to,
-                            buffered,
-                            limit,
-                        });
+                        return Err(SendError::BufferFull { to, buffered, limit });
                     }
                     if conn.send_reliable(channel, bytes).is_err() {
                         // The remote stopped a stream we own: it broke the protocol.
                         self.scoped(|n| {
-                            n.close_conn(
-                                ch,
-                                close_code::PROTOCOL_VIOLATION,
-                                "stream stopped by remote",
-                            )
+                            n.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote")
                         });
                         return Err(SendError::NotConnected(to));
                     }
                 }
                 Reliability::Unreliable => {
-                    let max = conn
-                        .max_unreliable()
-                        .ok_or(SendError::DatagramsUnsupported)?;
+                    let max = conn.max_unreliable().ok_or(SendError::DatagramsUnsupported)?;
                     if bytes.len() > max {
-                        return Err(SendError::TooLarge {
-                            size: bytes.len(),
-                            max,
-                        });
+                        return Err(SendError::TooLarge { size: bytes.len(), max });
                     }
                     if let Err(e) = conn.send_unreliable(channel, &bytes) {
                         return Err(match e {
-                            quinn_proto::SendDatagramError::TooLarge => SendError::TooLarge {
-                                size: bytes.len(),
-                                max,
-                            },
+                            quinn_proto::SendDatagramError::TooLarge => {
+                                SendError::TooLarge { size: bytes.len(), max }
+                            }
                             _ => SendError::DatagramsUnsupported,
                         });
                     }
@@ -411,11 +420,7 @@ impl Node {
         }
         let q = self.pending.entry(to).or_default();
         if q.bytes + bytes.len() > limit {
-            return Err(SendError::BufferFull {
-                to,
-                buffered: q.bytes,
-                limit,
-            });
+            return Err(SendError::BufferFull { to, buffered: q.bytes, limit });
         }
         q.bytes += bytes.len();
         q.msgs.push_back(Queued { channel, bytes });
@@ -495,7 +500,12 @@ impl Node {
             self.events.is_empty(),
             "p2pcore drain order: call poll_event until it returns None before poll_timeout"
         );
-        self.timers.first().map(|(t, _)| *t)
+        let conn = self.timers.first().map(|(t, _)| *t);
+        let role = if self.closing { None } else { self.server.as_ref().and_then(Server::poll_timeout) };
+        match (conn, role) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- internals -----------------------------------------------------
@@ -519,6 +529,10 @@ impl Node {
 
     /// Runs `f` with this node's generator installed as the TLS randomness source.
     fn scoped<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        if self.tls_rng.is_none() {
+            // Already inside a scope: the generator is installed.
+            return f(self);
+        }
         let mut rng = self.tls_rng.take();
         let out = with_tls_rng(&mut rng, || f(self));
         self.tls_rng = rng;
@@ -528,12 +542,17 @@ impl Node {
     fn in_progress(&self, id: &NodeId) -> bool {
         self.conns.values().any(|c| {
             matches!(c.phase, Phase::Handshaking | Phase::Greeting)
-                && (c.remote == Some(*id)
-                    || (c.remote.is_none() && c.expect == Some(Expect::Node(*id))))
+                && (c.remote == Some(*id) || (c.remote.is_none() && c.expect == Some(Expect::Node(*id))))
         })
     }
 
-    fn dial(&mut self, expect: Expect, addr: SocketAddr) -> Result<(), ConnectError> {
+    fn dial(
+        &mut self,
+        expect: Expect,
+        addr: SocketAddr,
+        join: bool,
+        internal: bool,
+    ) -> Result<(), ConnectError> {
         if self.closing {
             return Err(ConnectError::ShuttingDown);
         }
@@ -542,10 +561,8 @@ impl Node {
         }
         let mut dcid = [0u8; 16];
         self.rng.fill(&mut dcid);
-        let (client_config, server_name, met) = self
-            .quic
-            .client_config(expect, dcid)
-            .map_err(|e| ConnectError::Local(e.to_string()))?;
+        let (client_config, server_name, met) =
+            self.quic.client_config(expect, dcid).map_err(|e| ConnectError::Local(e.to_string()))?;
         let now = self.now;
         let res = self.scoped(|n| n.endpoint.connect(now, client_config, addr, &server_name));
         let (handle, quic) = res.map_err(|e| match e {
@@ -555,6 +572,8 @@ impl Node {
         let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size);
         conn.expect = Some(expect);
         conn.met = Some(met);
+        conn.join = join;
+        conn.internal = internal;
         conn.hello_deadline = Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
         self.conns.insert(handle.0, conn);
         self.touch(handle.0);
@@ -565,10 +584,7 @@ impl Node {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let now = self.now;
-        match self
-            .endpoint
-            .handle(now, remote, local, None, data, &mut buf)
-        {
+        match self.endpoint.handle(now, remote, local, None, data, &mut buf) {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
                 if let Some(conn) = self.conns.get_mut(&ch.0) {
                     conn.quic.handle_event(ev);
@@ -582,10 +598,8 @@ impl Node {
                 } else {
                     match self.endpoint.accept(incoming, now, &mut buf, None) {
                         Ok((ch, quic)) => {
-                            let mut conn =
-                                Conn::new(quic, false, remote, self.cfg.max_message_size);
-                            conn.hello_deadline =
-                                Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
+                            let mut conn = Conn::new(quic, false, remote, self.cfg.max_message_size);
+                            conn.hello_deadline = Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
                             self.conns.insert(ch.0, conn);
                             self.drive(ch.0);
                         }
@@ -645,12 +659,9 @@ impl Node {
         if conn.hello_deadline.is_some_and(|d| d <= now) {
             conn.hello_deadline = None;
             match conn.phase {
-                Phase::Handshaking | Phase::Greeting => self.fail_dial_or_close(
-                    ch,
-                    ConnectError::TimedOut,
-                    close_code::HELLO_TIMEOUT,
-                    "no hello",
-                ),
+                Phase::Handshaking | Phase::Greeting => {
+                    self.fail_dial_or_close(ch, ConnectError::TimedOut, close_code::HELLO_TIMEOUT, "no hello")
+                }
                 Phase::Refusing => self.close_quietly(ch, close_code::REFUSED, "refused"),
                 Phase::Established | Phase::Closing => {}
             }
@@ -731,29 +742,17 @@ impl Node {
             Q::Stream(StreamEvent::Writable { id }) => {
                 let res = self.conns.get_mut(&ch).map(|c| c.on_writable(id));
                 if let Some(Err(_)) = res {
-                    self.close_conn(
-                        ch,
-                        close_code::PROTOCOL_VIOLATION,
-                        "stream stopped by remote",
-                    );
+                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
                 }
             }
             Q::Stream(StreamEvent::Available { dir: Dir::Uni }) => {
                 let res = self.conns.get_mut(&ch).map(|c| c.flush_all());
                 if let Some(Err(_)) = res {
-                    self.close_conn(
-                        ch,
-                        close_code::PROTOCOL_VIOLATION,
-                        "stream stopped by remote",
-                    );
+                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
                 }
             }
             Q::Stream(StreamEvent::Stopped { .. }) => {
-                self.close_conn(
-                    ch,
-                    close_code::PROTOCOL_VIOLATION,
-                    "stream stopped by remote",
-                );
+                self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
             }
             Q::Stream(_) => {}
             Q::DatagramReceived => self.on_datagrams(ch),
@@ -787,18 +786,13 @@ impl Node {
                 Received::Control(frame) => match postcard::from_bytes::<Control>(&frame) {
                     Ok(msg) => self.on_control(ch, msg),
                     Err(_) => {
-                        self.close_conn(
-                            ch,
-                            close_code::PROTOCOL_VIOLATION,
-                            "malformed control message",
-                        );
+                        self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "malformed control message");
                         return;
                     }
                 },
                 Received::Message { channel, bytes } => {
-                    let Some(conn) = self.conns.get(&ch) else {
-                        return;
-                    };
+                    let limit = self.cfg.send_buffer_limit;
+                    let Some(conn) = self.conns.get_mut(&ch) else { return };
                     match (conn.phase, conn.remote) {
                         (Phase::Established, Some(from)) => {
                             self.events.push_back(Event::MessageReceived {
@@ -808,12 +802,15 @@ impl Node {
                                 reliability: Reliability::Reliable,
                             });
                         }
+                        // The dialer may send as soon as it has our Welcome; its
+                        // messages can overtake its Ready on another stream.
+                        (Phase::Greeting, Some(_))
+                            if conn.welcomed && conn.early_bytes() + bytes.len() <= limit =>
+                        {
+                            conn.early.push((channel, bytes));
+                        }
                         _ => {
-                            self.close_conn(
-                                ch,
-                                close_code::PROTOCOL_VIOLATION,
-                                "message before hello",
-                            );
+                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message before hello");
                             return;
                         }
                     }
@@ -826,387 +823,37 @@ impl Node {
         }
     }
 
-    fn hello(&self) -> Hello {
-        Hello {
-            protocol: PROTOCOL_VERSION,
-            name: self.cfg.name.clone(),
-            incarnation: self.incarnation,
-            uptime_ms: self.uptime().as_millis() as u64,
-        }
-    }
-
-    fn on_tls_done(&mut self, ch: usize) {
-        let my_id = self.id();
-        let hello = self.hello();
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let Some(remote) = quic::remote_id(&conn.quic) else {
-            self.close_conn(
-                ch,
-                close_code::PROTOCOL_VIOLATION,
-                "no authenticated identity",
-            );
-            return;
-        };
-        conn.remote = Some(remote);
-        conn.phase = Phase::Greeting;
-        if remote == my_id {
-            self.fail_dial_or_close(ch, ConnectError::SelfConnect, close_code::DUPLICATE, "self");
-            return;
-        }
-        if !conn.dialed {
-            return;
-        }
-        // Dialed by address and it turns out we are already connected: keep the old one.
-        if self.links.contains_key(&remote) && conn.expect != Some(Expect::Node(remote)) {
-            self.close_quietly(ch, close_code::DUPLICATE, "already connected");
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let ok = conn.open_control()
-            && conn
-                .send_control(proto::encode(&Control::Hello(hello)))
-                .is_ok();
-        if !ok {
-            self.close_conn(
-                ch,
-                close_code::PROTOCOL_VIOLATION,
-                "cannot open control stream",
-            );
-        }
-    }
-
-    fn on_control(&mut self, ch: usize, msg: Control) {
-        let Some(conn) = self.conns.get(&ch) else {
-            return;
-        };
-        if conn.phase != Phase::Greeting {
-            // Hello/Welcome/Refuse only make sense while greeting.
-            self.close_conn(
-                ch,
-                close_code::PROTOCOL_VIOLATION,
-                "unexpected control message",
-            );
-            return;
-        }
-        match (msg, conn.dialed) {
-            (Control::Hello(h), false) => self.on_hello(ch, h),
-            (Control::Welcome(w), true) => self.on_welcome(ch, w),
-            (Control::Refuse(reason), true) => self.on_refuse(ch, reason),
-            _ => self.close_conn(
-                ch,
-                close_code::PROTOCOL_VIOLATION,
-                "control message out of turn",
-            ),
-        }
-    }
-
-    fn on_hello(&mut self, ch: usize, h: Hello) {
-        let my_id = self.id();
-        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else {
-            return;
-        };
-        if h.protocol != PROTOCOL_VERSION {
-            let reason = RefuseReason::ProtocolVersion {
-                ours: PROTOCOL_VERSION,
-                theirs: h.protocol,
-            };
-            self.refuse(ch, reason);
-            return;
-        }
-        if crate::identity::validate_name(&h.name).is_err() {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "invalid name");
-            return;
-        }
-        // The incoming connection was dialed by `remote`.
-        let incoming_by_larger = remote > my_id;
-        if let Some(&old) = self.links.get(&remote) {
-            let (old_dialed, old_inc) = match self.conns.get(&old) {
-                Some(c) => (c.dialed, c.remote_incarnation),
-                None => (false, 0),
-            };
-            let old_by_larger = if old_dialed {
-                my_id > remote
-            } else {
-                remote > my_id
-            };
-            if old_inc == h.incarnation && old_by_larger && !incoming_by_larger {
-                self.refuse(ch, RefuseReason::Duplicate);
-                return;
-            }
-            // The remote restarted or lost the old connection: the new one replaces it.
-            self.replace(old);
-        } else if self.has_pending_dial(&remote, ch) && my_id > remote {
-            // Simultaneous dials: the one dialed by the larger ID (ours) wins.
-            self.refuse(ch, RefuseReason::Duplicate);
-            return;
-        }
-        let uptime_ms = self.uptime().as_millis() as u64;
-        let name = self.cfg.name.clone();
-        let incarnation = self.incarnation;
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let welcome = Welcome {
-            protocol: PROTOCOL_VERSION,
-            name,
-            incarnation,
-            uptime_ms,
-            observed: conn.quic.remote_address(),
-        };
-        if conn
-            .send_control(proto::encode(&Control::Welcome(welcome)))
-            .is_err()
-        {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
-            return;
-        }
-        self.establish(ch, h.name, h.incarnation);
-    }
-
-    fn has_pending_dial(&self, remote: &NodeId, except: usize) -> bool {
-        self.conns.iter().any(|(ch, c)| {
-            *ch != except
-                && c.dialed
-                && matches!(c.phase, Phase::Handshaking | Phase::Greeting)
-                && (c.remote == Some(*remote) || c.expect == Some(Expect::Node(*remote)))
-        })
-    }
-
-    fn on_welcome(&mut self, ch: usize, w: Welcome) {
-        let my_id = self.id();
-        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else {
-            return;
-        };
-        if w.protocol != PROTOCOL_VERSION || crate::identity::validate_name(&w.name).is_err() {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad welcome");
-            return;
-        }
-        if let Some(&old) = self.links.get(&remote) {
-            // Only possible after a restart race; keep the connection the tie-break prefers.
-            let old_dialed = self.conns.get(&old).is_some_and(|c| c.dialed);
-            if !old_dialed && remote > my_id {
-                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
-                return;
-            }
-            self.replace(old);
-        }
-        self.establish(ch, w.name, w.incarnation);
-    }
-
-    fn on_refuse(&mut self, ch: usize, reason: RefuseReason) {
-        if reason == RefuseReason::Duplicate {
-            // The other connection between us wins; nothing failed.
-            self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
-        } else {
-            self.fail_dial_or_close(
-                ch,
-                ConnectError::Refused(reason),
-                close_code::REFUSED,
-                "refused",
-            );
-        }
-    }
-
-    fn refuse(&mut self, ch: usize, reason: RefuseReason) {
-        if let Some(conn) = self.conns.get_mut(&ch) {
-            let _ = conn.send_control(proto::encode(&Control::Refuse(reason)));
-        }
-        // Closing right away would discard the unsent Refuse; the dialer closes
-        // on receipt, and the deadline cleans up if it never does.
-        let deadline = self.now + self.cfg.hello_timeout;
-        if let Some(conn) = self.conns.get_mut(&ch) {
-            conn.phase = Phase::Refusing;
-            conn.hello_deadline = Some(deadline);
-        }
-        self.touch(ch);
-    }
-
-    fn establish(&mut self, ch: usize, name: String, incarnation: u64) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let Some(remote) = conn.remote else { return };
-        conn.phase = Phase::Established;
-        conn.hello_deadline = None;
-        conn.remote_name = name.clone();
-        conn.remote_incarnation = incarnation;
-        let addr = conn.addr;
-        self.links.insert(remote, ch);
-        self.events.push_back(Event::Connected {
-            id: remote,
-            name,
-            addr,
-        });
-        if let Some(q) = self.pending.remove(&remote) {
-            for m in q.msgs {
-                let Some(conn) = self.conns.get_mut(&ch) else {
-                    break;
-                };
-                if conn.send_reliable(m.channel, m.bytes).is_err() {
-                    self.close_conn(
-                        ch,
-                        close_code::PROTOCOL_VIOLATION,
-                        "stream stopped by remote",
-                    );
-                    break;
-                }
-            }
-        }
-        self.touch(ch);
-    }
-
-    /// Closes an established connection superseded by a newer one.
-    fn replace(&mut self, old: usize) {
-        let Some(conn) = self.conns.get_mut(&old) else {
-            return;
-        };
-        let id = conn.remote;
-        conn.quic.close(
-            self.now,
-            VarInt::from_u32(close_code::REPLACED),
-            Bytes::from_static(b"replaced"),
-        );
-        conn.phase = Phase::Closing;
-        if let Some(id) = id {
-            if self.links.get(&id) == Some(&old) {
-                self.links.remove(&id);
-            }
-            self.events.push_back(Event::Disconnected {
-                id,
-                reason: DisconnectReason::Replaced,
-            });
-        }
-        self.touch(old);
-    }
-
-    /// Closes a connection without telling the user (a losing duplicate).
-    fn close_quietly(&mut self, ch: usize, code: u32, reason: &'static str) {
-        let now = self.now;
-        if let Some(conn) = self.conns.get_mut(&ch) {
-            conn.quic.close(
-                now,
-                VarInt::from_u32(code),
-                Bytes::from_static(reason.as_bytes()),
-            );
-            conn.phase = Phase::Closing;
-        }
-        self.touch(ch);
-        self.settle_pending();
-    }
-
-    /// Closes a connection and reports it: `Disconnected` if it was
-    /// established, `ConnectFailed` if it was our dial in progress.
-    fn close_conn(&mut self, ch: usize, code: u32, reason: &str) {
-        let error = match code {
-            close_code::PROTOCOL_VIOLATION => {
-                ConnectError::Handshake(format!("protocol violation: {reason}"))
-            }
-            close_code::SHUTDOWN if self.closing => ConnectError::ShuttingDown,
-            close_code::SHUTDOWN => ConnectError::Cancelled,
-            _ => ConnectError::Handshake(reason.to_owned()),
-        };
-        self.fail_dial_or_close(ch, error, code, reason);
-    }
-
-    fn fail_dial_or_close(&mut self, ch: usize, error: ConnectError, code: u32, reason: &str) {
-        let now = self.now;
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        let phase = conn.phase;
-        conn.quic.close(
-            now,
-            VarInt::from_u32(code),
-            Bytes::copy_from_slice(reason.as_bytes()),
-        );
-        conn.phase = Phase::Closing;
-        let (dialed, remote, expect, addr) = (conn.dialed, conn.remote, conn.expect, conn.addr);
-        if phase == Phase::Established {
-            if let Some(id) = remote {
-                if self.links.get(&id) == Some(&ch) {
-                    self.links.remove(&id);
-                }
-                let reason = match code {
-                    close_code::SHUTDOWN => DisconnectReason::ClosedLocally,
-                    close_code::PROTOCOL_VIOLATION => {
-                        DisconnectReason::ProtocolViolation(reason.to_owned())
+    /// Carries out what the role logic asked for.
+    fn run_role_actions(&mut self) {
+        while let Some(action) = self.server.as_mut().and_then(Server::poll_action) {
+            match action {
+                Action::Send { to, msg } => {
+                    if let Some(&ch) = self.links.get(&to)
+                        && let Some(conn) = self.conns.get_mut(&ch)
+                    {
+                        if conn.send_control(proto::encode(&msg)).is_err() {
+                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+                        } else {
+                            self.touch(ch);
+                        }
                     }
-                    _ => DisconnectReason::ClosedLocally,
-                };
-                self.events.push_back(Event::Disconnected { id, reason });
-            }
-        } else if dialed {
-            let id = match expect {
-                Some(Expect::Node(id)) => Some(id),
-                _ => remote,
-            };
-            self.events
-                .push_back(Event::ConnectFailed { id, addr, error });
-        }
-        self.touch(ch);
-        self.settle_pending();
-    }
-
-    fn on_lost(&mut self, ch: usize, reason: ConnectionError) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        let phase = conn.phase;
-        conn.phase = Phase::Closing;
-        if phase == Phase::Established {
-            if let Some(id) = conn.remote {
-                if self.links.get(&id) == Some(&ch) {
-                    self.links.remove(&id);
                 }
-                self.events.push_back(Event::Disconnected {
-                    id,
-                    reason: disconnect_reason(&reason),
-                });
-            }
-        } else if conn.dialed {
-            let error = connect_error(
-                &reason,
-                conn.expect,
-                conn.met.as_ref().and_then(|m| m.get()),
-            );
-            let id = match conn.expect {
-                Some(Expect::Node(id)) => Some(id),
-                _ => conn.remote,
-            };
-            self.events.push_back(Event::ConnectFailed {
-                id,
-                addr: conn.addr,
-                error,
-            });
-        }
-        self.settle_pending();
-    }
-
-    /// Fails queued messages whose destination has no connection left in progress.
-    fn settle_pending(&mut self) {
-        let stale: Vec<NodeId> = self
-            .pending
-            .keys()
-            .filter(|id| !self.links.contains_key(id) && !self.in_progress(id))
-            .copied()
-            .collect();
-        for to in stale {
-            if let Some(q) = self.pending.remove(&to) {
-                self.events.push_back(Event::SendFailed {
-                    to,
-                    messages: q.msgs.len(),
-                    error: ConnectError::Handshake("no connection could be established".into()),
-                });
+                Action::Dial { expect, addr, join } => {
+                    let outcome = match expect {
+                        // Already connected, or a connection (either way) is being
+                        // set up: dialing again would only race it.
+                        Expect::Node(id) if self.links.contains_key(&id) || self.in_progress(&id) => {
+                            Some(DialOutcome::Superseded)
+                        }
+                        _ => self.dial(expect, addr, join, true).err().map(DialOutcome::Failed),
+                    };
+                    if let Some(outcome) = outcome
+                        && let Some(server) = self.server.as_mut()
+                    {
+                        server.on_dial_done(self.now, expect, addr, &outcome);
+                    }
+                }
+                Action::Event(e) => self.events.push_back(e),
             }
         }
     }
@@ -1248,57 +895,5 @@ impl Node {
                 }
             }
         }
-    }
-}
-
-fn disconnect_reason(e: &ConnectionError) -> DisconnectReason {
-    match e {
-        ConnectionError::TimedOut => DisconnectReason::TimedOut,
-        ConnectionError::ApplicationClosed(c) => {
-            let code = c.error_code.into_inner();
-            if code == u64::from(close_code::REPLACED) {
-                DisconnectReason::Replaced
-            } else {
-                DisconnectReason::ClosedByRemote {
-                    code,
-                    reason: String::from_utf8_lossy(&c.reason).into_owned(),
-                }
-            }
-        }
-        ConnectionError::Reset => DisconnectReason::Reset,
-        ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
-        other => DisconnectReason::Transport(other.to_string()),
-    }
-}
-
-fn connect_error(
-    e: &ConnectionError,
-    expect: Option<Expect>,
-    met: Option<&Result<NodeId, CertError>>,
-) -> ConnectError {
-    match (met, expect) {
-        (Some(Ok(found)), Some(Expect::Node(expected))) if *found != expected => {
-            return ConnectError::WrongNode {
-                expected,
-                found: *found,
-            };
-        }
-        (Some(Ok(found)), Some(Expect::AnyOf(role))) if found.role() != role => {
-            return ConnectError::WrongRole {
-                expected: role,
-                found: *found,
-            };
-        }
-        (Some(Err(cert)), _) => return ConnectError::BadCertificate(cert.clone()),
-        _ => {}
-    }
-    match e {
-        ConnectionError::TimedOut => ConnectError::TimedOut,
-        ConnectionError::ApplicationClosed(c) => ConnectError::Handshake(format!(
-            "closed by remote (code {}): {}",
-            c.error_code,
-            String::from_utf8_lossy(&c.reason)
-        )),
-        other => ConnectError::Handshake(other.to_string()),
     }
 }

@@ -34,9 +34,7 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => {
             eprintln!("p2psim: cannot read {}: {e}", args.scenario.display());
-            eprintln!(
-                "hint: pass the path of a scenario file, for example tests/scenarios/two-nodes.toml"
-            );
+            eprintln!("hint: pass the path of a scenario file, for example tests/scenarios/two-nodes.toml");
             return ExitCode::from(2);
         }
     };
@@ -55,11 +53,8 @@ fn main() -> ExitCode {
     if args.no_events {
         report.events.clear();
     }
-    let json = if args.pretty {
-        serde_json::to_string_pretty(&report)
-    } else {
-        serde_json::to_string(&report)
-    };
+    let json =
+        if args.pretty { serde_json::to_string_pretty(&report) } else { serde_json::to_string(&report) };
     let json = match json {
         Ok(j) => j,
         Err(e) => {

@@ -7,11 +7,7 @@ use std::time::Duration;
 
 /// A simulator with the given seed and link.
 pub fn sim_with(seed: u64, link: LinkParams) -> Sim {
-    Sim::new(SimConfig {
-        seed,
-        link,
-        ..SimConfig::default()
-    })
+    Sim::new(SimConfig { seed, link, ..SimConfig::default() })
 }
 
 /// A simulator with the given seed and a clean 20 ms link.
@@ -22,13 +18,8 @@ pub fn sim(seed: u64) -> Sim {
 /// Dials `to` from `from` at `addr` (the target's public address by default).
 pub fn dial(sim: &mut Sim, from: HostId, to: HostId) {
     let id = sim.host(to).id();
-    let addr = sim
-        .public_addr(to)
-        .or_else(|| Some(sim.host(to).addr))
-        .unwrap();
-    sim.with_node(from, |n, now| n.connect(now, id, addr))
-        .unwrap()
-        .unwrap();
+    let addr = sim.public_addr(to).or_else(|| Some(sim.host(to).addr)).unwrap();
+    sim.with_node(from, |n, now| n.connect(now, id, addr)).unwrap().unwrap();
 }
 
 /// Whether `a` has an established connection to `b`.
@@ -52,17 +43,11 @@ pub fn connect_failure(events: &[Event]) -> Option<ConnectError> {
 
 /// Whether `events` contain a disconnect from `id`.
 pub fn disconnected_from(events: &[Event], id: NodeId) -> bool {
-    events
-        .iter()
-        .any(|e| matches!(e, Event::Disconnected { id: x, .. } if *x == id))
+    events.iter().any(|e| matches!(e, Event::Disconnected { id: x, .. } if *x == id))
 }
 
 /// Runs `sim` in small steps until `cond` holds or `limit` passes; returns the elapsed virtual time.
-pub fn run_until(
-    sim: &mut Sim,
-    limit: Duration,
-    mut cond: impl FnMut(&Sim) -> bool,
-) -> Option<Duration> {
+pub fn run_until(sim: &mut Sim, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> Option<Duration> {
     let start = sim.elapsed();
     while sim.elapsed() - start < limit {
         if cond(sim) {

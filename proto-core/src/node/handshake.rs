@@ -1,0 +1,484 @@
+//! Connection lifecycle after TLS: Hello / Welcome / Ready, admission,
+//! duplicate resolution, establishment and teardown.
+//!
+//! ```text
+//! dialer                                   acceptor
+//!   | -- Hello {credential, uptime, join} -->  |  checks credential, duplicates,
+//!   |                                          |  decides who is elder
+//!   | <-- Welcome {credential, elder} -------  |  (or Refuse(reason))
+//!   |  checks credential; established          |
+//!   | -- Ready -------------------------------> |  established
+//! ```
+//!
+//! The acceptor only considers the connection established on `Ready`, so if
+//! the dialer rejects the acceptor's credential both sides see a refusal
+//! rather than a connection that comes and goes. User messages the dialer
+//! sends right after `Welcome` may overtake `Ready` (they travel on other
+//! streams); the acceptor holds them until `Ready` arrives.
+
+use super::*;
+use crate::admission::{self, Side};
+use crate::server::LinkMeta;
+use crate::server::election::dialer_is_elder;
+
+impl Node {
+    fn unix_now(&self) -> u64 {
+        self.cfg.unix_time.unwrap_or(0) + self.uptime().as_secs()
+    }
+
+    fn exporter(&self, ch: usize, side: Side, prover: NodeId) -> Option<[u8; 32]> {
+        let conn = self.conns.get(&ch)?;
+        admission::exporter_input(conn.quic.crypto_session(), side, prover)
+    }
+
+    pub(super) fn on_tls_done(&mut self, ch: usize) {
+        let my_id = self.id();
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(remote) = quic::remote_id(&conn.quic) else {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "no authenticated identity");
+            return;
+        };
+        conn.remote = Some(remote);
+        conn.phase = Phase::Greeting;
+        if remote == my_id {
+            self.fail_dial_or_close(ch, ConnectError::SelfConnect, close_code::DUPLICATE, "self");
+            return;
+        }
+        if !conn.dialed {
+            return;
+        }
+        // Dialed by address and it turns out we are already connected: keep the old one.
+        if self.links.contains_key(&remote) && conn.expect != Some(Expect::Node(remote)) {
+            self.close_quietly(ch, close_code::DUPLICATE, "already connected");
+            return;
+        }
+        let credential = admission::present(&self.cfg.admission, self.exporter(ch, Side::Dialer, my_id));
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            name: self.cfg.name.clone(),
+            incarnation: self.incarnation,
+            uptime_ms: self.now.saturating_duration_since(self.started).as_millis() as u64,
+            credential,
+            addrs: self.cfg.advertise.clone(),
+            join: conn.join,
+        };
+        let ok = conn.open_control() && conn.send_control(proto::encode(&Control::Hello(hello))).is_ok();
+        if !ok {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "cannot open control stream");
+        }
+    }
+
+    pub(super) fn on_control(&mut self, ch: usize, msg: Control) {
+        let Some(conn) = self.conns.get(&ch) else { return };
+        let (phase, dialed, welcomed, remote) = (conn.phase, conn.dialed, conn.welcomed, conn.remote);
+        match (phase, msg) {
+            (Phase::Greeting, Control::Hello(h)) if !dialed && !welcomed => self.on_hello(ch, h),
+            (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(ch, w),
+            (Phase::Greeting, Control::Ready) if !dialed && welcomed => self.establish(ch),
+            (Phase::Greeting | Phase::Refusing, Control::Refuse(reason)) => self.on_refuse(ch, reason),
+            (Phase::Established, Control::Cluster(m)) => {
+                if let (Some(from), Some(server)) = (remote, self.server.as_mut()) {
+                    server.on_message(self.now, from, m);
+                    self.run_role_actions();
+                }
+            }
+            (Phase::Refusing | Phase::Closing, _) => {}
+            _ => self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control message out of turn"),
+        }
+    }
+
+    fn on_hello(&mut self, ch: usize, h: Hello) {
+        let my_id = self.id();
+        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        if h.protocol != PROTOCOL_VERSION {
+            self.refuse(ch, RefuseReason::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: h.protocol });
+            return;
+        }
+        if crate::identity::validate_name(&h.name).is_err() || h.addrs.len() > 16 {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "invalid hello");
+            return;
+        }
+        let exported = self.exporter(ch, Side::Dialer, remote);
+        if let Err(e) =
+            admission::check(&self.cfg.admission, &h.credential, remote, exported, self.unix_now())
+        {
+            self.refuse(ch, RefuseReason::Admission(e));
+            return;
+        }
+        // The incoming connection was dialed by `remote`.
+        let incoming_by_larger = remote > my_id;
+        if let Some(&old) = self.links.get(&remote) {
+            let (old_dialed, old_inc) = match self.conns.get(&old) {
+                Some(c) => (c.dialed, c.remote_incarnation),
+                None => (false, 0),
+            };
+            let old_by_larger = if old_dialed { my_id > remote } else { remote > my_id };
+            if old_inc == h.incarnation && old_by_larger && !incoming_by_larger {
+                self.refuse(ch, RefuseReason::Duplicate);
+                return;
+            }
+            // The remote restarted or lost the old connection: the new one replaces it.
+            self.replace(old);
+        } else if self.has_pending_dial(&remote, ch) && my_id > remote {
+            // Simultaneous dials: the one dialed by the larger ID (ours) wins.
+            self.refuse(ch, RefuseReason::Duplicate);
+            return;
+        }
+        let my_uptime = self.uptime().as_millis() as u64;
+        let credential = admission::present(&self.cfg.admission, self.exporter(ch, Side::Acceptor, my_id));
+        let (name, incarnation, addrs) =
+            (self.cfg.name.clone(), self.incarnation, self.cfg.advertise.clone());
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let half_rtt = conn.quic.rtt().as_millis() as u64 / 2;
+        let remote_elder = dialer_is_elder(remote, h.uptime_ms, half_rtt, my_id, my_uptime);
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            name,
+            incarnation,
+            uptime_ms: my_uptime,
+            observed: conn.quic.remote_address(),
+            credential,
+            addrs,
+            elder: if remote_elder { remote } else { my_id },
+        };
+        conn.remote_name = h.name;
+        conn.remote_incarnation = h.incarnation;
+        conn.remote_addrs = h.addrs;
+        conn.remote_elder = remote_elder;
+        conn.join_request = h.join;
+        conn.welcomed = true;
+        if conn.send_control(proto::encode(&Control::Welcome(welcome))).is_err() {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+        }
+    }
+
+    fn has_pending_dial(&self, remote: &NodeId, except: usize) -> bool {
+        self.conns.iter().any(|(ch, c)| {
+            *ch != except
+                && c.dialed
+                && matches!(c.phase, Phase::Handshaking | Phase::Greeting)
+                && (c.remote == Some(*remote) || c.expect == Some(Expect::Node(*remote)))
+        })
+    }
+
+    fn on_welcome(&mut self, ch: usize, w: Welcome) {
+        let my_id = self.id();
+        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        if w.protocol != PROTOCOL_VERSION
+            || crate::identity::validate_name(&w.name).is_err()
+            || w.addrs.len() > 16
+        {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad welcome");
+            return;
+        }
+        if w.elder != remote && w.elder != my_id {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad elder verdict");
+            return;
+        }
+        let exported = self.exporter(ch, Side::Acceptor, remote);
+        if let Err(e) =
+            admission::check(&self.cfg.admission, &w.credential, remote, exported, self.unix_now())
+        {
+            let reason = RefuseReason::Admission(e.clone());
+            self.refuse(ch, reason);
+            self.notify_dial(ch, DialOutcome::Failed(ConnectError::NotAdmitted(e)));
+            return;
+        }
+        if let Some(&old) = self.links.get(&remote) {
+            // Only possible after a restart race; keep the connection the tie-break prefers.
+            let old_dialed = self.conns.get(&old).is_some_and(|c| c.dialed);
+            if !old_dialed && remote > my_id {
+                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+                return;
+            }
+            self.replace(old);
+        }
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        conn.remote_name = w.name;
+        conn.remote_incarnation = w.incarnation;
+        conn.remote_addrs = w.addrs;
+        conn.remote_elder = w.elder == remote;
+        conn.observed = Some(w.observed);
+        if conn.send_control(proto::encode(&Control::Ready)).is_err() {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+            return;
+        }
+        self.establish(ch);
+    }
+
+    fn on_refuse(&mut self, ch: usize, reason: RefuseReason) {
+        let Some(conn) = self.conns.get(&ch) else { return };
+        let (dialed, remote, addr) = (conn.dialed, conn.remote, conn.addr);
+        if reason == RefuseReason::Duplicate {
+            // The other connection between us wins; nothing failed.
+            self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+            return;
+        }
+        // Refusals are reported on both sides, whoever dialed.
+        if let Some(id) = remote {
+            self.events.push_back(Event::Refused { id, addr, reason: reason.clone(), by_remote: true });
+        }
+        if dialed {
+            self.fail_dial_or_close(ch, ConnectError::Refused(reason), close_code::REFUSED, "refused");
+        } else {
+            self.close_quietly(ch, close_code::REFUSED, "refused");
+        }
+    }
+
+    /// Refuses the remote: tells it why, reports it (unless it is a duplicate),
+    /// and closes once the dialer has read the reason or the deadline passes.
+    pub(super) fn refuse(&mut self, ch: usize, reason: RefuseReason) {
+        let deadline = self.now + self.cfg.hello_timeout;
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let _ = conn.send_control(proto::encode(&Control::Refuse(reason.clone())));
+        // Closing right away would discard the unsent Refuse.
+        conn.phase = Phase::Refusing;
+        conn.hello_deadline = Some(deadline);
+        let (remote, addr) = (conn.remote, conn.addr);
+        if reason != RefuseReason::Duplicate
+            && let Some(id) = remote
+        {
+            self.events.push_back(Event::Refused { id, addr, reason, by_remote: false });
+        }
+        self.touch(ch);
+    }
+
+    pub(super) fn establish(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(remote) = conn.remote else { return };
+        conn.phase = Phase::Established;
+        conn.hello_deadline = None;
+        let name = conn.remote_name.clone();
+        let addr = conn.addr;
+        let early = std::mem::take(&mut conn.early);
+        let meta = LinkMeta {
+            id: remote,
+            name: name.clone(),
+            incarnation: conn.remote_incarnation,
+            addrs: conn.remote_addrs.clone(),
+            elder: conn.remote_elder,
+            join: conn.join_request,
+        };
+        self.links.insert(remote, ch);
+        self.events.push_back(Event::Connected { id: remote, name, addr });
+        for (channel, bytes) in early {
+            self.events.push_back(Event::MessageReceived {
+                from: remote,
+                channel,
+                bytes,
+                reliability: Reliability::Reliable,
+            });
+        }
+        if let Some(q) = self.pending.remove(&remote) {
+            for m in q.msgs {
+                let Some(conn) = self.conns.get_mut(&ch) else { break };
+                if conn.send_reliable(m.channel, m.bytes).is_err() {
+                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
+                    return;
+                }
+            }
+        }
+        self.notify_dial(ch, DialOutcome::Connected(remote));
+        if let Some(server) = self.server.as_mut() {
+            server.on_link_up(self.now, &meta);
+        }
+        self.run_role_actions();
+        self.touch(ch);
+    }
+
+    /// Tells the role logic how one of its dials ended (once per connection).
+    pub(super) fn notify_dial(&mut self, ch: usize, outcome: DialOutcome) {
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        if !conn.dialed || conn.dial_reported {
+            return;
+        }
+        conn.dial_reported = true;
+        let (Some(expect), addr) = (conn.expect, conn.addr) else { return };
+        if let Some(server) = self.server.as_mut() {
+            server.on_dial_done(self.now, expect, addr, &outcome);
+        }
+        self.run_role_actions();
+    }
+
+    /// Reports the end of an established link to the user and the role logic.
+    fn link_down(&mut self, ch: usize, id: NodeId, reason: DisconnectReason) {
+        if self.links.get(&id) == Some(&ch) {
+            self.links.remove(&id);
+        }
+        self.events.push_back(Event::Disconnected { id, reason });
+        if !self.links.contains_key(&id)
+            && let Some(server) = self.server.as_mut()
+        {
+            server.on_link_down(self.now, id);
+        }
+        self.run_role_actions();
+    }
+
+    /// Closes an established connection superseded by a newer one.
+    pub(super) fn replace(&mut self, old: usize) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(&old) else { return };
+        let id = conn.remote;
+        conn.quic.close(now, VarInt::from_u32(close_code::REPLACED), Bytes::from_static(b"replaced"));
+        conn.phase = Phase::Closing;
+        if let Some(id) = id {
+            // The replacement is established right after; the role logic sees a
+            // brief down/up, which is what a restart is.
+            self.link_down(old, id, DisconnectReason::Replaced);
+        }
+        self.touch(old);
+    }
+
+    /// Closes a connection without telling the user (a losing duplicate).
+    pub(super) fn close_quietly(&mut self, ch: usize, code: u32, reason: &'static str) {
+        let now = self.now;
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            conn.quic.close(now, VarInt::from_u32(code), Bytes::from_static(reason.as_bytes()));
+            conn.phase = Phase::Closing;
+        }
+        self.notify_dial(ch, DialOutcome::Superseded);
+        self.touch(ch);
+        self.settle_pending();
+    }
+
+    /// Closes a connection and reports it: `Disconnected` if it was
+    /// established, `ConnectFailed` if it was our dial in progress.
+    pub(super) fn close_conn(&mut self, ch: usize, code: u32, reason: &str) {
+        let error = match code {
+            close_code::PROTOCOL_VIOLATION => {
+                ConnectError::Handshake(format!("protocol violation: {reason}"))
+            }
+            close_code::SHUTDOWN if self.closing => ConnectError::ShuttingDown,
+            close_code::SHUTDOWN => ConnectError::Cancelled,
+            _ => ConnectError::Handshake(reason.to_owned()),
+        };
+        self.fail_dial_or_close(ch, error, code, reason);
+    }
+
+    pub(super) fn fail_dial_or_close(&mut self, ch: usize, error: ConnectError, code: u32, reason: &str) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let phase = conn.phase;
+        conn.quic.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason.as_bytes()));
+        conn.phase = Phase::Closing;
+        let (dialed, remote, expect, addr, internal) =
+            (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
+        if phase == Phase::Established {
+            if let Some(id) = remote {
+                let reason = match code {
+                    close_code::PROTOCOL_VIOLATION => DisconnectReason::ProtocolViolation(reason.to_owned()),
+                    _ => DisconnectReason::ClosedLocally,
+                };
+                self.link_down(ch, id, reason);
+            }
+        } else if dialed {
+            let id = match expect {
+                Some(Expect::Node(id)) => Some(id),
+                _ => remote,
+            };
+            if !internal {
+                self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
+            }
+            self.notify_dial(ch, DialOutcome::Failed(error));
+        }
+        self.touch(ch);
+        self.settle_pending();
+    }
+
+    pub(super) fn on_lost(&mut self, ch: usize, reason: ConnectionError) {
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let phase = conn.phase;
+        conn.phase = Phase::Closing;
+        let (dialed, remote, expect, addr, internal) =
+            (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
+        let met = conn.met.as_ref().and_then(|m| m.get()).cloned();
+        if phase == Phase::Established {
+            if let Some(id) = remote {
+                self.link_down(ch, id, disconnect_reason(&reason));
+            }
+        } else if dialed {
+            let error = connect_error(&reason, expect, met.as_ref());
+            let id = match expect {
+                Some(Expect::Node(id)) => Some(id),
+                _ => remote,
+            };
+            if !internal {
+                self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
+            }
+            self.notify_dial(ch, DialOutcome::Failed(error));
+        }
+        self.settle_pending();
+    }
+
+    /// Fails queued messages whose destination has no connection left in progress.
+    pub(super) fn settle_pending(&mut self) {
+        let stale: Vec<NodeId> = self
+            .pending
+            .keys()
+            .filter(|id| !self.links.contains_key(id) && !self.in_progress(id))
+            .copied()
+            .collect();
+        for to in stale {
+            if let Some(q) = self.pending.remove(&to) {
+                self.events.push_back(Event::SendFailed {
+                    to,
+                    messages: q.msgs.len(),
+                    error: ConnectError::Handshake("no connection could be established".into()),
+                });
+            }
+        }
+    }
+}
+
+pub(super) fn disconnect_reason(e: &ConnectionError) -> DisconnectReason {
+    match e {
+        ConnectionError::TimedOut => DisconnectReason::TimedOut,
+        ConnectionError::ApplicationClosed(c) => {
+            let code = c.error_code.into_inner();
+            if code == u64::from(close_code::REPLACED) {
+                DisconnectReason::Replaced
+            } else {
+                DisconnectReason::ClosedByRemote {
+                    code,
+                    reason: String::from_utf8_lossy(&c.reason).into_owned(),
+                }
+            }
+        }
+        ConnectionError::Reset => DisconnectReason::Reset,
+        ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
+        other => DisconnectReason::Transport(other.to_string()),
+    }
+}
+
+pub(super) fn connect_error(
+    e: &ConnectionError,
+    expect: Option<Expect>,
+    met: Option<&Result<NodeId, CertError>>,
+) -> ConnectError {
+    match (met, expect) {
+        (Some(Ok(found)), Some(Expect::Node(expected))) if *found != expected => {
+            return ConnectError::WrongNode { expected, found: *found };
+        }
+        (Some(Ok(found)), Some(Expect::AnyOf(role))) if found.role() != role => {
+            return ConnectError::WrongRole { expected: role, found: *found };
+        }
+        (Some(Err(cert)), _) => return ConnectError::BadCertificate(cert.clone()),
+        _ => {}
+    }
+    match e {
+        ConnectionError::TimedOut => ConnectError::TimedOut,
+        ConnectionError::ApplicationClosed(c) => ConnectError::Handshake(format!(
+            "closed by remote (code {}): {}",
+            c.error_code,
+            String::from_utf8_lossy(&c.reason)
+        )),
+        other => ConnectError::Handshake(other.to_string()),
+    }
+}

@@ -1,0 +1,533 @@
+//! The Raft group of the server cluster (tikv raft-rs).
+//!
+//! The group exists to elect a partition-safe Master; it replicates nothing
+//! but its own membership. This module wraps `RawNode` so the rest of the
+//! server code never touches raft-rs directly.
+//!
+//! # Ready, persist, advance
+//!
+//! raft-rs hands out a `Ready` that separates messages that may be sent at
+//! once from messages that may only be sent after the entries and hard state
+//! of the same `Ready` are persisted. [`Consensus::process`] honours that:
+//!
+//! 1. send `messages()` (leader appends and heartbeats may go out before the
+//!    leader's own write — Raft §10.2.1);
+//! 2. install a snapshot, if any; apply `committed_entries()` (membership
+//!    changes);
+//! 3. persist `entries()` and the hard state — to `MemStorage`, synchronously,
+//!    so "persisted" is true when the call returns;
+//! 4. only then send `persisted_messages()` (votes and append responses,
+//!    which must never claim something that is not yet stored);
+//! 5. `advance`, record the new commit index, send the light ready's
+//!    messages, apply its committed entries, `advance_apply`.
+//!
+//! Storage is in memory, so a restarted server has lost its Raft state; it
+//! therefore never reuses its old Raft ID (the ID is derived from the node
+//! ID, its per-boot incarnation and a generation counter), and the old member
+//! is removed as provably gone. That keeps the "never vote twice in a term"
+//! rule intact without disk I/O in the core.
+//!
+//! # Determinism
+//!
+//! raft-rs draws each randomized election timeout from the thread RNG. We
+//! overwrite it from the node's seeded RNG after every call that may have
+//! reset it, so a run replays exactly. The timeout is also ranked: a server
+//! with fewer live elders campaigns earlier, which makes the eldest server
+//! the usual winner and avoids needless Master flips.
+//!
+//! # Untrusted input
+//!
+//! raft-rs panics on some inconsistent messages (it trusts its peers). Every
+//! call into it runs under `catch_unwind`; a panic discards the group and the
+//! server rejoins the cluster under a fresh Raft ID, so a faulty peer cannot
+//! crash a node.
+
+use crate::identity::NodeId;
+use crate::rng::NodeRng;
+use protobuf::Message as _;
+use raft::prelude::*;
+use raft::storage::MemStorage;
+use raft::{StateRole, Storage};
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Raft timing in ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RaftTiming {
+    /// Minimum election timeout, in ticks.
+    pub(crate) election_ticks: usize,
+    /// Heartbeat interval, in ticks.
+    pub(crate) heartbeat_ticks: usize,
+}
+
+/// One membership change carried in a conf change's context, so every member
+/// learns which node a Raft ID belongs to.
+type Members = Vec<(u64, NodeId)>;
+
+/// A Raft message ready to send to a server.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) to: u64,
+    pub(crate) bytes: Vec<u8>,
+}
+
+struct Group {
+    cluster: u64,
+    node: RawNode<MemStorage>,
+}
+
+/// Where this server stands with respect to Raft groups.
+pub(crate) struct Consensus {
+    me: NodeId,
+    incarnation: u64,
+    generation: u32,
+    raft_id: u64,
+    /// The group we are in (possibly as a not-yet-added joiner).
+    group: Option<Group>,
+    /// True while we wait to be added to `group` (created empty).
+    joining: bool,
+    timing: RaftTiming,
+    rng: NodeRng,
+    rank: usize,
+    last_role: (u64, StateRole),
+    /// Raft ID → node, learned from statuses and conf change contexts.
+    names: BTreeMap<u64, NodeId>,
+    outbox: Vec<Outgoing>,
+    logger: slog::Logger,
+    /// Number of times raft-rs panicked on input and the group was discarded.
+    pub(crate) panics: u64,
+}
+
+fn raft_id_for(me: NodeId, incarnation: u64, generation: u32) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"p2pcore raft id\0");
+    ctx.update(&me.to_bytes());
+    ctx.update(&incarnation.to_be_bytes());
+    ctx.update(&generation.to_be_bytes());
+    let d = ctx.finish();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    // Raft reserves 0 for "none".
+    u64::from_be_bytes(b).max(1)
+}
+
+impl Consensus {
+    pub(crate) fn new(me: NodeId, incarnation: u64, timing: RaftTiming, rng: NodeRng) -> Self {
+        let raft_id = raft_id_for(me, incarnation, 0);
+        let mut names = BTreeMap::new();
+        names.insert(raft_id, me);
+        Self {
+            me,
+            incarnation,
+            generation: 0,
+            raft_id,
+            group: None,
+            joining: false,
+            timing,
+            rng,
+            rank: 0,
+            last_role: (0, StateRole::Follower),
+            names,
+            outbox: Vec::new(),
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            panics: 0,
+        }
+    }
+
+    fn config(&self) -> raft::Config {
+        raft::Config {
+            id: self.raft_id,
+            election_tick: self.timing.election_ticks,
+            heartbeat_tick: self.timing.heartbeat_ticks,
+            min_election_tick: self.timing.election_ticks,
+            max_election_tick: self.timing.election_ticks * 3,
+            check_quorum: true,
+            pre_vote: true,
+            max_inflight_msgs: 64,
+            max_size_per_msg: 64 * 1024,
+            ..raft::Config::default()
+        }
+    }
+
+    /// Our Raft ID in the current generation.
+    pub(crate) fn raft_id(&self) -> u64 {
+        self.raft_id
+    }
+
+    /// The group we belong to or are joining.
+    pub(crate) fn cluster(&self) -> Option<u64> {
+        self.group.as_ref().map(|g| g.cluster)
+    }
+
+    /// Whether we wait to be added to our group.
+    pub(crate) fn is_joining(&self) -> bool {
+        self.joining
+    }
+
+    /// Records which node a Raft ID belongs to.
+    pub(crate) fn learn(&mut self, raft_id: u64, node: NodeId) {
+        self.names.insert(raft_id, node);
+    }
+
+    /// The node behind a Raft ID.
+    pub(crate) fn node_of(&self, raft_id: u64) -> Option<NodeId> {
+        self.names.get(&raft_id).copied()
+    }
+
+    /// Voters of our group's current configuration.
+    pub(crate) fn voters(&self) -> Vec<u64> {
+        match &self.group {
+            Some(g) => {
+                let mut v = g.node.raft.prs().conf().to_conf_state().voters;
+                v.sort_unstable();
+                v
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The leader as this node knows it, and the term.
+    pub(crate) fn leader(&self) -> Option<(u64, u64)> {
+        let g = self.group.as_ref()?;
+        let r = &g.node.raft;
+        (r.leader_id != 0).then_some((r.leader_id, r.term))
+    }
+
+    /// Our current term (0 without a group).
+    pub(crate) fn term(&self) -> u64 {
+        self.group.as_ref().map_or(0, |g| g.node.raft.term)
+    }
+
+    /// Whether we lead our group.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| g.node.raft.state == StateRole::Leader)
+    }
+
+    /// Whether a membership change is proposed but not yet applied.
+    pub(crate) fn has_pending_conf(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| g.node.raft.pending_conf_index > g.node.raft.raft_log.applied)
+    }
+
+    /// Sets how many live elders this server has; fewer elders, earlier campaign.
+    pub(crate) fn set_rank(&mut self, rank: usize) {
+        self.rank = rank;
+    }
+
+    /// Messages to send, in order.
+    pub(crate) fn take_outbox(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Starts a new group with this server as its only voter and leader.
+    /// `min_term` keeps terms increasing across re-foundings.
+    pub(crate) fn found(&mut self, min_term: u64) {
+        let cluster = self.rng.next_u64();
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![self.raft_id], vec![])));
+        storage.wl().mut_hard_state().term = min_term;
+        let Ok(mut node) = RawNode::new(&self.config(), storage, &self.logger) else {
+            return;
+        };
+        let _ = node.campaign();
+        self.group = Some(Group { cluster, node });
+        self.joining = false;
+        self.after_call();
+        self.process();
+    }
+
+    /// Leaves the current group (if any) to join `cluster` under a fresh Raft ID.
+    pub(crate) fn join(&mut self, cluster: u64) {
+        self.generation += 1;
+        self.raft_id = raft_id_for(self.me, self.incarnation, self.generation);
+        self.names.insert(self.raft_id, self.me);
+        let Ok(node) = RawNode::new(&self.config(), MemStorage::new(), &self.logger) else {
+            self.group = None;
+            return;
+        };
+        self.group = Some(Group { cluster, node });
+        self.joining = true;
+        self.after_call();
+    }
+
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut RawNode<MemStorage>) -> R) -> Option<R> {
+        let g = self.group.as_mut()?;
+        match catch_unwind(AssertUnwindSafe(|| f(&mut g.node))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                // raft-rs found the input inconsistent with its state: start over.
+                self.panics += 1;
+                let cluster = g.cluster;
+                self.join(cluster);
+                None
+            }
+        }
+    }
+
+    /// Advances Raft's logical clock by one tick.
+    pub(crate) fn tick(&mut self) {
+        self.guarded(|n| n.tick());
+        self.after_call();
+        self.process();
+    }
+
+    /// Feeds a message from `from` (already checked to be a cluster member's link).
+    pub(crate) fn step(&mut self, cluster: u64, from: u64, bytes: &[u8]) -> bool {
+        if self.cluster() != Some(cluster) {
+            return false;
+        }
+        let Ok(msg) = Message::parse_from_bytes(bytes) else {
+            return false;
+        };
+        if msg.to != self.raft_id || msg.from != from || raft::raw_node::is_local_msg(msg.msg_type) {
+            return false;
+        }
+        self.guarded(|n| n.step(msg));
+        self.after_call();
+        self.process();
+        true
+    }
+
+    /// Proposes adding `raft_id` (owned by `node`) as a voter.
+    pub(crate) fn propose_add(&mut self, raft_id: u64, node: NodeId) {
+        self.propose(ConfChangeType::AddNode, raft_id, node);
+    }
+
+    /// Proposes removing voter `raft_id`.
+    pub(crate) fn propose_remove(&mut self, raft_id: u64) {
+        let node = self.node_of(raft_id).unwrap_or(self.me);
+        self.propose(ConfChangeType::RemoveNode, raft_id, node);
+    }
+
+    fn propose(&mut self, kind: ConfChangeType, raft_id: u64, node: NodeId) {
+        // One change at a time: a single-server change needs no joint consensus.
+        let single = ConfChangeSingle { change_type: kind, node_id: raft_id, ..Default::default() };
+        let mut cc = ConfChangeV2::default();
+        cc.changes.push(single);
+        let members: Members = vec![(raft_id, node)];
+        let context = postcard::to_allocvec(&members).unwrap_or_default();
+        cc.context = context.clone().into();
+        self.guarded(|n| n.propose_conf_change(context, cc));
+        self.after_call();
+        self.process();
+    }
+
+    /// Hands leadership to `raft_id`.
+    pub(crate) fn transfer_to(&mut self, raft_id: u64) {
+        self.guarded(|n| n.transfer_leader(raft_id));
+        self.after_call();
+        self.process();
+    }
+
+    /// Re-draws the randomized election timeout from the seeded RNG whenever
+    /// raft-rs may have reset it (term or role changed).
+    fn after_call(&mut self) {
+        let Some(g) = self.group.as_mut() else { return };
+        let now = (g.node.raft.term, g.node.raft.state);
+        if now != self.last_role || g.node.raft.election_elapsed == 0 {
+            self.last_role = now;
+            let e = self.timing.election_ticks;
+            let t = e + self.rank.min(3) * 3 + self.rng.below(3) as usize;
+            g.node.raft.set_randomized_election_timeout(t.min(3 * e - 1));
+        }
+    }
+
+    /// Runs the Ready loop (see the module docs).
+    fn process(&mut self) {
+        loop {
+            let Some(g) = self.group.as_mut() else { return };
+            if !g.node.has_ready() {
+                return;
+            }
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let mut out = Vec::new();
+                let mut learned = Vec::new();
+                let node = &mut g.node;
+                let mut rd = node.ready();
+                out.extend(rd.take_messages());
+                if !rd.snapshot().is_empty() {
+                    let _ = node.mut_store().wl().apply_snapshot(rd.snapshot().clone());
+                }
+                apply_committed(node, rd.take_committed_entries(), &mut learned);
+                if !rd.entries().is_empty() {
+                    let _ = node.mut_store().wl().append(rd.entries());
+                }
+                if let Some(hs) = rd.hs() {
+                    node.mut_store().wl().set_hardstate(hs.clone());
+                }
+                out.extend(rd.take_persisted_messages());
+                let mut light = node.advance(rd);
+                if let Some(commit) = light.commit_index() {
+                    node.mut_store().wl().mut_hard_state().set_commit(commit);
+                }
+                out.extend(light.take_messages());
+                apply_committed(node, light.take_committed_entries(), &mut learned);
+                node.advance_apply();
+                compact(node);
+                (out, learned)
+            }));
+            match outcome {
+                Ok((msgs, learned)) => {
+                    for (id, node) in learned {
+                        self.names.insert(id, node);
+                    }
+                    if self.joining && self.voters().contains(&self.raft_id) {
+                        self.joining = false;
+                    }
+                    for m in msgs {
+                        if let Ok(bytes) = m.write_to_bytes() {
+                            self.outbox.push(Outgoing { to: m.to, bytes });
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.panics += 1;
+                    let cluster = g.cluster;
+                    self.join(cluster);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn apply_committed(node: &mut RawNode<MemStorage>, entries: Vec<Entry>, learned: &mut Vec<(u64, NodeId)>) {
+    for e in entries {
+        if e.entry_type != EntryType::EntryConfChangeV2 || e.data.is_empty() {
+            continue;
+        }
+        let Ok(cc) = ConfChangeV2::parse_from_bytes(&e.data) else { continue };
+        if let Ok(members) = postcard::from_bytes::<Members>(&cc.context) {
+            learned.extend(members);
+        }
+        if let Ok(cs) = node.apply_conf_change(&cc) {
+            node.mut_store().wl().set_conf_state(cs);
+        }
+    }
+}
+
+/// Entries kept behind the applied index before the log is compacted.
+const KEEP_ENTRIES: u64 = 100;
+
+fn compact(node: &mut RawNode<MemStorage>) {
+    let applied = node.raft.raft_log.applied;
+    let store = node.mut_store();
+    let first = store.first_index().unwrap_or(1);
+    if applied > first + 2 * KEEP_ENTRIES {
+        let _ = store.wl().compact(applied - KEEP_ENTRIES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Identity, Role};
+
+    fn server(seed: u8) -> Consensus {
+        let id = Identity::from_seed(Role::Server, [seed; 32]).id();
+        Consensus::new(
+            id,
+            seed as u64,
+            RaftTiming { election_ticks: 10, heartbeat_ticks: 2 },
+            NodeRng::from_seed([seed; 32]),
+        )
+    }
+
+    /// Delivers messages between in-memory consensus instances until quiet.
+    fn pump(nodes: &mut [Consensus]) {
+        for _ in 0..100 {
+            let mut any = false;
+            let mut msgs = Vec::new();
+            for n in nodes.iter_mut() {
+                let from = n.raft_id();
+                for o in n.take_outbox() {
+                    msgs.push((from, o));
+                }
+            }
+            for (from, o) in msgs {
+                any = true;
+                if let Some(to) = nodes.iter_mut().find(|n| n.raft_id() == o.to) {
+                    let cluster = to.cluster().unwrap_or(0);
+                    to.step(cluster, from, &o.bytes);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_founder_leads_alone_then_adds_members() {
+        let mut a = server(1);
+        a.found(0);
+        assert!(a.is_leader());
+        assert_eq!(a.voters(), vec![a.raft_id()]);
+        let cluster = a.cluster().unwrap();
+        let mut b = server(2);
+        b.join(cluster);
+        let mut c = server(3);
+        c.join(cluster);
+        let (bid, cid) = (b.raft_id(), c.raft_id());
+        let (bn, cn) = (b.me, c.me);
+        let mut nodes = [a, b, c];
+        nodes[0].propose_add(bid, bn);
+        pump(&mut nodes);
+        assert!(!nodes[0].has_pending_conf());
+        nodes[0].propose_add(cid, cn);
+        pump(&mut nodes);
+        for _ in 0..5 {
+            for n in nodes.iter_mut() {
+                n.tick();
+            }
+            pump(&mut nodes);
+        }
+        assert_eq!(nodes[0].voters().len(), 3);
+        assert!(!nodes[1].is_joining() && !nodes[2].is_joining());
+        let leader = nodes[0].raft_id();
+        for n in &nodes {
+            assert_eq!(n.leader().map(|l| l.0), Some(leader));
+            assert_eq!(n.node_of(cid), Some(cn));
+        }
+    }
+
+    #[test]
+    fn garbage_and_misaddressed_messages_are_ignored() {
+        let mut a = server(1);
+        a.found(0);
+        let cluster = a.cluster().unwrap();
+        assert!(!a.step(cluster, 5, b"\xff\xff\xff"));
+        assert!(!a.step(cluster + 1, 5, b""));
+        let m = Message { to: 12345, from: 5, ..Default::default() };
+        assert!(!a.step(cluster, 5, &m.write_to_bytes().unwrap()));
+        assert!(a.is_leader());
+        assert_eq!(a.panics, 0);
+    }
+
+    #[test]
+    fn an_inconsistent_message_resets_instead_of_panicking() {
+        let mut a = server(1);
+        a.found(0);
+        let cluster = a.cluster().unwrap();
+        // A heartbeat claiming a commit far beyond our log: raft-rs treats it as corruption.
+        let m = Message {
+            msg_type: MessageType::MsgHeartbeat,
+            to: a.raft_id(),
+            from: 77,
+            term: 50,
+            commit: 1_000_000,
+            ..Default::default()
+        };
+        let before = a.raft_id();
+        a.step(cluster, 77, &m.write_to_bytes().unwrap());
+        assert_eq!(a.panics, 1);
+        assert_ne!(a.raft_id(), before, "rejoins under a fresh Raft ID");
+        assert!(a.is_joining());
+    }
+
+    #[test]
+    fn raft_ids_change_with_incarnation_and_generation() {
+        let id = Identity::from_seed(Role::Server, [1; 32]).id();
+        assert_ne!(raft_id_for(id, 1, 0), raft_id_for(id, 2, 0));
+        assert_ne!(raft_id_for(id, 1, 0), raft_id_for(id, 1, 1));
+        assert_eq!(raft_id_for(id, 1, 0), raft_id_for(id, 1, 0));
+    }
+}
