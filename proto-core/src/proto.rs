@@ -40,6 +40,8 @@ pub(crate) struct Hello {
     pub(crate) addrs: Vec<SocketAddr>,
     /// The dialer is joining through this server and wants the server list.
     pub(crate) join: bool,
+    /// Random per connection: orders duplicate connections identically on both sides.
+    pub(crate) nonce: u64,
 }
 
 /// The acceptor's answer to an acceptable [`Hello`].
@@ -110,12 +112,10 @@ pub(crate) struct RaftStatus {
     pub(crate) cluster: Option<u64>,
     /// Its current Raft ID.
     pub(crate) raft_id: u64,
-    /// Voters in its group's configuration, as it knows it.
+    /// Voters of its group that are present (itself and live servers in it).
     pub(crate) voters: u32,
     /// It waits to be added to `cluster`.
     pub(crate) joining: bool,
-    /// Its Raft term.
-    pub(crate) term: u64,
 }
 
 /// Server-to-server messages (and, later, server-to-peer announcements).
@@ -129,6 +129,8 @@ pub(crate) enum ClusterMsg {
     Load(u32),
     /// The sender's Raft standing changed.
     Status(RaftStatus),
+    /// The leader removed `raft_id` from group `cluster`: its owner is out.
+    Dismiss { cluster: u64, raft_id: u64 },
     /// A raft-rs message (protobuf) for group `cluster`.
     Raft { cluster: u64, msg: Vec<u8> },
 }
@@ -224,6 +226,7 @@ mod tests {
             credential: Credential::None,
             addrs: vec!["192.0.2.1:4433".parse().unwrap()],
             join: true,
+            nonce: 9,
         });
         let bytes = encode(&hello);
         let mut r = FrameReader::new(MAX_CONTROL_MESSAGE);

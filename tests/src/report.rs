@@ -2,7 +2,7 @@
 //! `tests/SCENARIOS.md`; keys are only ever added, never renamed.
 
 use crate::nat::NatStats;
-use crate::sim::{HostBytes, MessageMetrics, NetStats, Sim, TraceEntry};
+use crate::sim::{HostBytes, MasterObservation, MessageMetrics, NetStats, Sim, TraceEntry};
 use p2pcore::NodeStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,11 +22,39 @@ pub struct LinkReport {
     pub rtt_ms: f64,
 }
 
+/// The Master as a node sees it at the end.
+#[derive(Debug, Serialize)]
+pub struct MasterReport {
+    /// The Master's name, or `None`.
+    pub master: Option<String>,
+    /// `solo`, `eldest`, `raft`, or `None`.
+    pub basis: Option<String>,
+    /// Raft term (0 for other bases).
+    pub term: u64,
+}
+
+/// A server in a node's final server list.
+#[derive(Debug, Serialize)]
+pub struct ServerReport {
+    /// Server name.
+    pub name: String,
+    /// Whether the node has a live connection to it.
+    pub live: bool,
+    /// Its reported load.
+    pub load: u32,
+    /// Whether the node sees it as Master.
+    pub master: bool,
+}
+
 /// A node's final state.
 #[derive(Debug, Serialize)]
 pub struct NodeState {
     /// Established connections.
     pub links: Vec<LinkReport>,
+    /// The Master as this node sees it.
+    pub master: MasterReport,
+    /// The server list (table C) as this node knows it (servers only).
+    pub servers: Vec<ServerReport>,
     /// The node's own counters.
     pub stats: NodeStats,
 }
@@ -61,6 +89,13 @@ pub struct Metrics {
     pub network: NetStats,
     /// What each NAT did, by LAN name.
     pub nat: BTreeMap<String, NatStats>,
+    /// When every server was first up, listed every other and agreed on one
+    /// Master (virtual ms); `None` if that never happened.
+    pub cluster_formed_ms: Option<f64>,
+    /// Every `MasterChanged` reported by a server.
+    pub masters: Vec<MasterObservation>,
+    /// For each Master killed: virtual ms until every running server agreed on a new one.
+    pub failover_ms: Vec<f64>,
 }
 
 /// The whole report.
@@ -101,6 +136,24 @@ impl Report {
                             rtt_ms: l.rtt.as_secs_f64() * 1000.0,
                         })
                         .collect(),
+                    master: {
+                        let m = n.master();
+                        MasterReport {
+                            master: m.master.map(|id| sim.name_of(&id)),
+                            basis: m.basis.map(|b| b.as_str().to_owned()),
+                            term: m.term,
+                        }
+                    },
+                    servers: n
+                        .servers()
+                        .into_iter()
+                        .map(|s| ServerReport {
+                            name: sim.name_of(&s.id),
+                            live: s.live,
+                            load: s.load,
+                            master: s.master,
+                        })
+                        .collect(),
                     stats: *n.stats(),
                 });
                 let report = NodeReport {
@@ -124,7 +177,18 @@ impl Report {
             wire_digest: sim.wire_digest(),
             events: sim.trace().to_vec(),
             nodes,
-            metrics: Metrics { messages: sim.message_metrics(), bytes, network: sim.net_stats(), nat },
+            metrics: {
+                let cluster = sim.cluster_metrics();
+                Metrics {
+                    messages: sim.message_metrics(),
+                    bytes,
+                    network: sim.net_stats(),
+                    nat,
+                    cluster_formed_ms: cluster.cluster_formed_ms,
+                    masters: cluster.masters,
+                    failover_ms: cluster.failover_ms,
+                }
+            },
         }
     }
 }

@@ -23,7 +23,9 @@
 //! Every error names the line and the key, and says what would be accepted.
 
 use crate::nat::{Filtering, Mapping, NatConfig, NatPreset};
-use crate::sim::{Action, LinkParams, LinkPatch, NodeSpec, SendSpec, Sim, SimConfig};
+use crate::sim::{
+    Action, CredentialFault, LinkParams, LinkPatch, NetworkAdmission, NodeSpec, SendSpec, Sim, SimConfig,
+};
 use p2pcore::Reliability;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -73,6 +75,9 @@ pub struct Scenario {
     /// Link defaults.
     #[serde(default)]
     pub link: Option<Spanned<LinkSpec>>,
+    /// Network-wide settings.
+    #[serde(default)]
+    pub network: NetworkSpec,
     /// Servers.
     #[serde(default)]
     pub server: Vec<Spanned<ServerSpec>>,
@@ -114,6 +119,64 @@ pub struct ServerSpec {
     /// Public IPv6 address instead of IPv4.
     #[serde(default)]
     pub ipv6: bool,
+    /// Servers to join through (default: the first server in the file).
+    pub introducers: Option<Vec<Spanned<String>>>,
+    /// One introducer (shorthand for `introducers = [...]`).
+    pub introducer: Option<Spanned<String>>,
+    /// Start this many virtual milliseconds into the run (default 0).
+    #[serde(default)]
+    pub start_ms: u64,
+    /// A deliberately wrong credential, to test refusals.
+    pub credential: Option<CredentialName>,
+}
+
+/// Credential faults as written in scenario files.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialName {
+    /// Present nothing (open mode).
+    Missing,
+    /// Another network's secret.
+    WrongSecret,
+    /// An expired join token.
+    ExpiredToken,
+    /// A token from an untrusted issuer.
+    UntrustedToken,
+}
+
+impl CredentialName {
+    fn fault(self) -> CredentialFault {
+        match self {
+            CredentialName::Missing => CredentialFault::Missing,
+            CredentialName::WrongSecret => CredentialFault::WrongSecret,
+            CredentialName::ExpiredToken => CredentialFault::ExpiredToken,
+            CredentialName::UntrustedToken => CredentialFault::UntrustedToken,
+        }
+    }
+}
+
+/// Admission modes as written in scenario files.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionName {
+    /// Anyone may join.
+    #[default]
+    Open,
+    /// A shared secret.
+    Secret,
+    /// Signed join tokens.
+    Token,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// How nodes prove membership (default open).
+    #[serde(default)]
+    pub admission: AdmissionName,
+    /// The passphrase of `admission = "secret"` (default "p2psim").
+    pub secret: Option<String>,
 }
 
 /// A `[[lan]]` table.
@@ -145,6 +208,13 @@ pub struct PeerSpec {
     /// Public IPv6 address instead of IPv4 (public hosts only).
     #[serde(default)]
     pub ipv6: bool,
+    /// Servers to contact first (default: every server in the file).
+    pub bootstrap: Option<Vec<Spanned<String>>>,
+    /// Start this many virtual milliseconds into the run (default 0).
+    #[serde(default)]
+    pub start_ms: u64,
+    /// A deliberately wrong credential, to test refusals.
+    pub credential: Option<CredentialName>,
 }
 
 fn one() -> u32 {
@@ -357,6 +427,31 @@ impl Loaded {
                 }
             }
         }
+        let servers: Vec<&str> = s.server.iter().map(|x| x.get_ref().name.as_str()).collect();
+        for (i, srv) in s.server.iter().enumerate() {
+            let srv = srv.get_ref();
+            let listed = srv.introducers.iter().flatten().chain(srv.introducer.iter());
+            for n in listed {
+                if !servers.contains(&n.get_ref().as_str()) || *n.get_ref() == srv.name {
+                    return self.err(
+                        n.span(),
+                        format!("server[{i}].introducers"),
+                        format!("`{}` is not another server (servers: {})", n.get_ref(), list(&servers)),
+                    );
+                }
+            }
+        }
+        for (i, p) in s.peer.iter().enumerate() {
+            for n in p.get_ref().bootstrap.iter().flatten() {
+                if !servers.contains(&n.get_ref().as_str()) {
+                    return self.err(
+                        n.span(),
+                        format!("peer[{i}].bootstrap"),
+                        format!("`{}` is not a server (servers: {})", n.get_ref(), list(&servers)),
+                    );
+                }
+            }
+        }
         let nodes = self.node_names();
         for (i, ev) in s.event.iter().enumerate() {
             self.validate_event(i, ev, &nodes, &lans)?;
@@ -508,18 +603,52 @@ impl Loaded {
             .as_ref()
             .map_or_else(LinkParams::default, |l| l.get_ref().patch().apply(LinkParams::default()));
         let mut sim = Sim::new(SimConfig { seed, link, ..SimConfig::default() });
+        sim.set_admission(match s.network.admission {
+            AdmissionName::Open => NetworkAdmission::Open,
+            AdmissionName::Secret => {
+                NetworkAdmission::Secret(s.network.secret.clone().unwrap_or_else(|| "p2psim".into()))
+            }
+            AdmissionName::Token => NetworkAdmission::Token,
+        });
         for l in &s.lan {
             let l = l.get_ref();
             sim.add_lan(&l.name, Self::nat_config(l));
         }
-        for srv in &s.server {
+        // Server host IDs are their positions: servers are added first, in order.
+        let server_index = |name: &str| s.server.iter().position(|x| x.get_ref().name == name);
+        for (i, srv) in s.server.iter().enumerate() {
             let srv = srv.get_ref();
-            sim.add_node(NodeSpec { ipv6: srv.ipv6, ..NodeSpec::server(&srv.name) });
+            let named: Vec<&Spanned<String>> =
+                srv.introducers.iter().flatten().chain(srv.introducer.iter()).collect();
+            let bootstrap: Vec<usize> = if srv.introducers.is_some() || srv.introducer.is_some() {
+                named.iter().filter_map(|n| server_index(n.get_ref())).collect()
+            } else if i > 0 {
+                vec![0]
+            } else {
+                Vec::new()
+            };
+            sim.add_node(NodeSpec {
+                ipv6: srv.ipv6,
+                bootstrap,
+                start_after: Some(Duration::from_millis(srv.start_ms)),
+                credential: srv.credential.map_or(CredentialFault::None, CredentialName::fault),
+                ..NodeSpec::server(&srv.name)
+            });
         }
         for p in &s.peer {
             let p = p.get_ref();
             let lan = p.lan.as_ref().and_then(|l| sim.find_lan(l.get_ref()));
-            sim.add_node(NodeSpec { ipv6: p.ipv6, ..NodeSpec::peer(&p.name, lan) });
+            let bootstrap: Vec<usize> = match &p.bootstrap {
+                Some(names) => names.iter().filter_map(|n| server_index(n.get_ref())).collect(),
+                None => (0..s.server.len()).collect(),
+            };
+            sim.add_node(NodeSpec {
+                ipv6: p.ipv6,
+                bootstrap,
+                start_after: Some(Duration::from_millis(p.start_ms)),
+                credential: p.credential.map_or(CredentialFault::None, CredentialName::fault),
+                ..NodeSpec::peer(&p.name, lan)
+            });
         }
         for ev in &s.event {
             let e = ev.get_ref();

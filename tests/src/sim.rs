@@ -150,7 +150,8 @@ pub struct NodeSpec {
     /// Hosts whose addresses go into `Config::bootstrap` (introducers for a
     /// server, bootstrap servers for a peer).
     pub bootstrap: Vec<HostId>,
-    /// Start the node this long after it is added (`None`: at once).
+    /// Start the node this long after it is added, during the run (`None`:
+    /// at once, while adding).
     pub start_after: Option<Duration>,
     /// Present a faulty credential, to test refusals.
     pub credential: CredentialFault,
@@ -567,11 +568,13 @@ impl Sim {
             self.refresh_firewalls();
         }
         match spec.start_after {
-            Some(d) if !d.is_zero() => {
+            // Scheduled (even for zero delay): the node boots once the run
+            // starts, after every host it may bootstrap from exists.
+            Some(d) => {
                 let at = self.now + d;
                 self.push(at, Happening::Action(Action::Restart(id)));
             }
-            _ => self.boot(id),
+            None => self.boot(id),
         }
         id
     }

@@ -111,6 +111,7 @@ fn two_hundred_seeds() {
 #[test]
 #[ignore]
 fn debug_seed() {
-    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
-    let _ = run(seed);
+    let seed: u64 = std::env::var("SEED").unwrap_or_else(|_| "1".into()).parse().unwrap_or(1);
+    let result = run(seed);
+    eprintln!("seed {seed}: {result:?}");
 }

@@ -142,6 +142,8 @@ pub(crate) struct Conn {
     pub(crate) observed: Option<SocketAddr>,
     /// Acceptor: messages that arrived before Ready, delivered on establishment.
     pub(crate) early: Vec<(u8, Bytes)>,
+    /// Chosen by the dialer, sent in the Hello: breaks ties between duplicates.
+    pub(crate) nonce: u64,
     /// Dialer: the outcome was reported to the role logic.
     pub(crate) dial_reported: bool,
     /// Dialed by the role logic (server mesh, bootstrap), not by the user:
@@ -182,6 +184,7 @@ impl Conn {
             welcomed: false,
             observed: None,
             early: Vec::new(),
+            nonce: 0,
             dial_reported: false,
             internal: false,
             timer: None,

@@ -18,8 +18,8 @@
 
 use super::*;
 use crate::admission::{self, Side};
-use crate::server::LinkMeta;
 use crate::server::election::dialer_is_elder;
+use crate::server::{DialOutcome, LinkMeta};
 
 impl Node {
     fn unix_now(&self) -> u64 {
@@ -53,8 +53,11 @@ impl Node {
             return;
         }
         let credential = admission::present(&self.cfg.admission, self.exporter(ch, Side::Dialer, my_id));
+        let nonce = self.rng.next_u64();
         let Some(conn) = self.conns.get_mut(&ch) else { return };
+        conn.nonce = nonce;
         let hello = Hello {
+            nonce,
             protocol: PROTOCOL_VERSION,
             name: self.cfg.name.clone(),
             incarnation: self.incarnation,
@@ -107,19 +110,17 @@ impl Node {
             return;
         }
         // The incoming connection was dialed by `remote`.
-        let incoming_by_larger = remote > my_id;
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.nonce = h.nonce;
+        }
         if let Some(&old) = self.links.get(&remote) {
-            let (old_dialed, old_inc) = match self.conns.get(&old) {
-                Some(c) => (c.dialed, c.remote_incarnation),
-                None => (false, 0),
-            };
-            let old_by_larger = if old_dialed { my_id > remote } else { remote > my_id };
-            if old_inc == h.incarnation && old_by_larger && !incoming_by_larger {
+            let old_inc = self.conns.get(&old).map_or(0, |c| c.remote_incarnation);
+            if old_inc == h.incarnation && self.link_key(old) > self.link_key(ch) {
                 self.refuse(ch, RefuseReason::Duplicate);
                 return;
             }
-            // The remote restarted or lost the old connection: the new one replaces it.
-            self.replace(old);
+            // Either the remote restarted, or it lost the old connection, or
+            // this one wins the tie-break: it replaces the old one on `Ready`.
         } else if self.has_pending_dial(&remote, ch) && my_id > remote {
             // Simultaneous dials: the one dialed by the larger ID (ours) wins.
             self.refuse(ch, RefuseReason::Duplicate);
@@ -185,15 +186,6 @@ impl Node {
             self.notify_dial(ch, DialOutcome::Failed(ConnectError::NotAdmitted(e)));
             return;
         }
-        if let Some(&old) = self.links.get(&remote) {
-            // Only possible after a restart race; keep the connection the tie-break prefers.
-            let old_dialed = self.conns.get(&old).is_some_and(|c| c.dialed);
-            if !old_dialed && remote > my_id {
-                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
-                return;
-            }
-            self.replace(old);
-        }
         let Some(conn) = self.conns.get_mut(&ch) else { return };
         conn.remote_name = w.name;
         conn.remote_incarnation = w.incarnation;
@@ -244,9 +236,52 @@ impl Node {
         self.touch(ch);
     }
 
+    /// Orders duplicate connections between the same two nodes; both sides
+    /// compute the same key, so they keep the same one: the connection dialed
+    /// by the larger ID wins, then the larger dialer-chosen nonce.
+    fn link_key(&self, ch: usize) -> (bool, u64) {
+        let my_id = self.id();
+        match self.conns.get(&ch) {
+            Some(c) => {
+                let remote = c.remote.unwrap_or(my_id);
+                (if c.dialed { my_id > remote } else { remote > my_id }, c.nonce)
+            }
+            None => (false, 0),
+        }
+    }
+
     pub(super) fn establish(&mut self, ch: usize) {
+        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        if let Some(&old) = self.links.get(&remote)
+            && old != ch
+        {
+            let same_boot = self.conns.get(&old).map(|c| c.remote_incarnation)
+                == self.conns.get(&ch).map(|c| c.remote_incarnation);
+            if same_boot && self.link_key(old) > self.link_key(ch) {
+                // A duplicate that lost the tie-break.
+                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+                return;
+            }
+            if same_boot {
+                // Same remote boot: swap connections without telling anyone.
+                let now = self.now;
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.quic.close(
+                        now,
+                        VarInt::from_u32(close_code::DUPLICATE),
+                        Bytes::from_static(b"duplicate"),
+                    );
+                    c.phase = Phase::Closing;
+                }
+                self.links.remove(&remote);
+                self.touch(old);
+                self.swap_link(ch);
+                return;
+            }
+            // The remote restarted: the old connection is dead.
+            self.replace(old);
+        }
         let Some(conn) = self.conns.get_mut(&ch) else { return };
-        let Some(remote) = conn.remote else { return };
         conn.phase = Phase::Established;
         conn.hello_deadline = None;
         let name = conn.remote_name.clone();
@@ -287,6 +322,40 @@ impl Node {
         self.touch(ch);
     }
 
+    /// Makes `ch` the established connection to its remote, which already
+    /// counts as connected (a duplicate swap): no user events, but the role
+    /// logic hears of it so it can restate what the other side may have lost.
+    fn swap_link(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(remote) = conn.remote else { return };
+        conn.phase = Phase::Established;
+        conn.hello_deadline = None;
+        let early = std::mem::take(&mut conn.early);
+        let meta = LinkMeta {
+            id: remote,
+            name: conn.remote_name.clone(),
+            incarnation: conn.remote_incarnation,
+            addrs: conn.remote_addrs.clone(),
+            elder: conn.remote_elder,
+            join: conn.join_request,
+        };
+        self.links.insert(remote, ch);
+        if let Some(server) = self.server.as_mut() {
+            server.on_link_up(self.now, &meta);
+        }
+        self.run_role_actions();
+        for (channel, bytes) in early {
+            self.events.push_back(Event::MessageReceived {
+                from: remote,
+                channel,
+                bytes,
+                reliability: Reliability::Reliable,
+            });
+        }
+        self.notify_dial(ch, DialOutcome::Superseded);
+        self.touch(ch);
+    }
+
     /// Tells the role logic how one of its dials ended (once per connection).
     pub(super) fn notify_dial(&mut self, ch: usize, outcome: DialOutcome) {
         let Some(conn) = self.conns.get_mut(&ch) else { return };
@@ -303,9 +372,11 @@ impl Node {
 
     /// Reports the end of an established link to the user and the role logic.
     fn link_down(&mut self, ch: usize, id: NodeId, reason: DisconnectReason) {
-        if self.links.get(&id) == Some(&ch) {
-            self.links.remove(&id);
+        if self.links.get(&id) != Some(&ch) {
+            // Not the connection in use (a duplicate already swapped out).
+            return;
         }
+        self.links.remove(&id);
         self.events.push_back(Event::Disconnected { id, reason });
         if !self.links.contains_key(&id)
             && let Some(server) = self.server.as_mut()

@@ -279,6 +279,11 @@ impl Node {
         self.server.as_ref().map_or_else(Vec::new, Server::servers)
     }
 
+    /// A server's standing in the Raft groups, for diagnostics; `None` on peers.
+    pub fn raft_view(&self) -> Option<crate::server::RaftView> {
+        self.server.as_ref().map(Server::raft_view)
+    }
+
     /// Sets the load a server reports in the server list (by default the
     /// number of peers connected to it). Used by the optional
     /// least-loaded leader preference. No effect on peers.

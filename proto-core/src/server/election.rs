@@ -131,11 +131,7 @@ mod tests {
         let cases: Vec<Case> = vec![
             (vec![], None, solo),
             (vec![], Some((a, 9)), solo),
-            (
-                vec![(a, true)],
-                None,
-                MasterInfo { master: Some(a), basis: Some(MasterBasis::Eldest), ..solo },
-            ),
+            (vec![(a, true)], None, MasterInfo { master: Some(a), basis: Some(MasterBasis::Eldest), ..solo }),
             (
                 vec![(a, false)],
                 Some((a, 4)),

@@ -2,7 +2,7 @@
 //! C), the full mesh, liveness, and Master election.
 //!
 //! This is a sans-IO machine inside the sans-IO node: it consumes link events
-//! and cluster messages and emits [`Action`]s (send a message, dial, report an
+//! and cluster messages and emits actions (send a message, dial, report an
 //! event) that the [`Node`](crate::Node) carries out.
 //!
 //! # Membership
@@ -83,11 +83,12 @@ pub(crate) enum DialOutcome {
     Failed(ConnectError),
 }
 
-/// How Raft groups compare when they meet: lexicographically by term (the
-/// higher wins), voters (more wins), then cluster ID (the smaller wins).
+/// How Raft groups compare when they meet: the one with more voters present
+/// wins (least churn), then the smaller cluster ID. Only stable attributes
+/// count — a rank that moved with terms or leadership would make servers
+/// bounce between groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GroupRank {
-    term: u64,
     voters: u32,
     cluster: u64,
 }
@@ -100,8 +101,31 @@ impl PartialOrd for GroupRank {
 
 impl Ord for GroupRank {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.term, self.voters).cmp(&(other.term, other.voters)).then(other.cluster.cmp(&self.cluster))
+        self.voters.cmp(&other.voters).then(other.cluster.cmp(&self.cluster))
     }
+}
+
+/// A server's standing in the Raft groups, for diagnostics
+/// ([`Node::raft_view`](crate::Node::raft_view)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftView {
+    /// The group it belongs to or is joining (the `epoch` of Master mandates).
+    pub epoch: Option<u64>,
+    /// Its current Raft ID.
+    pub raft_id: u64,
+    /// The voters of its group's configuration, with their nodes when known.
+    pub voters: Vec<(u64, Option<NodeId>)>,
+    /// How many voters are present (itself and live servers in the group).
+    pub present_voters: usize,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its Raft term.
+    pub term: u64,
+    /// Whether it waits to be added to its group.
+    pub joining: bool,
+    /// How many times raft-rs rejected its input as inconsistent and the
+    /// server rejoined under a fresh Raft ID (should stay 0).
+    pub resets: u64,
 }
 
 /// A server in the list, as [`Node::servers`](crate::Node::servers) reports it.
@@ -166,6 +190,10 @@ pub(crate) struct Server {
     last_status: Option<RaftStatus>,
     last_transfer: Option<Instant>,
     leaderless_since: Option<Instant>,
+    unaffiliated_since: Option<Instant>,
+    target_lost_since: Option<Instant>,
+    /// Our group lost to another: hand its members over, then leave.
+    dissolving: bool,
     rng: NodeRng,
     actions: VecDeque<Action>,
 }
@@ -204,10 +232,16 @@ impl Server {
             last_status: None,
             last_transfer: None,
             leaderless_since: None,
+            unaffiliated_since: None,
+            target_lost_since: None,
+            dissolving: false,
             rng,
             actions: VecDeque::new(),
         };
-        s.consensus.found(0);
+        if bootstrap.is_empty() {
+            // The first server of a cluster: nobody to join.
+            s.consensus.found(1);
+        }
         s.flush_raft();
         s.update_master();
         s.dial_due(now);
@@ -218,6 +252,19 @@ impl Server {
 
     pub(crate) fn master(&self) -> MasterInfo {
         self.master
+    }
+
+    pub(crate) fn raft_view(&self) -> RaftView {
+        RaftView {
+            epoch: self.consensus.cluster(),
+            raft_id: self.consensus.raft_id(),
+            voters: self.consensus.voters().iter().map(|v| (*v, self.consensus.node_of(*v))).collect(),
+            present_voters: self.present_voters(),
+            leader: self.consensus.leader().and_then(|(rid, _)| self.consensus.node_of(rid)),
+            term: self.consensus.term(),
+            joining: self.consensus.is_joining(),
+            resets: self.consensus.panics,
+        }
     }
 
     pub(crate) fn servers(&self) -> Vec<ServerInfo> {
@@ -304,7 +351,10 @@ impl Server {
             k.backoff = self.cfg.reconnect_min;
             k.last_seen = now;
         }
-        self.live.insert(meta.id, Live { elder: meta.elder, status: None });
+        // A repeated link-up (a duplicate connection swapped in) restates our
+        // state but is not news to the user.
+        let kept = if first_time { None } else { self.live.get(&meta.id).and_then(|l| l.status) };
+        let was_live = self.live.insert(meta.id, Live { elder: meta.elder, status: kept }).is_some();
         if first_time {
             self.broadcast(ClusterMsg::Joined(entry), Some(meta.id));
         }
@@ -316,7 +366,9 @@ impl Server {
         if self.load != 0 {
             self.send(meta.id, ClusterMsg::Load(self.load));
         }
-        self.actions.push_back(Action::Event(Event::ServerUp { id: meta.id, name: meta.name.clone() }));
+        if !was_live {
+            self.actions.push_back(Action::Event(Event::ServerUp { id: meta.id, name: meta.name.clone() }));
+        }
         self.reconcile(now);
     }
 
@@ -421,6 +473,12 @@ impl Server {
                     l.status = Some(st);
                 }
                 self.reconcile(now);
+            }
+            ClusterMsg::Dismiss { cluster, raft_id } => {
+                if self.consensus.cluster() == Some(cluster) && self.consensus.raft_id() == raft_id {
+                    self.consensus.leave();
+                    self.reconcile(now);
+                }
             }
             ClusterMsg::Raft { cluster, msg } => {
                 let from_raft = self.live.get(&from).and_then(|l| l.status).map(|s| s.raft_id);
@@ -553,10 +611,26 @@ impl Server {
         RaftStatus {
             cluster: self.consensus.cluster(),
             raft_id: self.consensus.raft_id(),
-            voters: self.consensus.voters().len() as u32,
+            voters: self.present_voters() as u32,
             joining: self.consensus.is_joining(),
-            term: self.consensus.term(),
         }
+    }
+
+    /// Voters of our group that are here: ourselves, and live servers that
+    /// report our group under the same Raft ID.
+    fn present_voters(&self) -> usize {
+        let cluster = self.consensus.cluster();
+        self.consensus
+            .voters()
+            .iter()
+            .filter(|v| {
+                **v == self.consensus.raft_id()
+                    || self
+                        .live
+                        .values()
+                        .any(|l| l.status.is_some_and(|s| s.raft_id == **v && s.cluster == cluster))
+            })
+            .count()
     }
 
     /// Sends Raft's outbox and announces status changes.
@@ -576,7 +650,8 @@ impl Server {
         }
     }
 
-    /// The best group among live servers' statuses, and one of its members.
+    /// The best group among live servers' statuses (members, not joiners),
+    /// and one of its members.
     fn best_foreign_group(&self) -> Option<(GroupRank, NodeId)> {
         let mine = self.consensus.cluster();
         self.live
@@ -584,35 +659,22 @@ impl Server {
             .filter_map(|(id, l)| {
                 let st = l.status?;
                 let cluster = st.cluster?;
-                (!st.joining && Some(cluster) != mine)
-                    .then_some((GroupRank { term: st.term, voters: st.voters, cluster }, *id))
+                let rank = GroupRank { voters: st.voters, cluster };
+                (!st.joining && Some(cluster) != mine).then_some((rank, *id))
             })
             .max_by(|a, b| a.0.cmp(&b.0))
     }
 
-    /// Whether this server should leave its group for the group `theirs`.
-    ///
-    /// The group with the higher Raft term wins (so the term — the Master's
-    /// fencing token — never goes backwards when groups merge), then the one
-    /// with more voters (less churn); between two one-voter groups the younger
-    /// server yields to the elder, which keeps the eldest Master as a cluster
-    /// grows.
-    fn should_yield_to(&self, theirs: GroupRank, member: NodeId) -> bool {
-        if self.consensus.is_joining() {
-            // Joining a group nobody live belongs to any more: take the live one.
-            let target_alive = self
-                .live
-                .values()
-                .any(|l| l.status.is_some_and(|s| s.cluster == self.consensus.cluster() && !s.joining));
-            return !target_alive;
-        }
+    /// Whether the group `theirs` beats ours (see [`GroupRank`]). Between
+    /// two one-voter groups the elder server's wins (a stable, agreed
+    /// verdict), which keeps the eldest Master as a cluster grows.
+    fn beaten_by(&self, theirs: GroupRank, member: NodeId) -> bool {
         let mine = GroupRank {
-            term: self.consensus.term(),
-            voters: self.consensus.voters().len() as u32,
+            voters: self.present_voters() as u32,
             cluster: self.consensus.cluster().unwrap_or(u64::MAX),
         };
-        if (theirs.term, theirs.voters) != (mine.term, mine.voters) {
-            return (theirs.term, theirs.voters) > (mine.term, mine.voters);
+        if theirs.voters != mine.voters {
+            return theirs.voters > mine.voters;
         }
         if mine.voters <= 1 {
             return self.live.get(&member).is_some_and(|l| l.elder);
@@ -620,33 +682,125 @@ impl Server {
         theirs.cluster < mine.cluster
     }
 
-    fn reconcile(&mut self, now: Instant) {
-        // Merge into a better group.
-        if let Some((group, member)) = self.best_foreign_group()
-            && self.should_yield_to(group, member)
-        {
-            self.consensus.join(group.cluster);
-            self.leaderless_since = None;
+    /// Joins, founds or leaves Raft groups as the situation requires.
+    ///
+    /// A server belongs to at most one group. Groups only ever lose voters
+    /// through their leader (a committed removal, then a `Dismiss`), so a
+    /// group never waits for a voter that walked away:
+    ///
+    /// * unaffiliated: join the best group around, or found one if there is
+    ///   none and no elder unaffiliated server is about to;
+    /// * joining (not yet a voter): give up if the group disappears, or move
+    ///   to a better one — a learner does not count towards quorum;
+    /// * leading a group beaten by another: dismiss the other members one at
+    ///   a time, then leave and join the winner;
+    /// * in a group that can provably never elect a leader again: leave.
+    fn manage_groups(&mut self, now: Instant) {
+        if self.consensus.was_removed() {
+            self.consensus.leave();
         }
-        // A joiner whose group vanished, with no group around: found anew if
-        // no elder joiner is about to.
-        if self.consensus.is_joining() && self.best_foreign_group().is_none() {
-            let target_alive = self
-                .live
-                .values()
-                .any(|l| l.status.is_some_and(|s| s.cluster == self.consensus.cluster() && !s.joining));
-            let elder_joiner = self.live.values().any(|l| l.elder && l.status.is_some_and(|s| s.joining));
-            if !target_alive && !elder_joiner {
-                let term = self.consensus.term();
-                self.consensus.found(term + 1);
+        let best = self.best_foreign_group();
+        let election = self.cfg.raft_tick * (self.cfg.election_ticks as u32);
+        match self.consensus.cluster() {
+            None => {
+                let since = *self.unaffiliated_since.get_or_insert(now);
+                if let Some((group, _)) = best {
+                    self.consensus.join(group.cluster);
+                } else {
+                    let elder_waiting = self
+                        .live
+                        .values()
+                        .any(|l| l.elder && l.status.is_some_and(|s| s.cluster.is_none() || s.joining));
+                    // Wait for an elder to found, but not forever (elder
+                    // verdicts between three or more servers can be cyclic).
+                    if !elder_waiting || now.saturating_duration_since(since) >= election * 2 {
+                        let term = self.consensus.max_term() + 1;
+                        self.consensus.found(term);
+                    }
+                }
+            }
+            Some(cluster) if self.consensus.is_joining() => {
+                let target_alive = self
+                    .live
+                    .values()
+                    .any(|l| l.status.is_some_and(|s| s.cluster == Some(cluster) && !s.joining));
+                let since = *self.target_lost_since.get_or_insert(now);
+                if target_alive {
+                    self.target_lost_since = None;
+                }
+                let better = best.filter(|(g, _)| {
+                    let target = self.group_rank_of(cluster);
+                    target.is_none_or(|t| *g > t)
+                });
+                if let Some((group, _)) = better {
+                    self.target_lost_since = None;
+                    self.consensus.join(group.cluster);
+                } else if !target_alive && now.saturating_duration_since(since) >= election {
+                    self.target_lost_since = None;
+                    self.consensus.leave();
+                }
+            }
+            Some(_) => {
+                self.target_lost_since = None;
+                if let Some((group, member)) = best
+                    && self.consensus.is_leader()
+                    && self.beaten_by(group, member)
+                {
+                    self.dissolving = true;
+                    if self.consensus.voters().len() + self.consensus.learners().len() <= 1 {
+                        // Alone in the group: move over.
+                        self.consensus.leave();
+                        self.consensus.join(group.cluster);
+                        self.dissolving = false;
+                    }
+                } else {
+                    self.dissolving = false;
+                }
             }
         }
+        if self.consensus.cluster().is_some() {
+            self.unaffiliated_since = None;
+        }
+    }
+
+    /// The best rank any live member reports for `cluster`.
+    fn group_rank_of(&self, cluster: u64) -> Option<GroupRank> {
+        self.live
+            .values()
+            .filter_map(|l| l.status)
+            .filter(|s| s.cluster == Some(cluster) && !s.joining)
+            .map(|s| GroupRank { voters: s.voters, cluster })
+            .max()
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        self.manage_groups(now);
         self.leader_duties(now);
         self.recover_stuck_group(now);
         let rank = self.live.values().filter(|l| l.elder).count();
         self.consensus.set_rank(rank);
         self.flush_raft();
+        self.dismiss_removed();
         self.update_master();
+    }
+
+    /// Tells servers removed from our group that they are out.
+    fn dismiss_removed(&mut self) {
+        let Some(cluster) = self.consensus.cluster() else {
+            self.consensus.take_removed();
+            return;
+        };
+        if !self.consensus.is_leader() {
+            self.consensus.take_removed();
+            return;
+        }
+        for raft_id in self.consensus.take_removed() {
+            if let Some(node) = self.consensus.node_of(raft_id)
+                && self.live.contains_key(&node)
+            {
+                self.send(node, ClusterMsg::Dismiss { cluster, raft_id });
+            }
+        }
     }
 
     fn leader_duties(&mut self, now: Instant) {
@@ -655,31 +809,55 @@ impl Server {
         }
         let me_raft = self.consensus.raft_id();
         let voters = self.consensus.voters();
-        // Remove voters whose server is down or has come back under another Raft ID.
-        for v in &voters {
-            if *v == me_raft {
+        let learners = self.consensus.learners();
+        let cluster = self.consensus.cluster();
+        if self.dissolving {
+            // Hand members to the winning group one at a time, learners first.
+            if let Some(m) = learners.iter().chain(&voters).find(|m| **m != me_raft) {
+                self.consensus.propose_remove(*m);
+            }
+            return;
+        }
+        // Remove members whose server is down, has come back under another
+        // Raft ID, or (learners only) has moved to another group.
+        for m in voters.iter().chain(&learners) {
+            if *m == me_raft {
                 continue;
             }
-            let gone = match self.consensus.node_of(*v) {
+            let learner = learners.contains(m);
+            let gone = match self.consensus.node_of(*m) {
                 Some(node) => match self.live.get(&node) {
-                    Some(l) => l.status.is_some_and(|s| s.raft_id != *v),
+                    Some(l) => l.status.is_some_and(|s| s.raft_id != *m || (learner && s.cluster != cluster)),
                     None => true,
                 },
                 None => true,
             };
             if gone {
-                self.consensus.propose_remove(*v);
+                self.consensus.propose_remove(*m);
                 return;
             }
         }
-        // Add live servers that want to be in this group.
-        let cluster = self.consensus.cluster();
+        // Promote learners that have caught up and still want in.
+        for l in &learners {
+            let Some(node) = self.consensus.node_of(*l) else { continue };
+            let wants = self
+                .live
+                .get(&node)
+                .and_then(|x| x.status)
+                .is_some_and(|s| s.raft_id == *l && s.cluster == cluster);
+            if wants && self.consensus.caught_up(*l) {
+                self.consensus.propose_add(*l, node);
+                return;
+            }
+        }
+        // Add live servers that want to be in this group, as learners first.
         let joiner = self.live.iter().find_map(|(id, l)| {
             let s = l.status?;
-            (s.cluster == cluster && !voters.contains(&s.raft_id)).then_some((s.raft_id, *id))
+            (s.cluster == cluster && !voters.contains(&s.raft_id) && !learners.contains(&s.raft_id))
+                .then_some((s.raft_id, *id))
         });
         if let Some((rid, node)) = joiner {
-            self.consensus.propose_add(rid, node);
+            self.consensus.propose_add_learner(rid, node);
             return;
         }
         // Keep leadership where the Master rules put the Master.
@@ -719,13 +897,18 @@ impl Server {
     }
 
     fn recover_stuck_group(&mut self, now: Instant) {
-        if self.consensus.is_joining() || self.consensus.leader().is_some() {
+        if self.consensus.cluster().is_none()
+            || self.consensus.is_joining()
+            || self.consensus.leader().is_some()
+        {
             self.leaderless_since = None;
             return;
         }
         let since = *self.leaderless_since.get_or_insert(now);
         let election = self.cfg.raft_tick * (self.cfg.election_ticks as u32);
-        if now.saturating_duration_since(since) < election * 3 {
+        // Leaving is only ever done when a majority is provably gone, so one
+        // election timeout of silence is enough to look.
+        if now.saturating_duration_since(since) < election {
             return;
         }
         // Voters that may still be alive somewhere: all but those whose server
@@ -744,8 +927,9 @@ impl Server {
             })
             .count();
         if maybe_alive <= voters.len() / 2 {
-            let term = self.consensus.term();
-            self.consensus.found(term + 1);
+            // The group can never elect a leader again: leave it; the next
+            // round joins the best group around or founds a new one.
+            self.consensus.leave();
             self.leaderless_since = None;
         }
     }
@@ -755,15 +939,7 @@ impl Server {
         // A Raft leader counts only if its group holds a majority of the live
         // servers: a newcomer's one-voter group, or a group in the middle of a
         // merge, leads nobody.
-        let live_voters = self
-            .consensus
-            .voters()
-            .iter()
-            .filter(|v| {
-                **v == self.consensus.raft_id()
-                    || self.live.values().any(|l| l.status.is_some_and(|s| s.raft_id == **v))
-            })
-            .count();
+        let live_voters = self.present_voters();
         let majority = live_voters > self.live.len().div_ceil(2);
         let leader = self.consensus.leader().filter(|_| majority).and_then(|(rid, term)| {
             let node = self.consensus.node_of(rid)?;

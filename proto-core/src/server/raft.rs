@@ -93,6 +93,10 @@ pub(crate) struct Consensus {
     /// Raft ID → node, learned from statuses and conf change contexts.
     names: BTreeMap<u64, NodeId>,
     outbox: Vec<Outgoing>,
+    /// Raft IDs removed by applied changes, for the server to dismiss.
+    removed: Vec<u64>,
+    /// Highest term seen in groups this server left.
+    max_term: u64,
     logger: slog::Logger,
     /// Number of times raft-rs panicked on input and the group was discarded.
     pub(crate) panics: u64,
@@ -129,6 +133,8 @@ impl Consensus {
             last_role: (0, StateRole::Follower),
             names,
             outbox: Vec::new(),
+            removed: Vec::new(),
+            max_term: 0,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             panics: 0,
         }
@@ -186,6 +192,25 @@ impl Consensus {
         }
     }
 
+    /// Learners (non-voting members catching up) of our group's configuration.
+    pub(crate) fn learners(&self) -> Vec<u64> {
+        match &self.group {
+            Some(g) => {
+                let mut v = g.node.raft.prs().conf().to_conf_state().learners;
+                v.sort_unstable();
+                v
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether member `raft_id` has every committed entry (leader's view).
+    pub(crate) fn caught_up(&self, raft_id: u64) -> bool {
+        self.group.as_ref().is_some_and(|g| {
+            g.node.raft.prs().get(raft_id).is_some_and(|p| p.matched >= g.node.raft.raft_log.committed)
+        })
+    }
+
     /// The leader as this node knows it, and the term.
     pub(crate) fn leader(&self) -> Option<(u64, u64)> {
         let g = self.group.as_ref()?;
@@ -218,13 +243,16 @@ impl Consensus {
         std::mem::take(&mut self.outbox)
     }
 
-    /// Starts a new group with this server as its only voter and leader.
-    /// `min_term` keeps terms increasing across re-foundings.
+    /// Starts a new group with this server as its only voter and leader,
+    /// under a fresh Raft ID. `min_term` keeps terms increasing across
+    /// re-foundings.
     pub(crate) fn found(&mut self, min_term: u64) {
+        self.fresh_raft_id();
         let cluster = self.rng.next_u64();
         let storage = MemStorage::new_with_conf_state(ConfState::from((vec![self.raft_id], vec![])));
         storage.wl().mut_hard_state().term = min_term;
         let Ok(mut node) = RawNode::new(&self.config(), storage, &self.logger) else {
+            self.group = None;
             return;
         };
         let _ = node.campaign();
@@ -234,11 +262,10 @@ impl Consensus {
         self.process();
     }
 
-    /// Leaves the current group (if any) to join `cluster` under a fresh Raft ID.
+    /// Asks to join `cluster` under a fresh Raft ID; the group's leader adds
+    /// us, first as a learner.
     pub(crate) fn join(&mut self, cluster: u64) {
-        self.generation += 1;
-        self.raft_id = raft_id_for(self.me, self.incarnation, self.generation);
-        self.names.insert(self.raft_id, self.me);
+        self.fresh_raft_id();
         let Ok(node) = RawNode::new(&self.config(), MemStorage::new(), &self.logger) else {
             self.group = None;
             return;
@@ -248,15 +275,47 @@ impl Consensus {
         self.after_call();
     }
 
+    /// Leaves the group: the server is unaffiliated until it joins or founds one.
+    pub(crate) fn leave(&mut self) {
+        self.group = None;
+        self.joining = false;
+    }
+
+    /// Whether a committed change removed this server from its group.
+    pub(crate) fn was_removed(&self) -> bool {
+        self.group.is_some()
+            && !self.joining
+            && !self.voters().contains(&self.raft_id)
+            && !self.learners().contains(&self.raft_id)
+    }
+
+    /// Raft IDs removed by changes this server applied since the last call.
+    pub(crate) fn take_removed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.removed)
+    }
+
+    /// The highest term this server has seen in any group.
+    pub(crate) fn max_term(&self) -> u64 {
+        self.max_term.max(self.term())
+    }
+
+    fn fresh_raft_id(&mut self) {
+        self.max_term = self.max_term();
+        self.generation += 1;
+        self.raft_id = raft_id_for(self.me, self.incarnation, self.generation);
+        self.names.insert(self.raft_id, self.me);
+        self.last_role = (0, StateRole::Follower);
+    }
+
     fn guarded<R>(&mut self, f: impl FnOnce(&mut RawNode<MemStorage>) -> R) -> Option<R> {
         let g = self.group.as_mut()?;
         match catch_unwind(AssertUnwindSafe(|| f(&mut g.node))) {
             Ok(r) => Some(r),
             Err(_) => {
-                // raft-rs found the input inconsistent with its state: start over.
+                // raft-rs found the input inconsistent with its state: leave and
+                // start over under a fresh Raft ID.
                 self.panics += 1;
-                let cluster = g.cluster;
-                self.join(cluster);
+                self.leave();
                 None
             }
         }
@@ -289,6 +348,13 @@ impl Consensus {
     /// Proposes adding `raft_id` (owned by `node`) as a voter.
     pub(crate) fn propose_add(&mut self, raft_id: u64, node: NodeId) {
         self.propose(ConfChangeType::AddNode, raft_id, node);
+    }
+
+    /// Proposes adding `raft_id` (owned by `node`) as a learner: it catches up
+    /// without counting towards quorum, so a joiner that changes its mind
+    /// before promotion cannot stall the group.
+    pub(crate) fn propose_add_learner(&mut self, raft_id: u64, node: NodeId) {
+        self.propose(ConfChangeType::AddLearnerNode, raft_id, node);
     }
 
     /// Proposes removing voter `raft_id`.
@@ -340,13 +406,14 @@ impl Consensus {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let mut out = Vec::new();
                 let mut learned = Vec::new();
+                let mut removed = Vec::new();
                 let node = &mut g.node;
                 let mut rd = node.ready();
                 out.extend(rd.take_messages());
                 if !rd.snapshot().is_empty() {
                     let _ = node.mut_store().wl().apply_snapshot(rd.snapshot().clone());
                 }
-                apply_committed(node, rd.take_committed_entries(), &mut learned);
+                apply_committed(node, rd.take_committed_entries(), &mut learned, &mut removed);
                 if !rd.entries().is_empty() {
                     let _ = node.mut_store().wl().append(rd.entries());
                 }
@@ -359,16 +426,18 @@ impl Consensus {
                     node.mut_store().wl().mut_hard_state().set_commit(commit);
                 }
                 out.extend(light.take_messages());
-                apply_committed(node, light.take_committed_entries(), &mut learned);
+                apply_committed(node, light.take_committed_entries(), &mut learned, &mut removed);
                 node.advance_apply();
                 compact(node);
-                (out, learned)
+                (out, learned, removed)
             }));
             match outcome {
-                Ok((msgs, learned)) => {
+                Ok((msgs, learned, removed)) => {
                     for (id, node) in learned {
                         self.names.insert(id, node);
                     }
+                    self.removed.extend(removed);
+                    // A member once it is a voter; learners are still joining.
                     if self.joining && self.voters().contains(&self.raft_id) {
                         self.joining = false;
                     }
@@ -380,8 +449,7 @@ impl Consensus {
                 }
                 Err(_) => {
                     self.panics += 1;
-                    let cluster = g.cluster;
-                    self.join(cluster);
+                    self.leave();
                     return;
                 }
             }
@@ -389,7 +457,12 @@ impl Consensus {
     }
 }
 
-fn apply_committed(node: &mut RawNode<MemStorage>, entries: Vec<Entry>, learned: &mut Vec<(u64, NodeId)>) {
+fn apply_committed(
+    node: &mut RawNode<MemStorage>,
+    entries: Vec<Entry>,
+    learned: &mut Vec<(u64, NodeId)>,
+    removed: &mut Vec<u64>,
+) {
     for e in entries {
         if e.entry_type != EntryType::EntryConfChangeV2 || e.data.is_empty() {
             continue;
@@ -398,6 +471,9 @@ fn apply_committed(node: &mut RawNode<MemStorage>, entries: Vec<Entry>, learned:
         if let Ok(members) = postcard::from_bytes::<Members>(&cc.context) {
             learned.extend(members);
         }
+        removed.extend(
+            cc.changes.iter().filter(|c| c.change_type == ConfChangeType::RemoveNode).map(|c| c.node_id),
+        );
         if let Ok(cs) = node.apply_conf_change(&cc) {
             node.mut_store().wl().set_conf_state(cs);
         }
@@ -461,6 +537,7 @@ mod tests {
         a.found(0);
         assert!(a.is_leader());
         assert_eq!(a.voters(), vec![a.raft_id()]);
+        assert!(!a.was_removed());
         let cluster = a.cluster().unwrap();
         let mut b = server(2);
         b.join(cluster);
@@ -469,11 +546,15 @@ mod tests {
         let (bid, cid) = (b.raft_id(), c.raft_id());
         let (bn, cn) = (b.me, c.me);
         let mut nodes = [a, b, c];
-        nodes[0].propose_add(bid, bn);
-        pump(&mut nodes);
-        assert!(!nodes[0].has_pending_conf());
-        nodes[0].propose_add(cid, cn);
-        pump(&mut nodes);
+        for (rid, node) in [(bid, bn), (cid, cn)] {
+            nodes[0].propose_add_learner(rid, node);
+            pump(&mut nodes);
+            assert!(nodes[0].learners().contains(&rid));
+            assert!(nodes[0].caught_up(rid));
+            nodes[0].propose_add(rid, node);
+            pump(&mut nodes);
+            assert!(!nodes[0].has_pending_conf());
+        }
         for _ in 0..5 {
             for n in nodes.iter_mut() {
                 n.tick();
@@ -519,6 +600,8 @@ mod tests {
         let before = a.raft_id();
         a.step(cluster, 77, &m.write_to_bytes().unwrap());
         assert_eq!(a.panics, 1);
+        assert_eq!(a.cluster(), None, "left the group");
+        a.join(cluster);
         assert_ne!(a.raft_id(), before, "rejoins under a fresh Raft ID");
         assert!(a.is_joining());
     }
