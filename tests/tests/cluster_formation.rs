@@ -137,3 +137,30 @@ fn a_new_introducer_alone_accepts_the_first_joiner() {
     assert_eq!(sim.node(s2).unwrap().master().master, Some(sim.host(s1).id()));
     assert_eq!(sim.node(s2).unwrap().master().basis, Some(MasterBasis::Eldest));
 }
+
+#[test]
+fn optional_least_loaded_leadership() {
+    for prefer in [false, true] {
+        let mut sim = common::sim(11);
+        sim.set_configure(move |cfg, _| cfg.cluster.prefer_least_loaded = prefer);
+        let first = sim.add_node(NodeSpec::server("s1"));
+        for i in 2..=3 {
+            sim.add_node(NodeSpec {
+                start_after: Some(Duration::from_millis(200 * (i - 1))),
+                ..NodeSpec::server(&format!("s{i}")).via(&[first])
+            });
+        }
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(sim.agreed_master(), Some(sim.host(first).id()));
+        // The Master (s1) becomes very busy; the others stay idle.
+        sim.with_node(first, |n, now| n.set_load(now, 500));
+        sim.run_for(Duration::from_secs(5));
+        let m = sim.agreed_master().expect("agreed");
+        if prefer {
+            assert_ne!(m, sim.host(first).id(), "leadership moved to a less loaded server");
+            assert_eq!(sim.node(first).unwrap().master().basis, Some(MasterBasis::Raft));
+        } else {
+            assert_eq!(m, sim.host(first).id(), "off by default: the Master stays");
+        }
+    }
+}
