@@ -38,6 +38,7 @@ pub mod node;
 mod proto;
 pub mod quic;
 pub mod rng;
+mod roster;
 pub mod server;
 pub mod stats;
 pub mod wire;

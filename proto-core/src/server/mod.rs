@@ -35,12 +35,13 @@ pub mod election;
 pub(crate) mod raft;
 
 use crate::config::ClusterConfig;
-use crate::error::ConnectError;
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
 use crate::proto::{ClusterMsg, Control, RaftStatus, ServerEntry};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
+pub(crate) use crate::roster::DialOutcome;
+use crate::roster::{Backoff, Roster};
 use election::{MasterInfo, decide};
 use raft::{Consensus, RaftTiming};
 use std::collections::{BTreeMap, VecDeque};
@@ -70,17 +71,6 @@ pub(crate) struct LinkMeta {
     pub(crate) elder: bool,
     /// The remote dialed us to join and wants the server list.
     pub(crate) join: bool,
-}
-
-/// How a dial ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DialOutcome {
-    /// Established with this node.
-    Connected(NodeId),
-    /// Another connection to the same node won the tie-break (or already existed).
-    Superseded,
-    /// Failed.
-    Failed(ConnectError),
 }
 
 /// How Raft groups compare when they meet: the one with more voters present
@@ -146,30 +136,9 @@ pub struct ServerInfo {
 }
 
 #[derive(Debug)]
-struct Known {
-    name: String,
-    addrs: Vec<SocketAddr>,
-    incarnation: u64,
-    load: u32,
-    dialing: bool,
-    backoff: Duration,
-    next_dial: Instant,
-    /// When it was last live (or first learned of).
-    last_seen: Instant,
-}
-
-#[derive(Debug)]
 struct Live {
     elder: bool,
     status: Option<RaftStatus>,
-}
-
-#[derive(Debug)]
-struct Bootstrap {
-    addr: SocketAddr,
-    dialing: bool,
-    backoff: Duration,
-    next: Instant,
 }
 
 /// The server role state machine.
@@ -179,9 +148,8 @@ pub(crate) struct Server {
     incarnation: u64,
     advertise: Vec<SocketAddr>,
     cfg: ClusterConfig,
-    known: BTreeMap<NodeId, Known>,
+    roster: Roster,
     live: BTreeMap<NodeId, Live>,
-    bootstrap: Vec<Bootstrap>,
     consensus: Consensus,
     master: MasterInfo,
     load: u32,
@@ -217,13 +185,14 @@ impl Server {
             name,
             incarnation,
             advertise,
-            bootstrap: bootstrap
-                .iter()
-                .map(|&addr| Bootstrap { addr, dialing: false, backoff: cfg.reconnect_min, next: now })
-                .collect(),
+            roster: Roster::new(
+                me,
+                bootstrap,
+                Backoff { min: cfg.reconnect_min, max: cfg.reconnect_max, forget_after: cfg.forget_after },
+                now,
+            ),
             next_tick: now + cfg.raft_tick,
             cfg,
-            known: BTreeMap::new(),
             live: BTreeMap::new(),
             consensus,
             master: MasterInfo::NONE,
@@ -276,7 +245,7 @@ impl Server {
             live: true,
             master: self.master.master == Some(self.me),
         }];
-        for (id, k) in &self.known {
+        for (id, k) in self.roster.iter() {
             v.push(ServerInfo {
                 id: *id,
                 name: k.name.clone(),
@@ -294,20 +263,8 @@ impl Server {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.next_tick;
-        for (id, k) in &self.known {
-            if !k.dialing && !k.addrs.is_empty() && !self.live.contains_key(id) {
-                t = t.min(k.next_dial);
-            }
-        }
-        if self.live.is_empty() {
-            for b in &self.bootstrap {
-                if !b.dialing {
-                    t = t.min(b.next);
-                }
-            }
-        }
-        Some(t)
+        let dial = self.roster.next_due(|id| self.live.contains_key(id), !self.live.is_empty());
+        Some(dial.map_or(self.next_tick, |d| d.min(self.next_tick)))
     }
 
     /// Sets the load this server reports (number of peers, or an operator's value).
@@ -345,12 +302,8 @@ impl Server {
             incarnation: meta.incarnation,
             load: 0,
         };
-        let first_time = self.learn(now, &entry);
-        if let Some(k) = self.known.get_mut(&meta.id) {
-            k.dialing = false;
-            k.backoff = self.cfg.reconnect_min;
-            k.last_seen = now;
-        }
+        let first_time = self.roster.learn(now, &entry);
+        self.roster.on_link_up(now, &meta.id);
         // A repeated link-up (a duplicate connection swapped in) restates our
         // state but is not news to the user.
         let kept = if first_time { None } else { self.live.get(&meta.id).and_then(|l| l.status) };
@@ -376,22 +329,8 @@ impl Server {
         if self.live.remove(&id).is_none() {
             return;
         }
-        let name = match self.known.get_mut(&id) {
-            Some(k) => {
-                k.dialing = false;
-                k.backoff = self.cfg.reconnect_min;
-                k.next_dial = now + self.rng.jitter(self.cfg.reconnect_min, 0.2);
-                k.last_seen = now;
-                k.name.clone()
-            }
-            None => String::new(),
-        };
-        if self.live.is_empty() {
-            for b in &mut self.bootstrap {
-                b.dialing = false;
-                b.next = now;
-            }
-        }
+        let name = self.roster.get(&id).map(|k| k.name.clone()).unwrap_or_default();
+        self.roster.on_link_down(now, &id, !self.live.is_empty(), &mut self.rng);
         self.actions.push_back(Action::Event(Event::ServerDown { id, name }));
         self.reconcile(now);
     }
@@ -403,42 +342,8 @@ impl Server {
         addr: SocketAddr,
         outcome: &DialOutcome,
     ) {
-        match expect {
-            Expect::Node(id) => {
-                if let Some(k) = self.known.get_mut(&id) {
-                    k.dialing = false;
-                    match outcome {
-                        DialOutcome::Failed(_) => {
-                            k.next_dial = now + self.rng.jitter(k.backoff, 0.2);
-                            k.backoff = (k.backoff * 2).min(self.cfg.reconnect_max);
-                        }
-                        // Another connection is on its way; check again later in
-                        // case it fails without a word.
-                        DialOutcome::Superseded => k.next_dial = now + self.cfg.reconnect_min,
-                        DialOutcome::Connected(_) => {}
-                    }
-                }
-            }
-            Expect::AnyOf(_) => {
-                let Some(b) = self.bootstrap.iter_mut().find(|b| b.addr == addr) else { return };
-                b.dialing = false;
-                match outcome {
-                    DialOutcome::Failed(error) => {
-                        let retry_in = self.rng.jitter(b.backoff, 0.2);
-                        b.next = now + retry_in;
-                        b.backoff = (b.backoff * 2).min(self.cfg.reconnect_max);
-                        self.actions.push_back(Action::Event(Event::BootstrapFailed {
-                            addr,
-                            error: error.clone(),
-                            retry_in,
-                        }));
-                    }
-                    DialOutcome::Connected(_) | DialOutcome::Superseded => {
-                        b.backoff = self.cfg.reconnect_min;
-                        b.next = now + self.cfg.reconnect_min;
-                    }
-                }
-            }
+        if let Some(e) = self.roster.on_dial_done(now, expect, addr, outcome, &mut self.rng) {
+            self.actions.push_back(Action::Event(e));
         }
         self.dial_due(now);
     }
@@ -450,23 +355,19 @@ impl Server {
         match msg {
             ClusterMsg::List(entries) => {
                 for e in entries.into_iter().take(4096) {
-                    if self.learn(now, &e) {
+                    if self.roster.learn(now, &e) {
                         self.broadcast(ClusterMsg::Joined(e), Some(from));
                     }
                 }
                 self.dial_due(now);
             }
             ClusterMsg::Joined(e) => {
-                if self.learn(now, &e) {
+                if self.roster.learn(now, &e) {
                     self.broadcast(ClusterMsg::Joined(e), Some(from));
                 }
                 self.dial_due(now);
             }
-            ClusterMsg::Load(load) => {
-                if let Some(k) = self.known.get_mut(&from) {
-                    k.load = load;
-                }
-            }
+            ClusterMsg::Load(load) => self.roster.set_load(&from, load),
             ClusterMsg::Status(st) => {
                 self.consensus.learn(st.raft_id, from);
                 if let Some(l) = self.live.get_mut(&from) {
@@ -512,98 +413,19 @@ impl Server {
             incarnation: self.incarnation,
             load: self.load,
         }];
-        for id in self.live.keys() {
-            if *id == except {
-                continue;
-            }
-            if let Some(k) = self.known.get(id) {
-                list.push(ServerEntry {
-                    id: *id,
-                    name: k.name.clone(),
-                    addrs: k.addrs.clone(),
-                    incarnation: k.incarnation,
-                    load: k.load,
-                });
-            }
-        }
+        list.extend(self.live.keys().filter(|id| **id != except).filter_map(|id| self.roster.entry(id)));
         list
     }
 
-    /// Records a server; true if this ID and incarnation are news.
-    fn learn(&mut self, now: Instant, e: &ServerEntry) -> bool {
-        if e.id == self.me || e.id.role() != Role::Server {
-            return false;
-        }
-        match self.known.get_mut(&e.id) {
-            Some(k) if k.incarnation == e.incarnation => false,
-            Some(k) => {
-                k.incarnation = e.incarnation;
-                k.name = e.name.clone();
-                k.addrs = e.addrs.clone();
-                k.load = e.load;
-                k.last_seen = now;
-                true
-            }
-            None => {
-                self.known.insert(
-                    e.id,
-                    Known {
-                        name: e.name.clone(),
-                        addrs: e.addrs.clone(),
-                        incarnation: e.incarnation,
-                        load: e.load,
-                        dialing: false,
-                        backoff: self.cfg.reconnect_min,
-                        next_dial: now,
-                        last_seen: now,
-                    },
-                );
-                true
-            }
-        }
-    }
-
     fn forget_stale(&mut self, now: Instant) {
-        let forget = self.cfg.forget_after;
-        let stale: Vec<NodeId> = self
-            .known
-            .iter()
-            .filter(|(id, k)| {
-                !self.live.contains_key(id)
-                    && !k.dialing
-                    && now.saturating_duration_since(k.last_seen) > forget
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            self.known.remove(&id);
-        }
+        let live = &self.live;
+        self.roster.forget_stale(now, |id| live.contains_key(id));
     }
 
     fn dial_due(&mut self, now: Instant) {
-        let due: Vec<(NodeId, SocketAddr)> = self
-            .known
-            .iter()
-            .filter(|(id, k)| !self.live.contains_key(id) && !k.dialing && k.next_dial <= now)
-            .filter_map(|(id, k)| k.addrs.first().map(|a| (*id, *a)))
-            .collect();
-        for (id, addr) in due {
-            if let Some(k) = self.known.get_mut(&id) {
-                k.dialing = true;
-            }
-            self.actions.push_back(Action::Dial { expect: Expect::Node(id), addr, join: false });
-        }
-        if self.live.is_empty() {
-            for b in &mut self.bootstrap {
-                if !b.dialing && b.next <= now {
-                    b.dialing = true;
-                    self.actions.push_back(Action::Dial {
-                        expect: Expect::AnyOf(Role::Server),
-                        addr: b.addr,
-                        join: true,
-                    });
-                }
-            }
+        let live = &self.live;
+        for d in self.roster.due(now, |id| live.contains_key(id), !live.is_empty()) {
+            self.actions.push_back(Action::Dial { expect: d.expect, addr: d.addr, join: d.join });
         }
     }
 
@@ -889,7 +711,7 @@ impl Server {
             .iter()
             .filter_map(|(id, l)| {
                 let s = l.status?;
-                voters.contains(&s.raft_id).then(|| (s.raft_id, self.known.get(id).map_or(0, |k| k.load)))
+                voters.contains(&s.raft_id).then(|| (s.raft_id, self.roster.get(id).map_or(0, |k| k.load)))
             })
             .min_by_key(|(_, load)| *load)?;
         let mine = f64::from(self.load);
