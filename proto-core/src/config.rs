@@ -6,6 +6,41 @@ use crate::identity::{Identity, Role, validate_name};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// When a peer connects to the other peers it learns of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectPolicy {
+    /// Connect to every online peer (the seed's eager mesh). Of each pair, the
+    /// larger ID dials, so the two rarely race.
+    #[default]
+    Eager,
+    /// Connect only when there is something to send (for large networks).
+    OnDemand,
+}
+
+/// Settings of the peer role (used by peers only).
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Eager mesh or on-demand connections. Default eager.
+    pub connect: ConnectPolicy,
+    /// Idle timeout of peer-to-peer connections. Longer than the server
+    /// connections' so a peer-to-peer connection rides out the loss of its
+    /// relay (noticed within `Config::idle_timeout`) and moves to another.
+    /// Default 30 s.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval of idle peer-to-peer connections. Default 10 s.
+    pub keep_alive_interval: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            connect: ConnectPolicy::Eager,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Settings of the server cluster (used by servers only).
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -96,11 +131,14 @@ pub struct Config {
     /// Servers to contact first: a server's introducers, or a peer's bootstrap
     /// servers. Dialed by address; the node behind must prove it is a server.
     pub bootstrap: Vec<SocketAddr>,
-    /// Addresses other nodes should dial to reach this node (servers:
-    /// their public listen addresses).
+    /// Addresses other nodes should dial to reach this node. Servers: their
+    /// public listen addresses. Peers: their interface (LAN) addresses, which
+    /// the driver knows and the core cannot discover.
     pub advertise: Vec<SocketAddr>,
     /// Server cluster settings.
     pub cluster: ClusterConfig,
+    /// Peer settings.
+    pub peer: PeerConfig,
 }
 
 impl Config {
@@ -121,6 +159,7 @@ impl Config {
             bootstrap: Vec::new(),
             advertise: Vec::new(),
             cluster: ClusterConfig::default(),
+            peer: PeerConfig::default(),
         }
     }
 
@@ -169,6 +208,13 @@ impl Config {
         }
         if c.reconnect_min.is_zero() || c.reconnect_max < c.reconnect_min {
             return bad("cluster.reconnect_min", "must be non-zero and no larger than reconnect_max");
+        }
+        let p = &self.peer;
+        if p.idle_timeout < self.idle_timeout || p.keep_alive_interval * 2 > p.idle_timeout {
+            return bad(
+                "peer.idle_timeout",
+                "must be at least idle_timeout, and peer.keep_alive_interval at most half of it",
+            );
         }
         if self.identity.role() == Role::Server && self.advertise.is_empty() {
             return bad(

@@ -140,4 +140,11 @@ pub enum SendError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// No server is connected, so no peer can be reached (see
+    /// [`Event::NetworkDown`](crate::Event::NetworkDown)); retry after `NetworkUp`.
+    #[error("the network is down: no server is connected (retry after NetworkUp)")]
+    NetworkDown,
+    /// The destination is not in the directory (not online) and not connected.
+    #[error("{0} is not online: no server lists it")]
+    UnknownPeer(NodeId),
 }

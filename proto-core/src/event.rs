@@ -2,7 +2,7 @@
 
 use crate::error::{ConnectError, DisconnectReason};
 use crate::identity::NodeId;
-use crate::proto::RefuseReason;
+use crate::proto::{PathKind, RefuseReason};
 use crate::server::election::MasterBasis;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -106,6 +106,33 @@ pub enum Event {
         /// The Raft group for basis `Raft`; 0 otherwise. `(epoch, term)` is a
         /// fencing token (see [`MasterInfo`](crate::MasterInfo)).
         epoch: u64,
+    },
+    /// A peer appeared in the directory (some server lists it).
+    PeerOnline {
+        /// The peer.
+        id: NodeId,
+        /// Its name.
+        name: String,
+    },
+    /// A peer left the directory (no server lists it any more).
+    PeerOffline {
+        /// The peer.
+        id: NodeId,
+        /// Its name.
+        name: String,
+    },
+    /// The first server connection is up: peers can be reached.
+    NetworkUp,
+    /// The last server connection is lost: sends to peers fail with
+    /// [`SendError::NetworkDown`](crate::SendError::NetworkDown) until a
+    /// server is back (the node keeps redialing).
+    NetworkDown,
+    /// How this node reaches a linked peer changed (the seed's table F).
+    PathChanged {
+        /// The peer.
+        peer: NodeId,
+        /// The new path; `None` while no path is available.
+        path: Option<PathKind>,
     },
     /// A message arrived.
     MessageReceived {

@@ -9,6 +9,7 @@
 
 use crate::admission::{AdmissionError, Credential};
 use crate::identity::NodeId;
+use crate::server::election::MasterInfo;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -135,6 +136,78 @@ pub(crate) enum ClusterMsg {
     Raft { cluster: u64, msg: Vec<u8> },
 }
 
+/// A peer's own network information (the seed's table D).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddrs {
+    /// Addresses on the peer's own interfaces (LAN addresses).
+    pub local: Vec<SocketAddr>,
+    /// Addresses servers saw the peer's packets come from (public, after NAT).
+    pub observed: Vec<SocketAddr>,
+}
+
+/// One peer in a server's directory (the seed's table A / a peer's tables E).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DirEntry {
+    pub(crate) id: NodeId,
+    pub(crate) name: String,
+    pub(crate) addrs: PeerAddrs,
+}
+
+/// How a peer reaches another node (the seed's table F entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PathKind {
+    /// Straight to the node's address (same LAN, public address, or a server).
+    Direct,
+    /// Straight to the node's address after UDP hole punching.
+    Punched,
+    /// Through a server that forwards the end-to-end QUIC packets.
+    Relayed {
+        /// The relaying server.
+        via: NodeId,
+    },
+}
+
+impl std::fmt::Display for PathKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathKind::Direct => f.write_str("direct"),
+            PathKind::Punched => f.write_str("punched"),
+            PathKind::Relayed { via } => write!(f, "relayed via {via}"),
+        }
+    }
+}
+
+/// Server-to-peer and peer-to-server messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum PeerMsg {
+    /// Server → peer: the relay session token for this connection.
+    Session { token: [u8; 16] },
+    /// Server → peer: the whole directory, once per connection.
+    Directory { version: u64, peers: Vec<DirEntry> },
+    /// Server → peer: a peer connected to the server.
+    DirAdd { version: u64, entry: DirEntry },
+    /// Server → peer: a peer's addresses changed.
+    DirUpdate { version: u64, entry: DirEntry },
+    /// Server → peer: a peer left the server.
+    DirRemove { version: u64, id: NodeId },
+    /// Server → peer: the live servers, once per connection.
+    Servers(Vec<ServerEntry>),
+    /// Server → peer: a server joined the cluster.
+    ServerUp(ServerEntry),
+    /// Server → peer: a server left the cluster.
+    ServerDown(NodeId),
+    /// Server → peer: the Master as the server sees it.
+    Master(MasterInfo),
+    /// Peer → server: the peer's own addresses (table D), sent when they change.
+    Info(PeerAddrs),
+    /// Peer → server: a link-table entry (table F) appeared or changed.
+    LinkSet { peer: NodeId, path: PathKind },
+    /// Peer → server: a link-table entry went away.
+    LinkDrop { peer: NodeId },
+    /// Peer → server: directory versions did not line up; send a snapshot.
+    Resync,
+}
+
 /// Messages of the control stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Control {
@@ -144,6 +217,7 @@ pub(crate) enum Control {
     Ready,
     Refuse(RefuseReason),
     Cluster(ClusterMsg),
+    Peer(PeerMsg),
 }
 
 /// Encodes one length-prefixed postcard message.

@@ -430,7 +430,10 @@ pub(crate) struct TransportParams {
 /// Builds quinn-proto's per-node configuration from a node's identity and seed.
 pub(crate) struct QuicSetup {
     creds: Credentials,
+    /// Connections to and between servers.
     transport: Arc<quinn_proto::TransportConfig>,
+    /// Peer-to-peer connections (longer idle timeout: they outlive a relay).
+    peer_transport: Arc<quinn_proto::TransportConfig>,
 }
 
 /// Errors building the QUIC configuration (all indicate a bug or a broken build, not bad input).
@@ -450,23 +453,40 @@ pub enum SetupError {
     Transport(String),
 }
 
+fn transport(params: &TransportParams) -> Result<quinn_proto::TransportConfig, SetupError> {
+    let mut t = quinn_proto::TransportConfig::default();
+    let idle = quinn_proto::IdleTimeout::try_from(params.idle_timeout)
+        .map_err(|e| SetupError::Transport(e.to_string()))?;
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(params.keep_alive));
+    // QUIC never times out faster than three probe timeouts, and until RTT
+    // samples arrive those follow the initial RTT guess. RFC 9002's 333 ms
+    // would stretch the idle timeout of a fresh connection to ~3 s; 100 ms
+    // keeps liveness detection within `Config::idle_timeout` from the start.
+    t.initial_rtt(Duration::from_millis(100));
+    // One unidirectional stream per channel per direction, plus headroom.
+    t.max_concurrent_uni_streams(quinn_proto::VarInt::from_u32(params.max_channels + 8));
+    t.max_concurrent_bidi_streams(quinn_proto::VarInt::from_u32(4));
+    t.datagram_receive_buffer_size(Some(params.datagram_buffer));
+    t.datagram_send_buffer_size(params.datagram_buffer);
+    // Relayed packets gain a raw-frame header; path MTU probing through a
+    // relay would probe the wrong path, so stay at the QUIC minimum.
+    t.mtu_discovery_config(None);
+    Ok(t)
+}
+
 impl QuicSetup {
-    pub(crate) fn new(identity: &Identity, params: &TransportParams) -> Result<Self, SetupError> {
+    pub(crate) fn new(
+        identity: &Identity,
+        params: &TransportParams,
+        peer_params: &TransportParams,
+    ) -> Result<Self, SetupError> {
         let creds = Credentials::new(identity)?;
-        let mut t = quinn_proto::TransportConfig::default();
-        let idle = quinn_proto::IdleTimeout::try_from(params.idle_timeout)
-            .map_err(|e| SetupError::Transport(e.to_string()))?;
-        t.max_idle_timeout(Some(idle));
-        t.keep_alive_interval(Some(params.keep_alive));
-        // One unidirectional stream per channel per direction, plus headroom.
-        t.max_concurrent_uni_streams(quinn_proto::VarInt::from_u32(params.max_channels + 8));
-        t.max_concurrent_bidi_streams(quinn_proto::VarInt::from_u32(4));
-        t.datagram_receive_buffer_size(Some(params.datagram_buffer));
-        t.datagram_send_buffer_size(params.datagram_buffer);
-        // Relayed packets gain a raw-frame header; path MTU probing through a
-        // relay would probe the wrong path, so stay at the QUIC minimum.
-        t.mtu_discovery_config(None);
-        Ok(Self { creds, transport: Arc::new(t) })
+        Ok(Self {
+            creds,
+            transport: Arc::new(transport(params)?),
+            peer_transport: Arc::new(transport(peer_params)?),
+        })
     }
 
     /// The endpoint configuration, with every secret and seed derived from `seed`.
@@ -487,8 +507,12 @@ impl QuicSetup {
         cfg
     }
 
-    /// The acceptor side of the handshake.
-    pub(crate) fn server_config(&self, seed: &[u8; 32]) -> Result<quinn_proto::ServerConfig, SetupError> {
+    /// The acceptor side of the handshake; `peer` selects the peer-to-peer transport.
+    pub(crate) fn server_config(
+        &self,
+        seed: &[u8; 32],
+        peer: bool,
+    ) -> Result<quinn_proto::ServerConfig, SetupError> {
         let mut tls = rustls::ServerConfig::builder_with_details(provider(), Arc::new(FixedTime))
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(AcceptVerifier))
@@ -505,7 +529,7 @@ impl QuicSetup {
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[])
             .extract(&crate::rng::derive_seed(seed, "quic token key"));
         let mut cfg = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
-        cfg.transport_config(self.transport.clone());
+        cfg.transport_config(if peer { self.peer_transport.clone() } else { self.transport.clone() });
         cfg.time_source(Arc::new(FixedTime));
         let mut validation = quinn_proto::ValidationTokenConfig::default();
         validation.sent(0);
@@ -519,6 +543,7 @@ impl QuicSetup {
         &self,
         expect: Expect,
         initial_dcid: [u8; 16],
+        peer: bool,
     ) -> Result<(quinn_proto::ClientConfig, String, MetSlot), SetupError> {
         let met: MetSlot = Arc::new(OnceLock::new());
         let verifier = Arc::new(DialVerifier { expect, met: met.clone() });
@@ -536,7 +561,7 @@ impl QuicSetup {
         let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| SetupError::Quic(e.to_string()))?;
         let mut cfg = quinn_proto::ClientConfig::new(Arc::new(crypto));
-        cfg.transport_config(self.transport.clone());
+        cfg.transport_config(if peer { self.peer_transport.clone() } else { self.transport.clone() });
         let dcid = quinn_proto::ConnectionId::new(&initial_dcid);
         cfg.initial_dst_cid_provider(Arc::new(move || dcid));
         Ok((cfg, expect.server_name(), met))

@@ -89,6 +89,11 @@ impl Roster {
         }
     }
 
+    /// Whether any bootstrap address was configured.
+    pub(crate) fn has_bootstrap(&self) -> bool {
+        !self.bootstrap.is_empty()
+    }
+
     pub(crate) fn get(&self, id: &NodeId) -> Option<&Known> {
         self.known.get(id)
     }

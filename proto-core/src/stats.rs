@@ -28,6 +28,9 @@ pub struct DropCounters {
     pub unexpected: u64,
     /// QUIC datagrams quinn-proto ignored (unknown connection, malformed header, ...).
     pub quic_ignored: u64,
+    /// Relay frames refused: unknown or misused session token, unknown
+    /// destination, or (at a peer) not from one of its servers.
+    pub relay_rejected: u64,
 }
 
 impl DropCounters {
@@ -59,6 +62,7 @@ impl DropCounters {
             + self.bad_checksum
             + self.bad_payload
             + self.unexpected
+            + self.relay_rejected
     }
 }
 
@@ -73,6 +77,13 @@ pub struct NodeStats {
     pub datagrams_out: u64,
     /// Bytes returned by [`Node::poll_transmit`](crate::Node::poll_transmit).
     pub bytes_out: u64,
+    /// Datagrams this server relayed between peers.
+    pub relayed_datagrams: u64,
+    /// Payload bytes (end-to-end QUIC packets) this server relayed.
+    pub relayed_bytes: u64,
+    /// Packets for a peer with no path (no common server), dropped; QUIC
+    /// retransmits once a path exists.
+    pub unroutable: u64,
     /// Input datagrams dropped, by reason.
     pub dropped: DropCounters,
 }

@@ -21,6 +21,8 @@
 //! nothing panics and nothing allocates. Callers count errors in
 //! [`DropCounters`](crate::stats::DropCounters) and drop the datagram.
 
+use crate::identity::{NODE_ID_LEN, NodeId};
+
 /// The two magic bytes that start every raw frame.
 pub const MAGIC: [u8; 2] = [0x3e, 0xb1];
 /// The raw frame format version this code speaks.
@@ -198,6 +200,55 @@ pub fn encode(kind: FrameType, payload: &[u8], out: &mut Vec<u8>) -> Result<(), 
     w.finish(out)
 }
 
+/// Length of a relay session token.
+pub const TOKEN_LEN: usize = 16;
+
+/// A relay frame's payload: `[token 16][node ID 17][QUIC packet]`.
+///
+/// Peer to server, `token` is the sender's session token at that server and
+/// `node` the destination; server to peer, `token` is the recipient's token
+/// and `node` the original sender. A server forwards only frames whose token
+/// belongs to the connection they came from, and a peer accepts only frames
+/// that carry its own token and come from its server: a stranger can use
+/// neither to inject traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayFrame<'a> {
+    /// Session token.
+    pub token: [u8; TOKEN_LEN],
+    /// Destination (to a server) or source (from a server).
+    pub node: NodeId,
+    /// The end-to-end QUIC packet, opaque to the server.
+    pub data: &'a [u8],
+}
+
+impl<'a> RelayFrame<'a> {
+    /// Decodes a relay payload.
+    pub fn decode(payload: &'a [u8]) -> Result<Self, FrameError> {
+        let bad = |reason| FrameError::Payload { kind: FrameType::Relay, reason };
+        if payload.len() < TOKEN_LEN + NODE_ID_LEN + 1 {
+            return Err(bad("shorter than token, node ID and one byte of data"));
+        }
+        let (token, rest) = payload.split_at(TOKEN_LEN);
+        let (node, data) = rest.split_at(NODE_ID_LEN);
+        let node = NodeId::from_bytes(node).map_err(|_| bad("invalid node ID"))?;
+        let mut t = [0u8; TOKEN_LEN];
+        t.copy_from_slice(token);
+        if !is_quic(data) {
+            return Err(bad("relayed data is not a QUIC packet"));
+        }
+        Ok(Self { token: t, node, data })
+    }
+
+    /// Appends a complete relay frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let w = FrameWriter::begin(FrameType::Relay, out);
+        out.extend_from_slice(&self.token);
+        out.extend_from_slice(&self.node.to_bytes());
+        out.extend_from_slice(self.data);
+        w.finish(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +279,26 @@ mod tests {
         out.extend_from_slice(&big);
         assert!(w.finish(&mut out).is_err());
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn relay_frames_round_trip_and_reject_junk() {
+        let node = crate::identity::Identity::from_seed(crate::identity::Role::Peer, [1; 32]).id();
+        let quic = [0xc3u8, 1, 2, 3];
+        let f = RelayFrame { token: [7; TOKEN_LEN], node, data: &quic };
+        let mut out = Vec::new();
+        f.encode(&mut out).unwrap();
+        let raw = decode(&out).unwrap();
+        assert_eq!(raw.kind, FrameType::Relay);
+        assert_eq!(RelayFrame::decode(raw.payload).unwrap(), f);
+        assert!(RelayFrame::decode(&raw.payload[..20]).is_err());
+        let mut bad = raw.payload.to_vec();
+        bad[TOKEN_LEN] = b'X';
+        assert!(RelayFrame::decode(&bad).is_err());
+        let mut not_quic = raw.payload.to_vec();
+        let last = not_quic.len() - quic.len();
+        not_quic[last] = 0x00;
+        assert!(RelayFrame::decode(&not_quic).is_err());
     }
 
     #[test]

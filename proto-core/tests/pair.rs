@@ -217,11 +217,18 @@ fn send_errors_are_typed() {
     let (aid, bid) = (net.id(a), net.id(b));
     let now = net.now;
     let stranger = Identity::from_seed(Role::Peer, [77; 32]).id();
+    let server = Identity::from_seed(Role::Server, [78; 32]).id();
     let n = net.node(a);
     assert_eq!(n.send(now, aid, 0, vec![1], Reliability::Reliable), Err(SendError::SelfSend));
     assert_eq!(
         n.send(now, stranger, 0, vec![1], Reliability::Reliable),
-        Err(SendError::NotConnected(stranger))
+        Err(SendError::UnknownPeer(stranger)),
+        "a peer that is neither connected nor listed is unknown"
+    );
+    assert_eq!(
+        n.send(now, server, 0, vec![1], Reliability::Reliable),
+        Err(SendError::NotConnected(server)),
+        "servers are reached by dialing them, not through the directory"
     );
     let max = n.max_unreliable_size(&bid).unwrap();
     assert!(max > 1000 && max < 1200, "{max}");

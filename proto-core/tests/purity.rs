@@ -45,7 +45,10 @@ fn sources_read_no_clock_rng_socket_or_thread() {
     let mut hits = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        for (n, line) in text.lines().enumerate() {
+        // Unit-test modules play the driver's part (they may need a real
+        // `Instant` to start from); everything above them ships.
+        let shipped = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        for (n, line) in shipped.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for pat in FORBIDDEN {
                 if code.contains(pat) {

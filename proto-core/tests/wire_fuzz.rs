@@ -138,9 +138,12 @@ fn a_million_inputs_no_panics_every_drop_counted() {
     assert!(valid > 200_000 && quic > 100_000, "valid {valid}, quic {quic}");
     let stats = node.stats();
     assert_eq!(stats.datagrams_in, CASES as u64);
-    // Valid frames are of no use to a node that is not expecting them: counted as unexpected.
+    // Valid frames are of no use to a node that is not expecting them: probes
+    // count as unexpected, relay frames as unparsable or not from a relay.
     assert_eq!(stats.dropped.raw_total(), raw_rejected + valid, "{:?}", stats.dropped);
-    assert_eq!(stats.dropped.unexpected, valid);
+    let d = &stats.dropped;
+    assert_eq!(d.unexpected + d.relay_rejected + d.bad_payload, valid, "{d:?}");
+    assert!(d.unexpected > 0 && d.relay_rejected > 0, "{d:?}");
     assert!(stats.dropped.quic_ignored > 0);
     eprintln!("{CASES} inputs: {valid} valid frames, {raw_rejected} rejected raw, {quic} QUIC; {by_error:?}");
 }

@@ -2,7 +2,7 @@
 //! `tests/SCENARIOS.md`; keys are only ever added, never renamed.
 
 use crate::nat::NatStats;
-use crate::sim::{HostBytes, MasterObservation, MessageMetrics, NetStats, Sim, TraceEntry};
+use crate::sim::{HostBytes, MasterObservation, MessageMetrics, NetStats, PairPath, Sim, TraceEntry};
 use p2pcore::NodeStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -53,8 +53,14 @@ pub struct NodeState {
     pub links: Vec<LinkReport>,
     /// The Master as this node sees it.
     pub master: MasterReport,
-    /// The server list (table C) as this node knows it (servers only).
+    /// The server list (table C) as this node knows it.
     pub servers: Vec<ServerReport>,
+    /// Peers: the names of the peers online in its merged directory.
+    pub peers: Vec<String>,
+    /// Peers: its link table (table F) as `name: path`.
+    pub link_table: BTreeMap<String, String>,
+    /// Servers: the peers connected to it (table A).
+    pub directory: Vec<String>,
     /// The node's own counters.
     pub stats: NodeStats,
 }
@@ -96,6 +102,8 @@ pub struct Metrics {
     pub masters: Vec<MasterObservation>,
     /// For each Master killed: virtual ms until every running server agreed on a new one.
     pub failover_ms: Vec<f64>,
+    /// How each peer reaches each linked peer at the end.
+    pub pairs: Vec<PairPath>,
 }
 
 /// The whole report.
@@ -154,6 +162,21 @@ impl Report {
                             master: s.master,
                         })
                         .collect(),
+                    peers: n.peers().iter().map(|p| p.name.clone()).collect(),
+                    link_table: n
+                        .link_table()
+                        .into_iter()
+                        .map(|row| {
+                            let path = match row.path {
+                                p2pcore::PathKind::Relayed { via } => {
+                                    format!("relayed via {}", sim.name_of(&via))
+                                }
+                                other => other.to_string(),
+                            };
+                            (sim.name_of(&row.id), path)
+                        })
+                        .collect(),
+                    directory: n.directory().into_iter().map(|r| r.name).collect(),
                     stats: *n.stats(),
                 });
                 let report = NodeReport {
@@ -187,6 +210,7 @@ impl Report {
                     cluster_formed_ms: cluster.cluster_formed_ms,
                     masters: cluster.masters,
                     failover_ms: cluster.failover_ms,
+                    pairs: sim.pair_paths(),
                 }
             },
         }

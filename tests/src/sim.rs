@@ -20,7 +20,7 @@
 
 use crate::nat::{Nat, NatConfig};
 use bytes::Bytes;
-use p2pcore::{Config, Event, Identity, Node, NodeId, Reliability, Role};
+use p2pcore::{self as p, Config, Event, Identity, Node, NodeId, Reliability, Role};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -413,6 +413,7 @@ pub struct Sim {
     seq: u64,
     by_ip: HashMap<IpAddr, Site>,
     by_addr: HashMap<SocketAddr, HostId>,
+    by_id: HashMap<NodeId, HostId>,
     next_public: u32,
     link_default: LinkParams,
     link_override: BTreeMap<(Site, Site), LinkParams>,
@@ -425,6 +426,11 @@ pub struct Sim {
     wire_digest: ring::digest::Context,
     flows: Vec<Flow>,
     messages: MessageMetrics,
+    /// Datagrams captured from tapped hosts: (sender, destination, bytes).
+    tapped: Vec<(HostId, SocketAddr, Bytes)>,
+    taps: BTreeSet<HostId>,
+    /// Latest path per (reporting host, peer).
+    pairs: BTreeMap<(HostId, NodeId), (Option<p::PathKind>, Duration)>,
     net: NetStats,
     same_instant: (Instant, usize),
     /// Inside `run_until` (as opposed to building the topology).
@@ -469,6 +475,7 @@ impl Sim {
             seq: 0,
             by_ip: HashMap::new(),
             by_addr: HashMap::new(),
+            by_id: HashMap::new(),
             next_public: 0,
             link_override: BTreeMap::new(),
             partition: None,
@@ -480,6 +487,9 @@ impl Sim {
             wire_digest: ring::digest::Context::new(&ring::digest::SHA256),
             flows: Vec::new(),
             messages: MessageMetrics::default(),
+            pairs: BTreeMap::new(),
+            tapped: Vec::new(),
+            taps: BTreeSet::new(),
             net: NetStats::default(),
             same_instant: (base, 0),
             running: false,
@@ -550,6 +560,7 @@ impl Sim {
         let identity =
             Identity::from_seed(spec.role, hash_seed(self.cfg.seed, &[b"identity", spec.name.as_bytes()]));
         self.by_addr.insert(SocketAddr::new(ip, NODE_PORT), id);
+        self.by_id.insert(identity.id(), id);
         self.hosts.push(Host {
             name: spec.name,
             identity,
@@ -663,7 +674,7 @@ impl Sim {
 
     /// The host name of a node ID (or the ID itself if unknown).
     pub fn name_of(&self, id: &NodeId) -> String {
-        self.hosts.iter().find(|h| h.id() == *id).map_or_else(|| id.to_string(), |h| h.name.clone())
+        self.by_id.get(id).map_or_else(|| id.to_string(), |h| self.hosts[*h].name.clone())
     }
 
     /// A host by name.
@@ -684,6 +695,12 @@ impl Sim {
     /// The node of a host, if running. Use [`Sim::with_node`] for commands.
     pub fn node(&self, h: HostId) -> Option<&Node> {
         self.hosts[h].node.as_ref()
+    }
+
+    /// Direct access to a host's node, without draining its output into the
+    /// network (for benchmarks that drive a node by hand).
+    pub fn node_mut(&mut self, h: HostId) -> Option<&mut Node> {
+        self.hosts[h].node.as_mut()
     }
 
     /// Runs a command on a host's node at the current virtual time, then
@@ -982,6 +999,12 @@ impl Sim {
             if matches!(e, Event::ServerUp { .. } | Event::ServerDown { .. }) {
                 self.watch.last_change = elapsed;
             }
+            if let Event::PathChanged { peer, path } = &e {
+                let same = self.pairs.get(&(h, *peer)).is_some_and(|(p, _)| p == path);
+                if !same {
+                    self.pairs.insert((h, *peer), (*path, elapsed));
+                }
+            }
             cluster_changed |=
                 matches!(e, Event::MasterChanged { .. } | Event::ServerUp { .. } | Event::ServerDown { .. });
             self.hosts[h].events.push((elapsed, e));
@@ -1024,6 +1047,9 @@ impl Sim {
 
     fn transmit(&mut self, h: HostId, dest: SocketAddr, data: Bytes) {
         let now = self.now;
+        if self.taps.contains(&h) {
+            self.tapped.push((h, dest, data.clone()));
+        }
         let src = self.hosts[h].addr;
         {
             let host = &mut self.hosts[h];
@@ -1220,6 +1246,43 @@ impl Sim {
         self.watch.last_change
     }
 
+    /// Starts recording every datagram `h` sends (an on-path observer).
+    pub fn tap(&mut self, h: HostId) {
+        self.taps.insert(h);
+    }
+
+    /// Takes the recorded datagrams: (sender, destination, bytes).
+    pub fn take_tapped(&mut self) -> Vec<(HostId, SocketAddr, Bytes)> {
+        std::mem::take(&mut self.tapped)
+    }
+
+    /// The latest path of every pair that reported one, ordered by reporter
+    /// and peer names.
+    pub fn pair_paths(&self) -> Vec<PairPath> {
+        let mut v: Vec<PairPath> = self
+            .pairs
+            .iter()
+            .filter(|((h, _), _)| self.hosts[*h].alive())
+            .filter_map(|((h, peer), (path, since))| {
+                // A pair without a path (its link closed) is not reported.
+                let (kind, via) = match (*path)? {
+                    p::PathKind::Relayed { via } => ("relayed", Some(self.name_of(&via))),
+                    p::PathKind::Direct => ("direct", None),
+                    p::PathKind::Punched => ("punched", None),
+                };
+                Some(PairPath {
+                    a: self.hosts[*h].name.clone(),
+                    b: self.name_of(peer),
+                    path: kind.into(),
+                    via,
+                    since_ms: since.as_secs_f64() * 1000.0,
+                })
+            })
+            .collect();
+        v.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
+        v
+    }
+
     /// Cluster measurements so far.
     pub fn cluster_metrics(&self) -> ClusterMetrics {
         ClusterMetrics {
@@ -1248,8 +1311,12 @@ impl Sim {
         let size = spec.size.max(MSG_HEADER);
         let addr = self.public_addr(spec.to);
         let (mut sent, mut rejected) = (0u64, 0u64);
+        // Without servers there is no directory: dial the receiver's public
+        // address directly. With servers, nodes route by ID.
+        let standalone = self.hosts[spec.from].bootstrap.is_empty();
         let r = self.with_node(spec.from, |node, now| {
-            if !node.is_connected(&to_id)
+            if standalone
+                && !node.is_connected(&to_id)
                 && let Some(addr) = addr
             {
                 let _ = node.connect(now, to_id, addr);
@@ -1314,6 +1381,21 @@ pub struct MasterObservation {
     pub term: u64,
     /// Raft group (0 for other bases).
     pub epoch: u64,
+}
+
+/// How one peer reaches another at the end of a run (the latest `PathChanged`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairPath {
+    /// The peer that reported it.
+    pub a: String,
+    /// The peer it reaches.
+    pub b: String,
+    /// `direct`, `punched` or `relayed`.
+    pub path: String,
+    /// The relaying server for `relayed`.
+    pub via: Option<String>,
+    /// Since when (virtual ms).
+    pub since_ms: f64,
 }
 
 /// Cluster measurements of a run.
@@ -1397,6 +1479,18 @@ pub fn describe(e: &Event, name: impl Fn(&NodeId) -> String) -> (&'static str, S
             match (master, basis) {
                 (Some(m), Some(b)) => format!("{} ({b}, term {term})", name(m)),
                 _ => "none".to_owned(),
+            },
+        ),
+        Event::PeerOnline { id, .. } => ("PeerOnline", name(id)),
+        Event::PeerOffline { id, .. } => ("PeerOffline", name(id)),
+        Event::NetworkUp => ("NetworkUp", String::new()),
+        Event::NetworkDown => ("NetworkDown", String::new()),
+        Event::PathChanged { peer, path } => (
+            "PathChanged",
+            match path {
+                Some(p::PathKind::Relayed { via }) => format!("{} relayed via {}", name(peer), name(via)),
+                Some(p) => format!("{} {p}", name(peer)),
+                None => format!("{} no path", name(peer)),
             },
         ),
         Event::MessageReceived { from, channel, bytes, reliability } => (

@@ -40,6 +40,12 @@ impl Node {
         };
         conn.remote = Some(remote);
         conn.phase = Phase::Greeting;
+        // A relayed connection must come from the peer the relay frames named.
+        let addr = conn.addr;
+        if is_mapped(&addr) && self.role.peer().and_then(|p| p.peer_of(&addr)) != Some(remote) {
+            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "relayed identity mismatch");
+            return;
+        }
         if remote == my_id {
             self.fail_dial_or_close(ch, ConnectError::SelfConnect, close_code::DUPLICATE, "self");
             return;
@@ -80,10 +86,12 @@ impl Node {
             (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(ch, w),
             (Phase::Greeting, Control::Ready) if !dialed && welcomed => self.establish(ch),
             (Phase::Greeting | Phase::Refusing, Control::Refuse(reason)) => self.on_refuse(ch, reason),
-            (Phase::Established, Control::Cluster(m)) => {
-                if let (Some(from), Some(server)) = (remote, self.server.as_mut()) {
-                    server.on_message(self.now, from, m);
+            (Phase::Established, m @ (Control::Cluster(_) | Control::Peer(_))) => {
+                let Some(from) = remote else { return };
+                if self.role.message(self.now, from, m) {
                     self.run_role_actions();
+                } else {
+                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message not for this role");
                 }
             }
             (Phase::Refusing | Phase::Closing, _) => {}
@@ -287,14 +295,7 @@ impl Node {
         let name = conn.remote_name.clone();
         let addr = conn.addr;
         let early = std::mem::take(&mut conn.early);
-        let meta = LinkMeta {
-            id: remote,
-            name: name.clone(),
-            incarnation: conn.remote_incarnation,
-            addrs: conn.remote_addrs.clone(),
-            elder: conn.remote_elder,
-            join: conn.join_request,
-        };
+        let meta = link_meta(remote, conn);
         self.links.insert(remote, ch);
         self.events.push_back(Event::Connected { id: remote, name, addr });
         for (channel, bytes) in early {
@@ -315,9 +316,8 @@ impl Node {
             }
         }
         self.notify_dial(ch, DialOutcome::Connected(remote));
-        if let Some(server) = self.server.as_mut() {
-            server.on_link_up(self.now, &meta);
-        }
+        let observed = self.conns.get(&ch).and_then(|c| c.observed);
+        self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
         self.touch(ch);
     }
@@ -331,18 +331,10 @@ impl Node {
         conn.phase = Phase::Established;
         conn.hello_deadline = None;
         let early = std::mem::take(&mut conn.early);
-        let meta = LinkMeta {
-            id: remote,
-            name: conn.remote_name.clone(),
-            incarnation: conn.remote_incarnation,
-            addrs: conn.remote_addrs.clone(),
-            elder: conn.remote_elder,
-            join: conn.join_request,
-        };
+        let meta = link_meta(remote, conn);
+        let observed = conn.observed;
         self.links.insert(remote, ch);
-        if let Some(server) = self.server.as_mut() {
-            server.on_link_up(self.now, &meta);
-        }
+        self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
         for (channel, bytes) in early {
             self.events.push_back(Event::MessageReceived {
@@ -364,9 +356,7 @@ impl Node {
         }
         conn.dial_reported = true;
         let (Some(expect), addr) = (conn.expect, conn.addr) else { return };
-        if let Some(server) = self.server.as_mut() {
-            server.on_dial_done(self.now, expect, addr, &outcome);
-        }
+        self.role.dial_done(self.now, expect, addr, &outcome);
         self.run_role_actions();
     }
 
@@ -378,11 +368,7 @@ impl Node {
         }
         self.links.remove(&id);
         self.events.push_back(Event::Disconnected { id, reason });
-        if !self.links.contains_key(&id)
-            && let Some(server) = self.server.as_mut()
-        {
-            server.on_link_down(self.now, id);
-        }
+        self.role.link_down(self.now, id);
         self.run_role_actions();
     }
 
@@ -505,6 +491,19 @@ impl Node {
                 });
             }
         }
+    }
+}
+
+/// What the role logic learns about an established connection.
+fn link_meta(remote: NodeId, conn: &conn::Conn) -> LinkMeta {
+    LinkMeta {
+        id: remote,
+        name: conn.remote_name.clone(),
+        incarnation: conn.remote_incarnation,
+        remote_addr: conn.quic.remote_address(),
+        addrs: conn.remote_addrs.clone(),
+        elder: conn.remote_elder,
+        join: conn.join_request,
     }
 }
 

@@ -26,24 +26,28 @@
 
 mod conn;
 mod handshake;
+mod role;
 
 use crate::close_code;
 use crate::config::Config;
 use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
+use crate::peer::{DirectoryRow, LinkRow, Peer, PeerInfo, paths::is_mapped};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, RefuseReason, Welcome};
 use crate::quic::{self, CertError, Expect, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
+use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
 use crate::server::{Action, DialOutcome, Server, ServerInfo};
 use crate::stats::NodeStats;
-use crate::wire;
+use crate::wire::{self, FrameType, RelayFrame};
 use bytes::{Bytes, BytesMut};
 use conn::{Conn, Phase, Queued, Received, StreamViolation};
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use role::RoleState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -133,8 +137,10 @@ pub struct Node {
     drain: DrainCheck,
     scratch: Vec<u8>,
     closing: bool,
-    /// The server role's state machine (servers only).
-    server: Option<Server>,
+    /// The role's state machine.
+    role: RoleState,
+    /// Acceptor configuration for peer-to-peer connections (longer timeouts).
+    peer_server_config: Arc<quinn_proto::ServerConfig>,
 }
 
 impl std::fmt::Debug for Node {
@@ -160,8 +166,14 @@ impl Node {
             max_channels: 256,
             datagram_buffer: config.datagram_buffer,
         };
-        let quic = QuicSetup::new(&config.identity, &params)?;
-        let server_config = Arc::new(quic.server_config(&config.seed)?);
+        let peer_params = TransportParams {
+            idle_timeout: config.peer.idle_timeout - config.peer.keep_alive_interval,
+            keep_alive: config.peer.keep_alive_interval,
+            ..params.clone()
+        };
+        let quic = QuicSetup::new(&config.identity, &params, &peer_params)?;
+        let server_config = Arc::new(quic.server_config(&config.seed, false)?);
+        let peer_server_config = Arc::new(quic.server_config(&config.seed, true)?);
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(quic.endpoint_config(&config.seed)),
             Some(server_config),
@@ -169,18 +181,30 @@ impl Node {
             None,
         );
         let incarnation = rng.next_u64();
-        let server = (config.identity.role() == Role::Server).then(|| {
-            Server::new(
+        let role_rng = NodeRng::from_seed(derive_seed(&config.seed, "role"));
+        let c = &config.cluster;
+        let backoff = Backoff { min: c.reconnect_min, max: c.reconnect_max, forget_after: c.forget_after };
+        let role = match config.identity.role() {
+            Role::Server => RoleState::Server(Box::new(Server::new(
                 config.identity.id(),
                 config.name.clone(),
                 incarnation,
                 config.advertise.clone(),
                 &config.bootstrap,
                 config.cluster.clone(),
-                NodeRng::from_seed(derive_seed(&config.seed, "server")),
+                role_rng,
                 now,
-            )
-        });
+            ))),
+            Role::Peer => RoleState::Peer(Box::new(Peer::new(
+                config.identity.id(),
+                config.advertise.clone(),
+                &config.bootstrap,
+                config.peer.clone(),
+                backoff,
+                role_rng,
+                now,
+            ))),
+        };
         let mut node = Self {
             identity: config.identity.clone(),
             cfg: config,
@@ -203,7 +227,8 @@ impl Node {
             drain: DrainCheck::default(),
             scratch: Vec::new(),
             closing: false,
-            server,
+            role,
+            peer_server_config,
         };
         node.scoped(|n| n.run_role_actions());
         Ok(node)
@@ -267,21 +292,25 @@ impl Node {
         linked + self.pending.get(to).map_or(0, |p| p.bytes)
     }
 
-    /// The Master as this node sees it. Peers learn it from their servers;
-    /// a node that knows no server reports [`MasterInfo::NONE`].
+    /// The Master as this node sees it. Peers learn it from their servers
+    /// (the Raft report with the highest term, else the most common one); a
+    /// peer that knows no server reports [`MasterInfo::NONE`].
     pub fn master(&self) -> MasterInfo {
-        self.server.as_ref().map_or(MasterInfo::NONE, Server::master)
+        self.role.master()
     }
 
     /// The server list (the seed's table C) as this node knows it: itself
     /// first if it is a server, then every known server.
+    ///
+    /// Peers report the servers they know, with `live` telling which they are
+    /// connected to.
     pub fn servers(&self) -> Vec<ServerInfo> {
-        self.server.as_ref().map_or_else(Vec::new, Server::servers)
+        self.role.servers()
     }
 
     /// A server's standing in the Raft groups, for diagnostics; `None` on peers.
     pub fn raft_view(&self) -> Option<crate::server::RaftView> {
-        self.server.as_ref().map(Server::raft_view)
+        self.role.server().map(Server::raft_view)
     }
 
     /// Sets the load a server reports in the server list (by default the
@@ -289,9 +318,42 @@ impl Node {
     /// least-loaded leader preference. No effect on peers.
     pub fn set_load(&mut self, now: Instant, load: u32) {
         self.command(now);
-        if let Some(s) = self.server.as_mut() {
+        if let Some(s) = self.role.server_mut() {
             s.set_load(load);
         }
+    }
+
+    /// Peers online in the merged directory (the seed's tables E1..En); empty on servers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.role.peer().map_or_else(Vec::new, Peer::peers)
+    }
+
+    /// The link table (the seed's table F): how this node reaches the
+    /// servers and peers it is linked to. Empty on servers.
+    pub fn link_table(&self) -> Vec<LinkRow> {
+        self.role.peer().map_or_else(Vec::new, Peer::link_table)
+    }
+
+    /// For peers: whether at least one server is connected (a peer configured
+    /// with no server at all is never down). Servers: always true.
+    pub fn network_up(&self) -> bool {
+        self.role.peer().is_none_or(|p| p.network_up() || !p.uses_servers())
+    }
+
+    /// The peers connected to this server (the seed's table A) and the links
+    /// they reported (table B). Empty on peers.
+    pub fn directory(&self) -> Vec<DirectoryRow> {
+        self.role.server().map_or_else(Vec::new, Server::directory)
+    }
+
+    /// Tells a peer which addresses its interfaces have (table D, local
+    /// part); the driver calls it when they change. No effect on servers.
+    pub fn set_local_addrs(&mut self, now: Instant, addrs: Vec<SocketAddr>) {
+        self.command(now);
+        if let Some(p) = self.role.peer_mut() {
+            p.set_local_addrs(addrs);
+        }
+        self.scoped(|n| n.run_role_actions());
     }
 
     /// True after [`Node::close`] once every connection has finished closing.
@@ -307,15 +369,22 @@ impl Node {
         self.input(now);
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
+        if is_mapped(&remote) {
+            // Mapped addresses only exist inside this node; a socket never
+            // receives from one unless someone spoofs it.
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
         if wire::is_quic(data) {
             self.scoped(|n| n.handle_quic(remote, local, BytesMut::from(data)));
             return;
         }
         match wire::decode(data) {
-            Ok(_frame) => {
-                // No raw frame type is consumed by this role yet.
-                self.stats.dropped.unexpected += 1;
-            }
+            Ok(frame) if frame.kind == FrameType::Relay => match RelayFrame::decode(frame.payload) {
+                Ok(relay) => self.scoped(|n| n.on_relay(remote, relay)),
+                Err(e) => self.stats.dropped.record(&e),
+            },
+            Ok(_) => self.stats.dropped.unexpected += 1,
             Err(e) => self.stats.dropped.record(&e),
         }
     }
@@ -330,10 +399,8 @@ impl Node {
             for ch in due {
                 n.on_conn_timeout(ch);
             }
-            if let Some(server) = n.server.as_mut()
-                && server.poll_timeout().is_some_and(|t| t <= n.now)
-            {
-                server.handle_timeout(n.now);
+            if !n.closing && n.role.poll_timeout().is_some_and(|t| t <= n.now) {
+                n.role.handle_timeout(n.now);
                 n.run_role_actions();
             }
         });
@@ -359,9 +426,11 @@ impl Node {
 
     /// Sends `bytes` to `to` on `channel`.
     ///
-    /// Reliable messages are delivered once and in order per channel; a message
-    /// sent before the connection is established waits for it (and is
-    /// reported in [`Event::SendFailed`] if the connection fails).
+    /// A peer reaches any peer in the directory by ID alone: if there is no
+    /// connection yet, one is set up through a relay server. Reliable messages
+    /// are delivered once and in order per channel; a message sent before the
+    /// connection is established waits for it (and is reported in
+    /// [`Event::SendFailed`] if the connection fails).
     /// Unreliable messages need an established connection: without one they
     /// fail with [`SendError::NotConnected`].
     pub fn send(
@@ -384,6 +453,10 @@ impl Node {
             return Err(SendError::TooLarge { size: bytes.len(), max: self.cfg.max_message_size });
         }
         let limit = self.cfg.send_buffer_limit;
+        // A peer reaches other peers only through servers: none, no sends.
+        if to.role() == Role::Peer && self.role.peer().is_some_and(|p| p.uses_servers() && !p.network_up()) {
+            return Err(SendError::NetworkDown);
+        }
         if let Some(&ch) = self.links.get(&to) {
             let Some(conn) = self.conns.get_mut(&ch) else {
                 return Err(SendError::NotConnected(to));
@@ -420,7 +493,22 @@ impl Node {
             self.touch(ch);
             return Ok(());
         }
-        if reliability == Reliability::Unreliable || !self.in_progress(&to) {
+        if !self.in_progress(&to) {
+            // A peer connects to peers by ID, through the directory.
+            let wanted = match to.role() {
+                Role::Peer => self.role.peer_mut().map(|p| p.want(to)),
+                // Servers are dialed by address, never looked up.
+                Role::Server => None,
+            };
+            self.scoped(|n| n.run_role_actions());
+            match wanted {
+                Some(true) if reliability == Reliability::Reliable && self.in_progress(&to) => {}
+                // Connecting now; unreliable messages need the connection.
+                Some(true) => return Err(SendError::NotConnected(to)),
+                Some(false) => return Err(SendError::UnknownPeer(to)),
+                None => return Err(SendError::NotConnected(to)),
+            }
+        } else if reliability == Reliability::Unreliable {
             return Err(SendError::NotConnected(to));
         }
         let q = self.pending.entry(to).or_default();
@@ -506,7 +594,7 @@ impl Node {
             "p2pcore drain order: call poll_event until it returns None before poll_timeout"
         );
         let conn = self.timers.first().map(|(t, _)| *t);
-        let role = if self.closing { None } else { self.server.as_ref().and_then(Server::poll_timeout) };
+        let role = if self.closing { None } else { self.role.poll_timeout() };
         match (conn, role) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -566,8 +654,10 @@ impl Node {
         }
         let mut dcid = [0u8; 16];
         self.rng.fill(&mut dcid);
+        // Peer-to-peer connections (over mapped addresses) outlive their relay.
+        let peer = is_mapped(&addr);
         let (client_config, server_name, met) =
-            self.quic.client_config(expect, dcid).map_err(|e| ConnectError::Local(e.to_string()))?;
+            self.quic.client_config(expect, dcid, peer).map_err(|e| ConnectError::Local(e.to_string()))?;
         let now = self.now;
         let res = self.scoped(|n| n.endpoint.connect(now, client_config, addr, &server_name));
         let (handle, quic) = res.map_err(|e| match e {
@@ -579,7 +669,8 @@ impl Node {
         conn.met = Some(met);
         conn.join = join;
         conn.internal = internal;
-        conn.hello_deadline = Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
+        let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
+        conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
         self.conns.insert(handle.0, conn);
         self.touch(handle.0);
         Ok(())
@@ -601,10 +692,14 @@ impl Node {
                     let t = self.endpoint.refuse(incoming, &mut buf);
                     self.queue_response(t, &buf);
                 } else {
-                    match self.endpoint.accept(incoming, now, &mut buf, None) {
+                    // Peer-to-peer connections (over mapped addresses) get their own timeouts.
+                    let peer = is_mapped(&remote);
+                    let config = peer.then(|| self.peer_server_config.clone());
+                    match self.endpoint.accept(incoming, now, &mut buf, config) {
                         Ok((ch, quic)) => {
                             let mut conn = Conn::new(quic, false, remote, self.cfg.max_message_size);
-                            conn.hello_deadline = Some(now + self.cfg.idle_timeout + self.cfg.hello_timeout);
+                            let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
+                            conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
                             self.conns.insert(ch.0, conn);
                             self.drive(ch.0);
                         }
@@ -620,6 +715,41 @@ impl Node {
             None => self.stats.dropped.quic_ignored += 1,
         }
         self.scratch = buf;
+    }
+
+    /// A relay frame: a server forwards it, a peer unwraps it.
+    fn on_relay(&mut self, remote: SocketAddr, relay: RelayFrame<'_>) {
+        match &mut self.role {
+            RoleState::Server(server) => {
+                // The token must belong to the connection the frame came from:
+                // nobody else can use this server as a relay.
+                let forward = server.relay_source(&relay.token).and_then(|src| {
+                    let src_ch = *self.links.get(&src)?;
+                    (self.conns.get(&src_ch)?.quic.remote_address() == remote).then_some(())?;
+                    let token = server.relay_token(&relay.node)?;
+                    let dst_ch = *self.links.get(&relay.node)?;
+                    Some((src, token, self.conns.get(&dst_ch)?.quic.remote_address()))
+                });
+                let Some((src, token, destination)) = forward else {
+                    self.stats.dropped.relay_rejected += 1;
+                    return;
+                };
+                let mut data = Vec::with_capacity(relay.data.len() + wire::HEADER_LEN + 40);
+                if (RelayFrame { token, node: src, data: relay.data }).encode(&mut data).is_ok() {
+                    self.stats.relayed_datagrams += 1;
+                    self.stats.relayed_bytes += relay.data.len() as u64;
+                    self.out.push_back(OutDatagram { destination, source: None, data });
+                }
+            }
+            RoleState::Peer(peer) => {
+                if !peer.accept_relay(remote, &relay.token) || relay.node.role() != Role::Peer {
+                    self.stats.dropped.relay_rejected += 1;
+                    return;
+                }
+                let mapped = peer.mapped(relay.node);
+                self.handle_quic(mapped, None, BytesMut::from(relay.data));
+            }
+        }
     }
 
     fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
@@ -681,11 +811,14 @@ impl Node {
                 return;
             };
             let mut progressed = false;
-            let mut drained = false;
+            let mut drained = None;
             while let Some(ev) = conn.quic.poll_endpoint_events() {
                 progressed = true;
                 if ev.is_drained() {
-                    drained = true;
+                    // Handed to the endpoint last: it frees the handle, which
+                    // a dial made while handling the events below could reuse.
+                    drained = Some(ev);
+                    continue;
                 }
                 if let Some(cev) = self.endpoint.handle_event(ConnectionHandle(ch), ev) {
                     conn.quic.handle_event(cev);
@@ -696,8 +829,9 @@ impl Node {
                 progressed = true;
                 self.on_quic_event(ch, ev);
             }
-            if drained {
+            if let Some(ev) = drained {
                 self.forget(ch);
+                let _ = self.endpoint.handle_event(ConnectionHandle(ch), ev);
                 return;
             }
             if !progressed {
@@ -830,7 +964,7 @@ impl Node {
 
     /// Carries out what the role logic asked for.
     fn run_role_actions(&mut self) {
-        while let Some(action) = self.server.as_mut().and_then(Server::poll_action) {
+        while let Some(action) = self.role.poll_action() {
             match action {
                 Action::Send { to, msg } => {
                     if let Some(&ch) = self.links.get(&to)
@@ -843,23 +977,33 @@ impl Node {
                         }
                     }
                 }
-                Action::Dial { expect, addr, join } => {
-                    let outcome = match expect {
-                        // Already connected, or a connection (either way) is being
-                        // set up: dialing again would only race it.
-                        Expect::Node(id) if self.links.contains_key(&id) || self.in_progress(&id) => {
-                            Some(DialOutcome::Superseded)
-                        }
-                        _ => self.dial(expect, addr, join, true).err().map(DialOutcome::Failed),
-                    };
-                    if let Some(outcome) = outcome
-                        && let Some(server) = self.server.as_mut()
-                    {
-                        server.on_dial_done(self.now, expect, addr, &outcome);
+                Action::Dial { expect, addr, join } => self.role_dial(expect, addr, join),
+                Action::DialPeer(id) => {
+                    let Some(addr) = self.role.peer_mut().map(|p| p.mapped(id)) else { continue };
+                    self.role_dial(Expect::Node(id), addr, false);
+                }
+                Action::Close(id) => {
+                    if let Some(&ch) = self.links.get(&id) {
+                        self.close_conn(ch, close_code::SHUTDOWN, "peer went offline");
                     }
                 }
                 Action::Event(e) => self.events.push_back(e),
             }
+        }
+    }
+
+    /// A dial the role logic asked for; its outcome goes back to the role.
+    fn role_dial(&mut self, expect: Expect, addr: SocketAddr, join: bool) {
+        let outcome = match expect {
+            // Already connected, or a connection (either way) is being set
+            // up: dialing again would only race it.
+            Expect::Node(id) if self.links.contains_key(&id) || self.in_progress(&id) => {
+                Some(DialOutcome::Superseded)
+            }
+            _ => self.dial(expect, addr, join, true).err().map(DialOutcome::Failed),
+        };
+        if let Some(outcome) = outcome {
+            self.role.dial_done(self.now, expect, addr, &outcome);
         }
     }
 
@@ -883,7 +1027,20 @@ impl Node {
                 self.dirty.remove(&ch);
                 continue;
             };
-            match conn.quic.poll_transmit(now, max_datagrams, buf) {
+            // Relayed packets are wrapped one by one: no segmentation offload.
+            let mapped = is_mapped(&conn.addr);
+            let max = if mapped { 1 } else { max_datagrams };
+            match conn.quic.poll_transmit(now, max, buf) {
+                Some(t) if is_mapped(&t.destination) => {
+                    self.cursor = ch + 1;
+                    self.update_timer(ch);
+                    if let Some(t) = self.wrap_relayed(t.destination, t.size, buf) {
+                        return Some(t);
+                    }
+                    // No path now: drop it; QUIC retransmits once there is one.
+                    self.stats.unroutable += 1;
+                    buf.clear();
+                }
                 Some(t) => {
                     self.cursor = ch + 1;
                     self.update_timer(ch);
@@ -900,5 +1057,17 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Wraps the QUIC packet in `buf` (for mapped address `mapped`) in a
+    /// relay frame to the peer's current relay server.
+    fn wrap_relayed(&mut self, mapped: SocketAddr, size: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let (server, token, peer) = self.role.peer_mut()?.route(&mapped)?;
+        let mut framed = std::mem::take(&mut self.scratch);
+        framed.clear();
+        RelayFrame { token, node: peer, data: &buf[..size] }.encode(&mut framed).ok()?;
+        std::mem::swap(buf, &mut framed);
+        self.scratch = framed;
+        Some(Transmit { destination: server, source: None, size: buf.len(), segment_size: None })
     }
 }

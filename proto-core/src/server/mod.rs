@@ -32,12 +32,14 @@
 //! partition-safe.
 
 pub mod election;
+mod peers;
 pub(crate) mod raft;
 
 use crate::config::ClusterConfig;
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
-use crate::proto::{ClusterMsg, Control, RaftStatus, ServerEntry};
+use crate::peer::{DirectoryRow, LinkRow};
+use crate::proto::{ClusterMsg, Control, PeerMsg, RaftStatus, ServerEntry};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
 pub(crate) use crate::roster::DialOutcome;
@@ -55,6 +57,10 @@ pub(crate) enum Action {
     Send { to: NodeId, msg: Control },
     /// Dial a node (by ID, or any node of a role at an address).
     Dial { expect: Expect, addr: SocketAddr, join: bool },
+    /// Dial a peer through its mapped address (peers only).
+    DialPeer(NodeId),
+    /// Close the connection to a node, if any (peers: a peer went offline).
+    Close(NodeId),
     /// Report an event to the user.
     Event(Event),
 }
@@ -65,6 +71,8 @@ pub(crate) struct LinkMeta {
     pub(crate) id: NodeId,
     pub(crate) name: String,
     pub(crate) incarnation: u64,
+    /// Where the remote's packets come from, as this node sees it.
+    pub(crate) remote_addr: SocketAddr,
     /// Addresses the remote advertised.
     pub(crate) addrs: Vec<SocketAddr>,
     /// Whether the remote has run longer than this node (agreed verdict).
@@ -151,8 +159,11 @@ pub(crate) struct Server {
     roster: Roster,
     live: BTreeMap<NodeId, Live>,
     consensus: Consensus,
+    peers: peers::PeerTable,
     master: MasterInfo,
     load: u32,
+    /// Set by the operator; otherwise the load is the number of peers.
+    load_override: Option<u32>,
     load_sent: u32,
     next_tick: Instant,
     last_status: Option<RaftStatus>,
@@ -195,8 +206,10 @@ impl Server {
             cfg,
             live: BTreeMap::new(),
             consensus,
+            peers: peers::PeerTable::default(),
             master: MasterInfo::NONE,
             load: 0,
+            load_override: None,
             load_sent: 0,
             last_status: None,
             last_transfer: None,
@@ -269,7 +282,92 @@ impl Server {
 
     /// Sets the load this server reports (number of peers, or an operator's value).
     pub(crate) fn set_load(&mut self, load: u32) {
+        self.load_override = Some(load);
         self.load = load;
+    }
+
+    /// The peer behind a relay token, if it is connected here.
+    pub(crate) fn relay_source(&self, token: &[u8; crate::wire::TOKEN_LEN]) -> Option<NodeId> {
+        self.peers.by_token(token)
+    }
+
+    /// The relay token of a peer connected here.
+    pub(crate) fn relay_token(&self, peer: &NodeId) -> Option<[u8; crate::wire::TOKEN_LEN]> {
+        self.peers.token_of(peer)
+    }
+
+    /// Peers connected to this server (the seed's table A), with their
+    /// reported links (table B).
+    pub(crate) fn directory(&self) -> Vec<DirectoryRow> {
+        self.peers
+            .ids()
+            .filter_map(|id| {
+                let r = self.peers.get(id)?;
+                Some(DirectoryRow {
+                    id: *id,
+                    name: r.name.clone(),
+                    addrs: r.addrs.clone(),
+                    links: r.links.iter().map(|(k, v)| LinkRow { id: *k, path: *v }).collect(),
+                })
+            })
+            .collect()
+    }
+
+    fn send_peer(&mut self, to: NodeId, msg: PeerMsg) {
+        self.actions.push_back(Action::Send { to, msg: Control::Peer(msg) });
+    }
+
+    fn broadcast_peers(&mut self, msg: &PeerMsg) {
+        let to: Vec<NodeId> = self.peers.ids().copied().collect();
+        for id in to {
+            self.send_peer(id, msg.clone());
+        }
+    }
+
+    fn peer_load_changed(&mut self) {
+        if self.load_override.is_none() {
+            self.load = u32::try_from(self.peers.len()).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// A peer connected to this server.
+    fn peer_up(&mut self, meta: &LinkMeta) {
+        let mut token = [0u8; crate::wire::TOKEN_LEN];
+        self.rng.fill(&mut token);
+        let mut out = Vec::new();
+        self.peers.join(meta.id, meta.name.clone(), meta.remote_addr, token, &mut out);
+        let mut servers = self.live_list(meta.id);
+        servers.sort_by_key(|e| e.id);
+        self.send_peer(meta.id, PeerMsg::Servers(servers));
+        self.send_peer(meta.id, PeerMsg::Master(self.master));
+        for (to, msg) in out {
+            self.send_peer(to, msg);
+        }
+        self.peer_load_changed();
+    }
+
+    /// A message from a connected peer.
+    pub(crate) fn on_peer_message(&mut self, from: NodeId, msg: PeerMsg) {
+        if self.peers.get(&from).is_none() {
+            return;
+        }
+        match msg {
+            PeerMsg::Info(addrs) => {
+                let mut out = Vec::new();
+                self.peers.update(from, addrs, &mut out);
+                for (to, msg) in out {
+                    self.send_peer(to, msg);
+                }
+            }
+            PeerMsg::LinkSet { peer, path } => self.peers.set_link(from, peer, path),
+            PeerMsg::LinkDrop { peer } => self.peers.drop_link(from, peer),
+            PeerMsg::Resync => {
+                let snapshot = self.peers.snapshot(from);
+                self.send_peer(from, snapshot);
+            }
+            // Server-to-peer messages are not accepted from peers.
+            _ => {}
+        }
     }
 
     // ----- inputs ---------------------------------------------------------
@@ -293,6 +391,7 @@ impl Server {
 
     pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta) {
         if meta.id.role() != Role::Server {
+            self.peer_up(meta);
             return;
         }
         let entry = ServerEntry {
@@ -321,17 +420,30 @@ impl Server {
         }
         if !was_live {
             self.actions.push_back(Action::Event(Event::ServerUp { id: meta.id, name: meta.name.clone() }));
+            if let Some(e) = self.roster.entry(&meta.id) {
+                self.broadcast_peers(&PeerMsg::ServerUp(e));
+            }
         }
         self.reconcile(now);
     }
 
     pub(crate) fn on_link_down(&mut self, now: Instant, id: NodeId) {
+        if id.role() != Role::Server {
+            let mut out = Vec::new();
+            self.peers.leave(&id, &mut out);
+            for (to, msg) in out {
+                self.send_peer(to, msg);
+            }
+            self.peer_load_changed();
+            return;
+        }
         if self.live.remove(&id).is_none() {
             return;
         }
         let name = self.roster.get(&id).map(|k| k.name.clone()).unwrap_or_default();
         self.roster.on_link_down(now, &id, !self.live.is_empty(), &mut self.rng);
         self.actions.push_back(Action::Event(Event::ServerDown { id, name }));
+        self.broadcast_peers(&PeerMsg::ServerDown(id));
         self.reconcile(now);
     }
 
@@ -773,6 +885,7 @@ impl Server {
         }
         if m != self.master {
             self.master = m;
+            self.broadcast_peers(&PeerMsg::Master(m));
             self.actions.push_back(Action::Event(Event::MasterChanged {
                 master: m.master,
                 basis: m.basis,

@@ -57,3 +57,39 @@ pub fn run_until(sim: &mut Sim, limit: Duration, mut cond: impl FnMut(&Sim) -> b
     }
     cond(sim).then(|| sim.elapsed() - start)
 }
+
+/// Three servers (s1 first, then s2 and s3 joining through it) and `peers`
+/// public peers bootstrapping from every server; everyone started at once.
+pub fn mesh(seed: u64, peers: usize, link: LinkParams) -> (Sim, Vec<HostId>, Vec<HostId>) {
+    mesh_configured(seed, peers, link, |_, _| {})
+}
+
+/// [`mesh`] with a configuration hook applied to every node.
+pub fn mesh_configured(
+    seed: u64,
+    peers: usize,
+    link: LinkParams,
+    configure: impl Fn(&mut p2pcore::Config, &p2pcore_tests::sim::Host) + 'static,
+) -> (Sim, Vec<HostId>, Vec<HostId>) {
+    use p2pcore_tests::sim::NodeSpec;
+    let mut sim = sim_with(seed, link);
+    sim.set_configure(configure);
+    let s1 = sim.add_node(NodeSpec::server("s1"));
+    let s2 = sim.add_node(NodeSpec::server("s2").via(&[s1]));
+    let s3 = sim.add_node(NodeSpec::server("s3").via(&[s1]));
+    let servers = vec![s1, s2, s3];
+    let peers =
+        (0..peers).map(|i| sim.add_node(NodeSpec::peer(&format!("p{i}"), None).via(&servers))).collect();
+    (sim, servers, peers)
+}
+
+/// Whether every running peer sees every other running peer online.
+pub fn directories_converged(sim: &Sim, peers: &[HostId]) -> bool {
+    let alive: Vec<HostId> = peers.iter().copied().filter(|p| sim.host(*p).alive()).collect();
+    alive.iter().all(|p| {
+        let seen: std::collections::BTreeSet<NodeId> =
+            sim.node(*p).unwrap().peers().iter().map(|x| x.id).collect();
+        alive.iter().filter(|q| *q != p).all(|q| seen.contains(&sim.host(*q).id()))
+            && seen.len() == alive.len() - 1
+    })
+}

@@ -1,0 +1,635 @@
+//! The peer role: staying connected to the servers, merging their
+//! directories, reaching other peers by ID through relays, and reporting.
+//!
+//! A peer dials its bootstrap servers until one answers, learns the server
+//! list from it and connects to every server (redialing lost ones with
+//! backoff, like servers do — see `roster`). Each server sends a snapshot of
+//! its directory (the peers connected to it), then versioned deltas; the peer
+//! keeps one directory per server (the seed's tables E1..En) and sees a peer
+//! as online while any server lists it. It reports its own addresses (table
+//! D: its interface addresses and the addresses servers observed) to every
+//! server when they change, and its link table (table F) as deltas.
+//!
+//! Peer-to-peer QUIC runs end to end over mapped addresses (see `paths`);
+//! every packet is relayed by a server both peers are connected to, chosen at
+//! random among them and re-chosen when it stops being common. With no
+//! server at all the network is down: `NetworkDown`, and sends fail until a
+//! server is back.
+
+pub(crate) mod paths;
+
+use crate::config::{ConnectPolicy, PeerConfig};
+use crate::event::Event;
+use crate::identity::{NodeId, Role};
+use crate::proto::{Control, DirEntry, PathKind, PeerAddrs, PeerMsg, ServerEntry};
+use crate::quic::Expect;
+use crate::rng::NodeRng;
+use crate::roster::{Backoff, DialOutcome, Roster};
+use crate::server::election::{MasterBasis, MasterInfo};
+use crate::server::{Action, LinkMeta, ServerInfo};
+use crate::wire::TOKEN_LEN;
+use paths::Paths;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A peer in the merged directory, as [`Node::peers`](crate::Node::peers) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its ID.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its addresses, merged from every server that lists it.
+    pub addrs: PeerAddrs,
+    /// The servers that list it (a peer is online while one does).
+    pub via: Vec<NodeId>,
+}
+
+/// One row of the link table (the seed's table F).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRow {
+    /// The node linked to.
+    pub id: NodeId,
+    /// How it is reached.
+    pub path: PathKind,
+}
+
+/// One peer as a server lists it (the seed's table A, with the peer's table
+/// B links), as [`Node::directory`](crate::Node::directory) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryRow {
+    /// The peer.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The addresses it reported and the one the server observes.
+    pub addrs: PeerAddrs,
+    /// The links it reported to other peers.
+    pub links: Vec<LinkRow>,
+}
+
+#[derive(Debug)]
+struct ServerLink {
+    name: String,
+    /// Where the server's packets come from (and relay frames go to).
+    addr: SocketAddr,
+    /// Our relay session token at this server.
+    token: Option<[u8; TOKEN_LEN]>,
+    /// Our address as this server sees it.
+    observed: Option<SocketAddr>,
+    master: Option<MasterInfo>,
+    /// This server's directory (table E for this server).
+    dir: BTreeMap<NodeId, DirEntry>,
+    version: Option<u64>,
+}
+
+/// The peer role state machine.
+pub(crate) struct Peer {
+    me: NodeId,
+    cfg: PeerConfig,
+    local: Vec<SocketAddr>,
+    roster: Roster,
+    servers: BTreeMap<NodeId, ServerLink>,
+    /// Merged directory: online peers and their names.
+    online: BTreeMap<NodeId, String>,
+    master: MasterInfo,
+    network_up: bool,
+    addrs_sent: Option<PeerAddrs>,
+    paths: Paths,
+    /// Established links to peers and their path (table F, peers part).
+    links: BTreeMap<NodeId, PathKind>,
+    /// Peer dials in progress, and when a failed peer may be dialed again.
+    dialing: BTreeSet<NodeId>,
+    retry_at: BTreeMap<NodeId, (Instant, Duration)>,
+    next_check: Instant,
+    rng: NodeRng,
+    actions: VecDeque<Action>,
+}
+
+/// How often the peer re-checks which peers it should be connected to.
+const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Peer {
+    pub(crate) fn new(
+        me: NodeId,
+        local: Vec<SocketAddr>,
+        bootstrap: &[SocketAddr],
+        cfg: PeerConfig,
+        backoff: Backoff,
+        rng: NodeRng,
+        now: Instant,
+    ) -> Self {
+        let mut p = Self {
+            me,
+            cfg,
+            local,
+            roster: Roster::new(me, bootstrap, backoff, now),
+            servers: BTreeMap::new(),
+            online: BTreeMap::new(),
+            master: MasterInfo::NONE,
+            network_up: false,
+            addrs_sent: None,
+            paths: Paths::default(),
+            links: BTreeMap::new(),
+            dialing: BTreeSet::new(),
+            retry_at: BTreeMap::new(),
+            next_check: now,
+            rng,
+            actions: VecDeque::new(),
+        };
+        p.dial_servers(now);
+        p
+    }
+
+    // ----- getters ------------------------------------------------------
+
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let servers = &self.servers;
+        let dial = self.roster.next_due(|id| servers.contains_key(id), !servers.is_empty());
+        Some(dial.map_or(self.next_check, |d| d.min(self.next_check)))
+    }
+
+    pub(crate) fn master(&self) -> MasterInfo {
+        self.master
+    }
+
+    pub(crate) fn network_up(&self) -> bool {
+        self.network_up
+    }
+
+    /// Whether this peer uses servers at all. A peer configured without any
+    /// (a standalone node dialing others by address) is never "down".
+    pub(crate) fn uses_servers(&self) -> bool {
+        self.roster.has_bootstrap() || self.roster.iter().next().is_some()
+    }
+
+    pub(crate) fn servers(&self) -> Vec<ServerInfo> {
+        self.roster
+            .iter()
+            .map(|(id, k)| ServerInfo {
+                id: *id,
+                name: k.name.clone(),
+                addrs: k.addrs.clone(),
+                load: k.load,
+                live: self.servers.contains_key(id),
+                master: self.master.master == Some(*id),
+            })
+            .collect()
+    }
+
+    pub(crate) fn peers(&self) -> Vec<PeerInfo> {
+        self.online
+            .iter()
+            .map(|(id, name)| {
+                let mut addrs = PeerAddrs::default();
+                let mut via = Vec::new();
+                for (sid, s) in &self.servers {
+                    if let Some(e) = s.dir.get(id) {
+                        via.push(*sid);
+                        for a in &e.addrs.local {
+                            if !addrs.local.contains(a) {
+                                addrs.local.push(*a);
+                            }
+                        }
+                        for a in &e.addrs.observed {
+                            if !addrs.observed.contains(a) {
+                                addrs.observed.push(*a);
+                            }
+                        }
+                    }
+                }
+                PeerInfo { id: *id, name: name.clone(), addrs, via }
+            })
+            .collect()
+    }
+
+    /// The link table (table F): servers (direct) and peers.
+    pub(crate) fn link_table(&self) -> Vec<LinkRow> {
+        let servers = self.servers.keys().map(|id| LinkRow { id: *id, path: PathKind::Direct });
+        let peers = self.links.iter().map(|(id, path)| LinkRow { id: *id, path: *path });
+        servers.chain(peers).collect()
+    }
+
+    /// The mapped address QUIC uses for `peer`.
+    pub(crate) fn mapped(&mut self, peer: NodeId) -> SocketAddr {
+        self.paths.mapped(peer)
+    }
+
+    /// The peer behind a mapped address.
+    pub(crate) fn peer_of(&self, mapped: &SocketAddr) -> Option<NodeId> {
+        self.paths.peer_of(mapped)
+    }
+
+    /// Where to send a packet for mapped address `mapped`: the relay
+    /// server's address, our token there, and the destination peer.
+    pub(crate) fn route(&mut self, mapped: &SocketAddr) -> Option<(SocketAddr, [u8; TOKEN_LEN], NodeId)> {
+        let peer = self.paths.peer_of(mapped)?;
+        if self.paths.get(&peer).and_then(|p| p.relay).is_none() {
+            self.select_relay(peer);
+        }
+        let via = self.paths.get(&peer)?.relay?;
+        let s = self.servers.get(&via)?;
+        Some((s.addr, s.token?, peer))
+    }
+
+    /// Checks a relay frame that arrived from `from`: it must come from a
+    /// connected server and carry our token there.
+    pub(crate) fn accept_relay(&self, from: SocketAddr, token: &[u8; TOKEN_LEN]) -> bool {
+        self.servers.values().any(|s| s.addr == from && s.token.as_ref() == Some(token))
+    }
+
+    // ----- inputs ---------------------------------------------------------
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.next_check <= now {
+            self.next_check = now + CHECK_INTERVAL;
+            self.connect_peers(now, None);
+        }
+        let servers = &self.servers;
+        self.roster.forget_stale(now, |id| servers.contains_key(id));
+        self.dial_servers(now);
+    }
+
+    pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta, observed: Option<SocketAddr>) {
+        match meta.id.role() {
+            Role::Server => {
+                let entry = ServerEntry {
+                    id: meta.id,
+                    name: meta.name.clone(),
+                    addrs: meta.addrs.clone(),
+                    incarnation: meta.incarnation,
+                    load: 0,
+                };
+                self.roster.learn(now, &entry);
+                self.roster.on_link_up(now, &meta.id);
+                let fresh = !self.servers.contains_key(&meta.id);
+                let kept = self.servers.remove(&meta.id);
+                self.servers.insert(
+                    meta.id,
+                    ServerLink {
+                        name: meta.name.clone(),
+                        addr: meta.remote_addr,
+                        token: None,
+                        observed: observed.or(kept.and_then(|k| k.observed)),
+                        master: None,
+                        dir: BTreeMap::new(),
+                        version: None,
+                    },
+                );
+                if fresh {
+                    self.actions
+                        .push_back(Action::Event(Event::ServerUp { id: meta.id, name: meta.name.clone() }));
+                }
+                if !self.network_up {
+                    self.network_up = true;
+                    self.actions.push_back(Action::Event(Event::NetworkUp));
+                }
+                // A new server hears our addresses and links once.
+                self.addrs_sent = None;
+                self.report_addrs();
+                let links: Vec<(NodeId, PathKind)> = self.links.iter().map(|(k, v)| (*k, *v)).collect();
+                for (peer, path) in links {
+                    self.send(meta.id, PeerMsg::LinkSet { peer, path });
+                }
+                self.dial_servers(now);
+            }
+            Role::Peer => {
+                self.dialing.remove(&meta.id);
+                self.retry_at.remove(&meta.id);
+                self.select_relay(meta.id);
+                let path = self.path_kind(&meta.id);
+                if let Some(path) = path {
+                    self.links.insert(meta.id, path);
+                    self.broadcast(PeerMsg::LinkSet { peer: meta.id, path });
+                    self.actions
+                        .push_back(Action::Event(Event::PathChanged { peer: meta.id, path: Some(path) }));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_link_down(&mut self, now: Instant, id: NodeId) {
+        match id.role() {
+            Role::Server => {
+                let Some(link) = self.servers.remove(&id) else { return };
+                let servers = &self.servers;
+                self.roster.on_link_down(now, &id, !servers.is_empty(), &mut self.rng);
+                self.actions.push_back(Action::Event(Event::ServerDown { id, name: link.name }));
+                if self.servers.is_empty() && self.network_up {
+                    self.network_up = false;
+                    self.actions.push_back(Action::Event(Event::NetworkDown));
+                }
+                self.directory_changed(now);
+                self.reselect_all();
+                self.update_master();
+                self.report_addrs();
+                self.dial_servers(now);
+            }
+            Role::Peer => {
+                self.dialing.remove(&id);
+                if self.links.remove(&id).is_some() {
+                    self.broadcast(PeerMsg::LinkDrop { peer: id });
+                    self.actions.push_back(Action::Event(Event::PathChanged { peer: id, path: None }));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_dial_done(
+        &mut self,
+        now: Instant,
+        expect: Expect,
+        addr: SocketAddr,
+        outcome: &DialOutcome,
+    ) {
+        if let Expect::Node(id) = expect
+            && id.role() == Role::Peer
+        {
+            self.dialing.remove(&id);
+            if let DialOutcome::Failed(_) = outcome {
+                let backoff = self.retry_at.get(&id).map_or(Duration::from_millis(500), |(_, b)| *b * 2);
+                let backoff = backoff.min(Duration::from_secs(30));
+                self.retry_at.insert(id, (now + self.rng.jitter(backoff, 0.2), backoff));
+            }
+            return;
+        }
+        if let Some(e) = self.roster.on_dial_done(now, expect, addr, outcome, &mut self.rng) {
+            self.actions.push_back(Action::Event(e));
+        }
+        self.dial_servers(now);
+    }
+
+    pub(crate) fn on_message(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
+        let Some(link) = self.servers.get_mut(&from) else { return };
+        match msg {
+            PeerMsg::Session { token } => {
+                link.token = Some(token);
+                self.reselect_all();
+            }
+            PeerMsg::Directory { version, peers } => {
+                link.dir = peers
+                    .into_iter()
+                    .take(1 << 20)
+                    .map(|e| (e.id, e))
+                    .filter(|(id, _)| *id != self.me)
+                    .collect();
+                link.version = Some(version);
+                self.directory_changed(now);
+                self.reselect_all();
+            }
+            PeerMsg::DirAdd { version, entry } | PeerMsg::DirUpdate { version, entry } => {
+                if !Self::next_version(link, version) {
+                    self.send(from, PeerMsg::Resync);
+                    return;
+                }
+                if entry.id != self.me {
+                    let (id, name) = (entry.id, entry.name.clone());
+                    link.dir.insert(id, entry);
+                    self.listed(now, id, name);
+                    self.select_relay(id);
+                }
+            }
+            PeerMsg::DirRemove { version, id } => {
+                if !Self::next_version(link, version) {
+                    self.send(from, PeerMsg::Resync);
+                    return;
+                }
+                link.dir.remove(&id);
+                self.unlisted(id);
+                self.select_relay(id);
+            }
+            PeerMsg::Servers(list) => {
+                for e in list.into_iter().take(4096) {
+                    self.roster.learn(now, &e);
+                }
+                self.dial_servers(now);
+            }
+            PeerMsg::ServerUp(e) => {
+                self.roster.learn(now, &e);
+                self.dial_servers(now);
+            }
+            // Servers redial a lost server themselves; a peer keeps it in its
+            // roster until its own connection dies.
+            PeerMsg::ServerDown(_) => {}
+            PeerMsg::Master(m) => {
+                link.master = Some(m);
+                self.update_master();
+            }
+            // Peer-to-server messages are not accepted from servers.
+            PeerMsg::Info(_) | PeerMsg::LinkSet { .. } | PeerMsg::LinkDrop { .. } | PeerMsg::Resync => {}
+        }
+    }
+
+    /// A send to `to` needs a connection: dial it if it is online.
+    pub(crate) fn want(&mut self, to: NodeId) -> bool {
+        if !self.online.contains_key(&to) {
+            return false;
+        }
+        if self.dialing.insert(to) {
+            self.actions.push_back(Action::DialPeer(to));
+        }
+        true
+    }
+
+    /// Updates the interface addresses reported to servers.
+    pub(crate) fn set_local_addrs(&mut self, local: Vec<SocketAddr>) {
+        self.local = local;
+        self.report_addrs();
+    }
+
+    // ----- internals ------------------------------------------------------
+
+    fn next_version(link: &mut ServerLink, version: u64) -> bool {
+        match link.version {
+            Some(v) if version == v + 1 => {
+                link.version = Some(version);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        self.actions.push_back(Action::Send { to, msg: Control::Peer(msg) });
+    }
+
+    fn broadcast(&mut self, msg: PeerMsg) {
+        let to: Vec<NodeId> = self.servers.keys().copied().collect();
+        for id in to {
+            self.send(id, msg.clone());
+        }
+    }
+
+    fn dial_servers(&mut self, now: Instant) {
+        let servers = &self.servers;
+        for d in self.roster.due(now, |id| servers.contains_key(id), !servers.is_empty()) {
+            self.actions.push_back(Action::Dial { expect: d.expect, addr: d.addr, join: d.join });
+        }
+    }
+
+    /// Sends our addresses (table D) to every server if they changed.
+    fn report_addrs(&mut self) {
+        let mut observed: Vec<SocketAddr> = self.servers.values().filter_map(|s| s.observed).collect();
+        observed.sort();
+        observed.dedup();
+        let addrs = PeerAddrs { local: self.local.clone(), observed };
+        if self.addrs_sent.as_ref() != Some(&addrs) {
+            self.addrs_sent = Some(addrs.clone());
+            self.broadcast(PeerMsg::Info(addrs));
+        }
+    }
+
+    /// Recomputes the merged directory and reports who came and went (after
+    /// a snapshot or the loss of a server; deltas use `listed`/`unlisted`).
+    fn directory_changed(&mut self, now: Instant) {
+        let mut now_online: BTreeMap<NodeId, String> = BTreeMap::new();
+        for s in self.servers.values() {
+            for (id, e) in &s.dir {
+                now_online.entry(*id).or_insert_with(|| e.name.clone());
+            }
+        }
+        let gone: Vec<NodeId> =
+            self.online.keys().filter(|id| !now_online.contains_key(id)).copied().collect();
+        let came: Vec<(NodeId, String)> = now_online
+            .iter()
+            .filter(|(id, _)| !self.online.contains_key(id))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for id in gone {
+            self.went_offline(id);
+        }
+        for (id, name) in came {
+            self.listed(now, id, name);
+        }
+    }
+
+    /// A server lists `id`: it is online (if it was not already).
+    fn listed(&mut self, now: Instant, id: NodeId, name: String) {
+        if self.online.contains_key(&id) {
+            return;
+        }
+        self.online.insert(id, name.clone());
+        self.actions.push_back(Action::Event(Event::PeerOnline { id, name }));
+        // Connect at once rather than at the next periodic check.
+        self.connect_peers(now, Some(id));
+    }
+
+    /// A server stopped listing `id`: offline unless another server lists it.
+    fn unlisted(&mut self, id: NodeId) {
+        if self.online.contains_key(&id) && !self.servers.values().any(|s| s.dir.contains_key(&id)) {
+            self.went_offline(id);
+        }
+    }
+
+    fn went_offline(&mut self, id: NodeId) {
+        let Some(name) = self.online.remove(&id) else { return };
+        self.retry_at.remove(&id);
+        self.actions.push_back(Action::Event(Event::PeerOffline { id, name }));
+        // Its connection, if any, has nowhere to go; close it rather than
+        // wait for the idle timeout.
+        self.actions.push_back(Action::Close(id));
+    }
+
+    /// Servers that list `peer` and gave us a relay token.
+    fn common_servers(&self, peer: &NodeId) -> Vec<NodeId> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.token.is_some() && s.dir.contains_key(peer))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Keeps `peer`'s relay if it is still common, else picks one at random.
+    fn select_relay(&mut self, peer: NodeId) {
+        let common = self.common_servers(&peer);
+        let current = self.paths.get(&peer).and_then(|p| p.relay);
+        let next = match current {
+            Some(c) if common.contains(&c) => Some(c),
+            _ if common.is_empty() => None,
+            _ => Some(common[self.rng.below(common.len() as u64) as usize]),
+        };
+        if self.paths.set_relay(peer, next) && self.links.contains_key(&peer) {
+            match next {
+                Some(via) => {
+                    let path = PathKind::Relayed { via };
+                    self.links.insert(peer, path);
+                    self.broadcast(PeerMsg::LinkSet { peer, path });
+                    self.actions.push_back(Action::Event(Event::PathChanged { peer, path: Some(path) }));
+                }
+                None => {
+                    // No server relays for it now; the link stays up (QUIC
+                    // rides out the gap) but has no path.
+                    self.actions.push_back(Action::Event(Event::PathChanged { peer, path: None }));
+                }
+            }
+        }
+    }
+
+    fn reselect_all(&mut self) {
+        let peers: Vec<NodeId> = self.paths.peers().copied().collect();
+        for p in peers {
+            self.select_relay(p);
+        }
+    }
+
+    fn path_kind(&self, peer: &NodeId) -> Option<PathKind> {
+        self.paths.get(peer).and_then(|p| p.relay).map(|via| PathKind::Relayed { via })
+    }
+
+    /// Eager mesh: the larger ID of each pair dials (the smaller dials only
+    /// when it has something to send), so pairs rarely race.
+    fn connect_peers(&mut self, now: Instant, only: Option<NodeId>) {
+        if self.cfg.connect != ConnectPolicy::Eager || !self.network_up {
+            return;
+        }
+        let candidates: Vec<NodeId> = match only {
+            Some(id) => vec![id],
+            None => self.online.keys().copied().collect(),
+        };
+        for id in candidates {
+            let due = self.me > id
+                && !self.links.contains_key(&id)
+                && !self.dialing.contains(&id)
+                && self.retry_at.get(&id).is_none_or(|(t, _)| *t <= now);
+            if due {
+                self.dialing.insert(id);
+                self.actions.push_back(Action::DialPeer(id));
+            }
+        }
+    }
+
+    /// Merges the servers' views of the Master: the Raft report with the
+    /// highest term wins; otherwise the most common report.
+    fn update_master(&mut self) {
+        let reports: Vec<MasterInfo> = self.servers.values().filter_map(|s| s.master).collect();
+        let raft =
+            reports.iter().filter(|m| m.basis == Some(MasterBasis::Raft)).max_by_key(|m| (m.term, m.epoch));
+        let m = match raft {
+            Some(m) => *m,
+            None => {
+                let mut counts: BTreeMap<(Option<NodeId>, Option<MasterBasis>), usize> = BTreeMap::new();
+                for r in &reports {
+                    *counts.entry((r.master, r.basis)).or_default() += 1;
+                }
+                counts.into_iter().max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k))).map_or(
+                    MasterInfo::NONE,
+                    |((master, basis), _)| MasterInfo { master, basis, term: 0, epoch: 0 },
+                )
+            }
+        };
+        if m != self.master {
+            self.master = m;
+            self.actions.push_back(Action::Event(Event::MasterChanged {
+                master: m.master,
+                basis: m.basis,
+                term: m.term,
+                epoch: m.epoch,
+            }));
+        }
+    }
+}
