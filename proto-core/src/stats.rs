@@ -84,6 +84,10 @@ pub struct NodeStats {
     /// Packets for a peer with no path (no common server), dropped; QUIC
     /// retransmits once a path exists.
     pub unroutable: u64,
+    /// Directory snapshots this peer had to ask a server for because its
+    /// deltas had a gap; zero in a healthy network (deltas arrive in order on
+    /// the control stream), so anything else points at a bug.
+    pub directory_resyncs: u64,
     /// Input datagrams dropped, by reason.
     pub dropped: DropCounters,
 }

@@ -239,6 +239,8 @@ pub struct Host {
     pub node: Option<Node>,
     /// How many times it was (re)started.
     pub boots: u32,
+    /// When it last crashed (virtual time since the start); `None` while running.
+    pub down_since: Option<Duration>,
     /// Every event its node emitted, with the virtual time since simulation start.
     pub events: Vec<(Duration, Event)>,
     /// Wire counters.
@@ -568,6 +570,7 @@ impl Sim {
             lan: spec.lan,
             node: None,
             boots: 0,
+            down_since: None,
             events: Vec::new(),
             bytes: HostBytes::default(),
             bootstrap: spec.bootstrap,
@@ -630,6 +633,7 @@ impl Sim {
     fn boot(&mut self, h: HostId) {
         let host = &mut self.hosts[h];
         host.boots += 1;
+        host.down_since = None;
         let seed = hash_seed(self.cfg.seed, &[b"node", host.name.as_bytes(), &host.boots.to_be_bytes()]);
         let mut config = Config::new(host.identity.clone(), host.name.clone(), seed);
         config.advertise = vec![host.addr];
@@ -862,6 +866,7 @@ impl Sim {
         let agreed = self.agreed_master();
         if self.hosts[h].node.take().is_some() {
             self.hosts[h].timeout = None;
+            self.hosts[h].down_since = Some(self.now - self.base);
             self.record("sim", "kill", &name);
             let id = self.hosts[h].id();
             self.watch.on_kill(self.now - self.base, id, agreed);

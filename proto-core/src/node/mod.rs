@@ -964,6 +964,9 @@ impl Node {
 
     /// Carries out what the role logic asked for.
     fn run_role_actions(&mut self) {
+        if let Some(p) = self.role.peer() {
+            self.stats.directory_resyncs = p.resyncs();
+        }
         while let Some(action) = self.role.poll_action() {
             match action {
                 Action::Send { to, msg } => {

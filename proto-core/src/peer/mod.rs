@@ -96,6 +96,8 @@ pub(crate) struct Peer {
     master: MasterInfo,
     network_up: bool,
     addrs_sent: Option<PeerAddrs>,
+    /// See [`Peer::resyncs`].
+    resyncs: u64,
     paths: Paths,
     /// Established links to peers and their path (table F, peers part).
     links: BTreeMap<NodeId, PathKind>,
@@ -130,6 +132,7 @@ impl Peer {
             master: MasterInfo::NONE,
             network_up: false,
             addrs_sent: None,
+            resyncs: 0,
             paths: Paths::default(),
             links: BTreeMap::new(),
             dialing: BTreeSet::new(),
@@ -383,10 +386,10 @@ impl Peer {
                 self.reselect_all();
             }
             PeerMsg::DirAdd { version, entry } | PeerMsg::DirUpdate { version, entry } => {
-                if !Self::next_version(link, version) {
-                    self.send(from, PeerMsg::Resync);
+                if !self.next_version(from, version) {
                     return;
                 }
+                let Some(link) = self.servers.get_mut(&from) else { return };
                 if entry.id != self.me {
                     let (id, name) = (entry.id, entry.name.clone());
                     link.dir.insert(id, entry);
@@ -395,10 +398,10 @@ impl Peer {
                 }
             }
             PeerMsg::DirRemove { version, id } => {
-                if !Self::next_version(link, version) {
-                    self.send(from, PeerMsg::Resync);
+                if !self.next_version(from, version) {
                     return;
                 }
+                let Some(link) = self.servers.get_mut(&from) else { return };
                 link.dir.remove(&id);
                 self.unlisted(id);
                 self.select_relay(id);
@@ -444,14 +447,30 @@ impl Peer {
 
     // ----- internals ------------------------------------------------------
 
-    fn next_version(link: &mut ServerLink, version: u64) -> bool {
+    /// Whether a delta from `server` is the next one; on a gap, asks once
+    /// for a fresh snapshot and ignores deltas until it arrives. (The control
+    /// stream is ordered, so a gap means a bug somewhere: counted.)
+    fn next_version(&mut self, server: NodeId, version: u64) -> bool {
+        let Some(link) = self.servers.get_mut(&server) else { return false };
         match link.version {
             Some(v) if version == v + 1 => {
                 link.version = Some(version);
                 true
             }
-            _ => false,
+            Some(_) => {
+                link.version = None;
+                self.resyncs += 1;
+                self.send(server, PeerMsg::Resync);
+                false
+            }
+            // A snapshot is on its way.
+            None => false,
         }
+    }
+
+    /// Directory snapshots this peer asked for after a gap in a server's deltas.
+    pub(crate) fn resyncs(&self) -> u64 {
+        self.resyncs
     }
 
     fn send(&mut self, to: NodeId, msg: PeerMsg) {
@@ -631,5 +650,82 @@ impl Peer {
                 epoch: m.epoch,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Identity, Role};
+
+    fn id(role: Role, seed: u8) -> NodeId {
+        Identity::from_seed(role, [seed; 32]).id()
+    }
+
+    fn entry(seed: u8) -> DirEntry {
+        DirEntry { id: id(Role::Peer, seed), name: format!("p{seed}"), addrs: PeerAddrs::default() }
+    }
+
+    /// A peer with one server link and an empty snapshot (version 0) from it.
+    fn peer_with_server(now: Instant) -> (Peer, NodeId) {
+        let backoff = Backoff {
+            min: Duration::from_millis(250),
+            max: Duration::from_secs(5),
+            forget_after: Duration::from_secs(60),
+        };
+        let mut p = Peer::new(
+            id(Role::Peer, 1),
+            Vec::new(),
+            &[],
+            PeerConfig::default(),
+            backoff,
+            NodeRng::from_seed([5; 32]),
+            now,
+        );
+        let server = id(Role::Server, 2);
+        let meta = LinkMeta {
+            id: server,
+            name: "s".into(),
+            incarnation: 1,
+            remote_addr: SocketAddr::from(([192, 0, 2, 1], 4433)),
+            addrs: Vec::new(),
+            elder: false,
+            join: false,
+        };
+        p.on_link_up(now, &meta, None);
+        p.on_message(now, server, PeerMsg::Directory { version: 0, peers: Vec::new() });
+        while p.poll_action().is_some() {}
+        (p, server)
+    }
+
+    fn resync_requests(p: &mut Peer) -> usize {
+        std::iter::from_fn(|| p.poll_action())
+            .filter(|a| matches!(a, Action::Send { msg: Control::Peer(PeerMsg::Resync), .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_gap_in_deltas_asks_for_one_snapshot_and_recovers() {
+        let now = Instant::now();
+        let (mut p, s) = peer_with_server(now);
+        p.on_message(now, s, PeerMsg::DirAdd { version: 1, entry: entry(3) });
+        assert_eq!(p.peers().len(), 1);
+        assert_eq!(resync_requests(&mut p), 0, "in order: no resync");
+
+        // Version 2 went missing: one request, and later deltas wait for the snapshot.
+        p.on_message(now, s, PeerMsg::DirAdd { version: 3, entry: entry(4) });
+        p.on_message(now, s, PeerMsg::DirRemove { version: 4, id: entry(3).id });
+        assert_eq!(resync_requests(&mut p), 1);
+        assert_eq!(p.resyncs(), 1);
+        assert_eq!(p.peers().len(), 1, "nothing applied across the gap");
+
+        // The snapshot replaces the table, and deltas apply again after it.
+        p.on_message(now, s, PeerMsg::Directory { version: 4, peers: vec![entry(4)] });
+        p.on_message(now, s, PeerMsg::DirAdd { version: 5, entry: entry(5) });
+        let mut online: Vec<String> = p.peers().into_iter().map(|x| x.name).collect();
+        online.sort();
+        assert_eq!(online, ["p4", "p5"]);
+        assert_eq!(resync_requests(&mut p), 0);
+        assert_eq!(p.resyncs(), 1);
     }
 }
