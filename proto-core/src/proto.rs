@@ -220,6 +220,20 @@ pub(crate) enum Control {
     Peer(PeerMsg),
 }
 
+impl Control {
+    /// The message's name, for diagnostics.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Control::Hello(_) => "Hello",
+            Control::Welcome(_) => "Welcome",
+            Control::Ready => "Ready",
+            Control::Refuse(_) => "Refuse",
+            Control::Cluster(_) => "Cluster",
+            Control::Peer(_) => "Peer",
+        }
+    }
+}
+
 /// Encodes one length-prefixed postcard message.
 pub(crate) fn encode<T: Serialize>(msg: &T) -> Bytes {
     let out = vec![0u8; LEN_PREFIX];

@@ -7,6 +7,7 @@
 //! `tests/`; [`scenario`] reads TOML scenario files and [`report`] writes the
 //! JSON report of the `p2psim` binary.
 
+pub mod log;
 pub mod nat;
 pub mod report;
 pub mod scenario;

@@ -55,11 +55,11 @@ pub struct NodeState {
     pub master: MasterReport,
     /// The server list (table C) as this node knows it.
     pub servers: Vec<ServerReport>,
-    /// Peers: the names of the peers online in its merged directory.
+    /// Peers: the names of the peers online in its merged directory, sorted.
     pub peers: Vec<String>,
     /// Peers: its link table (table F) as `name: path`.
     pub link_table: BTreeMap<String, String>,
-    /// Servers: the peers connected to it (table A).
+    /// Servers: the names of the peers connected to it (table A), sorted.
     pub directory: Vec<String>,
     /// The node's own counters.
     pub stats: NodeStats,
@@ -162,7 +162,7 @@ impl Report {
                             master: s.master,
                         })
                         .collect(),
-                    peers: n.peers().iter().map(|p| p.name.clone()).collect(),
+                    peers: sorted(n.peers().into_iter().map(|p| p.name)),
                     link_table: n
                         .link_table()
                         .into_iter()
@@ -176,7 +176,7 @@ impl Report {
                             (sim.name_of(&row.id), path)
                         })
                         .collect(),
-                    directory: n.directory().into_iter().map(|r| r.name).collect(),
+                    directory: sorted(n.directory().into_iter().map(|r| r.name)),
                     stats: *n.stats(),
                 });
                 let report = NodeReport {
@@ -215,4 +215,10 @@ impl Report {
             },
         }
     }
+}
+
+fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = names.collect();
+    v.sort();
+    v
 }

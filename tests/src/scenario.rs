@@ -177,6 +177,20 @@ pub struct NetworkSpec {
     pub admission: AdmissionName,
     /// The passphrase of `admission = "secret"` (default "p2psim").
     pub secret: Option<String>,
+    /// When peers connect to each other (default eager).
+    #[serde(default)]
+    pub connect: ConnectName,
+}
+
+/// `[network] connect`: the peers' connection policy.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectName {
+    /// Every peer connects to every peer it learns of.
+    #[default]
+    Eager,
+    /// Peers connect on their first send.
+    OnDemand,
 }
 
 /// A `[[lan]]` table.
@@ -610,6 +624,9 @@ impl Loaded {
             }
             AdmissionName::Token => NetworkAdmission::Token,
         });
+        if let ConnectName::OnDemand = s.network.connect {
+            sim.set_configure(|c, _| c.peer.connect = p2pcore::ConnectPolicy::OnDemand);
+        }
         for l in &s.lan {
             let l = l.get_ref();
             sim.add_lan(&l.name, Self::nat_config(l));

@@ -43,7 +43,9 @@ pub const NODE_PORT: u16 = 4433;
 pub struct LinkParams {
     /// One-way base latency.
     pub latency: Duration,
-    /// Uniform jitter added to the latency, in `[-jitter, +jitter]`.
+    /// Uniform jitter added to the latency, in `[-jitter, +jitter]`. The link
+    /// stays FIFO like a router queue: a datagram never arrives before one
+    /// sent earlier in the same direction (only `reorder` does that).
     pub jitter: Duration,
     /// Probability of losing a datagram.
     pub loss: f64,
@@ -419,6 +421,9 @@ pub struct Sim {
     next_public: u32,
     link_default: LinkParams,
     link_override: BTreeMap<(Site, Site), LinkParams>,
+    /// Latest arrival scheduled per direction: links are FIFO, so jitter
+    /// varies delay without reordering (only `reorder` reorders).
+    last_arrival: BTreeMap<(Site, Site), Instant>,
     partition: Option<BTreeMap<Site, usize>>,
     configure: Option<Configure>,
     admission: NetworkAdmission,
@@ -480,6 +485,7 @@ impl Sim {
             by_id: HashMap::new(),
             next_public: 0,
             link_override: BTreeMap::new(),
+            last_arrival: BTreeMap::new(),
             partition: None,
             configure: None,
             admission: NetworkAdmission::Open,
@@ -801,6 +807,7 @@ impl Sim {
             self.free_slots.push(slot);
             self.check_livelock(at);
             self.now = at;
+            crate::log::set_virtual_time(self.now - self.base);
             self.happen(what);
         }
         if end > self.now {
@@ -1155,12 +1162,16 @@ impl Sim {
                 let j = link.jitter.as_secs_f64() * (self.rng.random::<f64>() * 2.0 - 1.0);
                 delay = Duration::from_secs_f64((delay.as_secs_f64() + j).max(0.0));
             }
-            if link.reorder > 0.0 && self.rng.random_bool(link.reorder.clamp(0.0, 1.0)) {
+            let at = if link.reorder > 0.0 && self.rng.random_bool(link.reorder.clamp(0.0, 1.0)) {
                 // Hold it back long enough for later packets to overtake it.
                 self.net.reordered += 1;
-                delay += link.latency / 2 + link.jitter * 2 + Duration::from_millis(1);
-            }
-            let at = self.now + delay;
+                self.now + delay + link.latency / 2 + link.jitter * 2 + Duration::from_millis(1)
+            } else {
+                // A queue, not a lottery: never before the previous packet.
+                let last = self.last_arrival.entry((from_site, to_site)).or_insert(self.now);
+                *last = (*last).max(self.now + delay);
+                *last
+            };
             self.push(at, Happening::Wire { to, from, data: data.clone() });
         }
     }

@@ -151,7 +151,11 @@ fn two_hundred_seeds() {
 
 #[test]
 #[ignore]
+/// `SEED=n cargo test --test peers_invariants debug_seed -- --ignored --nocapture`,
+/// with `DUMP=1` for the event trace on failure and `RUST_LOG=p2pcore=debug`
+/// for the core's diagnostics.
 fn debug_seed() {
+    p2pcore_tests::log::init_from_env();
     let seed: u64 = std::env::var("SEED").unwrap_or_else(|_| "1".into()).parse().unwrap_or(1);
     eprintln!("seed {seed}: {:?}", run(seed));
 }

@@ -40,6 +40,7 @@ impl Node {
         };
         conn.remote = Some(remote);
         conn.phase = Phase::Greeting;
+        tracing::debug!(node = %self.cfg.name, ch, %remote, dialed = conn.dialed, "TLS handshake done");
         // A relayed connection must come from the peer the relay frames named.
         let addr = conn.addr;
         if is_mapped(&addr) && self.role.peer().and_then(|p| p.peer_of(&addr)) != Some(remote) {
@@ -81,6 +82,9 @@ impl Node {
     pub(super) fn on_control(&mut self, ch: usize, msg: Control) {
         let Some(conn) = self.conns.get(&ch) else { return };
         let (phase, dialed, welcomed, remote) = (conn.phase, conn.dialed, conn.welcomed, conn.remote);
+        if phase != Phase::Established {
+            tracing::debug!(node = %self.cfg.name, ch, ?phase, msg = msg.kind(), "handshake message");
+        }
         match (phase, msg) {
             (Phase::Greeting, Control::Hello(h)) if !dialed && !welcomed => self.on_hello(ch, h),
             (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(ch, w),
@@ -229,6 +233,7 @@ impl Node {
     /// Refuses the remote: tells it why, reports it (unless it is a duplicate),
     /// and closes once the dialer has read the reason or the deadline passes.
     pub(super) fn refuse(&mut self, ch: usize, reason: RefuseReason) {
+        tracing::debug!(node = %self.cfg.name, ch, ?reason, "refusing connection");
         let deadline = self.now + self.cfg.hello_timeout;
         let Some(conn) = self.conns.get_mut(&ch) else { return };
         let _ = conn.send_control(proto::encode(&Control::Refuse(reason.clone())));
@@ -260,6 +265,7 @@ impl Node {
 
     pub(super) fn establish(&mut self, ch: usize) {
         let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        tracing::debug!(node = %self.cfg.name, ch, %remote, "connection established");
         if let Some(&old) = self.links.get(&remote)
             && old != ch
         {
@@ -420,6 +426,7 @@ impl Node {
             return;
         }
         let phase = conn.phase;
+        tracing::debug!(node = %self.cfg.name, ch, ?phase, code, reason, "closing connection");
         conn.quic.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason.as_bytes()));
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
@@ -452,6 +459,7 @@ impl Node {
             return;
         }
         let phase = conn.phase;
+        tracing::debug!(node = %self.cfg.name, ch, ?phase, %reason, "connection lost");
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
             (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);

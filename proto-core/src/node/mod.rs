@@ -83,6 +83,14 @@ pub struct LinkInfo {
     pub dialed: bool,
     /// Current smoothed round-trip time estimate.
     pub rtt: Duration,
+    /// Congestion window in bytes: how much may be in flight now.
+    pub cwnd: u64,
+    /// QUIC packets sent on the connection.
+    pub sent_packets: u64,
+    /// QUIC packets declared lost (and their data retransmitted).
+    pub lost_packets: u64,
+    /// Times the congestion controller backed off.
+    pub congestion_events: u64,
 }
 
 #[derive(Debug)]
@@ -270,12 +278,17 @@ impl Node {
     pub fn links(&self) -> impl Iterator<Item = LinkInfo> + '_ {
         self.links.iter().filter_map(|(id, ch)| {
             let c = self.conns.get(ch)?;
+            let path = c.quic.stats().path;
             Some(LinkInfo {
                 id: *id,
                 name: c.remote_name.clone(),
                 addr: c.addr,
                 dialed: c.dialed,
-                rtt: c.quic.rtt(),
+                rtt: path.rtt,
+                cwnd: path.cwnd,
+                sent_packets: path.sent_packets,
+                lost_packets: path.lost_packets,
+                congestion_events: path.congestion_events,
             })
         })
     }
@@ -633,9 +646,14 @@ impl Node {
     }
 
     fn in_progress(&self, id: &NodeId) -> bool {
+        // A relayed connection names its remote by its mapped address even
+        // before TLS has authenticated it (and TLS then checks it is so).
+        let relayed_from = |c: &Conn| self.role.peer().and_then(|p| p.peer_of(&c.addr));
         self.conns.values().any(|c| {
             matches!(c.phase, Phase::Handshaking | Phase::Greeting)
-                && (c.remote == Some(*id) || (c.remote.is_none() && c.expect == Some(Expect::Node(*id))))
+                && (c.remote == Some(*id)
+                    || (c.remote.is_none()
+                        && (c.expect == Some(Expect::Node(*id)) || relayed_from(c) == Some(*id))))
         })
     }
 
@@ -664,6 +682,7 @@ impl Node {
             quinn_proto::ConnectError::InvalidRemoteAddress(a) => ConnectError::InvalidAddress(a),
             other => ConnectError::Local(other.to_string()),
         })?;
+        tracing::debug!(node = %self.cfg.name, ch = handle.0, ?expect, %addr, join, "dial");
         let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size);
         conn.expect = Some(expect);
         conn.met = Some(met);
@@ -697,6 +716,7 @@ impl Node {
                     let config = peer.then(|| self.peer_server_config.clone());
                     match self.endpoint.accept(incoming, now, &mut buf, config) {
                         Ok((ch, quic)) => {
+                            tracing::debug!(node = %self.cfg.name, ch = ch.0, %remote, "incoming connection");
                             let mut conn = Conn::new(quic, false, remote, self.cfg.max_message_size);
                             let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
                             conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
@@ -731,6 +751,7 @@ impl Node {
                     Some((src, token, self.conns.get(&dst_ch)?.quic.remote_address()))
                 });
                 let Some((src, token, destination)) = forward else {
+                    tracing::trace!(node = %self.cfg.name, %remote, to = %relay.node, "relay frame rejected");
                     self.stats.dropped.relay_rejected += 1;
                     return;
                 };
@@ -743,10 +764,12 @@ impl Node {
             }
             RoleState::Peer(peer) => {
                 if !peer.accept_relay(remote, &relay.token) || relay.node.role() != Role::Peer {
+                    tracing::trace!(node = %self.cfg.name, %remote, from = %relay.node, "relay frame rejected");
                     self.stats.dropped.relay_rejected += 1;
                     return;
                 }
                 let mapped = peer.mapped(relay.node);
+                tracing::trace!(node = %self.cfg.name, from = %relay.node, %remote, size = relay.data.len(), first = relay.data.first().copied().unwrap_or(0), "relay in");
                 self.handle_quic(mapped, None, BytesMut::from(relay.data));
             }
         }
@@ -774,6 +797,7 @@ impl Node {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+
         if conn.timer != next {
             if let Some(old) = conn.timer {
                 self.timers.remove(&(old, ch));
@@ -787,6 +811,7 @@ impl Node {
 
     fn on_conn_timeout(&mut self, ch: usize) {
         let now = self.now;
+
         let Some(conn) = self.conns.get_mut(&ch) else {
             return;
         };
@@ -1041,6 +1066,7 @@ impl Node {
                         return Some(t);
                     }
                     // No path now: drop it; QUIC retransmits once there is one.
+                    tracing::trace!(node = %self.cfg.name, ch, to = %t.destination, "unroutable packet");
                     self.stats.unroutable += 1;
                     buf.clear();
                 }
@@ -1069,6 +1095,7 @@ impl Node {
         let mut framed = std::mem::take(&mut self.scratch);
         framed.clear();
         RelayFrame { token, node: peer, data: &buf[..size] }.encode(&mut framed).ok()?;
+        tracing::trace!(node = %self.cfg.name, to = %peer, via = %server, size, first = buf[0], "relay out");
         std::mem::swap(buf, &mut framed);
         self.scratch = framed;
         Some(Transmit { destination: server, source: None, size: buf.len(), segment_size: None })

@@ -101,6 +101,8 @@ pub(crate) struct Peer {
     paths: Paths,
     /// Established links to peers and their path (table F, peers part).
     links: BTreeMap<NodeId, PathKind>,
+    /// Linked peers whose path is gone (`PathChanged { path: None }` told).
+    pathless: BTreeSet<NodeId>,
     /// Peer dials in progress, and when a failed peer may be dialed again.
     dialing: BTreeSet<NodeId>,
     retry_at: BTreeMap<NodeId, (Instant, Duration)>,
@@ -135,6 +137,7 @@ impl Peer {
             resyncs: 0,
             paths: Paths::default(),
             links: BTreeMap::new(),
+            pathless: BTreeSet::new(),
             dialing: BTreeSet::new(),
             retry_at: BTreeMap::new(),
             next_check: now,
@@ -335,9 +338,12 @@ impl Peer {
             }
             Role::Peer => {
                 self.dialing.remove(&id);
+                let had_path = !self.pathless.remove(&id);
                 if self.links.remove(&id).is_some() {
                     self.broadcast(PeerMsg::LinkDrop { peer: id });
-                    self.actions.push_back(Action::Event(Event::PathChanged { peer: id, path: None }));
+                    if had_path {
+                        self.actions.push_back(Action::Event(Event::PathChanged { peer: id, path: None }));
+                    }
                 }
             }
         }
@@ -575,6 +581,7 @@ impl Peer {
         if self.paths.set_relay(peer, next) && self.links.contains_key(&peer) {
             match next {
                 Some(via) => {
+                    self.pathless.remove(&peer);
                     let path = PathKind::Relayed { via };
                     self.links.insert(peer, path);
                     self.broadcast(PeerMsg::LinkSet { peer, path });
@@ -583,6 +590,7 @@ impl Peer {
                 None => {
                     // No server relays for it now; the link stays up (QUIC
                     // rides out the gap) but has no path.
+                    self.pathless.insert(peer);
                     self.actions.push_back(Action::Event(Event::PathChanged { peer, path: None }));
                 }
             }
@@ -622,17 +630,22 @@ impl Peer {
         }
     }
 
-    /// Merges the servers' views of the Master: the Raft report with the
-    /// highest term wins; otherwise the most common report.
+    /// Merges the servers' Master claims. A claim made on a stronger basis
+    /// was made with a wider view of the cluster (`raft` needs three or more
+    /// servers, `eldest` two), so it wins over weaker ones: a server that just
+    /// restarted and still believes it is alone (`solo`) does not make the
+    /// peer's Master flap. Among Raft claims the latest term wins; among
+    /// others, the most common claim.
     fn update_master(&mut self) {
         let reports: Vec<MasterInfo> = self.servers.values().filter_map(|s| s.master).collect();
+        let strongest = reports.iter().filter_map(|m| m.basis).max();
         let raft =
             reports.iter().filter(|m| m.basis == Some(MasterBasis::Raft)).max_by_key(|m| (m.term, m.epoch));
         let m = match raft {
             Some(m) => *m,
             None => {
                 let mut counts: BTreeMap<(Option<NodeId>, Option<MasterBasis>), usize> = BTreeMap::new();
-                for r in &reports {
+                for r in reports.iter().filter(|r| r.basis.is_none() || r.basis == strongest) {
                     *counts.entry((r.master, r.basis)).or_default() += 1;
                 }
                 counts.into_iter().max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k))).map_or(

@@ -3,6 +3,9 @@
 //! ```text
 //! cargo run --release -p p2pcore-tests --bin p2psim -- SCENARIO.toml [--seed N]
 //! ```
+//!
+//! With `RUST_LOG` set (for example `RUST_LOG=p2pcore=debug`), the core's
+//! diagnostics go to stderr, stamped with virtual time.
 
 use clap::Parser;
 use p2pcore_tests::report::Report;
@@ -30,6 +33,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    p2pcore_tests::log::init_from_env();
     let text = match std::fs::read_to_string(&args.scenario) {
         Ok(t) => t,
         Err(e) => {
