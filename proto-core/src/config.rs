@@ -27,8 +27,15 @@ pub struct PeerConfig {
     /// relay (noticed within `Config::idle_timeout`) and moves to another.
     /// Default 30 s.
     pub idle_timeout: Duration,
-    /// Keep-alive interval of idle peer-to-peer connections. Default 10 s.
+    /// Keep-alive interval of idle peer-to-peer connections, which also keeps
+    /// the NAT bindings of a direct path open (so keep it under the shortest
+    /// binding timeout expected; NATs commonly allow 30 s or more). When a
+    /// direct path dies after an idle gap, its interval for that peer drops
+    /// below the gap. Default 10 s.
     pub keep_alive_interval: Duration,
+    /// Whether to look for direct paths (UDP hole punching). Off, every
+    /// peer-to-peer packet is relayed. Default on.
+    pub hole_punching: bool,
 }
 
 impl Default for PeerConfig {
@@ -37,6 +44,7 @@ impl Default for PeerConfig {
             connect: ConnectPolicy::Eager,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
+            hole_punching: true,
         }
     }
 }

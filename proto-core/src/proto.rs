@@ -218,6 +218,16 @@ pub(crate) enum Control {
     Refuse(RefuseReason),
     Cluster(ClusterMsg),
     Peer(PeerMsg),
+    /// Between two peers, over their end-to-end connection.
+    Path(PathMsg),
+}
+
+/// Peer-to-peer path coordination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PathMsg {
+    /// "I am probing you now; these are my addresses." Unless `reply`, the
+    /// receiver starts probing too and replies with its own addresses.
+    Candidates { addrs: PeerAddrs, reply: bool },
 }
 
 impl Control {
@@ -230,6 +240,7 @@ impl Control {
             Control::Refuse(_) => "Refuse",
             Control::Cluster(_) => "Cluster",
             Control::Peer(_) => "Peer",
+            Control::Path(_) => "Path",
         }
     }
 }

@@ -383,6 +383,15 @@ impl ClientCertVerifier for AcceptVerifier {
     }
 }
 
+/// The key that authenticates path probes between two peers: exported from
+/// their end-to-end TLS session (RFC 5705 / RFC 8446 §7.5), so both ends
+/// derive the same secret and nobody else can.
+pub(crate) fn probe_key(conn: &quinn_proto::Connection) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    conn.crypto_session().export_keying_material(&mut out, b"EXPORTER-p2pcore-path-probe-v1", b"").ok()?;
+    Some(out)
+}
+
 /// The authenticated node ID of an established connection's remote side.
 pub(crate) fn remote_id(conn: &quinn_proto::Connection) -> Option<NodeId> {
     let identity = conn.crypto_session().peer_identity()?;
@@ -530,6 +539,9 @@ impl QuicSetup {
             .extract(&crate::rng::derive_seed(seed, "quic token key"));
         let mut cfg = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
         cfg.transport_config(if peer { self.peer_transport.clone() } else { self.transport.clone() });
+        // Peer-to-peer connections see one (mapped) address whatever path
+        // carries them; a packet from anywhere else must not move them.
+        cfg.migration(!peer);
         cfg.time_source(Arc::new(FixedTime));
         let mut validation = quinn_proto::ValidationTokenConfig::default();
         validation.sent(0);

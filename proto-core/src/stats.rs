@@ -31,6 +31,9 @@ pub struct DropCounters {
     /// Relay frames refused: unknown or misused session token, unknown
     /// destination, or (at a peer) not from one of its servers.
     pub relay_rejected: u64,
+    /// Path probes refused: from a peer with no connection to us, or with a
+    /// tag that does not verify.
+    pub probe_rejected: u64,
 }
 
 impl DropCounters {
@@ -63,6 +66,7 @@ impl DropCounters {
             + self.bad_payload
             + self.unexpected
             + self.relay_rejected
+            + self.probe_rejected
     }
 }
 
@@ -88,6 +92,13 @@ pub struct NodeStats {
     /// deltas had a gap; zero in a healthy network (deltas arrive in order on
     /// the control stream), so anything else points at a bug.
     pub directory_resyncs: u64,
+    /// Path probes (pings) this peer sent while hole punching and checking
+    /// direct paths.
+    pub path_pings: u64,
+    /// Answers (pongs) this peer sent to other peers' pings.
+    pub path_pongs: u64,
+    /// Bytes of pings and pongs sent.
+    pub path_probe_bytes: u64,
     /// Input datagrams dropped, by reason.
     pub dropped: DropCounters,
 }

@@ -22,6 +22,7 @@
 //! [`DropCounters`](crate::stats::DropCounters) and drop the datagram.
 
 use crate::identity::{NODE_ID_LEN, NodeId};
+use std::net::{IpAddr, SocketAddr};
 
 /// The two magic bytes that start every raw frame.
 pub const MAGIC: [u8; 2] = [0x3e, 0xb1];
@@ -249,9 +250,138 @@ impl<'a> RelayFrame<'a> {
     }
 }
 
+/// Length of a probe's transaction ID.
+pub const TXID_LEN: usize = 12;
+/// Length of a probe's authentication tag.
+pub const PROBE_MAC_LEN: usize = 16;
+/// Bytes an address takes in a probe: family (4 or 6, 0 for none), 16
+/// address bytes (IPv4 in the first 4), port.
+const ADDR_LEN: usize = 1 + 16 + 2;
+/// Length of a probe payload (pings and pongs alike).
+pub const PROBE_LEN: usize = NODE_ID_LEN + TXID_LEN + ADDR_LEN + PROBE_MAC_LEN;
+
+/// A path probe's payload, the same for pings and pongs:
+/// `[sender node ID 17][txid 12][address 19][tag 16]`.
+///
+/// A ping asks "can you hear me on this address?"; the pong echoes the
+/// transaction ID and names the address the ping came from (a ping's address
+/// field is empty, so a pong is never larger than the ping that caused it: no
+/// amplification). The tag is an HMAC keyed by a secret both peers export from
+/// their end-to-end TLS session, over the frame type, both node IDs, the
+/// transaction ID and the address, so only the peer at the other end of that
+/// session can make a probe that validates a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFrame {
+    /// Who sent it.
+    pub from: NodeId,
+    /// Matches a pong to its ping.
+    pub txid: [u8; TXID_LEN],
+    /// Pongs: the address the ping came from. Pings: `None`.
+    pub addr: Option<SocketAddr>,
+    /// Authentication tag.
+    pub mac: [u8; PROBE_MAC_LEN],
+}
+
+impl ProbeFrame {
+    /// Decodes a ping or pong payload.
+    pub fn decode(kind: FrameType, payload: &[u8]) -> Result<Self, FrameError> {
+        let bad = |reason| FrameError::Payload { kind, reason };
+        if payload.len() != PROBE_LEN {
+            return Err(bad("probe of the wrong length"));
+        }
+        let (from, rest) = payload.split_at(NODE_ID_LEN);
+        let from = NodeId::from_bytes(from).map_err(|_| bad("invalid node ID"))?;
+        let (txid, rest) = rest.split_at(TXID_LEN);
+        let (addr, mac) = rest.split_at(ADDR_LEN);
+        let ip = match addr[0] {
+            0 => None,
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(&addr[1..5]).map_err(|_| bad("address"))?)),
+            6 => Some(IpAddr::from(<[u8; 16]>::try_from(&addr[1..17]).map_err(|_| bad("address"))?)),
+            _ => return Err(bad("unknown address family")),
+        };
+        let port = u16::from_be_bytes([addr[17], addr[18]]);
+        let mut t = [0u8; TXID_LEN];
+        t.copy_from_slice(txid);
+        let mut m = [0u8; PROBE_MAC_LEN];
+        m.copy_from_slice(mac);
+        Ok(Self { from, txid: t, addr: ip.map(|ip| SocketAddr::new(ip, port)), mac: m })
+    }
+
+    /// The bytes the tag covers: frame type, sender, receiver, txid, address.
+    pub fn signed_bytes(
+        kind: FrameType,
+        from: &NodeId,
+        to: &NodeId,
+        txid: &[u8],
+        addr: Option<SocketAddr>,
+    ) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 2 * NODE_ID_LEN + TXID_LEN + ADDR_LEN);
+        v.push(kind as u8);
+        v.extend_from_slice(&from.to_bytes());
+        v.extend_from_slice(&to.to_bytes());
+        v.extend_from_slice(txid);
+        encode_addr(addr, &mut v);
+        v
+    }
+
+    /// Appends a complete raw frame of type `kind` to `out`.
+    pub fn encode(&self, kind: FrameType, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let w = FrameWriter::begin(kind, out);
+        out.extend_from_slice(&self.from.to_bytes());
+        out.extend_from_slice(&self.txid);
+        encode_addr(self.addr, out);
+        out.extend_from_slice(&self.mac);
+        w.finish(out)
+    }
+}
+
+fn encode_addr(addr: Option<SocketAddr>, out: &mut Vec<u8>) {
+    let mut a = [0u8; ADDR_LEN];
+    if let Some(addr) = addr {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                a[0] = 4;
+                a[1..5].copy_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                a[0] = 6;
+                a[1..17].copy_from_slice(&ip.octets());
+            }
+        }
+        a[17..19].copy_from_slice(&addr.port().to_be_bytes());
+    }
+    out.extend_from_slice(&a);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_round_trip_and_reject_junk() {
+        let from = crate::identity::Identity::from_seed(crate::identity::Role::Peer, [3; 32]).id();
+        for addr in
+            [None, Some("198.51.100.7:4433".parse().unwrap()), Some("[2001:db8::9]:1".parse().unwrap())]
+        {
+            let p = ProbeFrame { from, txid: [5; TXID_LEN], addr, mac: [9; PROBE_MAC_LEN] };
+            let mut out = Vec::new();
+            p.encode(FrameType::Pong, &mut out).unwrap();
+            assert_eq!(out.len(), HEADER_LEN + PROBE_LEN);
+            let raw = decode(&out).unwrap();
+            assert_eq!(raw.kind, FrameType::Pong);
+            assert_eq!(ProbeFrame::decode(raw.kind, raw.payload).unwrap(), p);
+            assert!(ProbeFrame::decode(raw.kind, &raw.payload[1..]).is_err());
+            let mut bad = raw.payload.to_vec();
+            bad[NODE_ID_LEN + TXID_LEN] = 5;
+            assert!(ProbeFrame::decode(raw.kind, &bad).is_err(), "unknown family");
+        }
+        // The tag covers the type: a ping's signed bytes differ from a pong's.
+        let to = crate::identity::Identity::from_seed(crate::identity::Role::Peer, [4; 32]).id();
+        assert_ne!(
+            ProbeFrame::signed_bytes(FrameType::Ping, &from, &to, &[1; TXID_LEN], None),
+            ProbeFrame::signed_bytes(FrameType::Pong, &from, &to, &[1; TXID_LEN], None)
+        );
+    }
 
     #[test]
     fn round_trip_every_type() {

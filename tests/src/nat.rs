@@ -49,6 +49,19 @@ pub enum Filtering {
     AddressAndPortDependent,
 }
 
+/// How an endpoint-dependent NAT picks the external port of a new mapping
+/// (scenario names: `random`, `sequential`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// A random free port: unpredictable.
+    #[default]
+    Random,
+    /// The next free port after the last one allocated, as many carrier and
+    /// enterprise NATs do: predictable from the ports servers observed.
+    Sequential,
+}
+
 /// Named NAT behaviours (scenario names in kebab case: `port-restricted`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -120,6 +133,8 @@ impl NatPreset {
 pub struct NatConfig {
     /// How external ports are assigned.
     pub mapping: Mapping,
+    /// How an endpoint-dependent mapping picks its port.
+    pub allocation: Allocation,
     /// Which inbound packets are let through.
     pub filtering: Filtering,
     /// Idle time after which a mapping is forgotten. Default 120 s
@@ -137,6 +152,7 @@ impl Default for NatConfig {
     fn default() -> Self {
         Self {
             mapping: Mapping::EndpointIndependent,
+            allocation: Allocation::Random,
             filtering: Filtering::AddressAndPortDependent,
             binding_timeout: Duration::from_secs(120),
             hairpin: false,
@@ -187,6 +203,8 @@ pub struct Nat {
     by_port: BTreeMap<u16, MapKey>,
     allow_out: BTreeSet<IpAddr>,
     rng: ChaCha20Rng,
+    /// Last port a sequential allocator handed out.
+    last_port: u16,
     stats: NatStats,
 }
 
@@ -202,6 +220,7 @@ impl Nat {
             by_port: BTreeMap::new(),
             allow_out: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
+            last_port: 0,
             stats: NatStats::default(),
         }
     }
@@ -260,7 +279,24 @@ impl Nat {
         {
             return Some(preferred);
         }
-        // Random ports, as real endpoint-dependent NATs pick them.
+        if self.config.allocation == Allocation::Sequential {
+            if self.last_port < PORT_MIN {
+                self.last_port = self.rng.random_range(PORT_MIN..=u16::MAX - 4096);
+            }
+            let start = self.last_port;
+            let mut p = start;
+            loop {
+                p = if p == u16::MAX { PORT_MIN } else { p + 1 };
+                if !self.by_port.contains_key(&p) {
+                    self.last_port = p;
+                    return Some(p);
+                }
+                if p == start {
+                    return None;
+                }
+            }
+        }
+        // Random ports, as many endpoint-dependent NATs pick them.
         for _ in 0..64 {
             let p = self.rng.random_range(PORT_MIN..=u16::MAX);
             if !self.by_port.contains_key(&p) {
@@ -372,6 +408,21 @@ mod tests {
         assert_eq!(p1, p2);
         // Port preservation when the port is free.
         assert_eq!(p1.port(), 5000);
+    }
+
+    #[test]
+    fn sequential_allocation_is_predictable() {
+        let now = t0();
+        let cfg = NatConfig {
+            mapping: Mapping::EndpointDependent,
+            allocation: Allocation::Sequential,
+            ..NatConfig::default()
+        };
+        let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
+        let p1 = n.outbound(now, a(HOST), a(S1)).unwrap().port();
+        let p2 = n.outbound(now, a(HOST), a(S2)).unwrap().port();
+        let p3 = n.outbound(now, a(HOST), a(S1_OTHER_PORT)).unwrap().port();
+        assert_eq!((p2, p3), (p1 + 1, p1 + 2));
     }
 
     #[test]

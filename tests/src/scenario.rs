@@ -22,7 +22,7 @@
 //!
 //! Every error names the line and the key, and says what would be accepted.
 
-use crate::nat::{Filtering, Mapping, NatConfig, NatPreset};
+use crate::nat::{Allocation, Filtering, Mapping, NatConfig, NatPreset};
 use crate::sim::{
     Action, CredentialFault, LinkParams, LinkPatch, NetworkAdmission, NodeSpec, SendSpec, Sim, SimConfig,
 };
@@ -169,7 +169,7 @@ pub enum AdmissionName {
 }
 
 /// The `[network]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// How nodes prove membership (default open).
@@ -180,6 +180,21 @@ pub struct NetworkSpec {
     /// When peers connect to each other (default eager).
     #[serde(default)]
     pub connect: ConnectName,
+    /// Whether peers hole-punch (default true); `false` keeps every
+    /// peer-to-peer byte on a relay.
+    #[serde(default = "yes")]
+    pub hole_punching: bool,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            admission: AdmissionName::default(),
+            secret: None,
+            connect: ConnectName::default(),
+            hole_punching: true,
+        }
+    }
 }
 
 /// `[network] connect`: the peers' connection policy.
@@ -203,6 +218,8 @@ pub struct LanSpec {
     pub nat: Option<NatPreset>,
     /// Override the preset's mapping.
     pub mapping: Option<Mapping>,
+    /// Override how endpoint-dependent mappings pick ports.
+    pub allocation: Option<Allocation>,
     /// Override the preset's filtering.
     pub filtering: Option<Filtering>,
     /// Mapping idle timeout (ms).
@@ -600,6 +617,9 @@ impl Loaded {
         if let Some(f) = l.filtering {
             cfg.filtering = f;
         }
+        if let Some(a) = l.allocation {
+            cfg.allocation = a;
+        }
         if let Some(t) = l.binding_timeout_ms {
             cfg.binding_timeout = Duration::from_millis(t);
         }
@@ -624,9 +644,15 @@ impl Loaded {
             }
             AdmissionName::Token => NetworkAdmission::Token,
         });
-        if let ConnectName::OnDemand = s.network.connect {
-            sim.set_configure(|c, _| c.peer.connect = p2pcore::ConnectPolicy::OnDemand);
-        }
+        let connect = match s.network.connect {
+            ConnectName::Eager => p2pcore::ConnectPolicy::Eager,
+            ConnectName::OnDemand => p2pcore::ConnectPolicy::OnDemand,
+        };
+        let hole_punching = s.network.hole_punching;
+        sim.set_configure(move |c, _| {
+            c.peer.connect = connect;
+            c.peer.hole_punching = hole_punching;
+        });
         for l in &s.lan {
             let l = l.get_ref();
             sim.add_lan(&l.name, Self::nat_config(l));

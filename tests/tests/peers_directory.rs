@@ -3,7 +3,7 @@
 
 mod common;
 
-use p2pcore::{Event, MasterBasis, PathKind};
+use p2pcore::{Event, MasterBasis, PathKind, Role};
 use p2pcore_tests::sim::{LinkParams, NodeSpec};
 use std::time::Duration;
 
@@ -24,10 +24,14 @@ fn two_to_sixty_four_peers_learn_everything() {
                 servers.len(),
                 "connected to every server"
             );
-            // Eager mesh: linked to every other peer, through a relay.
-            let relayed =
-                node.link_table().iter().filter(|r| matches!(r.path, PathKind::Relayed { .. })).count();
-            assert_eq!(relayed, n - 1, "{n} peers: links");
+            // Eager mesh: linked to every other peer; public addresses, so
+            // every link has moved from its relay to the direct path.
+            let direct = node
+                .link_table()
+                .iter()
+                .filter(|r| r.id.role() == Role::Peer && r.path == PathKind::Direct)
+                .count();
+            assert_eq!(direct, n - 1, "{n} peers: direct links");
         }
         for &s in &servers {
             assert_eq!(sim.node(s).unwrap().directory().len(), n, "table A lists every peer");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[test]
 fn reliable_messages_between_every_pair() {
-    let (mut sim, _, peers) = common::mesh(1, 6, LinkParams::default());
+    let (mut sim, _, peers) = common::relay_mesh(1, 6, LinkParams::default());
     sim.run_for(Duration::from_secs(3));
     for (i, &a) in peers.iter().enumerate() {
         for (j, &b) in peers.iter().enumerate() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[test]
 fn strangers_cannot_relay() {
-    let (mut sim, servers, peers) = common::mesh(1, 2, LinkParams::default());
+    let (mut sim, servers, peers) = common::relay_mesh(1, 2, LinkParams::default());
     sim.run_for(Duration::from_secs(3));
     let (a, b) = (peers[0], peers[1]);
     let s = servers[0];

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[test]
 fn the_relaying_server_dies_mid_transfer() {
     for seed in 1..=5 {
-        let (mut sim, servers, peers) = common::mesh(seed, 2, LinkParams::default());
+        let (mut sim, servers, peers) = common::relay_mesh(seed, 2, LinkParams::default());
         sim.run_for(Duration::from_secs(3));
         let (a, b) = (peers[0], peers[1]);
         let bid = sim.host(b).id();

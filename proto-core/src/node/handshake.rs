@@ -90,7 +90,7 @@ impl Node {
             (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(ch, w),
             (Phase::Greeting, Control::Ready) if !dialed && welcomed => self.establish(ch),
             (Phase::Greeting | Phase::Refusing, Control::Refuse(reason)) => self.on_refuse(ch, reason),
-            (Phase::Established, m @ (Control::Cluster(_) | Control::Peer(_))) => {
+            (Phase::Established, m @ (Control::Cluster(_) | Control::Peer(_) | Control::Path(_))) => {
                 let Some(from) = remote else { return };
                 if self.role.message(self.now, from, m) {
                     self.run_role_actions();
@@ -512,6 +512,7 @@ fn link_meta(remote: NodeId, conn: &conn::Conn) -> LinkMeta {
         addrs: conn.remote_addrs.clone(),
         elder: conn.remote_elder,
         join: conn.join_request,
+        probe_key: is_mapped(&conn.addr).then(|| quic::probe_key(&conn.quic)).flatten(),
     }
 }
 

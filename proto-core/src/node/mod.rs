@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
-use crate::peer::{DirectoryRow, LinkRow, Peer, PeerInfo, paths::is_mapped};
+use crate::peer::{DirectoryRow, LinkRow, Next, Peer, PeerInfo, paths::is_mapped};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, RefuseReason, Welcome};
 use crate::quic::{self, CertError, Expect, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
@@ -41,7 +41,7 @@ use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
 use crate::server::{Action, DialOutcome, Server, ServerInfo};
 use crate::stats::NodeStats;
-use crate::wire::{self, FrameType, RelayFrame};
+use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};
 use conn::{Conn, Phase, Queued, Received, StreamViolation};
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
@@ -389,7 +389,9 @@ impl Node {
             return;
         }
         if wire::is_quic(data) {
-            self.scoped(|n| n.handle_quic(remote, local, BytesMut::from(data)));
+            // A peer's direct path: QUIC knows that peer by its mapped address.
+            let from = self.role.peer_mut().and_then(|p| p.demux(now, &remote)).unwrap_or(remote);
+            self.scoped(|n| n.handle_quic(from, local, BytesMut::from(data)));
             return;
         }
         match wire::decode(data) {
@@ -397,7 +399,14 @@ impl Node {
                 Ok(relay) => self.scoped(|n| n.on_relay(remote, relay)),
                 Err(e) => self.stats.dropped.record(&e),
             },
-            Ok(_) => self.stats.dropped.unexpected += 1,
+            Ok(frame) => match (ProbeFrame::decode(frame.kind, frame.payload), self.role.peer_mut()) {
+                (Ok(probe), Some(peer)) => {
+                    peer.on_probe(now, frame.kind, remote, &probe);
+                    self.scoped(|n| n.run_role_actions());
+                }
+                (Ok(_), None) => self.stats.dropped.unexpected += 1,
+                (Err(e), _) => self.stats.dropped.record(&e),
+            },
             Err(e) => self.stats.dropped.record(&e),
         }
     }
@@ -991,6 +1000,11 @@ impl Node {
     fn run_role_actions(&mut self) {
         if let Some(p) = self.role.peer() {
             self.stats.directory_resyncs = p.resyncs();
+            let probes = p.probe_stats();
+            self.stats.path_pings = probes.pings;
+            self.stats.path_pongs = probes.pongs;
+            self.stats.path_probe_bytes = probes.bytes;
+            self.stats.dropped.probe_rejected = probes.rejected;
         }
         while let Some(action) = self.role.poll_action() {
             match action {
@@ -1016,6 +1030,21 @@ impl Node {
                     }
                 }
                 Action::Event(e) => self.events.push_back(e),
+                Action::Datagram { to, data } => {
+                    self.out.push_back(OutDatagram { destination: to, source: None, data });
+                }
+                Action::PathReset(peer) => {
+                    // The new path's RTT and capacity have nothing to do with
+                    // the old one's: let QUIC measure afresh (in-flight data is
+                    // kept and retransmitted as usual, so nothing is lost).
+                    let now = self.now;
+                    if let Some(&ch) = self.links.get(&peer)
+                        && let Some(conn) = self.conns.get_mut(&ch)
+                    {
+                        conn.quic.path_changed(now);
+                        self.touch(ch);
+                    }
+                }
             }
         }
     }
@@ -1062,7 +1091,7 @@ impl Node {
                 Some(t) if is_mapped(&t.destination) => {
                     self.cursor = ch + 1;
                     self.update_timer(ch);
-                    if let Some(t) = self.wrap_relayed(t.destination, t.size, buf) {
+                    if let Some(t) = self.route_mapped(t.destination, t.size, buf) {
                         return Some(t);
                     }
                     // No path now: drop it; QUIC retransmits once there is one.
@@ -1088,10 +1117,18 @@ impl Node {
         }
     }
 
-    /// Wraps the QUIC packet in `buf` (for mapped address `mapped`) in a
-    /// relay frame to the peer's current relay server.
-    fn wrap_relayed(&mut self, mapped: SocketAddr, size: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
-        let (server, token, peer) = self.role.peer_mut()?.route(&mapped)?;
+    /// Sends the QUIC packet in `buf` (for mapped address `mapped`) on the
+    /// peer's current path: as is to a direct address, or wrapped in a relay
+    /// frame to its relay server.
+    fn route_mapped(&mut self, mapped: SocketAddr, size: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let now = self.now;
+        let (server, token, peer) = match self.role.peer_mut()?.route(now, &mapped)? {
+            Next::Direct(destination) => {
+                buf.truncate(size);
+                return Some(Transmit { destination, source: None, size, segment_size: None });
+            }
+            Next::Relay { server, token, peer } => (server, token, peer),
+        };
         let mut framed = std::mem::take(&mut self.scratch);
         framed.clear();
         RelayFrame { token, node: peer, data: &buf[..size] }.encode(&mut framed).ok()?;

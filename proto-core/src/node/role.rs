@@ -82,6 +82,10 @@ impl RoleState {
                 p.on_message(now, from, m);
                 true
             }
+            (RoleState::Peer(p), Control::Path(m)) if from.role() == Role::Peer => {
+                p.on_path_msg(now, from, m);
+                true
+            }
             _ => false,
         }
     }

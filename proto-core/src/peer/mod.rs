@@ -21,14 +21,14 @@ pub(crate) mod paths;
 use crate::config::{ConnectPolicy, PeerConfig};
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
-use crate::proto::{Control, DirEntry, PathKind, PeerAddrs, PeerMsg, ServerEntry};
+use crate::proto::{Control, DirEntry, PathKind, PathMsg, PeerAddrs, PeerMsg, ServerEntry};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
 use crate::roster::{Backoff, DialOutcome, Roster};
 use crate::server::election::{MasterBasis, MasterInfo};
 use crate::server::{Action, LinkMeta, ServerInfo};
-use crate::wire::TOKEN_LEN;
-use paths::Paths;
+use crate::wire::{FrameType, ProbeFrame, TOKEN_LEN};
+use paths::{LocalView, PathOut, Paths, Route};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -44,6 +44,15 @@ pub struct PeerInfo {
     pub addrs: PeerAddrs,
     /// The servers that list it (a peer is online while one does).
     pub via: Vec<NodeId>,
+}
+
+/// Where a packet for a peer goes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Straight to this address.
+    Direct(SocketAddr),
+    /// In a relay frame to this server.
+    Relay { server: SocketAddr, token: [u8; TOKEN_LEN], peer: NodeId },
 }
 
 /// One row of the link table (the seed's table F).
@@ -124,6 +133,9 @@ impl Peer {
         rng: NodeRng,
         now: Instant,
     ) -> Self {
+        let mut rng = rng;
+        let paths =
+            Paths::new(me, cfg.hole_punching, cfg.keep_alive_interval, NodeRng::from_seed(rng.child_seed()));
         let mut p = Self {
             me,
             cfg,
@@ -135,7 +147,7 @@ impl Peer {
             network_up: false,
             addrs_sent: None,
             resyncs: 0,
-            paths: Paths::default(),
+            paths,
             links: BTreeMap::new(),
             pathless: BTreeSet::new(),
             dialing: BTreeSet::new(),
@@ -157,7 +169,8 @@ impl Peer {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let servers = &self.servers;
         let dial = self.roster.next_due(|id| servers.contains_key(id), !servers.is_empty());
-        Some(dial.map_or(self.next_check, |d| d.min(self.next_check)))
+        let next = dial.map_or(self.next_check, |d| d.min(self.next_check));
+        Some(self.paths.poll_timeout().map_or(next, |p| p.min(next)))
     }
 
     pub(crate) fn master(&self) -> MasterInfo {
@@ -192,26 +205,52 @@ impl Peer {
         self.online
             .iter()
             .map(|(id, name)| {
-                let mut addrs = PeerAddrs::default();
-                let mut via = Vec::new();
-                for (sid, s) in &self.servers {
-                    if let Some(e) = s.dir.get(id) {
-                        via.push(*sid);
-                        for a in &e.addrs.local {
-                            if !addrs.local.contains(a) {
-                                addrs.local.push(*a);
-                            }
-                        }
-                        for a in &e.addrs.observed {
-                            if !addrs.observed.contains(a) {
-                                addrs.observed.push(*a);
-                            }
-                        }
-                    }
-                }
-                PeerInfo { id: *id, name: name.clone(), addrs, via }
+                let via =
+                    self.servers.iter().filter(|(_, s)| s.dir.contains_key(id)).map(|(s, _)| *s).collect();
+                PeerInfo { id: *id, name: name.clone(), addrs: self.merged_addrs(id), via }
             })
             .collect()
+    }
+
+    /// A peer's addresses, merged from every server that lists it.
+    fn merged_addrs(&self, id: &NodeId) -> PeerAddrs {
+        let mut addrs = PeerAddrs::default();
+        for e in self.servers.values().filter_map(|s| s.dir.get(id)) {
+            for a in &e.addrs.local {
+                if !addrs.local.contains(a) {
+                    addrs.local.push(*a);
+                }
+            }
+            for a in &e.addrs.observed {
+                if !addrs.observed.contains(a) {
+                    addrs.observed.push(*a);
+                }
+            }
+        }
+        addrs
+    }
+
+    /// Our own addresses (table D): interfaces and what servers observe.
+    fn own_addrs(&self) -> PeerAddrs {
+        let mut observed: Vec<SocketAddr> = self.servers.values().filter_map(|s| s.observed).collect();
+        observed.sort();
+        observed.dedup();
+        PeerAddrs { local: self.local.clone(), observed }
+    }
+
+    /// Hands the directory's view of a linked peer's addresses to the path layer.
+    fn refresh_remote(&mut self, now: Instant, id: NodeId) {
+        if self.links.contains_key(&id) {
+            let addrs = self.merged_addrs(&id);
+            self.paths.set_remote(now, id, &addrs);
+            self.drain_paths();
+        }
+    }
+
+    /// What the path layer needs to know about our side.
+    fn view(&self) -> LocalView {
+        let own = self.own_addrs();
+        LocalView { edm: paths::is_edm(&own.observed), local: own.local }
     }
 
     /// The link table (table F): servers (direct) and peers.
@@ -231,16 +270,95 @@ impl Peer {
         self.paths.peer_of(mapped)
     }
 
-    /// Where to send a packet for mapped address `mapped`: the relay
-    /// server's address, our token there, and the destination peer.
-    pub(crate) fn route(&mut self, mapped: &SocketAddr) -> Option<(SocketAddr, [u8; TOKEN_LEN], NodeId)> {
-        let peer = self.paths.peer_of(mapped)?;
-        if self.paths.get(&peer).and_then(|p| p.relay).is_none() {
-            self.select_relay(peer);
-        }
-        let via = self.paths.get(&peer)?.relay?;
+    /// Where to send a packet for mapped address `mapped`: straight to a
+    /// direct address, or to a relay server (its address, our token there,
+    /// and the destination peer).
+    pub(crate) fn route(&mut self, now: Instant, mapped: &SocketAddr) -> Option<Next> {
+        let (peer, route) = self.paths.route(now, mapped)?;
+        let via = match route {
+            Some(Route::Direct(addr)) => return Some(Next::Direct(addr)),
+            Some(Route::Relay(via)) => via,
+            None => {
+                self.select_relay(peer);
+                self.paths.get(&peer)?.relay?
+            }
+        };
         let s = self.servers.get(&via)?;
-        Some((s.addr, s.token?, peer))
+        Some(Next::Relay { server: s.addr, token: s.token?, peer })
+    }
+
+    /// A QUIC packet came from real address `from`: the mapped address of
+    /// the peer it belongs to, if `from` is one of that peer's direct paths.
+    pub(crate) fn demux(&mut self, now: Instant, from: &SocketAddr) -> Option<SocketAddr> {
+        self.paths.demux(now, from)
+    }
+
+    /// A path probe arrived from `from`.
+    pub(crate) fn on_probe(&mut self, now: Instant, kind: FrameType, from: SocketAddr, probe: &ProbeFrame) {
+        match kind {
+            FrameType::Ping => self.paths.on_ping(now, from, probe),
+            _ => self.paths.on_pong(now, from, probe),
+        }
+        self.drain_paths();
+    }
+
+    /// A path message from a connected peer.
+    pub(crate) fn on_path_msg(&mut self, now: Instant, from: NodeId, msg: PathMsg) {
+        match msg {
+            PathMsg::Candidates { addrs, reply } => {
+                let view = self.view();
+                self.paths.on_candidates(now, from, &addrs, reply, &view);
+            }
+        }
+        self.drain_paths();
+    }
+
+    /// Probing work so far.
+    pub(crate) fn probe_stats(&self) -> paths::ProbeStats {
+        self.paths.stats
+    }
+
+    /// Carries out what the path layer asked for.
+    fn drain_paths(&mut self) {
+        for out in self.paths.take_out() {
+            match out {
+                PathOut::Datagram { to, data } => self.actions.push_back(Action::Datagram { to, data }),
+                PathOut::Candidates { peer, reply } => {
+                    let addrs = self.own_addrs();
+                    self.actions.push_back(Action::Send {
+                        to: peer,
+                        msg: Control::Path(PathMsg::Candidates { addrs, reply }),
+                    });
+                }
+                PathOut::Switched { peer } => {
+                    self.actions.push_back(Action::PathReset(peer));
+                    self.path_changed(peer);
+                }
+            }
+        }
+    }
+
+    /// Reports `peer`'s current path (table F, servers, the user) if it changed.
+    fn path_changed(&mut self, peer: NodeId) {
+        if !self.links.contains_key(&peer) {
+            return;
+        }
+        match self.path_kind(&peer) {
+            Some(path) => {
+                self.pathless.remove(&peer);
+                if self.links.insert(peer, path) != Some(path) {
+                    self.broadcast(PeerMsg::LinkSet { peer, path });
+                    self.actions.push_back(Action::Event(Event::PathChanged { peer, path: Some(path) }));
+                }
+            }
+            None => {
+                // No server relays for it now and no direct path; the link
+                // stays up (QUIC rides out the gap) but has no path.
+                if self.pathless.insert(peer) {
+                    self.actions.push_back(Action::Event(Event::PathChanged { peer, path: None }));
+                }
+            }
+        }
     }
 
     /// Checks a relay frame that arrived from `from`: it must come from a
@@ -259,6 +377,11 @@ impl Peer {
         let servers = &self.servers;
         self.roster.forget_stale(now, |id| servers.contains_key(id));
         self.dial_servers(now);
+        if self.paths.poll_timeout().is_some_and(|t| t <= now) {
+            let view = self.view();
+            self.paths.handle_timeout(now, &view);
+            self.drain_paths();
+        }
     }
 
     pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta, observed: Option<SocketAddr>) {
@@ -315,6 +438,14 @@ impl Peer {
                     self.actions
                         .push_back(Action::Event(Event::PathChanged { peer: meta.id, path: Some(path) }));
                 }
+                // Hole punching starts at once on both sides: the handshake
+                // through the relay was the coordination.
+                if let Some(key) = meta.probe_key {
+                    let (addrs, view) = (self.merged_addrs(&meta.id), self.view());
+                    self.paths.set_remote(now, meta.id, &addrs);
+                    self.paths.connected(now, meta.id, key, &view);
+                    self.drain_paths();
+                }
             }
         }
     }
@@ -338,6 +469,7 @@ impl Peer {
             }
             Role::Peer => {
                 self.dialing.remove(&id);
+                self.paths.disconnected(id);
                 let had_path = !self.pathless.remove(&id);
                 if self.links.remove(&id).is_some() {
                     self.broadcast(PeerMsg::LinkDrop { peer: id });
@@ -390,6 +522,10 @@ impl Peer {
                 link.version = Some(version);
                 self.directory_changed(now);
                 self.reselect_all();
+                let linked: Vec<NodeId> = self.links.keys().copied().collect();
+                for id in linked {
+                    self.refresh_remote(now, id);
+                }
             }
             PeerMsg::DirAdd { version, entry } | PeerMsg::DirUpdate { version, entry } => {
                 if !self.next_version(from, version) {
@@ -401,6 +537,7 @@ impl Peer {
                     link.dir.insert(id, entry);
                     self.listed(now, id, name);
                     self.select_relay(id);
+                    self.refresh_remote(now, id);
                 }
             }
             PeerMsg::DirRemove { version, id } => {
@@ -499,10 +636,7 @@ impl Peer {
 
     /// Sends our addresses (table D) to every server if they changed.
     fn report_addrs(&mut self) {
-        let mut observed: Vec<SocketAddr> = self.servers.values().filter_map(|s| s.observed).collect();
-        observed.sort();
-        observed.dedup();
-        let addrs = PeerAddrs { local: self.local.clone(), observed };
+        let addrs = self.own_addrs();
         if self.addrs_sent.as_ref() != Some(&addrs) {
             self.addrs_sent = Some(addrs.clone());
             self.broadcast(PeerMsg::Info(addrs));
@@ -578,22 +712,9 @@ impl Peer {
             _ if common.is_empty() => None,
             _ => Some(common[self.rng.below(common.len() as u64) as usize]),
         };
-        if self.paths.set_relay(peer, next) && self.links.contains_key(&peer) {
-            match next {
-                Some(via) => {
-                    self.pathless.remove(&peer);
-                    let path = PathKind::Relayed { via };
-                    self.links.insert(peer, path);
-                    self.broadcast(PeerMsg::LinkSet { peer, path });
-                    self.actions.push_back(Action::Event(Event::PathChanged { peer, path: Some(path) }));
-                }
-                None => {
-                    // No server relays for it now; the link stays up (QUIC
-                    // rides out the gap) but has no path.
-                    self.pathless.insert(peer);
-                    self.actions.push_back(Action::Event(Event::PathChanged { peer, path: None }));
-                }
-            }
+        if self.paths.set_relay(peer, next) {
+            // Unseen while a direct path is in use; the relay is its fallback.
+            self.path_changed(peer);
         }
     }
 
@@ -604,8 +725,11 @@ impl Peer {
         }
     }
 
+    /// How `peer` is reached now: its direct path if one is in use, else its relay.
     fn path_kind(&self, peer: &NodeId) -> Option<PathKind> {
-        self.paths.get(peer).and_then(|p| p.relay).map(|via| PathKind::Relayed { via })
+        self.paths
+            .direct_kind(peer, &self.view())
+            .or_else(|| self.paths.get(peer).and_then(|p| p.relay).map(|via| PathKind::Relayed { via }))
     }
 
     /// Eager mesh: the larger ID of each pair dials (the smaller dials only
@@ -704,6 +828,7 @@ mod tests {
             addrs: Vec::new(),
             elder: false,
             join: false,
+            probe_key: None,
         };
         p.on_link_up(now, &meta, None);
         p.on_message(now, server, PeerMsg::Directory { version: 0, peers: Vec::new() });

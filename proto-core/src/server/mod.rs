@@ -63,6 +63,11 @@ pub(crate) enum Action {
     Close(NodeId),
     /// Report an event to the user.
     Event(Event),
+    /// Send a raw frame (a path probe) to an address (peers only).
+    Datagram { to: SocketAddr, data: Vec<u8> },
+    /// The path to a peer changed: reset QUIC's RTT and congestion state
+    /// for it (peers only).
+    PathReset(NodeId),
 }
 
 /// Everything the node knows about a freshly established connection.
@@ -79,6 +84,9 @@ pub(crate) struct LinkMeta {
     pub(crate) elder: bool,
     /// The remote dialed us to join and wants the server list.
     pub(crate) join: bool,
+    /// Peer-to-peer links: the key that authenticates path probes, exported
+    /// from the connection's TLS session.
+    pub(crate) probe_key: Option<[u8; 32]>,
 }
 
 /// How Raft groups compare when they meet: the one with more voters present

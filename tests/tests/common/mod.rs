@@ -64,6 +64,12 @@ pub fn mesh(seed: u64, peers: usize, link: LinkParams) -> (Sim, Vec<HostId>, Vec
     mesh_configured(seed, peers, link, |_, _| {})
 }
 
+/// [`mesh`] with hole punching off: every peer-to-peer byte is relayed.
+#[allow(dead_code)]
+pub fn relay_mesh(seed: u64, peers: usize, link: LinkParams) -> (Sim, Vec<HostId>, Vec<HostId>) {
+    mesh_configured(seed, peers, link, |c, _| c.peer.hole_punching = false)
+}
+
 /// [`mesh`] with a configuration hook applied to every node.
 pub fn mesh_configured(
     seed: u64,
