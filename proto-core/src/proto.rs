@@ -206,6 +206,9 @@ pub(crate) enum PeerMsg {
     LinkDrop { peer: NodeId },
     /// Peer → server: directory versions did not line up; send a snapshot.
     Resync,
+    /// Server → peer: the peer's packets now come from this address (its
+    /// NAT gave it a new mapping, or its address changed).
+    Observed(SocketAddr),
 }
 
 /// Messages of the control stream.

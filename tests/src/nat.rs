@@ -133,8 +133,12 @@ impl NatPreset {
 pub struct NatConfig {
     /// How external ports are assigned.
     pub mapping: Mapping,
-    /// How an endpoint-dependent mapping picks its port.
+    /// How a mapping picks its port when it does not preserve the internal one.
     pub allocation: Allocation,
+    /// Whether an endpoint-independent mapping keeps the internal port when
+    /// it is free (as Linux masquerading does). Off, a NAT reboot moves every
+    /// host to a new public port. Default on.
+    pub port_preservation: bool,
     /// Which inbound packets are let through.
     pub filtering: Filtering,
     /// Idle time after which a mapping is forgotten. Default 120 s
@@ -153,12 +157,47 @@ impl Default for NatConfig {
         Self {
             mapping: Mapping::EndpointIndependent,
             allocation: Allocation::Random,
+            port_preservation: true,
             filtering: Filtering::AddressAndPortDependent,
             binding_timeout: Duration::from_secs(120),
             hairpin: false,
             inbound_refresh: false,
             firewalled: false,
         }
+    }
+}
+
+/// The path two peers can end on, from their NATs' RFC 4787 behaviour
+/// (`None`: a public address): `"direct"`, `"punched"` or `"relayed"`, as
+/// `metrics.pairs[].path` names them. `same_nat`: both behind one NAT.
+///
+/// * One NAT, or none at all: interface addresses reach each other, direct.
+/// * A firewalled side sends nowhere but to servers: relayed.
+/// * Endpoint-independent mappings on both sides: the ports servers saw are
+///   the ports to use, and pinging each other at once opens any filter.
+/// * One endpoint-dependent side: the port it uses towards us is unknown.
+///   Our filter must let its first ping in (endpoint-independent or
+///   address-dependent filtering, or no NAT), so we learn the port from it
+///   (peer-reflexive) — or its ports must be predictable (sequential).
+/// * Both endpoint-dependent: neither port is known in advance, relayed.
+pub fn expected_path(a: Option<&NatConfig>, b: Option<&NatConfig>, same_nat: bool) -> &'static str {
+    if same_nat || (a.is_none() && b.is_none()) {
+        return "direct";
+    }
+    if a.is_some_and(|n| n.firewalled) || b.is_some_and(|n| n.firewalled) {
+        return "relayed";
+    }
+    let edm = |n: Option<&NatConfig>| n.is_some_and(|n| n.mapping == Mapping::EndpointDependent);
+    // Whether `n` lets in a first packet from an unknown port of a host it
+    // has already sent to.
+    let lets_in = |n: Option<&NatConfig>| n.is_none_or(|n| n.filtering != Filtering::AddressAndPortDependent);
+    let predictable = |n: Option<&NatConfig>| n.is_some_and(|n| n.allocation == Allocation::Sequential);
+    match (edm(a), edm(b)) {
+        (false, false) => "punched",
+        (true, true) => "relayed",
+        (true, false) if lets_in(b) || predictable(a) => "punched",
+        (false, true) if lets_in(a) || predictable(b) => "punched",
+        _ => "relayed",
     }
 }
 
@@ -173,8 +212,10 @@ struct MapKey {
 struct Binding {
     port: u16,
     last_active: Instant,
-    /// Remote addresses the internal host has sent to through this mapping.
-    contacted: BTreeSet<SocketAddr>,
+    /// Remote addresses the internal host has sent to through this mapping,
+    /// with the last time (each is a session with its own timeout, as in
+    /// conntrack: traffic to one remote does not keep another's filter open).
+    contacted: BTreeMap<SocketAddr, Instant>,
 }
 
 /// Counters of what a NAT did.
@@ -270,10 +311,14 @@ impl Nat {
                 self.stats.mappings_expired += 1;
             }
         }
+        for b in self.bindings.values_mut() {
+            b.contacted.retain(|_, t| now.saturating_duration_since(*t) < timeout);
+        }
     }
 
     fn allocate_port(&mut self, preferred: u16) -> Option<u16> {
         if self.config.mapping == Mapping::EndpointIndependent
+            && self.config.port_preservation
             && preferred >= PORT_MIN
             && !self.by_port.contains_key(&preferred)
         {
@@ -319,13 +364,13 @@ impl Nat {
             MapKey { internal, dest: (self.config.mapping == Mapping::EndpointDependent).then_some(dest) };
         if !self.bindings.contains_key(&key) {
             let port = self.allocate_port(internal.port())?;
-            self.bindings.insert(key, Binding { port, last_active: now, contacted: BTreeSet::new() });
+            self.bindings.insert(key, Binding { port, last_active: now, contacted: BTreeMap::new() });
             self.by_port.insert(port, key);
             self.stats.mappings_created += 1;
         }
         let b = self.bindings.get_mut(&key)?;
         b.last_active = now;
-        b.contacted.insert(dest);
+        b.contacted.insert(dest, now);
         Some(SocketAddr::new(self.public_ip, b.port))
     }
 
@@ -340,8 +385,8 @@ impl Nat {
         let b = self.bindings.get_mut(&key)?;
         let allowed = match self.config.filtering {
             Filtering::EndpointIndependent => true,
-            Filtering::AddressDependent => b.contacted.iter().any(|a| a.ip() == remote.ip()),
-            Filtering::AddressAndPortDependent => b.contacted.contains(&remote),
+            Filtering::AddressDependent => b.contacted.keys().any(|a| a.ip() == remote.ip()),
+            Filtering::AddressAndPortDependent => b.contacted.contains_key(&remote),
         };
         if !allowed {
             self.stats.dropped_filtered += 1;
@@ -349,6 +394,9 @@ impl Nat {
         }
         if self.config.inbound_refresh {
             b.last_active = now;
+            if let Some(t) = b.contacted.get_mut(&remote) {
+                *t = now;
+            }
         }
         Some(key.internal)
     }
@@ -483,6 +531,62 @@ mod tests {
         let ext = n.outbound(now + Duration::from_secs(40), a(HOST), a(S1)).unwrap();
         n.outbound(now + Duration::from_secs(60), a(HOST), a(S1)).unwrap();
         assert!(n.inbound(now + Duration::from_secs(80), a(S1), ext.port()).is_some());
+    }
+
+    #[test]
+    fn each_remote_has_its_own_filter_timeout() {
+        // Traffic to S1 keeps the mapping alive, but the filter entry for S2
+        // expires on its own (as conntrack times out each flow).
+        let now = t0();
+        let mut cfg = NatPreset::PortRestricted.config().unwrap();
+        cfg.binding_timeout = Duration::from_secs(30);
+        let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg, 1);
+        let ext = n.outbound(now, a(HOST), a(S2)).unwrap();
+        for s in (10..=60).step_by(10) {
+            assert_eq!(n.outbound(now + Duration::from_secs(s), a(HOST), a(S1)), Some(ext), "one mapping");
+        }
+        assert!(n.inbound(now + Duration::from_secs(61), a(S1), ext.port()).is_some());
+        assert!(
+            n.inbound(now + Duration::from_secs(61), a(S2), ext.port()).is_none(),
+            "S2's session expired"
+        );
+        n.outbound(now + Duration::from_secs(62), a(HOST), a(S2)).unwrap();
+        assert!(n.inbound(now + Duration::from_secs(63), a(S2), ext.port()).is_some(), "reopened");
+    }
+
+    #[test]
+    fn expected_paths_follow_the_nat_behaviour() {
+        let cfg = |p: NatPreset| p.config();
+        let path = |a: NatPreset, b: NatPreset| expected_path(cfg(a).as_ref(), cfg(b).as_ref(), false);
+        use NatPreset::*;
+        assert_eq!(path(Open, Open), "direct");
+        assert_eq!(path(PortRestricted, PortRestricted), "punched");
+        assert_eq!(path(Symmetric, Restricted), "punched");
+        assert_eq!(path(Symmetric, Open), "punched");
+        assert_eq!(path(Symmetric, PortRestricted), "relayed");
+        assert_eq!(path(Symmetric, Symmetric), "relayed");
+        assert_eq!(path(Firewalled, Open), "relayed");
+        let seq = NatConfig { allocation: Allocation::Sequential, ..cfg(Symmetric).unwrap() };
+        assert_eq!(expected_path(Some(&seq), cfg(PortRestricted).as_ref(), false), "punched");
+        assert_eq!(expected_path(Some(&seq), Some(&seq), false), "relayed");
+        assert_eq!(expected_path(cfg(Symmetric).as_ref(), cfg(Symmetric).as_ref(), true), "direct");
+    }
+
+    #[test]
+    fn without_port_preservation_a_reboot_moves_the_host() {
+        let now = t0();
+        let cfg = NatConfig { port_preservation: false, ..NatPreset::PortRestricted.config().unwrap() };
+        let mut n = Nat::new("198.51.100.1".parse().unwrap(), cfg.clone(), 1);
+        let before = n.outbound(now, a(HOST), a(S1)).unwrap();
+        assert_ne!(before.port(), a(HOST).port());
+        n.reboot();
+        let after = n.outbound(now, a(HOST), a(S1)).unwrap();
+        assert_ne!(before, after);
+        // With preservation (the default) the host keeps its port.
+        let mut n = Nat::new("198.51.100.1".parse().unwrap(), NatPreset::PortRestricted.config().unwrap(), 1);
+        let before = n.outbound(now, a(HOST), a(S1)).unwrap();
+        n.reboot();
+        assert_eq!(n.outbound(now, a(HOST), a(S1)), Some(before));
     }
 
     #[test]

@@ -218,8 +218,10 @@ pub struct LanSpec {
     pub nat: Option<NatPreset>,
     /// Override the preset's mapping.
     pub mapping: Option<Mapping>,
-    /// Override how endpoint-dependent mappings pick ports.
+    /// Override how mappings pick ports.
     pub allocation: Option<Allocation>,
+    /// Whether endpoint-independent mappings keep the internal port (default true).
+    pub port_preservation: Option<bool>,
     /// Override the preset's filtering.
     pub filtering: Option<Filtering>,
     /// Mapping idle timeout (ms).
@@ -619,6 +621,9 @@ impl Loaded {
         }
         if let Some(a) = l.allocation {
             cfg.allocation = a;
+        }
+        if let Some(p) = l.port_preservation {
+            cfg.port_preservation = p;
         }
         if let Some(t) = l.binding_timeout_ms {
             cfg.binding_timeout = Duration::from_millis(t);

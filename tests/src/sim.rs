@@ -436,8 +436,9 @@ pub struct Sim {
     /// Datagrams captured from tapped hosts: (sender, destination, bytes).
     tapped: Vec<(HostId, SocketAddr, Bytes)>,
     taps: BTreeSet<HostId>,
-    /// Latest path per (reporting host, peer).
-    pairs: BTreeMap<(HostId, NodeId), (Option<p::PathKind>, Duration)>,
+    /// Latest path per (reporting host, peer): the path, since when, and
+    /// since when the pair has had any path (its link came up).
+    pairs: BTreeMap<(HostId, NodeId), (Option<p::PathKind>, Duration, Duration)>,
     net: NetStats,
     same_instant: (Instant, usize),
     /// Inside `run_until` (as opposed to building the topology).
@@ -1012,9 +1013,13 @@ impl Sim {
                 self.watch.last_change = elapsed;
             }
             if let Event::PathChanged { peer, path } = &e {
-                let same = self.pairs.get(&(h, *peer)).is_some_and(|(p, _)| p == path);
-                if !same {
-                    self.pairs.insert((h, *peer), (*path, elapsed));
+                let old = self.pairs.get(&(h, *peer)).copied();
+                if old.is_none_or(|(p, _, _)| p != *path) {
+                    let up = match old {
+                        Some((Some(_), _, up)) => up,
+                        _ => elapsed,
+                    };
+                    self.pairs.insert((h, *peer), (*path, elapsed, up));
                 }
             }
             cluster_changed |=
@@ -1279,7 +1284,7 @@ impl Sim {
             .pairs
             .iter()
             .filter(|((h, _), _)| self.hosts[*h].alive())
-            .filter_map(|((h, peer), (path, since))| {
+            .filter_map(|((h, peer), (path, since, up))| {
                 // A pair without a path (its link closed) is not reported.
                 let (kind, via) = match (*path)? {
                     p::PathKind::Relayed { via } => ("relayed", Some(self.name_of(&via))),
@@ -1292,6 +1297,7 @@ impl Sim {
                     path: kind.into(),
                     via,
                     since_ms: since.as_secs_f64() * 1000.0,
+                    up_ms: up.as_secs_f64() * 1000.0,
                 })
             })
             .collect();
@@ -1410,8 +1416,12 @@ pub struct PairPath {
     pub path: String,
     /// The relaying server for `relayed`.
     pub via: Option<String>,
-    /// Since when (virtual ms).
+    /// Since when (virtual ms): for `direct` and `punched`, when the pair
+    /// went direct.
     pub since_ms: f64,
+    /// Since when the pair has had a connection (virtual ms): `since_ms -
+    /// up_ms` is how long the move from the relay to a direct path took.
+    pub up_ms: f64,
 }
 
 /// Cluster measurements of a run.

@@ -34,7 +34,7 @@ use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
 use crate::peer::{DirectoryRow, LinkRow, Next, Peer, PeerInfo, paths::is_mapped};
-use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, RefuseReason, Welcome};
+use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, PathKind, RefuseReason, Welcome};
 use crate::quic::{self, CertError, Expect, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
 use crate::roster::Backoff;
@@ -77,8 +77,12 @@ pub struct LinkInfo {
     pub id: NodeId,
     /// Its human-readable name.
     pub name: String,
-    /// The address the connection runs over.
+    /// The address the connection's packets go to: the remote's own address
+    /// for servers and direct paths, the relaying server's for relayed ones.
     pub addr: SocketAddr,
+    /// How a peer-to-peer connection is carried (`None` on links to and
+    /// between servers, which are always direct).
+    pub path: Option<PathKind>,
     /// Whether this node dialed.
     pub dialed: bool,
     /// Current smoothed round-trip time estimate.
@@ -278,17 +282,28 @@ impl Node {
     pub fn links(&self) -> impl Iterator<Item = LinkInfo> + '_ {
         self.links.iter().filter_map(|(id, ch)| {
             let c = self.conns.get(ch)?;
-            let path = c.quic.stats().path;
+            let stats = c.quic.stats().path;
+            let peer = self.role.peer();
+            let path = peer.and_then(|p| p.link_path(id));
+            let addr = match path {
+                // QUIC knows the peer by its mapped address; report the real one.
+                Some(PathKind::Relayed { via }) => {
+                    self.links.get(&via).and_then(|v| self.conns.get(v)).map(|v| v.addr)
+                }
+                Some(_) => peer.and_then(|p| p.direct_addr(id)),
+                None => None,
+            };
             Some(LinkInfo {
                 id: *id,
                 name: c.remote_name.clone(),
-                addr: c.addr,
+                addr: addr.unwrap_or(c.addr),
+                path,
                 dialed: c.dialed,
-                rtt: path.rtt,
-                cwnd: path.cwnd,
-                sent_packets: path.sent_packets,
-                lost_packets: path.lost_packets,
-                congestion_events: path.congestion_events,
+                rtt: stats.rtt,
+                cwnd: stats.cwnd,
+                sent_packets: stats.sent_packets,
+                lost_packets: stats.lost_packets,
+                congestion_events: stats.congestion_events,
             })
         })
     }
@@ -872,7 +887,24 @@ impl Node {
                 break;
             }
         }
+        self.follow_move(ch);
         self.touch(ch);
+    }
+
+    /// The remote of an accepted connection now sends from a new address
+    /// (QUIC validated the migration, as after a NAT rebinding): remember it
+    /// and let the role tell the remote where it is seen now.
+    fn follow_move(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let now_at = conn.quic.remote_address();
+        if conn.addr == now_at || is_mapped(&conn.addr) {
+            return;
+        }
+        conn.addr = now_at;
+        let established = conn.remote.filter(|id| self.links.get(id) == Some(&ch));
+        if let Some(id) = established {
+            self.role.remote_moved(id, now_at);
+        }
     }
 
     /// Removes a drained connection.

@@ -45,6 +45,13 @@ impl RoleState {
         }
     }
 
+    /// The remote of an established link now sends from `addr`.
+    pub(super) fn remote_moved(&mut self, id: NodeId, addr: SocketAddr) {
+        if let RoleState::Server(s) = self {
+            s.on_remote_moved(id, addr);
+        }
+    }
+
     pub(super) fn link_down(&mut self, now: Instant, id: NodeId) {
         match self {
             RoleState::Server(s) => s.on_link_down(now, id),

@@ -260,6 +260,16 @@ impl Peer {
         servers.chain(peers).collect()
     }
 
+    /// How the connection to `peer` is carried, if there is one.
+    pub(crate) fn link_path(&self, peer: &NodeId) -> Option<PathKind> {
+        self.links.get(peer).copied()
+    }
+
+    /// The direct address in use for `peer`, if any.
+    pub(crate) fn direct_addr(&self, peer: &NodeId) -> Option<SocketAddr> {
+        self.paths.get(peer).and_then(|p| p.direct)
+    }
+
     /// The mapped address QUIC uses for `peer`.
     pub(crate) fn mapped(&mut self, peer: NodeId) -> SocketAddr {
         self.paths.mapped(peer)
@@ -565,6 +575,11 @@ impl Peer {
             PeerMsg::Master(m) => {
                 link.master = Some(m);
                 self.update_master();
+            }
+            PeerMsg::Observed(addr) => {
+                // Our NAT moved us: servers and peers need the new address.
+                link.observed = Some(addr);
+                self.report_addrs();
             }
             // Peer-to-server messages are not accepted from servers.
             PeerMsg::Info(_) | PeerMsg::LinkSet { .. } | PeerMsg::LinkDrop { .. } | PeerMsg::Resync => {}

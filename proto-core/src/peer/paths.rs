@@ -15,8 +15,9 @@
 //!   servers observed it at (both from the directory and, fresher, from a
 //!   `Candidates` message over the relayed connection), peer-reflexive
 //!   addresses its authenticated pings came from, and — when the remote's
-//!   NAT is endpoint-dependent and ours is not — a bounded window of
-//!   predicted ports.
+//!   NAT is endpoint-dependent and ours is not, and the ports servers saw
+//!   lie close together (a sequential allocator) — a bounded window of
+//!   predicted ports just past them.
 //! * **Rounds**: both sides ping every candidate on a short schedule
 //!   ([`TICKS`]). A round starts on both sides when the connection comes up
 //!   (the handshake through the relay is the coordination), and later rounds
@@ -65,6 +66,9 @@ pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(2);
 pub(crate) const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Ports predicted past the highest observed one of an endpoint-dependent NAT.
 const PREDICT_WINDOW: u16 = 64;
+/// Observed ports further apart than this look randomly allocated: no
+/// prediction.
+const PREDICT_SPREAD: u16 = 64;
 /// Ticks of a round that also ping predicted ports: at most
 /// `PREDICT_WINDOW * PREDICT_TICKS` (256) predicted probes per round.
 const PREDICT_TICKS: usize = 4;
@@ -77,6 +81,9 @@ const PING_TTL: Duration = Duration::from_secs(5);
 /// Another direct path must be this much faster to take over (new RTT below
 /// 3/4 of the current one).
 pub(crate) const HYSTERESIS: (u32, u32) = (3, 4);
+/// Pings sent to a suspect path before it is given up (with 5% loss each
+/// way, all three round trips fail about once in a thousand suspicions).
+const SUSPECT_PINGS: u32 = 3;
 /// Shortest keep-alive interval learned from a lost binding.
 const MIN_KEEPALIVE: Duration = Duration::from_secs(2);
 /// Idle gaps shorter than this do not teach a keep-alive interval (a NAT that
@@ -515,15 +522,17 @@ impl Paths {
                     self.lost_direct(now, peer, view);
                     return;
                 }
-                Some(_) if l.next_suspect_ping.is_some_and(|t| t <= now) => {
-                    l.next_suspect_ping = None;
+                Some(until) if l.next_suspect_ping.is_some_and(|t| t <= now) => {
+                    // Spaced pings, so one lost packet does not condemn a path.
+                    let next = now + probe_timeout / SUSPECT_PINGS;
+                    l.next_suspect_ping = (next < until).then_some(next);
                     targets.push(addr);
                 }
                 Some(_) => {}
                 None if l.unanswered.is_some_and(|(since, _)| since + suspect_after <= now) => {
-                    // Sends went unanswered: ask the path directly, twice.
+                    // Sends went unanswered: ask the path directly.
                     l.suspect_until = Some(now + probe_timeout);
-                    l.next_suspect_ping = Some(now + probe_timeout / 2);
+                    l.next_suspect_ping = Some(now + probe_timeout / SUSPECT_PINGS);
                     targets.push(addr);
                 }
                 // Idle: keep the NAT bindings on both sides open.
@@ -765,18 +774,23 @@ pub(crate) fn is_edm(observed: &[SocketAddr]) -> bool {
 }
 
 /// Ports an endpoint-dependent NAT is likely to pick next: many allocate
-/// sequentially, so the window just past the highest port servers saw.
+/// sequentially, so the window just past the highest port servers saw —
+/// but only if the ports servers saw lie close together (a NAT picking
+/// random ports scatters them, and predicting would be wasted probes).
 fn predict(observed: &[SocketAddr], known: &BTreeMap<SocketAddr, Cand>) -> Vec<SocketAddr> {
     if !is_edm(observed) {
         return Vec::new();
     }
-    let mut highest: BTreeMap<IpAddr, u16> = BTreeMap::new();
+    let mut range: BTreeMap<IpAddr, (u16, u16)> = BTreeMap::new();
     for a in observed {
-        let h = highest.entry(a.ip()).or_insert(0);
-        *h = (*h).max(a.port());
+        let r = range.entry(a.ip()).or_insert((a.port(), a.port()));
+        *r = (r.0.min(a.port()), r.1.max(a.port()));
     }
     let mut out = Vec::new();
-    for (ip, top) in highest {
+    for (ip, (low, top)) in range {
+        if top - low > PREDICT_SPREAD {
+            continue;
+        }
         for d in 1..=PREDICT_WINDOW {
             let Some(port) = top.checked_add(d) else { break };
             let a = SocketAddr::new(ip, port);
@@ -1178,5 +1192,8 @@ mod tests {
         let known = BTreeMap::new();
         assert!(predict(&[at(5)], &known).is_empty());
         assert_eq!(predict(&[at(u16::MAX - 2), at(u16::MAX - 1)], &known), vec![at(u16::MAX)]);
+        // Scattered ports: a random allocator, nothing to predict.
+        assert!(predict(&[at(1000), at(31000), at(52000)], &known).is_empty());
+        assert_eq!(predict(&[at(1000), at(1002)], &known).len(), PREDICT_WINDOW as usize);
     }
 }

@@ -354,6 +354,14 @@ impl Server {
         self.peer_load_changed();
     }
 
+    /// The packets of a connected peer now come from `addr` (QUIC followed
+    /// the move): tell the peer, whose report updates everyone's directory.
+    pub(crate) fn on_remote_moved(&mut self, id: NodeId, addr: SocketAddr) {
+        if self.peers.get(&id).is_some() {
+            self.send_peer(id, PeerMsg::Observed(addr));
+        }
+    }
+
     /// A message from a connected peer.
     pub(crate) fn on_peer_message(&mut self, from: NodeId, msg: PeerMsg) {
         if self.peers.get(&from).is_none() {
