@@ -175,3 +175,80 @@ fn messages_sent_from_the_first_moment_survive_the_move_to_direct() {
         assert!(switched_at.is_some() && relayed > 0, "seed {seed}: relayed first, then punched");
     }
 }
+
+#[test]
+fn on_demand_pairs_punch_after_the_first_send() {
+    let text = r#"
+        duration_ms = 6000
+        [network]
+        connect = "on-demand"
+        [[server]]
+        name = "s1"
+        [[lan]]
+        name = "la"
+        nat = "restricted"
+        [[lan]]
+        name = "lb"
+        nat = "port-restricted"
+        [[peer]]
+        name = "a"
+        lan = "la"
+        [[peer]]
+        name = "b"
+        lan = "lb"
+        [[event]]
+        at_ms = 2000
+        send = { from = "a", to = "b", count = 50, size = 100 }
+    "#;
+    let loaded = Loaded::parse(text).unwrap();
+    let mut sim = loaded.build(1);
+    sim.run_until(std::time::Duration::from_millis(1900));
+    assert_eq!(path(&sim, "a", "b"), "none", "no connection before the send");
+    sim.run_until(loaded.duration());
+    assert_path(&sim, "punched", "after the first send");
+    assert_exactly_once(&sim, 50, "on demand");
+}
+
+#[test]
+fn quic_measures_the_new_path_after_a_switch() {
+    // Relayed, the RTT is 80 ms (two hops of 20 ms each way); punched, 40.
+    // After the switch QUIC starts its estimate afresh instead of carrying
+    // the relay's over, and its congestion window is not cut by the move.
+    let events = r#"
+        [[event]]
+        at_ms = 1000
+        send = { from = "a", to = "b", count = 500, size = 1000 }
+        [[event]]
+        at_ms = 1000
+        send = { from = "b", to = "a", count = 500, size = 1000, channel = 1 }
+    "#;
+    let sim = run(1, 4000, PRC, PRC, events);
+    assert_path(&sim, "punched", "switched");
+    assert_exactly_once(&sim, 1000, "both ways");
+    for (me, other) in [("a", "b"), ("b", "a")] {
+        let node = sim.node(sim.find(me).unwrap()).unwrap();
+        let link = node.links().find(|l| l.name == other).unwrap();
+        let ms = link.rtt.as_secs_f64() * 1000.0;
+        assert!((38.0..60.0).contains(&ms), "{me}: RTT {ms} ms");
+        assert_eq!(link.path, Some(PathKind::Punched));
+        assert_eq!(link.lost_packets, 0, "{me}: the move lost nothing");
+        // The link reports the real address it uses (the other's NAT), not
+        // the synthetic one QUIC knows it by.
+        let lan = sim.host(sim.find(other).unwrap()).lan.unwrap();
+        let public = sim.lans()[lan].nat.as_ref().unwrap().public_ip();
+        assert_eq!(link.addr.ip(), public, "{me}");
+    }
+}
+
+#[test]
+fn servers_list_the_punched_links_in_table_b() {
+    let sim = run(1, 4000, PRC, PRC, "");
+    for s in ["s1", "s2"] {
+        let dir = sim.node(sim.find(s).unwrap()).unwrap().directory();
+        assert_eq!(dir.len(), 2, "{s}");
+        for row in &dir {
+            let paths: Vec<PathKind> = row.links.iter().map(|l| l.path).collect();
+            assert_eq!(paths, vec![PathKind::Punched], "{s}: {}", row.name);
+        }
+    }
+}
