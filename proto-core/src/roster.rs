@@ -42,6 +42,11 @@ pub(crate) struct Known {
     pub(crate) name: String,
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) incarnation: u64,
+    /// Incarnations this one superseded (most recent last, bounded): news of
+    /// them is stale. Incarnations are random, not ordered, so without this
+    /// two stories of a restarted server could chase each other round the
+    /// mesh for ever.
+    retired: Vec<u64>,
     pub(crate) load: u32,
     dialing: bool,
     backoff: Duration,
@@ -49,6 +54,9 @@ pub(crate) struct Known {
     /// When it was last live (or first learned of).
     last_seen: Instant,
 }
+
+/// Superseded incarnations remembered per server.
+const MAX_RETIRED: usize = 8;
 
 #[derive(Debug)]
 struct Bootstrap {
@@ -119,14 +127,30 @@ impl Roster {
         })
     }
 
-    /// Records a server; true if this ID and incarnation are news.
+    /// Records a server from hearsay (another node's list or announcement);
+    /// true if this ID and incarnation are news. An incarnation already
+    /// superseded here is not.
     pub(crate) fn learn(&mut self, now: Instant, e: &ServerEntry) -> bool {
+        if self.known.get(&e.id).is_some_and(|k| k.retired.contains(&e.incarnation)) {
+            return false;
+        }
+        self.learn_direct(now, e)
+    }
+
+    /// Records a server as it presented itself on a connection (the truth
+    /// about its incarnation); true if news.
+    pub(crate) fn learn_direct(&mut self, now: Instant, e: &ServerEntry) -> bool {
         if e.id == self.me || e.id.role() != Role::Server {
             return false;
         }
         match self.known.get_mut(&e.id) {
             Some(k) if k.incarnation == e.incarnation => false,
             Some(k) => {
+                k.retired.retain(|i| *i != e.incarnation);
+                k.retired.push(k.incarnation);
+                if k.retired.len() > MAX_RETIRED {
+                    k.retired.remove(0);
+                }
                 k.incarnation = e.incarnation;
                 k.name = e.name.clone();
                 k.addrs = e.addrs.clone();
@@ -141,6 +165,7 @@ impl Roster {
                         name: e.name.clone(),
                         addrs: e.addrs.clone(),
                         incarnation: e.incarnation,
+                        retired: Vec::new(),
                         load: e.load,
                         dialing: false,
                         backoff: self.backoff.min,
@@ -298,6 +323,9 @@ mod tests {
         assert!(r.learn(now, &entry(1, 1)));
         assert!(!r.learn(now, &entry(1, 1)));
         assert!(r.learn(now, &entry(1, 2)), "a restart is news");
+        assert!(!r.learn(now, &entry(1, 1)), "hearsay of a superseded incarnation is stale");
+        assert!(r.learn_direct(now, &entry(1, 1)), "the server itself is believed");
+        assert!(!r.learn(now, &entry(1, 2)), "and now 2 is the stale one");
         let peer = ServerEntry { id: Identity::from_seed(Role::Peer, [3; 32]).id(), ..entry(3, 1) };
         assert!(!r.learn(now, &peer), "peers are not servers");
     }

@@ -112,6 +112,7 @@ fn two_hundred_seeds() {
 #[ignore]
 fn debug_seed() {
     let seed: u64 = std::env::var("SEED").unwrap_or_else(|_| "1".into()).parse().unwrap_or(1);
+    p2pcore_tests::log::init_from_env();
     let result = run(seed);
     eprintln!("seed {seed}: {result:?}");
 }

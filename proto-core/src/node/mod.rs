@@ -1041,6 +1041,7 @@ impl Node {
         while let Some(action) = self.role.poll_action() {
             match action {
                 Action::Send { to, msg } => {
+                    tracing::trace!(node = %self.name(), %to, kind = msg.kind(), "control message out");
                     if let Some(&ch) = self.links.get(&to)
                         && let Some(conn) = self.conns.get_mut(&ch)
                     {

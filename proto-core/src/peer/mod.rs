@@ -404,7 +404,7 @@ impl Peer {
                     incarnation: meta.incarnation,
                     load: 0,
                 };
-                self.roster.learn(now, &entry);
+                self.roster.learn_direct(now, &entry);
                 self.roster.on_link_up(now, &meta.id);
                 let fresh = !self.servers.contains_key(&meta.id);
                 let kept = self.servers.remove(&meta.id);

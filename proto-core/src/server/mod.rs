@@ -417,7 +417,7 @@ impl Server {
             incarnation: meta.incarnation,
             load: 0,
         };
-        let first_time = self.roster.learn(now, &entry);
+        let first_time = self.roster.learn_direct(now, &entry);
         self.roster.on_link_up(now, &meta.id);
         // A repeated link-up (a duplicate connection swapped in) restates our
         // state but is not news to the user.
@@ -483,14 +483,15 @@ impl Server {
         match msg {
             ClusterMsg::List(entries) => {
                 for e in entries.into_iter().take(4096) {
-                    if self.roster.learn(now, &e) {
+                    // A server we are linked to speaks for itself.
+                    if !self.live.contains_key(&e.id) && self.roster.learn(now, &e) {
                         self.broadcast(ClusterMsg::Joined(e), Some(from));
                     }
                 }
                 self.dial_due(now);
             }
             ClusterMsg::Joined(e) => {
-                if self.roster.learn(now, &e) {
+                if !self.live.contains_key(&e.id) && self.roster.learn(now, &e) {
                     self.broadcast(ClusterMsg::Joined(e), Some(from));
                 }
                 self.dial_due(now);
