@@ -27,8 +27,23 @@ fn host(role: Role, name: &str, n: u8, bootstrap: Option<SocketAddr>) -> Host {
     Host { node, socket, events: Vec::new() }
 }
 
+/// Sends everything queued, then collects events (the drain order the
+/// `Node` contract asks for before `poll_timeout`).
+fn drain(h: &mut Host) {
+    let mut out = Vec::new();
+    while let Some(t) = h.node.poll_transmit(1, &mut out) {
+        // Loopback never refuses a datagram of this size; a failure here
+        // is a real error worth failing the test on.
+        h.socket.send_to(&out[..t.size], t.destination).unwrap();
+        out.clear();
+    }
+    while let Some(e) = h.node.poll_event() {
+        h.events.push(e);
+    }
+}
+
 /// One pass of the loop for every host: receive everything waiting, run due
-/// timers, send everything queued, collect events.
+/// timers, and drain after each input.
 fn turn(hosts: &mut [Host]) {
     let mut buf = vec![0u8; 65536];
     for h in hosts.iter_mut() {
@@ -36,18 +51,10 @@ fn turn(hosts: &mut [Host]) {
         while let Ok((n, from)) = h.socket.recv_from(&mut buf) {
             h.node.handle_datagram(now, from, None, &buf[..n]);
         }
+        drain(h);
         if h.node.poll_timeout().is_some_and(|t| t <= now) {
             h.node.handle_timeout(now);
-        }
-        let mut out = Vec::new();
-        while let Some(t) = h.node.poll_transmit(1, &mut out) {
-            // Loopback never refuses a datagram of this size; a failure here
-            // is a real error worth failing the test on.
-            h.socket.send_to(&out[..t.size], t.destination).unwrap();
-            out.clear();
-        }
-        while let Some(e) = h.node.poll_event() {
-            h.events.push(e);
+            drain(h);
         }
     }
 }
