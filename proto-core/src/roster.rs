@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn learning_is_news_once_per_incarnation() {
-        let now = Instant::now();
+        let now = crate::test_support::epoch();
         let mut r = roster(now);
         assert!(r.learn(now, &entry(1, 1)));
         assert!(!r.learn(now, &entry(1, 1)));
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn failed_dials_back_off_and_bootstrap_only_when_alone() {
-        let now = Instant::now();
+        let now = crate::test_support::epoch();
         let mut r = roster(now);
         let mut rng = NodeRng::from_seed([1; 32]);
         r.learn(now, &entry(1, 1));
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn stale_servers_are_forgotten() {
-        let now = Instant::now();
+        let now = crate::test_support::epoch();
         let mut r = roster(now);
         r.learn(now, &entry(1, 1));
         r.forget_stale(now + Duration::from_secs(61), |_| false);

@@ -859,7 +859,7 @@ mod tests {
 
     #[test]
     fn a_gap_in_deltas_asks_for_one_snapshot_and_recovers() {
-        let now = Instant::now();
+        let now = crate::test_support::epoch();
         let (mut p, s) = peer_with_server(now);
         p.on_message(now, s, PeerMsg::DirAdd { version: 1, entry: entry(3) });
         assert_eq!(p.peers().len(), 1);

@@ -877,7 +877,7 @@ mod tests {
 
     impl Net {
         fn new(a: Vec<(SocketAddr, Option<Duration>)>, b: Vec<(SocketAddr, Option<Duration>)>) -> Self {
-            let now = Instant::now();
+            let now = crate::test_support::epoch();
             let side = |n: u8, addrs| Side {
                 paths: Paths::new(id(n), true, Duration::from_secs(25), NodeRng::from_seed([n; 32])),
                 id: id(n),
