@@ -267,6 +267,14 @@ pub enum Expect {
 }
 
 impl Expect {
+    /// The node meant, when a particular one is.
+    pub(crate) fn node(&self) -> Option<NodeId> {
+        match self {
+            Expect::Node(id) => Some(*id),
+            Expect::AnyOf(_) => None,
+        }
+    }
+
     fn server_name(&self) -> String {
         match self {
             Expect::Node(id) => format!("{}.p2pcore", id.dns_label()),

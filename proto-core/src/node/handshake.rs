@@ -440,17 +440,26 @@ impl Node {
                 self.link_down(ch, id, reason);
             }
         } else if dialed {
-            let id = match expect {
-                Some(Expect::Node(id)) => Some(id),
-                _ => remote,
-            };
-            if !internal {
-                self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
-            }
-            self.notify_dial(ch, DialOutcome::Failed(error));
+            self.dial_failed(ch, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
         }
         self.touch(ch);
         self.settle_pending();
+    }
+
+    /// Our dial `ch` to `addr` (meant for `id`) failed: tell the user unless
+    /// the role logic made it, and tell the role logic.
+    fn dial_failed(
+        &mut self,
+        ch: usize,
+        id: Option<NodeId>,
+        addr: SocketAddr,
+        internal: bool,
+        error: ConnectError,
+    ) {
+        if !internal {
+            self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
+        }
+        self.notify_dial(ch, DialOutcome::Failed(error));
     }
 
     pub(super) fn on_lost(&mut self, ch: usize, reason: ConnectionError) {
@@ -470,14 +479,7 @@ impl Node {
             }
         } else if dialed {
             let error = connect_error(&reason, expect, met.as_ref());
-            let id = match expect {
-                Some(Expect::Node(id)) => Some(id),
-                _ => remote,
-            };
-            if !internal {
-                self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
-            }
-            self.notify_dial(ch, DialOutcome::Failed(error));
+            self.dial_failed(ch, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
         }
         self.settle_pending();
     }

@@ -21,7 +21,7 @@ pub(crate) mod paths;
 use crate::config::{ConnectPolicy, PeerConfig};
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
-use crate::proto::{Control, DirEntry, PathKind, PathMsg, PeerAddrs, PeerMsg, ServerEntry};
+use crate::proto::{Control, DirEntry, PathKind, PathMsg, PeerAddrs, PeerMsg};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
 use crate::roster::{Backoff, DialOutcome, Roster};
@@ -397,14 +397,7 @@ impl Peer {
     pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta, observed: Option<SocketAddr>) {
         match meta.id.role() {
             Role::Server => {
-                let entry = ServerEntry {
-                    id: meta.id,
-                    name: meta.name.clone(),
-                    addrs: meta.addrs.clone(),
-                    incarnation: meta.incarnation,
-                    load: 0,
-                };
-                self.roster.learn_direct(now, &entry);
+                self.roster.learn_direct(now, &meta.server_entry());
                 self.roster.on_link_up(now, &meta.id);
                 let fresh = !self.servers.contains_key(&meta.id);
                 let kept = self.servers.remove(&meta.id);

@@ -590,24 +590,32 @@ impl Paths {
         self.out.push(PathOut::Datagram { to, data });
     }
 
+    /// Whether a probe is authentic: its sender is a connected peer and the
+    /// tag checks out under that connection's key. Anything else is counted
+    /// as rejected.
+    fn authentic(&mut self, kind: FrameType, probe: &ProbeFrame) -> bool {
+        let me = self.me;
+        let ok = self
+            .by_peer
+            .get(&probe.from)
+            .and_then(|p| p.key.as_ref())
+            .is_some_and(|key| verify(key, kind, &probe.from, &me, &probe.txid, probe.addr, &probe.mac));
+        if !ok {
+            self.stats.rejected += 1;
+        }
+        ok
+    }
+
     /// A ping arrived from `from`. Authentic pings are answered with a pong
     /// to `from` and teach a peer-reflexive candidate; from an address not
     /// validated yet they also trigger a ping back.
     pub(crate) fn on_ping(&mut self, now: Instant, from: SocketAddr, probe: &ProbeFrame) {
-        let me = self.me;
-        let peer = probe.from;
-        let Some(p) = self.by_peer.get_mut(&peer) else {
-            self.stats.rejected += 1;
-            return;
-        };
-        let Some(key) = &p.key else {
-            self.stats.rejected += 1;
-            return;
-        };
-        if !verify(key, FrameType::Ping, &peer, &me, &probe.txid, None, &probe.mac) {
-            self.stats.rejected += 1;
+        let (me, peer) = (self.me, probe.from);
+        if !self.authentic(FrameType::Ping, probe) {
             return;
         }
+        let Some(p) = self.by_peer.get_mut(&peer) else { return };
+        let Some(key) = &p.key else { return };
         let mac = tag(key, FrameType::Pong, &me, &peer, &probe.txid, Some(from));
         let mut data = Vec::with_capacity(crate::wire::HEADER_LEN + crate::wire::PROBE_LEN);
         if (ProbeFrame { from: me, txid: probe.txid, addr: Some(from), mac })
@@ -637,20 +645,11 @@ impl Paths {
     /// A pong arrived from `from`: if it answers one of our pings, the path
     /// it was sent on is validated with a fresh RTT.
     pub(crate) fn on_pong(&mut self, now: Instant, from: SocketAddr, probe: &ProbeFrame) {
-        let me = self.me;
         let peer = probe.from;
-        let Some(p) = self.by_peer.get_mut(&peer) else {
-            self.stats.rejected += 1;
-            return;
-        };
-        let Some(key) = &p.key else {
-            self.stats.rejected += 1;
-            return;
-        };
-        if !verify(key, FrameType::Pong, &peer, &me, &probe.txid, probe.addr, &probe.mac) {
-            self.stats.rejected += 1;
+        if !self.authentic(FrameType::Pong, probe) {
             return;
         }
+        let Some(p) = self.by_peer.get_mut(&peer) else { return };
         let Some((pinged, sent)) = p.pending.remove(&probe.txid) else {
             // Authentic but stale or duplicated: nothing to learn.
             return;
@@ -698,7 +697,9 @@ impl Paths {
     /// a shorter keep-alive if it died idle, and start a new round.
     fn lost_direct(&mut self, now: Instant, peer: NodeId, view: &LocalView) {
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
-        let Some(addr) = p.direct.take() else { return };
+        if p.direct.take().is_none() {
+            return;
+        }
         if let Some((since, before)) = p.live.unanswered {
             let gap = since.saturating_duration_since(before);
             if gap >= LEARN_GAP {
@@ -707,10 +708,7 @@ impl Paths {
             }
         }
         p.live = Liveness::default();
-        if let Some(c) = p.cands.get_mut(&addr) {
-            c.rtt = None;
-        }
-        // Other validated paths may be as dead (same NAT): re-validate all.
+        // The other validated paths may be as dead (same NAT): re-validate all.
         for c in p.cands.values_mut() {
             c.rtt = None;
         }

@@ -89,6 +89,20 @@ pub(crate) struct LinkMeta {
     pub(crate) probe_key: Option<[u8; 32]>,
 }
 
+impl LinkMeta {
+    /// The remote server as it presented itself on this connection (its
+    /// load is reported separately, later).
+    pub(crate) fn server_entry(&self) -> ServerEntry {
+        ServerEntry {
+            id: self.id,
+            name: self.name.clone(),
+            addrs: self.addrs.clone(),
+            incarnation: self.incarnation,
+            load: 0,
+        }
+    }
+}
+
 /// How Raft groups compare when they meet: the one with more voters present
 /// wins (least churn), then the smaller cluster ID. Only stable attributes
 /// count — a rank that moved with terms or leadership would make servers
@@ -410,13 +424,7 @@ impl Server {
             self.peer_up(meta);
             return;
         }
-        let entry = ServerEntry {
-            id: meta.id,
-            name: meta.name.clone(),
-            addrs: meta.addrs.clone(),
-            incarnation: meta.incarnation,
-            load: 0,
-        };
+        let entry = meta.server_entry();
         let first_time = self.roster.learn_direct(now, &entry);
         self.roster.on_link_up(now, &meta.id);
         // A repeated link-up (a duplicate connection swapped in) restates our
