@@ -62,6 +62,21 @@ const SYM: &str = r#"nat = "symmetric""#;
 const SYM_SEQ: &str = r#"nat = "symmetric"
         allocation = "sequential""#;
 
+/// Two `send` events at `at_ms`: `count` reliable messages of `size` bytes
+/// from a to b on channel 0 and from b to a on `back_channel`.
+fn both_ways(at_ms: u64, count: u64, size: u64, back_channel: u8) -> String {
+    format!(
+        r#"
+        [[event]]
+        at_ms = {at_ms}
+        send = {{ from = "a", to = "b", count = {count}, size = {size} }}
+        [[event]]
+        at_ms = {at_ms}
+        send = {{ from = "b", to = "a", count = {count}, size = {size}, channel = {back_channel} }}
+        "#
+    )
+}
+
 /// Asserts both sides of the pair end on `want`.
 fn assert_path(sim: &Sim, want: &str, what: &str) {
     assert_eq!((path(sim, "a", "b").as_str(), path(sim, "b", "a").as_str()), (want, want), "{what}");
@@ -95,16 +110,9 @@ fn a_binding_timeout_shorter_than_the_keepalive_is_survived() {
     // the pair is still (or again) direct and a burst gets through.
     let nat = r#"nat = "port-restricted"
         binding_timeout_ms = 4000"#;
-    let events = r#"
-        [[event]]
-        at_ms = 60000
-        send = { from = "a", to = "b", count = 300, size = 500 }
-        [[event]]
-        at_ms = 60000
-        send = { from = "b", to = "a", count = 300, size = 500, channel = 1 }
-    "#;
+    let events = both_ways(60_000, 300, 500, 1);
     for seed in 1..=3 {
-        let sim = run(seed, 90_000, nat, nat, events);
+        let sim = run(seed, 90_000, nat, nat, &events);
         assert_path(&sim, "punched", &format!("seed {seed}"));
         assert_exactly_once(&sim, 600, &format!("seed {seed}"));
         // A lost idle path teaches a shorter keep-alive: it does not keep dying.
@@ -149,16 +157,9 @@ fn a_nat_reboot_mid_transfer_loses_nothing() {
 fn messages_sent_from_the_first_moment_survive_the_move_to_direct() {
     // Sends start before the pair is even connected: queued, then relayed,
     // then moved to the punched path mid-stream, both ways.
-    let events = r#"
-        [[event]]
-        at_ms = 150
-        send = { from = "a", to = "b", count = 2000, size = 700 }
-        [[event]]
-        at_ms = 150
-        send = { from = "b", to = "a", count = 2000, size = 700, channel = 3 }
-    "#;
+    let events = both_ways(150, 2000, 700, 3);
     for seed in 1..=5 {
-        let sim = run(seed, 10_000, PRC, PRC, events);
+        let sim = run(seed, 10_000, PRC, PRC, &events);
         assert_path(&sim, "punched", &format!("seed {seed}"));
         assert_exactly_once(&sim, 4000, &format!("seed {seed}"));
         // The switch happened while the streams were flowing.
@@ -214,15 +215,7 @@ fn quic_measures_the_new_path_after_a_switch() {
     // Relayed, the RTT is 80 ms (two hops of 20 ms each way); punched, 40.
     // After the switch QUIC starts its estimate afresh instead of carrying
     // the relay's over, and its congestion window is not cut by the move.
-    let events = r#"
-        [[event]]
-        at_ms = 1000
-        send = { from = "a", to = "b", count = 500, size = 1000 }
-        [[event]]
-        at_ms = 1000
-        send = { from = "b", to = "a", count = 500, size = 1000, channel = 1 }
-    "#;
-    let sim = run(1, 4000, PRC, PRC, events);
+    let sim = run(1, 4000, PRC, PRC, &both_ways(1000, 500, 1000, 1));
     assert_path(&sim, "punched", "switched");
     assert_exactly_once(&sim, 1000, "both ways");
     for (me, other) in [("a", "b"), ("b", "a")] {

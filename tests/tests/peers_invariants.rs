@@ -143,10 +143,7 @@ fn run(seed: u64) -> Result<(), String> {
 
 #[test]
 fn two_hundred_seeds() {
-    let seeds: u64 = std::env::var("P2PCORE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let failures: Vec<String> =
-        (1..=seeds).filter_map(|seed| run(seed).err().map(|e| format!("seed {seed}: {e}"))).collect();
-    assert!(failures.is_empty(), "{} of {seeds} seeds failed:\n{}", failures.len(), failures.join("\n"));
+    common::check_seeds(run);
 }
 
 #[test]
@@ -155,7 +152,5 @@ fn two_hundred_seeds() {
 /// with `DUMP=1` for the event trace on failure and `RUST_LOG=p2pcore=debug`
 /// for the core's diagnostics.
 fn debug_seed() {
-    p2pcore_tests::log::init_from_env();
-    let seed: u64 = std::env::var("SEED").unwrap_or_else(|_| "1".into()).parse().unwrap_or(1);
-    eprintln!("seed {seed}: {:?}", run(seed));
+    common::debug_seed(run);
 }

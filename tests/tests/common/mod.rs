@@ -89,6 +89,23 @@ pub fn mesh_configured(
     (sim, servers, peers)
 }
 
+/// Runs an invariant check over seeds 1..=N (`P2PCORE_SEEDS`, default 200)
+/// and fails with every failing seed and why.
+pub fn check_seeds(run: impl Fn(u64) -> Result<(), String>) {
+    let seeds: u64 = std::env::var("P2PCORE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let failures: Vec<String> =
+        (1..=seeds).filter_map(|seed| run(seed).err().map(|e| format!("seed {seed}: {e}"))).collect();
+    assert!(failures.is_empty(), "{} of {seeds} seeds failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Runs one seed (`SEED`, default 1) of an invariant check with the core's
+/// diagnostics on (`RUST_LOG`) and prints the outcome.
+pub fn debug_seed(run: impl Fn(u64) -> Result<(), String>) {
+    p2pcore_tests::log::init_from_env();
+    let seed: u64 = std::env::var("SEED").unwrap_or_else(|_| "1".into()).parse().unwrap_or(1);
+    eprintln!("seed {seed}: {:?}", run(seed));
+}
+
 /// Whether every running peer sees every other running peer online.
 pub fn directories_converged(sim: &Sim, peers: &[HostId]) -> bool {
     let alive: Vec<HostId> = peers.iter().copied().filter(|p| sim.host(*p).alive()).collect();
