@@ -6,7 +6,7 @@ use crate::proto::{FrameReader, FramingError, MAX_CONTROL_MESSAGE};
 use crate::quic::{Expect, MetSlot};
 use bytes::{Buf, Bytes};
 use quinn_proto::{Dir, ReadError, StreamId, WriteError};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -155,7 +155,7 @@ pub(crate) struct Conn {
     control_in: FrameReader,
     control_out: SendQueue,
     tx: BTreeMap<u8, TxChannel>,
-    rx: HashMap<StreamId, RxStream>,
+    rx: BTreeMap<StreamId, RxStream>,
     max_message: usize,
 }
 
@@ -192,7 +192,7 @@ impl Conn {
             control_in: FrameReader::new(MAX_CONTROL_MESSAGE),
             control_out: SendQueue::default(),
             tx: BTreeMap::new(),
-            rx: HashMap::new(),
+            rx: BTreeMap::new(),
             max_message,
         }
     }

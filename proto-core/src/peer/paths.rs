@@ -44,7 +44,7 @@ use crate::identity::NodeId;
 use crate::proto::{PathKind, PeerAddrs};
 use crate::rng::NodeRng;
 use crate::wire::{FrameType, PROBE_MAC_LEN, ProbeFrame, TXID_LEN};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,7 @@ pub(crate) struct Paths {
     by_mapped: BTreeMap<SocketAddr, NodeId>,
     /// Real addresses authenticated as a peer's (its pings or pongs came
     /// from them): QUIC packets from them belong to that peer.
-    by_addr: HashMap<SocketAddr, NodeId>,
+    by_addr: BTreeMap<SocketAddr, NodeId>,
     next: u64,
     rng: NodeRng,
     pub(crate) stats: ProbeStats,
@@ -283,7 +283,7 @@ impl Paths {
             keepalive,
             by_peer: BTreeMap::new(),
             by_mapped: BTreeMap::new(),
-            by_addr: HashMap::new(),
+            by_addr: BTreeMap::new(),
             next: 0,
             stats: ProbeStats::default(),
             out: Vec::new(),

@@ -9,7 +9,7 @@
 use crate::identity::NodeId;
 use crate::proto::{DirEntry, PathKind, PeerAddrs, PeerMsg};
 use crate::wire::TOKEN_LEN;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// One connected peer.
 #[derive(Debug)]
@@ -25,8 +25,10 @@ pub(crate) struct PeerRecord {
 #[derive(Debug, Default)]
 pub(crate) struct PeerTable {
     peers: BTreeMap<NodeId, PeerRecord>,
-    /// Relay token → peer. Looked up for every relayed datagram, never iterated.
-    tokens: HashMap<[u8; TOKEN_LEN], NodeId>,
+    /// Relay token → peer, looked up for every relayed datagram. Ordered
+    /// (not std's `HashMap`, whose hasher is seeded from OS randomness,
+    /// which the core never reads).
+    tokens: BTreeMap<[u8; TOKEN_LEN], NodeId>,
     version: u64,
 }
 
