@@ -416,7 +416,14 @@ impl Node {
             },
             Ok(frame) => match (ProbeFrame::decode(frame.kind, frame.payload), self.role.peer_mut()) {
                 (Ok(probe), Some(peer)) => {
-                    peer.on_probe(now, frame.kind, remote, &probe);
+                    // Addresses of servers and of connections dialed by
+                    // address are never remapped to a peer (QUIC packets from
+                    // them would be handed to the wrong connection).
+                    let conns = &self.conns;
+                    let in_use = |a: &SocketAddr| {
+                        conns.values().any(|c| !is_mapped(&c.addr) && c.quic.remote_address() == *a)
+                    };
+                    peer.on_probe(now, frame.kind, remote, &probe, in_use);
                     self.scoped(|n| n.run_role_actions());
                 }
                 (Ok(_), None) => self.stats.dropped.unexpected += 1,

@@ -303,11 +303,23 @@ impl Peer {
         self.paths.demux(now, from)
     }
 
-    /// A path probe arrived from `from`.
-    pub(crate) fn on_probe(&mut self, now: Instant, kind: FrameType, from: SocketAddr, probe: &ProbeFrame) {
+    /// A path probe arrived from `from`. `in_use` tells whether a
+    /// connection other than a relayed or punched peer-to-peer one already
+    /// talks to `from` (a server, a node dialed by address): such an address
+    /// is never taken as a peer's path, whatever probes say.
+    pub(crate) fn on_probe(
+        &mut self,
+        now: Instant,
+        kind: FrameType,
+        from: SocketAddr,
+        probe: &ProbeFrame,
+        in_use: impl FnOnce(&SocketAddr) -> bool,
+    ) {
+        let servers = &self.servers;
+        let reserved = |a: &SocketAddr| servers.values().any(|s| s.addr == *a) || in_use(a);
         match kind {
-            FrameType::Ping => self.paths.on_ping(now, from, probe),
-            _ => self.paths.on_pong(now, from, probe),
+            FrameType::Ping => self.paths.on_ping(now, from, probe, reserved),
+            _ => self.paths.on_pong(now, from, probe, reserved),
         }
         self.drain_paths();
     }

@@ -78,6 +78,13 @@ const MAX_CANDIDATES: usize = 32;
 const TRIGGER_GAP: Duration = Duration::from_millis(20);
 /// How long an unanswered ping is remembered.
 const PING_TTL: Duration = Duration::from_secs(5);
+/// Ping counters accepted below the highest one seen (pings to several
+/// candidates overtake each other on different paths).
+const REPLAY_WINDOW: u64 = 128;
+/// Real addresses mapped to one peer at most (validated round trips); the
+/// oldest not in use is forgotten first. This bounds the demultiplexing
+/// table at this many entries per connected peer.
+const MAX_MAPPED: usize = 8;
 /// Another direct path must be this much faster to take over (new RTT below
 /// 3/4 of the current one).
 pub(crate) const HYSTERESIS: (u32, u32) = (3, 4);
@@ -180,6 +187,38 @@ struct Liveness {
     next_suspect_ping: Option<Instant>,
 }
 
+/// Which ping counters of one remote were seen (RFC 4303 §3.4.3 style): the
+/// highest, and a bitmap of the [`REPLAY_WINDOW`] below it. A ping whose
+/// counter was seen, or lies below the window, is a replay.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReplayWindow {
+    top: u64,
+    /// Bit `i` set: counter `top - i` was seen.
+    seen: u128,
+}
+
+impl ReplayWindow {
+    /// Records `counter`; false if it is a replay (or too old to tell).
+    fn accept(&mut self, counter: u64) -> bool {
+        if counter == 0 {
+            return false;
+        }
+        if counter > self.top {
+            let shift = counter - self.top;
+            self.seen = if shift >= REPLAY_WINDOW { 0 } else { self.seen << shift };
+            self.seen |= 1;
+            self.top = counter;
+            return true;
+        }
+        let back = self.top - counter;
+        if back >= REPLAY_WINDOW || self.seen & (1 << back) != 0 {
+            return false;
+        }
+        self.seen |= 1 << back;
+        true
+    }
+}
+
 /// Everything about the paths to one remote peer.
 #[derive(Debug)]
 pub(crate) struct PeerPath {
@@ -195,6 +234,13 @@ pub(crate) struct PeerPath {
     remote: PeerAddrs,
     cands: BTreeMap<SocketAddr, Cand>,
     pending: BTreeMap<[u8; TXID_LEN], (SocketAddr, Instant)>,
+    /// Counter of our next ping under the current key (the first 8 bytes
+    /// of its transaction ID).
+    next_ping: u64,
+    /// Counters of the remote's pings already seen under the current key.
+    replay: ReplayWindow,
+    /// Real addresses mapped to this peer, oldest first.
+    mapped_addrs: Vec<SocketAddr>,
     round: Option<Round>,
     next_round: Option<Instant>,
     failures: u32,
@@ -212,6 +258,9 @@ impl PeerPath {
             remote: PeerAddrs::default(),
             cands: BTreeMap::new(),
             pending: BTreeMap::new(),
+            next_ping: 1,
+            replay: ReplayWindow::default(),
+            mapped_addrs: Vec::new(),
             round: None,
             next_round: None,
             failures: 0,
@@ -383,6 +432,10 @@ impl Paths {
         self.mapped(peer);
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
         p.key = Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key));
+        // A new key starts a new counter space: pings of an earlier session
+        // fail its tag anyway.
+        p.next_ping = 1;
+        p.replay = ReplayWindow::default();
         p.failures = 0;
         self.start_round(now, peer, false, view);
     }
@@ -571,8 +624,12 @@ impl Paths {
         let me = self.me;
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
         let Some(key) = &p.key else { return };
+        // A counter (so the receiver can refuse replays) and random bytes
+        // (so a pong cannot be forged by guessing the next counter).
         let mut txid = [0u8; TXID_LEN];
-        self.rng.fill(&mut txid);
+        txid[..8].copy_from_slice(&p.next_ping.to_be_bytes());
+        self.rng.fill(&mut txid[8..]);
+        p.next_ping += 1;
         let mac = tag(key, FrameType::Ping, &me, &peer, &txid, None);
         let mut data = Vec::with_capacity(crate::wire::HEADER_LEN + crate::wire::PROBE_LEN);
         if (ProbeFrame { from: me, txid, addr: None, mac }).encode(FrameType::Ping, &mut data).is_err() {
@@ -606,15 +663,32 @@ impl Paths {
         ok
     }
 
-    /// A ping arrived from `from`. Authentic pings are answered with a pong
-    /// to `from` and teach a peer-reflexive candidate; from an address not
-    /// validated yet they also trigger a ping back.
-    pub(crate) fn on_ping(&mut self, now: Instant, from: SocketAddr, probe: &ProbeFrame) {
+    /// A ping arrived from `from`. An authentic, fresh ping (its counter not
+    /// seen before under this session's key) is answered with a pong to
+    /// `from` and teaches a peer-reflexive candidate; from an address not
+    /// validated yet it also triggers a ping back. A ping alone never maps
+    /// `from` to the peer: only a round trip we started and that came back
+    /// from the address we pinged does (see [`Paths::on_pong`]), so a
+    /// captured ping replayed from a spoofed source teaches nothing.
+    /// `reserved` says whether `from` belongs to a server or another
+    /// established connection: such addresses are never a peer's path.
+    pub(crate) fn on_ping(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        probe: &ProbeFrame,
+        reserved: impl FnOnce(&SocketAddr) -> bool,
+    ) {
         let (me, peer) = (self.me, probe.from);
         if !self.authentic(FrameType::Ping, probe) {
             return;
         }
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
+        let counter = u64::from_be_bytes(probe.txid[..8].try_into().unwrap_or([0; 8]));
+        if !p.replay.accept(counter) || reserved(&from) {
+            self.stats.rejected += 1;
+            return;
+        }
         let Some(key) = &p.key else { return };
         let mac = tag(key, FrameType::Pong, &me, &peer, &probe.txid, Some(from));
         let mut data = Vec::with_capacity(crate::wire::HEADER_LEN + crate::wire::PROBE_LEN);
@@ -626,7 +700,6 @@ impl Paths {
             self.stats.bytes += data.len() as u64;
             self.out.push(PathOut::Datagram { to: from, data });
         }
-        self.by_addr.insert(from, peer);
         add_cand(&mut p.cands, &p.remote, from, CandKind::Reflexive);
         if p.direct == Some(from) {
             heard(&mut p.live, now);
@@ -642,21 +715,35 @@ impl Paths {
         }
     }
 
-    /// A pong arrived from `from`: if it answers one of our pings, the path
-    /// it was sent on is validated with a fresh RTT.
-    pub(crate) fn on_pong(&mut self, now: Instant, from: SocketAddr, probe: &ProbeFrame) {
+    /// A pong arrived from `from`: if it answers one of our pings and comes
+    /// from the very address that ping went to (a symmetric round trip, as
+    /// ICE requires), the path is validated with a fresh RTT and `from` is
+    /// mapped to the peer. A pong is accepted once; one from elsewhere, or
+    /// for a reserved address (a server's, another connection's), is refused.
+    pub(crate) fn on_pong(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        probe: &ProbeFrame,
+        reserved: impl FnOnce(&SocketAddr) -> bool,
+    ) {
         let peer = probe.from;
         if !self.authentic(FrameType::Pong, probe) {
             return;
         }
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
-        let Some((pinged, sent)) = p.pending.remove(&probe.txid) else {
-            // Authentic but stale or duplicated: nothing to learn.
+        let answered = p.pending.get(&probe.txid).is_some_and(|(pinged, _)| *pinged == from);
+        let owner = self.by_addr.get(&from).copied();
+        // An address another peer is using right now is not up for grabs.
+        let taken =
+            owner.is_some_and(|o| o != peer && self.by_peer.get(&o).is_some_and(|q| q.direct == Some(from)));
+        if !answered || taken || reserved(&from) {
+            self.stats.rejected += 1;
             return;
-        };
+        }
+        let Some(p) = self.by_peer.get_mut(&peer) else { return };
+        let Some((pinged, sent)) = p.pending.remove(&probe.txid) else { return };
         let sample = now.saturating_duration_since(sent);
-        self.by_addr.insert(from, peer);
-        // The pinged address is the one that works outbound.
         add_cand(&mut p.cands, &p.remote, pinged, CandKind::Reflexive);
         if let Some(c) = p.cands.get_mut(&pinged) {
             c.rtt = Some(c.rtt.map_or(sample, |r| (r * 7 + sample) / 8));
@@ -670,7 +757,35 @@ impl Paths {
         {
             r.success_tick = Some(r.tick.saturating_sub(1));
         }
+        self.map_addr(peer, from, owner);
         self.select(now, peer);
+    }
+
+    /// Maps real address `addr` to `peer` after a validated round trip,
+    /// taking it from its previous owner (whose path through it, if any,
+    /// is not in use) and forgetting `peer`'s oldest unused mapping beyond
+    /// [`MAX_MAPPED`].
+    fn map_addr(&mut self, peer: NodeId, addr: SocketAddr, owner: Option<NodeId>) {
+        if let Some(old) = owner.filter(|o| *o != peer)
+            && let Some(q) = self.by_peer.get_mut(&old)
+        {
+            q.mapped_addrs.retain(|a| *a != addr);
+        }
+        self.by_addr.insert(addr, peer);
+        let Some(p) = self.by_peer.get_mut(&peer) else { return };
+        p.mapped_addrs.retain(|a| *a != addr);
+        p.mapped_addrs.push(addr);
+        while p.mapped_addrs.len() > MAX_MAPPED {
+            let Some(i) = p.mapped_addrs.iter().position(|a| p.direct != Some(*a)) else { break };
+            let gone = p.mapped_addrs.remove(i);
+            self.by_addr.remove(&gone);
+        }
+    }
+
+    /// Real addresses currently mapped to peers (the demultiplexing table).
+    #[cfg(test)]
+    pub(crate) fn mapped_count(&self) -> usize {
+        self.by_addr.len()
     }
 
     /// Moves `peer` to its best validated direct path if it has none, or if
@@ -858,7 +973,7 @@ mod tests {
     }
 
     enum Msg {
-        Probe { from: SocketAddr, data: Vec<u8> },
+        Probe { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
         Candidates { addrs: PeerAddrs, reply: bool },
     }
 
@@ -871,6 +986,10 @@ mod tests {
         cut: bool,
         /// Every address pinged or ponged, in order.
         sent_to: Vec<SocketAddr>,
+        /// Per side: which of its own addresses a remote address last
+        /// reached it on; it answers from that one (as a socket bound to
+        /// each interface would).
+        reply_from: [BTreeMap<SocketAddr, SocketAddr>; 2],
     }
 
     impl Net {
@@ -884,7 +1003,14 @@ mod tests {
                 switched: 0,
                 rounds: Vec::new(),
             };
-            Self { now, sides: [side(1, a), side(2, b)], queue: Vec::new(), cut: false, sent_to: Vec::new() }
+            Self {
+                now,
+                sides: [side(1, a), side(2, b)],
+                queue: Vec::new(),
+                cut: false,
+                sent_to: Vec::new(),
+                reply_from: Default::default(),
+            }
         }
 
         /// What side `i` reports about itself (interface addresses, all public).
@@ -924,8 +1050,9 @@ mod tests {
                             let lat =
                                 self.sides[j].addrs.iter().find(|(a, _)| *a == to).and_then(|(_, l)| *l);
                             if let (Some(lat), false) = (lat, self.cut) {
-                                let from = self.sides[i].addrs[0].0;
-                                self.queue.push((self.now + lat, j, Msg::Probe { from, data }));
+                                let from =
+                                    self.reply_from[i].get(&to).copied().unwrap_or(self.sides[i].addrs[0].0);
+                                self.queue.push((self.now + lat, j, Msg::Probe { from, to, data }));
                             }
                         }
                         PathOut::Switched { .. } => self.sides[i].switched += 1,
@@ -962,12 +1089,13 @@ mod tests {
                     let other = self.sides[1 - j].id;
                     let s = &mut self.sides[j];
                     match msg {
-                        Msg::Probe { from, data } => {
+                        Msg::Probe { from, to, data } => {
+                            self.reply_from[j].insert(from, to);
                             let f = wire::decode(&data).expect("a frame");
                             let probe = ProbeFrame::decode(f.kind, f.payload).expect("a probe");
                             match f.kind {
-                                FrameType::Ping => s.paths.on_ping(now, from, &probe),
-                                _ => s.paths.on_pong(now, from, &probe),
+                                FrameType::Ping => s.paths.on_ping(now, from, &probe, |_| false),
+                                _ => s.paths.on_pong(now, from, &probe, |_| false),
                             }
                         }
                         Msg::Candidates { addrs, reply } => {
@@ -1034,10 +1162,10 @@ mod tests {
         net.connect();
         let mut forged = ProbeFrame { from: id(2), txid: [1; TXID_LEN], addr: None, mac: [0; PROBE_MAC_LEN] };
         let p = &mut net.sides[0].paths;
-        p.on_ping(net.now, at(9), &forged);
+        p.on_ping(net.now, at(9), &forged, |_| false);
         forged.from = id(5);
-        p.on_ping(net.now, at(9), &forged);
-        p.on_pong(net.now, at(9), &forged);
+        p.on_ping(net.now, at(9), &forged, |_| false);
+        p.on_pong(net.now, at(9), &forged, |_| false);
         assert_eq!(p.stats.rejected, 3);
         assert!(!p.by_addr.contains_key(&at(9)), "a forged probe teaches nothing");
     }
@@ -1193,5 +1321,104 @@ mod tests {
         // Scattered ports: a random allocator, nothing to predict.
         assert!(predict(&[at(1000), at(31000), at(52000)], &known).is_empty());
         assert_eq!(predict(&[at(1000), at(1002)], &known).len(), PREDICT_WINDOW as usize);
+    }
+
+    /// A ping from side `from` with ping counter `counter`, signed with the test key.
+    fn signed_ping(net: &Net, from: usize, counter: u64) -> ProbeFrame {
+        let (me, peer) = (net.sides[from].id, net.sides[1 - from].id);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &KEY);
+        let mut txid = [7u8; TXID_LEN];
+        txid[..8].copy_from_slice(&counter.to_be_bytes());
+        let mac = tag(&key, FrameType::Ping, &me, &peer, &txid, None);
+        ProbeFrame { from: me, txid, addr: None, mac }
+    }
+
+    #[test]
+    fn a_ping_is_answered_once_and_never_maps_its_source() {
+        let mut net = Net::new(vec![(at(1), None)], vec![(at(2), None)]);
+        net.connect();
+        let [ping, ping_999, ping_old, ping_new] =
+            [1_000, 999, 1_000 - REPLAY_WINDOW, 2_000].map(|c| signed_ping(&net, 1, c));
+        let p = &mut net.sides[0].paths;
+        p.take_out();
+        p.on_ping(net.now, at(9), &ping, |_| false);
+        assert_eq!(p.stats.pongs, 1, "a fresh ping is answered");
+        assert_eq!(p.mapped_count(), 0, "but maps nothing");
+        // Replayed, from anywhere: refused, no answer.
+        let rejected = p.stats.rejected;
+        for src in [at(9), at(10), at(2)] {
+            p.on_ping(net.now, src, &ping, |_| false);
+        }
+        assert_eq!((p.stats.pongs, p.stats.rejected - rejected), (1, 3));
+        // Counters within the window may arrive out of order; below it they are stale.
+        p.on_ping(net.now, at(9), &ping_999, |_| false);
+        assert_eq!(p.stats.pongs, 2);
+        p.on_ping(net.now, at(9), &ping_old, |_| false);
+        assert_eq!(p.stats.pongs, 2, "too old to tell: refused");
+        // A reserved source (a server's address) is never answered.
+        p.on_ping(net.now, at(9), &ping_new, |a| *a == at(9));
+        assert_eq!(p.stats.pongs, 2);
+    }
+
+    #[test]
+    fn only_a_symmetric_round_trip_to_an_unreserved_address_maps_it() {
+        let mut net = Net::new(vec![(at(1), ms(5))], vec![(at(2), ms(5))]);
+        net.connect();
+        // Capture a's first ping to b and b's pong to it; deliver neither.
+        let ping = std::mem::take(&mut net.queue)
+            .into_iter()
+            .find_map(|(_, j, m)| match m {
+                Msg::Probe { to, data, .. } if j == 1 && to == at(2) => Some(data),
+                _ => None,
+            })
+            .expect("a pings b");
+        let f = wire::decode(&ping).unwrap();
+        let probe = ProbeFrame::decode(f.kind, f.payload).unwrap();
+        let now = net.now;
+        net.sides[1].paths.on_ping(now, at(1), &probe, |_| false);
+        let pong = net.sides[1]
+            .paths
+            .take_out()
+            .into_iter()
+            .find_map(|o| match o {
+                PathOut::Datagram { to, data } if to == at(1) => Some(data),
+                _ => None,
+            })
+            .expect("b answers");
+        let f = wire::decode(&pong).unwrap();
+        let pong = ProbeFrame::decode(f.kind, f.payload).unwrap();
+        let a = &mut net.sides[0].paths;
+        // From another address than the one pinged: refused.
+        a.on_pong(now, at(9), &pong, |_| false);
+        // From the pinged address, but it is reserved: refused.
+        a.on_pong(now, at(2), &pong, |a| *a == at(2));
+        assert_eq!((a.mapped_count(), a.get(&id(2)).unwrap().direct), (0, None));
+        // The real thing maps it and takes the path, once.
+        a.on_pong(now, at(2), &pong, |_| false);
+        assert_eq!((a.mapped_count(), a.get(&id(2)).unwrap().direct), (1, Some(at(2))));
+        let rejected = a.stats.rejected;
+        a.on_pong(now, at(2), &pong, |_| false);
+        assert_eq!(a.stats.rejected - rejected, 1, "a pong counts once");
+    }
+
+    #[test]
+    fn the_mapping_table_is_capped_per_peer() {
+        let mut p = Paths::new(id(1), true, Duration::from_secs(25), NodeRng::from_seed([0; 32]));
+        p.mapped(id(2));
+        for port in 0..(MAX_MAPPED as u16 * 3) {
+            p.map_addr(id(2), at(1000 + port), None);
+        }
+        assert_eq!(p.mapped_count(), MAX_MAPPED);
+        assert_eq!(p.get(&id(2)).unwrap().mapped_addrs.last(), Some(&at(1000 + MAX_MAPPED as u16 * 3 - 1)));
+    }
+
+    #[test]
+    fn replay_window() {
+        let mut w = ReplayWindow::default();
+        assert!(!w.accept(0), "counters start at 1");
+        assert!(w.accept(5) && !w.accept(5));
+        assert!(w.accept(3) && !w.accept(3), "out of order within the window");
+        assert!(w.accept(5 + REPLAY_WINDOW) && !w.accept(5), "slid past");
+        assert!(w.accept(u64::MAX) && !w.accept(u64::MAX) && !w.accept(7));
     }
 }
