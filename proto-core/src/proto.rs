@@ -181,7 +181,7 @@ impl std::fmt::Display for PathKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum PeerMsg {
     /// Server → peer: the relay session token for this connection.
-    Session { token: [u8; 16] },
+    Session { token: [u8; crate::wire::TOKEN_LEN] },
     /// Server → peer: the whole directory, once per connection.
     Directory { version: u64, peers: Vec<DirEntry> },
     /// Server → peer: a peer connected to the server.

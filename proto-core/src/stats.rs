@@ -17,10 +17,6 @@ pub struct DropCounters {
     pub bad_version: u64,
     /// Raw frames of an unknown type.
     pub unknown_type: u64,
-    /// Raw frames whose length field disagrees with their size.
-    pub bad_length: u64,
-    /// Raw frames whose checksum does not match.
-    pub bad_checksum: u64,
     /// Raw frames with a malformed payload.
     pub bad_payload: u64,
     /// Well-formed raw frames this node has no use for (for example a relay
@@ -47,8 +43,6 @@ impl DropCounters {
             FrameError::BadMagic => &mut self.bad_magic,
             FrameError::UnsupportedVersion(_) => &mut self.bad_version,
             FrameError::UnknownType(_) => &mut self.unknown_type,
-            FrameError::LengthMismatch { .. } => &mut self.bad_length,
-            FrameError::BadChecksum => &mut self.bad_checksum,
             FrameError::Payload { .. } | FrameError::TooLarge(_) => &mut self.bad_payload,
         };
         *slot += 1;
@@ -61,8 +55,6 @@ impl DropCounters {
             + self.bad_magic
             + self.bad_version
             + self.unknown_type
-            + self.bad_length
-            + self.bad_checksum
             + self.bad_payload
             + self.unexpected
             + self.relay_rejected

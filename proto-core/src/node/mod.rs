@@ -786,7 +786,7 @@ impl Node {
                     self.stats.dropped.relay_rejected += 1;
                     return;
                 };
-                let mut data = Vec::with_capacity(relay.data.len() + wire::HEADER_LEN + 40);
+                let mut data = Vec::with_capacity(relay.data.len() + wire::RELAY_OVERHEAD);
                 if (RelayFrame { token, node: src, data: relay.data }).encode(&mut data).is_ok() {
                     self.stats.relayed_datagrams += 1;
                     self.stats.relayed_bytes += relay.data.len() as u64;

@@ -156,7 +156,7 @@ mod tests {
         let mut out = Vec::new();
         for n in 1..=10u8 {
             out.clear();
-            t.join(id(n), format!("p{n}"), addr, [n; 16], &mut out);
+            t.join(id(n), format!("p{n}"), addr, [n; TOKEN_LEN], &mut out);
             // Existing peers get one DirAdd each; the newcomer gets a session and a snapshot.
             let adds = out.iter().filter(|(_, m)| matches!(m, PeerMsg::DirAdd { .. })).count();
             assert_eq!(adds, usize::from(n) - 1);
@@ -166,11 +166,11 @@ mod tests {
             });
             assert_eq!(snapshot, Some(usize::from(n) - 1));
         }
-        assert_eq!(t.by_token(&[3; 16]), Some(id(3)));
+        assert_eq!(t.by_token(&[3; TOKEN_LEN]), Some(id(3)));
         out.clear();
         t.leave(&id(3), &mut out);
         assert_eq!(out.len(), 9);
-        assert_eq!(t.by_token(&[3; 16]), None);
+        assert_eq!(t.by_token(&[3; TOKEN_LEN]), None);
         assert_eq!(t.len(), 9);
     }
 
@@ -179,8 +179,8 @@ mod tests {
         let mut t = PeerTable::default();
         let addr = "198.51.100.1:1".parse().unwrap();
         let mut out = Vec::new();
-        t.join(id(1), "a".into(), addr, [1; 16], &mut out);
-        t.join(id(2), "b".into(), addr, [2; 16], &mut out);
+        t.join(id(1), "a".into(), addr, [1; TOKEN_LEN], &mut out);
+        t.join(id(2), "b".into(), addr, [2; TOKEN_LEN], &mut out);
         out.clear();
         let addrs = PeerAddrs { local: vec!["10.0.0.2:4433".parse().unwrap()], observed: vec![addr] };
         t.update(id(1), addrs.clone(), &mut out);
