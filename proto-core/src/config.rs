@@ -6,6 +6,13 @@ use crate::identity::{Identity, Role, validate_name};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The longest time setting accepted (timeouts, intervals, ticks).
+const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
+/// The longest `cluster.forget_after` accepted.
+const MAX_FORGET: Duration = Duration::from_secs(30 * 24 * 3600);
+/// 9999-12-31T23:59:59Z: later "wall-clock" values are not seconds since 1970.
+const MAX_UNIX_TIME: u64 = 253_402_300_799;
+
 /// When a peer connects to the other peers it learns of.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConnectPolicy {
@@ -174,6 +181,42 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
         let bad = |setting, problem: &str| Err(ConfigError::Setting { setting, problem: problem.to_owned() });
+        // Deadlines are `now + setting` (sometimes a sum or multiple of
+        // settings); an absurd value would overflow `Instant` arithmetic and
+        // panic deep inside a later input. Nothing here needs more than a day
+        // (forgetting a server: a month).
+        let c = &self.cluster;
+        let p = &self.peer;
+        let durations = [
+            ("idle_timeout", self.idle_timeout, MAX_SETTING),
+            ("keep_alive_interval", self.keep_alive_interval, MAX_SETTING),
+            ("hello_timeout", self.hello_timeout, MAX_SETTING),
+            ("cluster.raft_tick", c.raft_tick, MAX_SETTING),
+            ("cluster.reconnect_min", c.reconnect_min, MAX_SETTING),
+            ("cluster.reconnect_max", c.reconnect_max, MAX_SETTING),
+            ("cluster.forget_after", c.forget_after, MAX_FORGET),
+            ("peer.idle_timeout", p.idle_timeout, MAX_SETTING),
+            ("peer.keep_alive_interval", p.keep_alive_interval, MAX_SETTING),
+        ];
+        for (setting, value, max) in durations {
+            if value > max {
+                return Err(ConfigError::Setting {
+                    setting,
+                    problem: format!("{value:?} is longer than the largest allowed, {max:?}"),
+                });
+            }
+        }
+        if c.raft_tick.saturating_mul(c.election_ticks.saturating_mul(3).try_into().unwrap_or(u32::MAX))
+            > MAX_SETTING
+        {
+            return bad("cluster.election_ticks", "election_ticks × 3 × raft_tick must stay within a day");
+        }
+        if !(c.load_ratio.is_finite() && c.load_ratio >= 1.0) {
+            return bad("cluster.load_ratio", "must be a finite number of at least 1.0");
+        }
+        if self.unix_time.is_some_and(|t| t > MAX_UNIX_TIME) {
+            return bad("unix_time", "must be seconds since 1970 (a value before the year 10000)");
+        }
         if self.idle_timeout < Duration::from_millis(100) {
             return bad("idle_timeout", "must be at least 100 ms");
         }
@@ -206,7 +249,6 @@ impl Config {
                 return bad("admission", "the join token was issued to another node ID");
             }
         }
-        let c = &self.cluster;
         if c.raft_tick.is_zero()
             || c.election_ticks < 2
             || c.heartbeat_ticks == 0
@@ -217,7 +259,6 @@ impl Config {
         if c.reconnect_min.is_zero() || c.reconnect_max < c.reconnect_min {
             return bad("cluster.reconnect_min", "must be non-zero and no larger than reconnect_max");
         }
-        let p = &self.peer;
         if p.idle_timeout < self.idle_timeout || p.keep_alive_interval * 2 > p.idle_timeout {
             return bad(
                 "peer.idle_timeout",
@@ -260,5 +301,31 @@ mod tests {
         let mut c = base();
         c.send_buffer_limit = 1;
         assert!(c.validate().unwrap_err().to_string().contains("send_buffer_limit"));
+    }
+
+    #[test]
+    fn durations_that_would_overflow_instants_are_refused() {
+        let cases: [(&str, fn(&mut Config)); 7] = [
+            ("idle_timeout", |c| c.idle_timeout = Duration::MAX),
+            ("hello_timeout", |c| c.hello_timeout = Duration::from_secs(u64::MAX / 2)),
+            ("cluster.reconnect_max", |c| c.cluster.reconnect_max = Duration::MAX),
+            ("cluster.forget_after", |c| c.cluster.forget_after = Duration::from_secs(365 * 24 * 3600)),
+            ("peer.idle_timeout", |c| c.peer.idle_timeout = Duration::MAX),
+            ("cluster.election_ticks", |c| c.cluster.election_ticks = usize::MAX),
+            ("cluster.load_ratio", |c| c.cluster.load_ratio = f64::NAN),
+        ];
+        for (setting, break_it) in cases {
+            let mut c = base();
+            break_it(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(setting), "{setting}: {e}");
+        }
+        let mut c = base();
+        c.unix_time = Some(u64::MAX);
+        assert!(c.validate().unwrap_err().to_string().contains("unix_time"));
+        // A Node is never built from such a config, so no later input can overflow.
+        let mut c = base();
+        c.keep_alive_interval = Duration::MAX;
+        assert!(crate::Node::new(c, crate::test_support::epoch()).is_err());
     }
 }
