@@ -56,6 +56,51 @@ impl Default for PeerConfig {
     }
 }
 
+/// Resource limits: how much a remote can make this node hold, before and
+/// after it is admitted. The defaults suit a public server; see
+/// ARCHITECTURE.md ("Hostile input") for the bounds they give.
+#[derive(Clone, Debug)]
+pub struct LimitsConfig {
+    /// QUIC connection-level receive window of an admitted connection, in
+    /// bytes: data QUIC buffers for us before we read it. Before admission a
+    /// connection gets a fixed 64 KiB window and may open no channel stream.
+    /// Default 8 MiB.
+    pub receive_window: u64,
+    /// QUIC receive window of each stream (one per channel), in bytes; at
+    /// most `receive_window`. Default 4 MiB.
+    pub stream_receive_window: u64,
+    /// Bytes of partly received reliable messages held per connection before
+    /// p2pcore stops reading its streams (QUIC flow control then slows the
+    /// sender); one stream may still finish its current message beyond it.
+    /// Default 16 MiB.
+    pub receive_buffer: usize,
+    /// Incoming connections not yet established (TLS, Hello, admission) held
+    /// at once; further attempts are ignored until some finish, and the
+    /// dialers' retransmissions try again. Default 256.
+    pub max_handshakes: usize,
+    /// Incoming connections not yet established from one IP address; more
+    /// are refused. Default 16.
+    pub max_handshakes_per_ip: usize,
+    /// Above this many incoming handshakes, a new one from an address that
+    /// has not proved it can receive (QUIC Retry, RFC 9000 §8.1.2) is sent a
+    /// Retry first, so spoofed floods cost one stateless packet each.
+    /// 0 retries every attempt. Default 32.
+    pub retry_above: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            receive_window: 8 << 20,
+            stream_receive_window: 4 << 20,
+            receive_buffer: 16 << 20,
+            max_handshakes: 256,
+            max_handshakes_per_ip: 16,
+            retry_above: 32,
+        }
+    }
+}
+
 /// Settings of the server cluster (used by servers only).
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -154,6 +199,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Peer settings.
     pub peer: PeerConfig,
+    /// Resource limits against hostile or runaway remotes.
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -175,6 +222,7 @@ impl Config {
             advertise: Vec::new(),
             cluster: ClusterConfig::default(),
             peer: PeerConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 
@@ -263,6 +311,22 @@ impl Config {
             return bad(
                 "peer.idle_timeout",
                 "must be at least idle_timeout, and peer.keep_alive_interval at most half of it",
+            );
+        }
+        let l = &self.limits;
+        if l.receive_window < 64 << 10 || l.receive_window > 1 << 30 {
+            return bad("limits.receive_window", "must be between 64 KiB and 1 GiB");
+        }
+        if l.stream_receive_window < 16 << 10 || l.stream_receive_window > l.receive_window {
+            return bad("limits.stream_receive_window", "must be between 16 KiB and limits.receive_window");
+        }
+        if l.receive_buffer < 64 << 10 {
+            return bad("limits.receive_buffer", "must be at least 64 KiB");
+        }
+        if l.max_handshakes == 0 || l.max_handshakes_per_ip == 0 {
+            return bad(
+                "limits.max_handshakes",
+                "max_handshakes and max_handshakes_per_ip must be at least 1",
             );
         }
         if self.identity.role() == Role::Server && self.advertise.is_empty() {

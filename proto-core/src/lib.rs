@@ -60,7 +60,7 @@ pub(crate) mod test_support {
 }
 
 pub use admission::{Admission, JoinToken, NetworkSecret};
-pub use config::{ClusterConfig, Config, ConnectPolicy, PeerConfig};
+pub use config::{ClusterConfig, Config, ConnectPolicy, LimitsConfig, PeerConfig};
 pub use error::{ConfigError, ConnectError, DisconnectReason, SendError};
 pub use event::{Event, Reliability};
 pub use identity::{IdError, Identity, Keypair, NodeId, PublicKey, Role};

@@ -20,9 +20,18 @@ pub(crate) const PROTOCOL_VERSION: u32 = 1;
 /// Length prefix size of every stream frame.
 pub(crate) const LEN_PREFIX: usize = 4;
 
-/// Largest control message accepted, in bytes. Generous enough for a directory
-/// snapshot of many thousands of peers; a larger one is a protocol violation.
+/// Largest control message accepted from a server, in bytes. Generous enough
+/// for a directory snapshot of many thousands of peers; a larger one is a
+/// protocol violation.
 pub(crate) const MAX_CONTROL_MESSAGE: usize = 8 << 20;
+
+/// Largest control message accepted from a peer (addresses, links, path
+/// candidates: all small).
+pub(crate) const MAX_PEER_CONTROL: usize = 64 << 10;
+
+/// Largest control message accepted before the remote is admitted: a Hello,
+/// a Welcome or a Refuse (name, a few addresses, a credential).
+pub(crate) const MAX_HANDSHAKE_MESSAGE: usize = 16 << 10;
 
 /// The first message on a control stream, sent by the dialer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,7 +280,10 @@ pub(crate) enum FramingError {
 
 /// Splits a byte stream into length-prefixed frames.
 ///
-/// Memory is bounded by the largest frame allowed plus one read chunk.
+/// Memory grows only with the bytes that actually arrive, never with the
+/// length a frame claims: a remote that announces a 64 MiB message and sends
+/// ten bytes costs ten bytes. A frame claiming more than `max` is an error as
+/// soon as its length prefix is complete.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: BytesMut,
@@ -281,6 +293,11 @@ pub(crate) struct FrameReader {
 impl FrameReader {
     pub(crate) fn new(max: usize) -> Self {
         Self { buf: BytesMut::new(), max }
+    }
+
+    /// Changes the largest frame accepted (once the remote is admitted).
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// Appends received stream bytes.
@@ -298,9 +315,6 @@ impl FrameReader {
             return Err(FramingError::TooLarge { len, max: self.max });
         }
         if self.buf.len() < LEN_PREFIX + len {
-            // Reserve once for the whole frame so a large message is not
-            // reallocated chunk by chunk.
-            self.buf.reserve(LEN_PREFIX + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(LEN_PREFIX);
@@ -308,9 +322,14 @@ impl FrameReader {
     }
 
     /// Bytes buffered but not yet returned as frames.
-    #[cfg(test)]
-    fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes of memory reserved for the buffer (at least [`Self::buffered`]).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
@@ -340,6 +359,15 @@ mod tests {
         assert_eq!(postcard::from_bytes::<Control>(&frame).unwrap(), hello);
         assert_eq!(r.next_frame().unwrap(), None);
         assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn claimed_lengths_reserve_nothing() {
+        let mut r = FrameReader::new(64 << 20);
+        r.push(&(64u32 << 20).to_be_bytes());
+        r.push(&[0; 10]);
+        assert_eq!(r.next_frame(), Ok(None));
+        assert!(r.capacity() < 4096, "reserved {} bytes for a claim", r.capacity());
     }
 
     #[test]

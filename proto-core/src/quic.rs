@@ -142,12 +142,6 @@ impl TimeProvider for FixedTime {
     }
 }
 
-impl quinn_proto::TimeSource for FixedTime {
-    fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(FIXED_UNIX_SECS)
-    }
-}
-
 static SEEDED_X25519: SeededX25519 = SeededX25519;
 static SCOPED_RANDOM: ScopedRandom = ScopedRandom;
 
@@ -440,8 +434,35 @@ impl quinn_proto::ConnectionIdGenerator for SeededCids {
 pub(crate) struct TransportParams {
     pub(crate) idle_timeout: Duration,
     pub(crate) keep_alive: Duration,
-    pub(crate) max_channels: u32,
     pub(crate) datagram_buffer: usize,
+    pub(crate) stream_receive_window: u64,
+}
+
+/// Connection-level receive window of a connection whose remote is not yet
+/// admitted: room for the handshake messages, nothing more.
+pub(crate) const PRE_ADMISSION_WINDOW: u32 = 64 << 10;
+
+/// The clock quinn-proto reads for Retry token expiry: the node's own
+/// monotonic time (updated on every input) on top of a fixed epoch, so tokens
+/// expire as they should and a run still replays exactly.
+#[derive(Debug, Default)]
+pub(crate) struct NodeClock {
+    elapsed_ms: std::sync::atomic::AtomicU64,
+}
+
+impl NodeClock {
+    /// Sets the node's age, as of its latest input.
+    pub(crate) fn set(&self, elapsed: Duration) {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.elapsed_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl quinn_proto::TimeSource for NodeClock {
+    fn now(&self) -> SystemTime {
+        let ms = self.elapsed_ms.load(std::sync::atomic::Ordering::Relaxed);
+        UNIX_EPOCH + Duration::from_secs(FIXED_UNIX_SECS) + Duration::from_millis(ms)
+    }
 }
 
 /// Builds quinn-proto's per-node configuration from a node's identity and seed.
@@ -481,9 +502,16 @@ fn transport(params: &TransportParams) -> Result<quinn_proto::TransportConfig, S
     // would stretch the idle timeout of a fresh connection to ~3 s; 100 ms
     // keeps liveness detection within `Config::idle_timeout` from the start.
     t.initial_rtt(Duration::from_millis(100));
-    // One unidirectional stream per channel per direction, plus headroom.
-    t.max_concurrent_uni_streams(quinn_proto::VarInt::from_u32(params.max_channels + 8));
-    t.max_concurrent_bidi_streams(quinn_proto::VarInt::from_u32(4));
+    // Until the remote is admitted it may open nothing but the control
+    // stream, and the whole connection gets a small window: a stranger who
+    // completes TLS can make us buffer at most that. Admission raises both
+    // (`Conn::admit`). The control stream is the only bidirectional one.
+    t.max_concurrent_uni_streams(quinn_proto::VarInt::from_u32(0));
+    t.max_concurrent_bidi_streams(quinn_proto::VarInt::from_u32(1));
+    t.receive_window(quinn_proto::VarInt::from_u32(PRE_ADMISSION_WINDOW));
+    t.stream_receive_window(
+        quinn_proto::VarInt::from_u64(params.stream_receive_window).unwrap_or(quinn_proto::VarInt::MAX),
+    );
     t.datagram_receive_buffer_size(Some(params.datagram_buffer));
     t.datagram_send_buffer_size(params.datagram_buffer);
     // Relayed packets gain a raw-frame header; path MTU probing through a
@@ -529,6 +557,7 @@ impl QuicSetup {
         &self,
         seed: &[u8; 32],
         peer: bool,
+        clock: Arc<NodeClock>,
     ) -> Result<quinn_proto::ServerConfig, SetupError> {
         let mut tls = rustls::ServerConfig::builder_with_details(provider(), Arc::new(FixedTime))
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -550,7 +579,7 @@ impl QuicSetup {
         // Peer-to-peer connections see one (mapped) address whatever path
         // carries them; a packet from anywhere else must not move them.
         cfg.migration(!peer);
-        cfg.time_source(Arc::new(FixedTime));
+        cfg.time_source(clock);
         let mut validation = quinn_proto::ValidationTokenConfig::default();
         validation.sent(0);
         cfg.validation_token_config(validation);

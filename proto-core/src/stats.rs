@@ -91,6 +91,14 @@ pub struct NodeStats {
     pub path_pongs: u64,
     /// Bytes of pings and pongs sent.
     pub path_probe_bytes: u64,
+    /// Incoming connection attempts ignored because `limits.max_handshakes`
+    /// handshakes were already in progress.
+    pub handshakes_shed: u64,
+    /// Incoming connection attempts refused because their IP address had
+    /// `limits.max_handshakes_per_ip` handshakes in progress.
+    pub handshakes_refused: u64,
+    /// QUIC Retry packets sent to make a dialer prove its address under load.
+    pub retries_sent: u64,
     /// Input datagrams dropped, by reason.
     pub dropped: DropCounters,
 }

@@ -2,11 +2,11 @@
 //! user channels multiplexed over it.
 
 use crate::identity::NodeId;
-use crate::proto::{FrameReader, FramingError, MAX_CONTROL_MESSAGE};
+use crate::proto::{FrameReader, FramingError, MAX_HANDSHAKE_MESSAGE};
 use crate::quic::{Expect, MetSlot};
 use bytes::{Buf, Bytes};
 use quinn_proto::{Dir, ReadError, StreamId, WriteError};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -140,8 +140,9 @@ pub(crate) struct Conn {
     pub(crate) welcomed: bool,
     /// Dialer: how the acceptor sees our address.
     pub(crate) observed: Option<SocketAddr>,
-    /// Acceptor: messages that arrived before Ready, delivered on establishment.
-    pub(crate) early: Vec<(u8, Bytes)>,
+    /// Counted among the node's incoming handshakes (accepted, not yet
+    /// established, not yet drained), from this source IP if it is real.
+    pub(crate) handshake_slot: Option<Option<std::net::IpAddr>>,
     /// Chosen by the dialer, sent in the Hello: breaks ties between duplicates.
     pub(crate) nonce: u64,
     /// Dialer: the outcome was reported to the role logic.
@@ -155,8 +156,87 @@ pub(crate) struct Conn {
     control_in: FrameReader,
     control_out: SendQueue,
     tx: BTreeMap<u8, TxChannel>,
-    rx: BTreeMap<StreamId, RxStream>,
+    rx: RxState,
     max_message: usize,
+}
+
+/// The incoming channel streams of a connection and their receive budget
+/// (see [`Conn::read_stream`]).
+#[derive(Debug)]
+struct RxState {
+    streams: BTreeMap<StreamId, RxStream>,
+    /// Bytes of partly received messages held in `streams`.
+    held: usize,
+    /// Most bytes `streams` may hold before reading stops (except for `head`).
+    budget: usize,
+    /// The one stream allowed to read past the budget until its current
+    /// message is complete, so a full budget can never stall every stream.
+    head: Option<StreamId>,
+    /// Streams with data left unread because the budget was full.
+    starved: BTreeSet<StreamId>,
+}
+
+impl RxState {
+    /// How many bytes stream `id` may read now (0: none, wait).
+    fn allowance(&mut self, id: StreamId) -> usize {
+        if self.held < self.budget {
+            self.budget - self.held
+        } else if self.head.is_none_or(|h| h == id) {
+            // Over budget: this stream becomes the head and may finish its message.
+            self.head = Some(id);
+            READ_CHUNK
+        } else {
+            0
+        }
+    }
+
+    /// Appends channel-stream bytes and collects complete messages.
+    fn push(
+        &mut self,
+        id: StreamId,
+        mut data: &[u8],
+        out: &mut Vec<Received>,
+    ) -> Result<(), StreamViolation> {
+        let Some(rx) = self.streams.get_mut(&id) else { return Ok(()) };
+        if rx.channel.is_none() && !data.is_empty() {
+            rx.channel = Some(data[0]);
+            data = &data[1..];
+        }
+        let before = rx.reader.buffered();
+        rx.reader.push(data);
+        let mut result = Ok(());
+        if let Some(channel) = rx.channel {
+            loop {
+                match rx.reader.next_frame() {
+                    Ok(Some(bytes)) => {
+                        out.push(Received::Message { channel, bytes });
+                        if self.head == Some(id) {
+                            // Its message is complete: the head's privilege ends.
+                            self.head = None;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+            }
+        }
+        self.held = self.held + rx.reader.buffered() - before;
+        result
+    }
+
+    /// Stream `id` ended: forget it and what it held.
+    fn end(&mut self, id: StreamId) {
+        if let Some(rx) = self.streams.remove(&id) {
+            self.held -= rx.reader.buffered();
+        }
+        self.starved.remove(&id);
+        if self.head == Some(id) {
+            self.head = None;
+        }
+    }
 }
 
 impl Conn {
@@ -165,6 +245,7 @@ impl Conn {
         dialed: bool,
         addr: SocketAddr,
         max_message: usize,
+        rx_budget: usize,
     ) -> Self {
         Self {
             quic,
@@ -183,16 +264,23 @@ impl Conn {
             join_request: false,
             welcomed: false,
             observed: None,
-            early: Vec::new(),
+            handshake_slot: None,
             nonce: 0,
             dial_reported: false,
             internal: false,
             timer: None,
             control: None,
-            control_in: FrameReader::new(MAX_CONTROL_MESSAGE),
+            // Until the remote is admitted only handshake messages are due.
+            control_in: FrameReader::new(MAX_HANDSHAKE_MESSAGE),
             control_out: SendQueue::default(),
             tx: BTreeMap::new(),
-            rx: BTreeMap::new(),
+            rx: RxState {
+                streams: BTreeMap::new(),
+                held: 0,
+                budget: rx_budget,
+                head: None,
+                starved: BTreeSet::new(),
+            },
             max_message,
         }
     }
@@ -221,9 +309,20 @@ impl Conn {
         }
     }
 
-    /// Bytes held in messages received before establishment.
-    pub(crate) fn early_bytes(&self) -> usize {
-        self.early.iter().map(|(_, b)| b.len()).sum()
+    /// The remote is admitted: accept control messages up to `max_control`
+    /// bytes, and let it open channel streams and fill the full QUIC receive
+    /// window (before this, it may open no unidirectional stream at all and
+    /// has a small window, so a stranger can make us hold next to nothing).
+    pub(crate) fn admit(&mut self, max_control: usize, max_streams: u32, window: u64) {
+        self.control_in.set_max(max_control);
+        self.quic.set_max_concurrent_streams(Dir::Uni, quinn_proto::VarInt::from_u32(max_streams));
+        self.quic
+            .set_receive_window(quinn_proto::VarInt::from_u64(window).unwrap_or(quinn_proto::VarInt::MAX));
+    }
+
+    /// Bytes of partly received messages held for this connection.
+    pub(crate) fn rx_held(&self) -> usize {
+        self.rx.held
     }
 
     /// Bytes of user messages queued locally (not yet accepted by QUIC).
@@ -312,8 +411,8 @@ impl Conn {
                 Dir::Bi if self.control.is_none() && !self.dialed => self.control = Some(id),
                 Dir::Bi => return Err(StreamViolation::UnexpectedBidi),
                 Dir::Uni => {
-                    self.rx
-                        .insert(id, RxStream { channel: None, reader: FrameReader::new(self.max_message) });
+                    let reader = FrameReader::new(self.max_message);
+                    self.rx.streams.insert(id, RxStream { channel: None, reader });
                 }
             }
             self.read_stream(id, out)?;
@@ -321,14 +420,22 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads everything available on stream `id` into `out`.
+    /// Reads what stream `id` has into `out`, within the receive budget.
+    ///
+    /// Channel streams are read only while the partly received messages of
+    /// this connection hold fewer than `rx_budget` bytes; the rest stays in
+    /// QUIC, whose flow control then holds the sender back (reading is what
+    /// hands credit back). One stream at a time, the *head*, may read past
+    /// the budget until its current message is complete, so the connection
+    /// always progresses. Memory per connection is therefore bounded by the
+    /// budget plus one largest message plus QUIC's own receive window.
     pub(crate) fn read_stream(
         &mut self,
         id: StreamId,
         out: &mut Vec<Received>,
     ) -> Result<(), StreamViolation> {
         let is_control = self.control == Some(id);
-        if !is_control && !self.rx.contains_key(&id) {
+        if !is_control && !self.rx.streams.contains_key(&id) {
             return Ok(());
         }
         let mut recv = self.quic.recv_stream(id);
@@ -336,26 +443,25 @@ impl Conn {
             return Ok(());
         };
         let mut ended = false;
+        let mut starved = false;
+        let mut result = Ok(());
         loop {
-            match chunks.next(usize::MAX) {
+            let allowance = if is_control { READ_CHUNK } else { self.rx.allowance(id) };
+            if allowance == 0 {
+                starved = true;
+                break;
+            }
+            match chunks.next(allowance.min(READ_CHUNK)) {
                 Ok(Some(chunk)) => {
-                    if is_control {
+                    let step = if is_control {
                         self.control_in.push(&chunk.bytes);
-                        while let Some(f) = self.control_in.next_frame()? {
-                            out.push(Received::Control(f));
-                        }
-                    } else if let Some(rx) = self.rx.get_mut(&id) {
-                        let mut data = &chunk.bytes[..];
-                        if rx.channel.is_none() && !data.is_empty() {
-                            rx.channel = Some(data[0]);
-                            data = &data[1..];
-                        }
-                        rx.reader.push(data);
-                        if let Some(channel) = rx.channel {
-                            while let Some(bytes) = rx.reader.next_frame()? {
-                                out.push(Received::Message { channel, bytes });
-                            }
-                        }
+                        drain_control(&mut self.control_in, out)
+                    } else {
+                        self.rx.push(id, &chunk.bytes, out)
+                    };
+                    if let Err(e) = step {
+                        result = Err(e);
+                        break;
                     }
                 }
                 Ok(None) => {
@@ -369,14 +475,47 @@ impl Conn {
                 }
             }
         }
-        // Flow-control credit is queued inside quinn-proto and goes out with the next poll_transmit.
+        // Flow-control credit for what was read is queued inside quinn-proto
+        // and goes out with the next poll_transmit.
         let _ = chunks.finalize();
+        result?;
+        if starved {
+            self.rx.starved.insert(id);
+        } else {
+            self.rx.starved.remove(&id);
+        }
         if ended {
             if is_control {
                 return Err(StreamViolation::ControlClosed);
             }
-            self.rx.remove(&id);
+            self.rx.end(id);
         }
         Ok(())
     }
+
+    /// Reads streams that were left unread for lack of budget, once some of
+    /// it is free again (or the head is gone).
+    pub(crate) fn read_starved(&mut self, out: &mut Vec<Received>) -> Result<(), StreamViolation> {
+        while self.rx.held < self.rx.budget || self.rx.head.is_none() {
+            let Some(id) = self.rx.starved.pop_first() else { break };
+            let held = self.rx.held;
+            self.read_stream(id, out)?;
+            if self.rx.held >= held && self.rx.starved.contains(&id) {
+                // No progress possible now.
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest chunk read from a QUIC stream at once.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Collects every complete control frame.
+fn drain_control(reader: &mut FrameReader, out: &mut Vec<Received>) -> Result<(), StreamViolation> {
+    while let Some(f) = reader.next_frame()? {
+        out.push(Received::Control(f));
+    }
+    Ok(())
 }

@@ -295,23 +295,13 @@ impl Node {
             // The remote restarted: the old connection is dead.
             self.replace(old);
         }
+        self.admit(ch, remote);
         let Some(conn) = self.conns.get_mut(&ch) else { return };
-        conn.phase = Phase::Established;
-        conn.hello_deadline = None;
         let name = conn.remote_name.clone();
         let addr = conn.addr;
-        let early = std::mem::take(&mut conn.early);
         let meta = link_meta(remote, conn);
         self.links.insert(remote, ch);
         self.events.push_back(Event::Connected { id: remote, name, addr });
-        for (channel, bytes) in early {
-            self.events.push_back(Event::MessageReceived {
-                from: remote,
-                channel,
-                bytes,
-                reliability: Reliability::Reliable,
-            });
-        }
         if let Some(q) = self.pending.remove(&remote) {
             for m in q.msgs {
                 let Some(conn) = self.conns.get_mut(&ch) else { break };
@@ -332,26 +322,33 @@ impl Node {
     /// counts as connected (a duplicate swap): no user events, but the role
     /// logic hears of it so it can restate what the other side may have lost.
     fn swap_link(&mut self, ch: usize) {
+        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        self.admit(ch, remote);
         let Some(conn) = self.conns.get_mut(&ch) else { return };
-        let Some(remote) = conn.remote else { return };
-        conn.phase = Phase::Established;
-        conn.hello_deadline = None;
-        let early = std::mem::take(&mut conn.early);
         let meta = link_meta(remote, conn);
         let observed = conn.observed;
         self.links.insert(remote, ch);
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
-        for (channel, bytes) in early {
-            self.events.push_back(Event::MessageReceived {
-                from: remote,
-                channel,
-                bytes,
-                reliability: Reliability::Reliable,
-            });
-        }
         self.notify_dial(ch, DialOutcome::Superseded);
         self.touch(ch);
+    }
+
+    /// The remote of `ch` is admitted: the connection carries user traffic
+    /// from now on, so it gets its full limits (channel streams, receive
+    /// window, control messages sized for the remote's role) and stops
+    /// counting as a handshake.
+    fn admit(&mut self, ch: usize, remote: NodeId) {
+        self.release_handshake(ch);
+        let window = self.cfg.limits.receive_window;
+        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        conn.phase = Phase::Established;
+        conn.hello_deadline = None;
+        let max_control = match remote.role() {
+            Role::Server => proto::MAX_CONTROL_MESSAGE,
+            Role::Peer => proto::MAX_PEER_CONTROL,
+        };
+        conn.admit(max_control, MAX_CHANNEL_STREAMS, window);
     }
 
     /// Tells the role logic how one of its dials ended (once per connection).

@@ -35,7 +35,7 @@ use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
 use crate::peer::{DirectoryRow, LinkRow, Next, Peer, PeerInfo, paths::is_mapped};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, PathKind, RefuseReason, Welcome};
-use crate::quic::{self, CertError, Expect, QuicSetup, TransportParams, with_tls_rng};
+use crate::quic::{self, CertError, Expect, NodeClock, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
 use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
@@ -52,6 +52,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Unidirectional streams a remote may have open at once: one per channel
+/// (256) plus headroom for streams that are finishing.
+const MAX_CHANNEL_STREAMS: u32 = 256 + 8;
 
 /// A datagram for the caller to send. The bytes are in the buffer passed to
 /// [`Node::poll_transmit`].
@@ -153,6 +157,12 @@ pub struct Node {
     role: RoleState,
     /// Acceptor configuration for peer-to-peer connections (longer timeouts).
     peer_server_config: Arc<quinn_proto::ServerConfig>,
+    /// quinn-proto's view of time (Retry token expiry), kept at `now`.
+    clock: Arc<NodeClock>,
+    /// Incoming connections accepted and not yet established or drained.
+    handshakes: usize,
+    /// The same, per source IP (real addresses only).
+    handshakes_by_ip: BTreeMap<IpAddr, usize>,
 }
 
 impl std::fmt::Debug for Node {
@@ -175,8 +185,8 @@ impl Node {
         let params = TransportParams {
             idle_timeout: config.idle_timeout - config.keep_alive_interval,
             keep_alive: config.keep_alive_interval,
-            max_channels: 256,
             datagram_buffer: config.datagram_buffer,
+            stream_receive_window: config.limits.stream_receive_window,
         };
         let peer_params = TransportParams {
             idle_timeout: config.peer.idle_timeout - config.peer.keep_alive_interval,
@@ -184,8 +194,9 @@ impl Node {
             ..params.clone()
         };
         let quic = QuicSetup::new(&config.identity, &params, &peer_params)?;
-        let server_config = Arc::new(quic.server_config(&config.seed, false)?);
-        let peer_server_config = Arc::new(quic.server_config(&config.seed, true)?);
+        let clock = Arc::new(NodeClock::default());
+        let server_config = Arc::new(quic.server_config(&config.seed, false, clock.clone())?);
+        let peer_server_config = Arc::new(quic.server_config(&config.seed, true, clock.clone())?);
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(quic.endpoint_config(&config.seed)),
             Some(server_config),
@@ -241,6 +252,9 @@ impl Node {
             closing: false,
             role,
             peer_server_config,
+            clock,
+            handshakes: 0,
+            handshakes_by_ip: BTreeMap::new(),
         };
         node.scoped(|n| n.run_role_actions());
         Ok(node)
@@ -318,6 +332,12 @@ impl Node {
     pub fn buffered(&self, to: &NodeId) -> usize {
         let linked = self.links.get(to).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::buffered);
         linked + self.pending.get(to).map_or(0, |p| p.bytes)
+    }
+
+    /// Bytes of partly received reliable messages from `id` that this node
+    /// holds (at most `limits.receive_buffer` plus one message).
+    pub fn receive_buffered(&self, id: &NodeId) -> usize {
+        self.links.get(id).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::rx_held)
     }
 
     /// The Master as this node sees it. Peers learn it from their servers
@@ -650,6 +670,7 @@ impl Node {
     fn advance(&mut self, now: Instant) {
         if now > self.now {
             self.now = now;
+            self.clock.set(now.saturating_duration_since(self.started));
         }
     }
 
@@ -714,7 +735,7 @@ impl Node {
             other => ConnectError::Local(other.to_string()),
         })?;
         tracing::debug!(node = %self.cfg.name, ch = handle.0, ?expect, %addr, join, "dial");
-        let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size);
+        let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
         conn.expect = Some(expect);
         conn.met = Some(met);
         conn.join = join;
@@ -737,35 +758,87 @@ impl Node {
                     self.drive(ch.0);
                 }
             }
-            Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.closing {
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    self.queue_response(t, &buf);
-                } else {
-                    // Peer-to-peer connections (over mapped addresses) get their own timeouts.
-                    let peer = is_mapped(&remote);
-                    let config = peer.then(|| self.peer_server_config.clone());
-                    match self.endpoint.accept(incoming, now, &mut buf, config) {
-                        Ok((ch, quic)) => {
-                            tracing::debug!(node = %self.cfg.name, ch = ch.0, %remote, "incoming connection");
-                            let mut conn = Conn::new(quic, false, remote, self.cfg.max_message_size);
-                            let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
-                            conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
-                            self.conns.insert(ch.0, conn);
-                            self.drive(ch.0);
-                        }
-                        Err(e) => {
-                            if let Some(t) = e.response {
-                                self.queue_response(t, &buf);
-                            }
-                        }
-                    }
-                }
-            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(incoming, remote, &mut buf),
             Some(DatagramEvent::Response(t)) => self.queue_response(t, &buf),
             None => self.stats.dropped.quic_ignored += 1,
         }
         self.scratch = buf;
+    }
+
+    /// A new incoming connection attempt: accepted, retried, refused or
+    /// ignored, so that strangers can hold only a bounded number of
+    /// handshakes (see [`LimitsConfig`](crate::LimitsConfig)).
+    fn on_incoming(&mut self, incoming: quinn_proto::Incoming, remote: SocketAddr, buf: &mut Vec<u8>) {
+        let now = self.now;
+        let limits = &self.cfg.limits;
+        // Relayed connections come from a peer's mapped address, which the
+        // relay server has already authenticated: no per-IP cap, no Retry.
+        let peer = is_mapped(&remote);
+        let ip = (!peer).then(|| remote.ip());
+        let from_ip = ip.and_then(|ip| self.handshakes_by_ip.get(&ip)).copied().unwrap_or(0);
+        if self.closing {
+            let t = self.endpoint.refuse(incoming, buf);
+            self.queue_response(t, buf);
+        } else if self.handshakes >= limits.max_handshakes {
+            // Overloaded: stay silent; an honest dialer retransmits its
+            // Initial and gets in once handshakes finish.
+            self.stats.handshakes_shed += 1;
+            self.endpoint.ignore(incoming);
+        } else if from_ip >= limits.max_handshakes_per_ip {
+            self.stats.handshakes_refused += 1;
+            let t = self.endpoint.refuse(incoming, buf);
+            self.queue_response(t, buf);
+        } else if !peer
+            && self.handshakes >= limits.retry_above
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            match self.endpoint.retry(incoming, buf) {
+                Ok(t) => {
+                    self.stats.retries_sent += 1;
+                    self.queue_response(t, buf);
+                }
+                Err(e) => self.endpoint.ignore(e.into_incoming()),
+            }
+        } else {
+            // Peer-to-peer connections (over mapped addresses) get their own timeouts.
+            let config = peer.then(|| self.peer_server_config.clone());
+            match self.endpoint.accept(incoming, now, buf, config) {
+                Ok((ch, quic)) => {
+                    tracing::debug!(node = %self.cfg.name, ch = ch.0, %remote, "incoming connection");
+                    let (max, budget) = (self.cfg.max_message_size, self.cfg.limits.receive_buffer);
+                    let mut conn = Conn::new(quic, false, remote, max, budget);
+                    let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
+                    conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
+                    conn.handshake_slot = Some(ip);
+                    self.handshakes += 1;
+                    if let Some(ip) = ip {
+                        *self.handshakes_by_ip.entry(ip).or_default() += 1;
+                    }
+                    self.conns.insert(ch.0, conn);
+                    self.drive(ch.0);
+                }
+                Err(e) => {
+                    if let Some(t) = e.response {
+                        self.queue_response(t, buf);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection no longer counts as an incoming handshake (established or gone).
+    pub(super) fn release_handshake(&mut self, ch: usize) {
+        let Some(slot) = self.conns.get_mut(&ch).and_then(|c| c.handshake_slot.take()) else { return };
+        self.handshakes -= 1;
+        if let Some(ip) = slot
+            && let Some(n) = self.handshakes_by_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.handshakes_by_ip.remove(&ip);
+            }
+        }
     }
 
     /// A relay frame: a server forwards it, a peer unwraps it.
@@ -916,6 +989,7 @@ impl Node {
 
     /// Removes a drained connection.
     fn forget(&mut self, ch: usize) {
+        self.release_handshake(ch);
         if let Some(conn) = self.conns.remove(&ch) {
             if let Some(t) = conn.timer {
                 self.timers.remove(&(t, ch));
@@ -938,6 +1012,9 @@ impl Node {
             Q::Stream(StreamEvent::Opened { dir }) => {
                 let mut got = Vec::new();
                 let res = match self.conns.get_mut(&ch) {
+                    // Channel streams wait in QUIC until the remote is admitted
+                    // (it cannot open any before: its stream limit is zero).
+                    Some(c) if dir == Dir::Uni && c.phase != Phase::Established => return,
                     Some(c) => c.accept_streams(dir, &mut got),
                     None => return,
                 };
@@ -946,7 +1023,7 @@ impl Node {
             Q::Stream(StreamEvent::Readable { id }) => {
                 let mut got = Vec::new();
                 let res = match self.conns.get_mut(&ch) {
-                    Some(c) => c.read_stream(id, &mut got),
+                    Some(c) => c.read_stream(id, &mut got).and_then(|()| c.read_starved(&mut got)),
                     None => return,
                 };
                 self.on_received(ch, got, res);
@@ -1003,7 +1080,6 @@ impl Node {
                     }
                 },
                 Received::Message { channel, bytes } => {
-                    let limit = self.cfg.send_buffer_limit;
                     let Some(conn) = self.conns.get_mut(&ch) else { return };
                     match (conn.phase, conn.remote) {
                         (Phase::Established, Some(from)) => {
@@ -1014,15 +1090,12 @@ impl Node {
                                 reliability: Reliability::Reliable,
                             });
                         }
-                        // The dialer may send as soon as it has our Welcome; its
-                        // messages can overtake its Ready on another stream.
-                        (Phase::Greeting, Some(_))
-                            if conn.welcomed && conn.early_bytes() + bytes.len() <= limit =>
-                        {
-                            conn.early.push((channel, bytes));
-                        }
+                        // Unreachable while the stream limit holds (no channel
+                        // stream before admission); a closing connection's
+                        // leftovers are dropped.
+                        (Phase::Closing, _) => self.stats.dropped.unexpected += 1,
                         _ => {
-                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message before hello");
+                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message before admission");
                             return;
                         }
                     }
