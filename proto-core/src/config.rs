@@ -369,7 +369,8 @@ mod tests {
 
     #[test]
     fn durations_that_would_overflow_instants_are_refused() {
-        let cases: [(&str, fn(&mut Config)); 7] = [
+        type Breaker = fn(&mut Config);
+        let cases: [(&str, Breaker); 7] = [
             ("idle_timeout", |c| c.idle_timeout = Duration::MAX),
             ("hello_timeout", |c| c.hello_timeout = Duration::from_secs(u64::MAX / 2)),
             ("cluster.reconnect_max", |c| c.cluster.reconnect_max = Duration::MAX),
