@@ -435,6 +435,8 @@ pub struct Sim {
     messages: MessageMetrics,
     /// Datagrams captured from tapped hosts: (sender, destination, bytes).
     tapped: Vec<(HostId, SocketAddr, Bytes)>,
+    /// Told which host's node runs (and `None` after), for per-node memory accounting.
+    scope: Option<fn(Option<HostId>)>,
     taps: BTreeSet<HostId>,
     /// Latest path per (reporting host, peer): the path, since when, and
     /// since when the pair has had any path (its link came up).
@@ -498,6 +500,7 @@ impl Sim {
             messages: MessageMetrics::default(),
             pairs: BTreeMap::new(),
             tapped: Vec::new(),
+            scope: None,
             taps: BTreeSet::new(),
             net: NetStats::default(),
             same_instant: (base, 0),
@@ -651,7 +654,10 @@ impl Sim {
             f(&mut config, &self.hosts[h]);
         }
         let name = self.hosts[h].name.clone();
-        match Node::new(config, self.now) {
+        self.enter(Some(h));
+        let node = Node::new(config, self.now);
+        self.enter(None);
+        match node {
             Ok(node) => {
                 self.hosts[h].node = Some(node);
                 self.record("sim", "start", &name);
@@ -718,9 +724,11 @@ impl Sim {
     /// drains the node's output. `None` if the host is down.
     pub fn with_node<R>(&mut self, h: HostId, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
         let now = self.now;
-        let r = f(self.hosts[h].node.as_mut()?, now);
+        self.enter(Some(h));
+        let r = self.hosts[h].node.as_mut().map(|n| f(n, now));
+        self.enter(None);
         self.drain(h);
-        Some(r)
+        r
     }
 
     /// The public address through which `h` is reached from the internet, if
@@ -848,7 +856,13 @@ impl Sim {
                 h.timeout = None;
                 let now = self.now;
                 if let Some(node) = h.node.as_mut() {
-                    node.handle_timeout(now);
+                    if let Some(f) = self.scope {
+                        f(Some(host));
+                        node.handle_timeout(now);
+                        f(None);
+                    } else {
+                        node.handle_timeout(now);
+                    }
                     self.drain(host);
                 }
             }
@@ -980,13 +994,26 @@ impl Sim {
                 self.buf = buf;
                 return;
             };
-            while let Some(t) = node.poll_transmit(1, &mut buf) {
+            let scope_fn = self.scope;
+            let scope = |on: bool| {
+                if let Some(f) = scope_fn {
+                    f(on.then_some(h));
+                }
+            };
+            loop {
+                scope(true);
+                let t = node.poll_transmit(1, &mut buf);
+                scope(false);
+                let Some(t) = t else { break };
                 out.push((t.destination, Bytes::copy_from_slice(&buf[..t.size])));
             }
+            scope(true);
             while let Some(e) = node.poll_event() {
                 events.push(e);
             }
-            node.poll_timeout()
+            let timeout = node.poll_timeout();
+            scope(false);
+            timeout
         };
         self.buf = buf;
         for (dest, data) in out {
@@ -1051,7 +1078,13 @@ impl Sim {
         host.bytes.datagrams_received += 1;
         host.bytes.received += data.len() as u64;
         self.net.delivered += 1;
-        node.handle_datagram(now, from, None, data);
+        if let Some(f) = self.scope {
+            f(Some(h));
+            node.handle_datagram(now, from, None, data);
+            f(None);
+        } else {
+            node.handle_datagram(now, from, None, data);
+        }
         self.drain(h);
     }
 
@@ -1265,6 +1298,19 @@ impl Sim {
     /// anywhere) happened, in virtual time since the start.
     pub fn last_membership_change(&self) -> Duration {
         self.watch.last_change
+    }
+
+    /// Calls `f(Some(h))` before and `f(None)` after every call into host
+    /// `h`'s node, so a test's allocator can charge memory to the node that
+    /// allocated it.
+    pub fn set_memory_scope(&mut self, f: fn(Option<HostId>)) {
+        self.scope = Some(f);
+    }
+
+    fn enter(&self, h: Option<HostId>) {
+        if let Some(f) = self.scope {
+            f(h);
+        }
     }
 
     /// Starts recording every datagram `h` sends (an on-path observer).

@@ -26,6 +26,8 @@
 
 mod conn;
 mod handshake;
+#[cfg(feature = "fuzzing")]
+mod hostile;
 mod role;
 
 use crate::close_code;
@@ -332,6 +334,12 @@ impl Node {
     pub fn buffered(&self, to: &NodeId) -> usize {
         let linked = self.links.get(to).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::buffered);
         linked + self.pending.get(to).map_or(0, |p| p.bytes)
+    }
+
+    /// Incoming connections accepted but not yet established (TLS, Hello,
+    /// admission in progress), bounded by `limits.max_handshakes`.
+    pub fn incoming_handshakes(&self) -> usize {
+        self.handshakes
     }
 
     /// Bytes of partly received reliable messages from `id` that this node
