@@ -37,11 +37,26 @@
 //!
 //! # Untrusted input
 //!
-//! raft-rs panics on some inconsistent messages (it trusts its peers). Every
-//! call into it runs under `catch_unwind`; a panic discards the group and the
-//! server rejoins the cluster under a fresh Raft ID, so a faulty peer cannot
-//! crash a node.
+//! Every byte from another server may be hostile. Raft messages therefore
+//! never travel as protobuf, whose 2.x decoder recurses without bound on
+//! crafted input (RUSTSEC-2024-0437): [`raft_wire`](super::raft_wire)
+//! mirrors `eraftpb::Message` as a flat postcard struct with capped lists,
+//! and carries membership changes as structured values that the receiver
+//! re-encodes with protobuf's serializer, so protobuf only ever parses bytes
+//! this process produced. raft-rs trusts its peers and panics (`fatal!`,
+//! asserts, overflow, out-of-bounds) on a number of inconsistent messages;
+//! before a message reaches it, [`raft_wire::check`](super::raft_wire::check)
+//! validates it against our own Raft state (sender, term and index bounds,
+//! types we never send, entries consecutive from the anchor, heartbeat
+//! commits inside our log, acknowledgements inside the leader's log,
+//! restorable snapshots) and drops what a correct server never sends,
+//! counting it in [`Consensus::rejected`]. Calls into raft-rs still run
+//! under `catch_unwind` as a second line of defence — a panic discards the
+//! group and the server rejoins under a fresh Raft ID, counted in
+//! [`Consensus::panics`] — but validation is meant to keep it from ever
+//! firing, which matters where the embedding builds with `panic = "abort"`.
 
+use super::raft_wire::{self, Local, Members, WireMsg};
 use crate::identity::NodeId;
 use crate::rng::NodeRng;
 use protobuf::Message as _;
@@ -60,14 +75,12 @@ pub(crate) struct RaftTiming {
     pub(crate) heartbeat_ticks: usize,
 }
 
-/// One membership change carried in a conf change's context, so every member
-/// learns which node a Raft ID belongs to.
-type Members = Vec<(u64, NodeId)>;
-
 /// A Raft message ready to send to a server.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
+    /// The Raft ID it is for.
     pub(crate) to: u64,
+    /// The message in the [`raft_wire`] encoding, as [`Consensus::step`] takes it.
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -100,6 +113,12 @@ pub(crate) struct Consensus {
     logger: slog::Logger,
     /// Number of times raft-rs panicked on input and the group was discarded.
     pub(crate) panics: u64,
+    /// Number of received Raft messages dropped as malformed or inconsistent
+    /// with our state (see [`raft_wire::check`]); stays 0 among correct servers.
+    pub(crate) rejected: u64,
+    /// Every message handed to the encoder, for the round-trip tests.
+    #[cfg(test)]
+    sent: Vec<Message>,
 }
 
 fn raft_id_for(me: NodeId, incarnation: u64, generation: u32) -> u64 {
@@ -137,6 +156,9 @@ impl Consensus {
             max_term: 0,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             panics: 0,
+            rejected: 0,
+            #[cfg(test)]
+            sent: Vec::new(),
         }
     }
 
@@ -328,21 +350,76 @@ impl Consensus {
         self.process();
     }
 
-    /// Feeds a message from `from` (already checked to be a cluster member's link).
+    /// Feeds a message (bytes from [`Consensus::take_outbox`] of the server
+    /// whose link has Raft ID `from`) for group `cluster`. Returns whether it
+    /// reached raft-rs. Messages for another group or another of our Raft
+    /// IDs are stale and dropped quietly; malformed or inconsistent ones are
+    /// dropped and counted in [`Consensus::rejected`].
     pub(crate) fn step(&mut self, cluster: u64, from: u64, bytes: &[u8]) -> bool {
-        if self.cluster() != Some(cluster) {
+        let Some(wire) = self.receive(cluster, bytes) else { return false };
+        let Some(local) = self.local() else { return false };
+        if let Err(reason) = raft_wire::check(&wire, from, &local) {
+            tracing::debug!(?reason, from, kind = ?wire.kind, "raft message rejected");
+            self.rejected += 1;
             return false;
         }
-        let Ok(msg) = Message::parse_from_bytes(bytes) else {
+        self.feed(wire)
+    }
+
+    /// Decodes a message for `cluster` addressed to our current Raft ID.
+    fn receive(&mut self, cluster: u64, bytes: &[u8]) -> Option<WireMsg> {
+        if self.cluster() != Some(cluster) {
+            return None;
+        }
+        let wire = match WireMsg::decode(bytes) {
+            Ok(w) => w,
+            Err(reason) => {
+                tracing::debug!(?reason, "raft message rejected");
+                self.rejected += 1;
+                return None;
+            }
+        };
+        // Sent to an earlier Raft ID of ours, before we rejoined: stale, not faulty.
+        (wire.to == self.raft_id).then_some(wire)
+    }
+
+    /// What [`raft_wire::check`] needs of our Raft state.
+    fn local(&self) -> Option<Local> {
+        let r = &self.group.as_ref()?.node.raft;
+        let committed = r.raft_log.committed;
+        Some(Local {
+            id: self.raft_id,
+            term: r.term,
+            leader: r.state == StateRole::Leader,
+            leader_id: r.leader_id,
+            last_index: r.raft_log.last_index(),
+            committed,
+            committed_term: r.raft_log.term(committed).ok(),
+        })
+    }
+
+    /// Steps a decoded (and, outside tests, checked) message into raft-rs.
+    fn feed(&mut self, wire: WireMsg) -> bool {
+        let Some(msg) = wire.into_message() else {
+            self.rejected += 1;
             return false;
         };
-        if msg.to != self.raft_id || msg.from != from || raft::raw_node::is_local_msg(msg.msg_type) {
-            return false;
-        }
         self.guarded(|n| n.step(msg));
         self.after_call();
         self.process();
         true
+    }
+
+    /// The pre-validation path — only the sender and local-type checks the
+    /// old protobuf code had — to show what each rule of
+    /// [`raft_wire::check`] protects against.
+    #[cfg(test)]
+    fn step_unchecked(&mut self, cluster: u64, from: u64, bytes: &[u8]) -> bool {
+        let Some(wire) = self.receive(cluster, bytes) else { return false };
+        if wire.from != from || raft::raw_node::is_local_msg(wire.kind.into()) {
+            return false;
+        }
+        self.feed(wire)
     }
 
     /// Proposes adding `raft_id` (owned by `node`) as a voter.
@@ -442,7 +519,9 @@ impl Consensus {
                         self.joining = false;
                     }
                     for m in msgs {
-                        if let Ok(bytes) = m.write_to_bytes() {
+                        #[cfg(test)]
+                        self.sent.push(m.clone());
+                        if let Some(bytes) = raft_wire::encode(&m) {
                             self.outbox.push(Outgoing { to: m.to, bytes });
                         }
                     }
@@ -467,6 +546,8 @@ fn apply_committed(
         if e.entry_type != EntryType::EntryConfChangeV2 || e.data.is_empty() {
             continue;
         }
+        // Our own bytes: proposed here or re-encoded from the structured
+        // wire form by `raft_wire` (never protobuf from the network).
         let Ok(cc) = ConfChangeV2::parse_from_bytes(&e.data) else { continue };
         if let Ok(members) = postcard::from_bytes::<Members>(&cc.context) {
             learned.extend(members);
@@ -578,9 +659,11 @@ mod tests {
         assert!(!a.step(cluster, 5, b"\xff\xff\xff"));
         assert!(!a.step(cluster + 1, 5, b""));
         let m = Message { to: 12345, from: 5, ..Default::default() };
-        assert!(!a.step(cluster, 5, &m.write_to_bytes().unwrap()));
+        assert!(!a.step(cluster, 5, &wire(&m)));
         assert!(a.is_leader());
         assert_eq!(a.panics, 0);
+        // Garbage is counted; a wrong group or an old Raft ID of ours is stale, not faulty.
+        assert_eq!(a.rejected, 1);
     }
 
     #[test]
@@ -598,7 +681,9 @@ mod tests {
             ..Default::default()
         };
         let before = a.raft_id();
-        a.step(cluster, 77, &m.write_to_bytes().unwrap());
+        // Validation would drop it (`heartbeat_commit_past_our_log`): take the
+        // unchecked path to exercise the second line of defence.
+        a.step_unchecked(cluster, 77, &wire(&m));
         assert_eq!(a.panics, 1);
         assert_eq!(a.cluster(), None, "left the group");
         a.join(cluster);
@@ -612,5 +697,439 @@ mod tests {
         assert_ne!(raft_id_for(id, 1, 0), raft_id_for(id, 2, 0));
         assert_ne!(raft_id_for(id, 1, 0), raft_id_for(id, 1, 1));
         assert_eq!(raft_id_for(id, 1, 0), raft_id_for(id, 1, 0));
+    }
+
+    // ----- helpers for the hardening tests ---------------------------------
+
+    use super::raft_wire::{LIMIT, Reject};
+
+    /// The wire form of any message, including types `encode` refuses to send.
+    fn wire(m: &Message) -> Vec<u8> {
+        WireMsg::from_message(m).expect("representable").encode().expect("encodes")
+    }
+
+    fn node(seed: u8) -> NodeId {
+        Identity::from_seed(Role::Server, [seed; 32]).id()
+    }
+
+    fn msg(kind: MessageType, to: u64, from: u64, term: u64) -> Message {
+        let mut m = Message { to, from, term, ..Default::default() };
+        m.set_msg_type(kind);
+        m
+    }
+
+    fn raft_of(c: &Consensus) -> &Raft<MemStorage> {
+        &c.group.as_ref().expect("in a group").node.raft
+    }
+
+    fn last_index(c: &Consensus) -> u64 {
+        raft_of(c).raft_log.last_index()
+    }
+
+    fn committed(c: &Consensus) -> u64 {
+        raft_of(c).raft_log.committed
+    }
+
+    fn term_at(c: &Consensus, index: u64) -> u64 {
+        raft_of(c).raft_log.term(index).expect("in the log")
+    }
+
+    /// A one-voter group: its founder leads.
+    fn solo() -> Vec<Consensus> {
+        let mut a = server(1);
+        a.found(0);
+        vec![a]
+    }
+
+    /// Three voters, `[0]` leading, the others followers with its log.
+    fn trio() -> Vec<Consensus> {
+        let mut nodes = vec![server(1), server(2), server(3)];
+        nodes[0].found(0);
+        let cluster = nodes[0].cluster().expect("founded");
+        for i in 1..3 {
+            nodes[i].join(cluster);
+            let (rid, n) = (nodes[i].raft_id(), nodes[i].me);
+            nodes[0].propose_add_learner(rid, n);
+            pump(&mut nodes);
+            nodes[0].propose_add(rid, n);
+            pump(&mut nodes);
+        }
+        assert_eq!(nodes[0].voters().len(), 3);
+        assert!(nodes[1..].iter().all(|n| !n.is_joining() && n.term() == nodes[0].term()));
+        nodes
+    }
+
+    /// A leader and a server that asked to join but was not added yet (term 0).
+    fn with_joiner() -> Vec<Consensus> {
+        let mut nodes = solo();
+        let mut j = server(2);
+        j.join(nodes[0].cluster().expect("founded"));
+        nodes.push(j);
+        nodes
+    }
+
+    /// A leader and a caught-up learner.
+    fn with_learner() -> Vec<Consensus> {
+        let mut nodes = with_joiner();
+        let (rid, n) = (nodes[1].raft_id(), nodes[1].me);
+        nodes[0].propose_add_learner(rid, n);
+        pump(&mut nodes);
+        assert!(nodes[0].learners().contains(&rid) && nodes[0].caught_up(rid));
+        nodes
+    }
+
+    /// Whether some leader of these servers can still add a member: ticks
+    /// and delivers until one has committed and applied a new learner.
+    fn can_commit_a_change(nodes: &mut [Consensus]) -> bool {
+        let (fresh, owner) = (4242, node(42));
+        for _ in 0..400 {
+            if let Some(l) = nodes.iter_mut().find(|n| n.is_leader() && !n.is_joining()) {
+                if l.learners().contains(&fresh) {
+                    return true;
+                }
+                if !l.has_pending_conf() {
+                    l.propose_add_learner(fresh, owner);
+                }
+            }
+            for n in nodes.iter_mut() {
+                n.tick();
+            }
+            pump(nodes);
+        }
+        false
+    }
+
+    /// One panic class: `craft` builds the message for `nodes[t]` of a fresh
+    /// `build()`. Stepped the old way (no validation) it makes raft-rs panic
+    /// when `old_panics`; stepped the new way it is rejected for `reason`,
+    /// nothing panics, the target keeps its leader and term, and the group
+    /// can still commit a membership change.
+    fn blocked(
+        build: fn() -> Vec<Consensus>,
+        t: usize,
+        craft: impl Fn(&[Consensus]) -> Message,
+        reason: Reject,
+        old_panics: bool,
+    ) {
+        let mut old = build();
+        let m = craft(&old);
+        let cluster = old[t].cluster().expect("in a group");
+        old[t].step_unchecked(cluster, m.from, &wire(&m));
+        if old_panics {
+            assert_eq!(old[t].panics, 1, "raft-rs panics on {m:?}");
+        }
+
+        let mut new = build();
+        let m = craft(&new);
+        let local = new[t].local().expect("in a group");
+        let w = WireMsg::decode(&wire(&m)).expect("decodes");
+        assert_eq!(raft_wire::check(&w, m.from, &local), Err(reason));
+        let before = (new[t].leader(), new[t].term());
+        assert!(!new[t].step(cluster, m.from, &wire(&m)), "rejected");
+        assert_eq!((new[t].rejected, new[t].panics), (1, 0));
+        assert_eq!((new[t].leader(), new[t].term()), before);
+        assert!(can_commit_a_change(&mut new), "the group still works");
+        assert!(new.iter().all(|n| n.panics == 0));
+    }
+
+    // ----- one test per panic class -------------------------------------
+
+    #[test]
+    fn heartbeat_commit_past_our_log() {
+        // `handle_heartbeat` → `commit_to`: fatal past the last index.
+        blocked(
+            trio,
+            1,
+            |n| {
+                let mut m = msg(MessageType::MsgHeartbeat, n[1].raft_id(), n[0].raft_id(), n[0].term());
+                m.commit = last_index(&n[1]) + 5;
+                m
+            },
+            Reject::CommitBeyondLog,
+            true,
+        );
+    }
+
+    #[test]
+    fn append_anchored_past_our_log_with_term_zero() {
+        // `term()` answers 0 past the log, so the anchor "matches" and
+        // `maybe_append` commits past the last index.
+        blocked(
+            trio,
+            1,
+            |n| {
+                let mut m = msg(MessageType::MsgAppend, n[1].raft_id(), n[0].raft_id(), n[0].term());
+                m.index = last_index(&n[1]) + 10;
+                m.commit = m.index;
+                m
+            },
+            Reject::LogPosition,
+            true,
+        );
+    }
+
+    #[test]
+    fn append_entry_with_term_zero() {
+        // A term-0 entry past the log "matches" too: same fatal commit.
+        blocked(
+            trio,
+            1,
+            |n| {
+                let last = last_index(&n[1]);
+                let mut m = msg(MessageType::MsgAppend, n[1].raft_id(), n[0].raft_id(), n[0].term());
+                m.index = last;
+                m.log_term = term_at(&n[1], last);
+                m.commit = last + 3;
+                m.mut_entries().push(Entry { index: last + 1, term: 0, ..Default::default() });
+                m
+            },
+            Reject::Entries,
+            true,
+        );
+    }
+
+    #[test]
+    fn append_entries_not_following_the_anchor() {
+        // Entries restarting at index 1 under a newer term conflict with a
+        // committed entry: `fatal!("entry 1 conflict with committed entry")`.
+        blocked(
+            trio,
+            1,
+            |n| {
+                let c = committed(&n[1]);
+                let term = n[0].term() + 1;
+                let mut m = msg(MessageType::MsgAppend, n[1].raft_id(), n[0].raft_id(), term);
+                m.index = c;
+                m.log_term = term_at(&n[1], c);
+                m.mut_entries().push(Entry { index: 1, term, ..Default::default() });
+                m
+            },
+            Reject::Entries,
+            true,
+        );
+    }
+
+    #[test]
+    fn append_response_acknowledging_past_the_leaders_log() {
+        // `Progress::maybe_update(n)` computes `n + 1`: overflow. (Release
+        // builds wrap instead; the lie then marks the follower caught up.)
+        blocked(
+            trio,
+            0,
+            |n| {
+                let mut m = msg(MessageType::MsgAppendResponse, n[0].raft_id(), n[1].raft_id(), n[0].term());
+                m.index = u64::MAX;
+                m
+            },
+            Reject::Range,
+            cfg!(debug_assertions),
+        );
+        // Within range the same lie does not panic, but the leader takes a
+        // learner that lacks the newest entry for caught up (and would
+        // promote it).
+        for checked in [false, true] {
+            let mut n = with_learner();
+            let (rid, cluster) = (n[1].raft_id(), n[0].cluster().expect("founded"));
+            n[0].propose_add_learner(777, node(7));
+            assert!(!n[0].caught_up(rid));
+            let mut m = msg(MessageType::MsgAppendResponse, n[0].raft_id(), rid, n[0].term());
+            m.index = last_index(&n[0]) + 1000;
+            if checked {
+                assert!(!n[0].step(cluster, rid, &wire(&m)));
+                assert_eq!(n[0].rejected, 1);
+            } else {
+                n[0].step_unchecked(cluster, rid, &wire(&m));
+            }
+            assert_eq!(n[0].caught_up(rid), !checked);
+        }
+    }
+
+    /// A one-voter leader probing learner 999, which never answers.
+    fn solo_probing() -> Vec<Consensus> {
+        let mut nodes = solo();
+        nodes[0].propose_add_learner(999, node(9));
+        assert!(nodes[0].learners().contains(&999));
+        nodes
+    }
+
+    #[test]
+    fn append_rejection_with_a_huge_hint() {
+        // A probing leader takes `min(rejected, hint + 1)`: overflow.
+        blocked(
+            solo_probing,
+            0,
+            |n| {
+                let next = raft_of(&n[0]).prs().get(999).expect("tracked").next_idx;
+                let mut m = msg(MessageType::MsgAppendResponse, n[0].raft_id(), 999, n[0].term());
+                m.reject = true;
+                m.index = next - 1;
+                m.reject_hint = u64::MAX;
+                m
+            },
+            Reject::Range,
+            cfg!(debug_assertions),
+        );
+    }
+
+    #[test]
+    fn proposals_from_the_network() {
+        // An empty MsgPropose at a leader: `fatal!("stepped empty MsgProp")`.
+        // (One with entries would append them, conf changes included.)
+        blocked(solo, 0, |n| msg(MessageType::MsgPropose, n[0].raft_id(), 77, 0), Reject::NeverSent, true);
+    }
+
+    #[test]
+    fn leader_transfer_request_at_a_follower() {
+        // Forwarded to the leader with its term still set: `fatal!("term
+        // should not be set when sending MsgTransferLeader")`.
+        blocked(
+            trio,
+            1,
+            |n| msg(MessageType::MsgTransferLeader, n[1].raft_id(), n[2].raft_id(), n[0].term()),
+            Reject::NeverSent,
+            true,
+        );
+    }
+
+    #[test]
+    fn read_index_without_entries() {
+        // A leader with followers reads `m.entries[0]`: out of bounds.
+        blocked(
+            trio,
+            0,
+            |n| msg(MessageType::MsgReadIndex, n[0].raft_id(), n[1].raft_id(), n[0].term()),
+            Reject::NeverSent,
+            true,
+        );
+    }
+
+    #[test]
+    fn vote_request_at_term_zero() {
+        // Term 0 passes as a local message; the joiner (no vote, no leader)
+        // grants it with term 0: `fatal!("term should be set when sending
+        // MsgRequestVoteResponse")`.
+        blocked(
+            with_joiner,
+            1,
+            |n| msg(MessageType::MsgRequestVote, n[1].raft_id(), n[0].raft_id(), 0),
+            Reject::Term,
+            true,
+        );
+    }
+
+    #[test]
+    fn pre_vote_with_a_negative_priority_at_a_joiner() {
+        // The priority makes a term-0 joiner reject; the rejection carries
+        // its term, 0: the same fatal in `send`.
+        blocked(
+            with_joiner,
+            1,
+            |n| {
+                let mut m = msg(MessageType::MsgRequestPreVote, n[1].raft_id(), n[0].raft_id(), 5);
+                m.priority = -1;
+                m
+            },
+            Reject::StrayField,
+            true,
+        );
+    }
+
+    fn snapshot_for(n: &[Consensus], index: u64, term: u64, cs: ConfState) -> Message {
+        let mut m = msg(MessageType::MsgSnapshot, n[1].raft_id(), n[0].raft_id(), n[0].term());
+        let meta = m.mut_snapshot().mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(cs);
+        m
+    }
+
+    #[test]
+    fn snapshot_with_term_zero() {
+        // `restore` takes (index, 0) as matching past the log and
+        // fast-forwards: `commit_to` past the last index.
+        blocked(
+            trio,
+            1,
+            |n| snapshot_for(n, last_index(&n[1]) + 10, 0, ConfState::from((n[0].voters(), vec![]))),
+            Reject::Snapshot,
+            true,
+        );
+    }
+
+    #[test]
+    fn snapshot_index_overflow() {
+        // `Unstable::restore` sets `offset = index + 1`: overflow.
+        blocked(
+            trio,
+            1,
+            |n| snapshot_for(n, u64::MAX, n[0].term(), ConfState::from((n[0].voters(), vec![]))),
+            Reject::Snapshot,
+            cfg!(debug_assertions),
+        );
+    }
+
+    #[test]
+    fn snapshot_conf_states_raft_cannot_restore() {
+        // `confchange::restore` fails or rebuilds another configuration:
+        // `fatal!("unable to restore config")` / `fatal!("invalid restore")`.
+        type Shape = fn(&[Consensus]) -> ConfState;
+        let shapes: [Shape; 3] = [
+            // A voter that is also a learner.
+            |n| ConfState::from((vec![n[0].raft_id(), n[1].raft_id()], vec![n[1].raft_id()])),
+            // No voters at all.
+            |n| ConfState::from((vec![], vec![n[0].raft_id(), n[1].raft_id()])),
+            // A joint configuration whose next learner is not an outgoing voter.
+            |n| {
+                let mut cs = ConfState::from((n[0].voters(), vec![]));
+                cs.voters_outgoing = vec![n[0].raft_id(), n[1].raft_id()];
+                cs.learners_next = vec![77];
+                cs
+            },
+        ];
+        for shape in shapes {
+            blocked(
+                trio,
+                1,
+                move |n| snapshot_for(n, last_index(&n[1]) + 10, n[0].term(), shape(n)),
+                Reject::Snapshot,
+                true,
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_term_overflows_at_the_next_campaign() {
+        // Accepted, the term makes the next pre-campaign compute `term + 1`.
+        for checked in [false, true] {
+            let mut n = solo();
+            let cluster = n[0].cluster().expect("founded");
+            let mut m = msg(MessageType::MsgHeartbeat, n[0].raft_id(), 77, u64::MAX);
+            m.commit = 1;
+            if checked {
+                let w = WireMsg::decode(&wire(&m)).expect("decodes");
+                assert_eq!(raft_wire::check(&w, 77, &n[0].local().expect("in a group")), Err(Reject::Term));
+                assert!(!n[0].step(cluster, 77, &wire(&m)));
+                assert_eq!(n[0].rejected, 1);
+            } else {
+                n[0].step_unchecked(cluster, 77, &wire(&m));
+                assert_eq!(n[0].term(), u64::MAX, "the old path took the term");
+            }
+            for _ in 0..100 {
+                n[0].tick();
+            }
+            if checked {
+                assert_eq!(n[0].panics, 0);
+                assert!(can_commit_a_change(&mut n));
+            } else if cfg!(debug_assertions) {
+                assert_eq!(n[0].panics, 1);
+            }
+        }
+        // At the bound the same heartbeat is fine: it is a term, not an overflow.
+        let mut n = solo();
+        let cluster = n[0].cluster().expect("founded");
+        let mut m = msg(MessageType::MsgHeartbeat, n[0].raft_id(), 77, LIMIT);
+        m.commit = 1;
+        assert!(n[0].step(cluster, 77, &wire(&m)));
+        assert_eq!(n[0].term(), LIMIT);
     }
 }
