@@ -1105,6 +1105,67 @@ mod tests {
         }
     }
 
+    /// Three servers after a leadership change (term 2) and enough
+    /// membership changes that every log is compacted: `[1]` leads, `[2]`
+    /// follows with a log starting after index 1.
+    fn compacted_trio() -> Vec<Consensus> {
+        let mut nodes = trio();
+        let to = nodes[1].raft_id();
+        nodes[0].transfer_to(to);
+        pump(&mut nodes);
+        assert!(nodes[1].is_leader() && nodes[1].term() == 2);
+        for i in 0..120 {
+            nodes[1].propose_add_learner(5000 + i, node(50));
+            pump(&mut nodes);
+            nodes[1].propose_remove(5000 + i);
+            pump(&mut nodes);
+        }
+        let first = nodes[2].group.as_ref().expect("in a group").node.store().first_index().expect("mem");
+        assert!(first > 2 && term_at(&nodes[2], first) == 2, "compacted past the term-1 entries");
+        nodes
+    }
+
+    #[test]
+    fn append_anchored_below_our_committed_term() {
+        // Rejecting, the follower searches for a hint from the anchor down
+        // while its terms exceed the anchor's; below the compacted start of
+        // its log `term()` fails: `fatal!("term(..) must be valid")`.
+        blocked(
+            compacted_trio,
+            2,
+            |n| {
+                let mut m = msg(MessageType::MsgAppend, n[2].raft_id(), n[1].raft_id(), n[1].term());
+                m.index = committed(&n[2]);
+                m.log_term = 1;
+                m
+            },
+            Reject::LogPosition,
+            true,
+        );
+    }
+
+    #[test]
+    fn stale_leaders_are_answered_not_counted() {
+        // The same anchor from the deposed leader's older term is not acted
+        // on by raft-rs: it passes, and the reply tells the sender its term
+        // is over.
+        let mut n = compacted_trio();
+        let (cluster, old) = (n[2].cluster().expect("in a group"), n[0].raft_id());
+        let mut m = msg(MessageType::MsgAppend, n[2].raft_id(), old, 1);
+        m.index = committed(&n[2]);
+        m.log_term = 1;
+        m.commit = last_index(&n[2]) + 50;
+        n[2].sent.clear();
+        assert!(n[2].step(cluster, old, &wire(&m)));
+        let mut hb = msg(MessageType::MsgHeartbeat, n[2].raft_id(), old, 1);
+        hb.commit = last_index(&n[2]) + 50;
+        assert!(n[2].step(cluster, old, &wire(&hb)));
+        let tn = msg(MessageType::MsgTimeoutNow, n[2].raft_id(), old, 1);
+        assert!(n[2].step(cluster, old, &wire(&tn)));
+        assert_eq!((n[2].rejected, n[2].panics, n[2].term()), (0, 0, 2));
+        assert!(n[2].sent.iter().any(|r| r.to == old && r.term == 2), "told the old leader");
+    }
+
     #[test]
     fn a_huge_term_overflows_at_the_next_campaign() {
         // Accepted, the term makes the next pre-campaign compute `term + 1`.
@@ -1728,14 +1789,17 @@ mod tests {
         (m, link)
     }
 
-    /// The states a target can be in: (servers, target).
+    /// The states a target can be in: (servers, target): a one-voter
+    /// leader, the leader and a follower of three, a joiner not yet added,
+    /// a learner, a follower whose log was compacted.
     fn scenario(which: usize) -> (Vec<Consensus>, usize) {
         match which {
             0 => (solo(), 0),
             1 => (trio(), 0),
             2 => (trio(), 1),
             3 => (with_joiner(), 1),
-            _ => (with_learner(), 1),
+            4 => (with_learner(), 1),
+            _ => (compacted_trio(), 2),
         }
     }
 
@@ -1744,12 +1808,13 @@ mod tests {
 
         /// Random messages — any type, sender, term, index, entries, commit
         /// or snapshot, biased towards values near the target's own state —
-        /// fed to a leader, a follower with a log, a joiner or a learner,
+        /// fed to a leader, a follower with a log (compacted or not), a
+        /// joiner or a learner,
         /// never make raft-rs panic, and the group still commits a
         /// membership change afterwards.
         #[test]
         fn random_messages_never_panic_and_the_group_keeps_working(
-            which in 0usize..5,
+            which in 0usize..6,
             batch in proptest::collection::vec(junk(), 1..8),
         ) {
             let (mut nodes, t) = scenario(which);

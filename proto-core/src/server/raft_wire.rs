@@ -109,26 +109,44 @@ impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N>
 
 /// `eraftpb::MessageType`, in protobuf order (variant index = protobuf number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(missing_docs)] // The names are raft-rs' own, minus the `Msg` prefix.
 pub(crate) enum WireKind {
+    /// `MsgHup` (local: start an election).
     Hup,
+    /// `MsgBeat` (local: send heartbeats).
     Beat,
+    /// `MsgPropose` (a proposal, forwarded by followers; never sent here).
     Propose,
+    /// `MsgAppend`: entries after an anchor, and the leader's commit.
     Append,
+    /// `MsgAppendResponse`: a follower's acknowledgement or rejection.
     AppendResponse,
+    /// `MsgRequestVote`.
     RequestVote,
+    /// `MsgRequestVoteResponse`.
     RequestVoteResponse,
+    /// `MsgSnapshot`: the leader's snapshot for a follower too far behind.
     Snapshot,
+    /// `MsgHeartbeat`.
     Heartbeat,
+    /// `MsgHeartbeatResponse`.
     HeartbeatResponse,
+    /// `MsgUnreachable` (local report).
     Unreachable,
+    /// `MsgSnapStatus` (local report).
     SnapStatus,
+    /// `MsgCheckQuorum` (local).
     CheckQuorum,
+    /// `MsgTransferLeader` (a request to the leader; never sent here).
     TransferLeader,
+    /// `MsgTimeoutNow`: the leader tells its chosen successor to campaign.
     TimeoutNow,
+    /// `MsgReadIndex` (never used here).
     ReadIndex,
+    /// `MsgReadIndexResp` (never used here).
     ReadIndexResp,
+    /// `MsgRequestPreVote`.
     RequestPreVote,
+    /// `MsgRequestPreVoteResponse`.
     RequestPreVoteResponse,
 }
 
@@ -199,10 +217,12 @@ pub(crate) enum WireChangeKind {
 
 /// `eraftpb::ConfChangeTransition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(missing_docs)] // raft-rs' names.
 pub(crate) enum WireTransition {
+    /// Simple protocol when possible (ours: one change, never joint).
     Auto,
+    /// Joint consensus, left automatically.
     Implicit,
+    /// Joint consensus, left by an explicit empty change.
     Explicit,
 }
 
@@ -281,22 +301,38 @@ pub(crate) struct WireSnapshot {
 /// effective priority (raft-rs reads `priority`, else `deprecated_priority`);
 /// decoding restores both the way raft-rs sets them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(missing_docs)] // Field for field `eraftpb::Message`, documented there.
 pub(crate) struct WireMsg {
+    /// `msg_type`.
     pub(crate) kind: WireKind,
+    /// Recipient's Raft ID.
     pub(crate) to: u64,
+    /// Sender's Raft ID.
     pub(crate) from: u64,
+    /// Sender's term (0 only for raft-rs' local messages).
     pub(crate) term: u64,
+    /// Appends: term of the anchor entry; rejections: term at the hint;
+    /// votes: term of the candidate's last entry.
     pub(crate) log_term: u64,
+    /// Appends: the anchor index; responses: the acknowledged or rejected
+    /// index; votes: the candidate's last index.
     pub(crate) index: u64,
+    /// Appends: the entries after the anchor.
     pub(crate) entries: Capped<WireEntry, MAX_ENTRIES>,
+    /// The sender's commit index (heartbeats: bounded by our match).
     pub(crate) commit: u64,
+    /// Term of the entry at `commit` (votes and vote responses).
     pub(crate) commit_term: u64,
+    /// `MsgSnapshot` only.
     pub(crate) snapshot: Option<WireSnapshot>,
+    /// A follower asking for a snapshot (never done here).
     pub(crate) request_snapshot: u64,
+    /// Responses: refused.
     pub(crate) reject: bool,
+    /// Append rejections: where the follower suggests probing next.
     pub(crate) reject_hint: u64,
+    /// Vote requests of a leader transfer: `CampaignTransfer`.
     pub(crate) context: Capped<u8, MAX_CONTEXT>,
+    /// Election priority (never set here).
     pub(crate) priority: i64,
 }
 
@@ -620,14 +656,19 @@ pub(crate) fn check(m: &WireMsg, from: u64, l: &Local) -> Result<(), Reject> {
     {
         return Err(Reject::StrayField);
     }
+    // raft-rs acts on a leader's message (append, heartbeat, snapshot) only
+    // from its term on; an older one just gets a reply carrying our term.
+    // Rules against our own log apply only to messages it acts on, so a
+    // correct but stale leader still learns that it is stale.
+    let acted_on = m.term >= l.term;
     match m.kind {
-        K::Append => check_append(m),
+        K::Append => check_append(m, l, acted_on),
         K::Heartbeat => {
             // `handle_heartbeat` → `RaftLog::commit_to`: `fatal!` past the
             // last index. A leader attaches min(our match, its commit).
-            if m.commit > l.last_index { Err(Reject::CommitBeyondLog) } else { Ok(()) }
+            if acted_on && m.commit > l.last_index { Err(Reject::CommitBeyondLog) } else { Ok(()) }
         }
-        K::Snapshot => check_snapshot(m, l),
+        K::Snapshot => check_snapshot(m, l, acted_on),
         K::AppendResponse | K::HeartbeatResponse => {
             // `handle_append_reject`'s hint is at most the probed index.
             if m.reject && m.reject_hint > m.index {
@@ -658,8 +699,13 @@ pub(crate) fn check(m: &WireMsg, from: u64, l: &Local) -> Result<(), Reject> {
         K::RequestVoteResponse | K::RequestPreVoteResponse => Ok(()),
         K::TimeoutNow => {
             // Only our leader starts a transfer, and only once we acked its
-            // log in its term; anyone else would just force an election.
-            if m.term == l.term && from == l.leader_id { Ok(()) } else { Err(Reject::NotLeader) }
+            // log in its term; anyone else would just force an election (a
+            // newer term included). An older one is ignored by raft-rs.
+            if m.term < l.term || (m.term == l.term && from == l.leader_id) {
+                Ok(())
+            } else {
+                Err(Reject::NotLeader)
+            }
         }
         _ => Err(Reject::NeverSent),
     }
@@ -667,12 +713,21 @@ pub(crate) fn check(m: &WireMsg, from: u64, l: &Local) -> Result<(), Reject> {
 
 /// `MsgAppend`: the entries must be exactly those a leader appends after
 /// `(index, log_term)`.
-fn check_append(m: &WireMsg) -> Result<(), Reject> {
+fn check_append(m: &WireMsg, l: &Local, acted_on: bool) -> Result<(), Reject> {
     // Only index 0 has term 0. `RaftLog::term` answers 0 for any index
     // past our log, so an anchor with log_term 0 "matches" there and
     // `maybe_append` then commits up to `min(commit, index + n)`, past our
     // last index: `fatal!` in `commit_to`.
     if (m.index == 0) != (m.log_term == 0) || m.log_term > m.term {
+        return Err(Reject::LogPosition);
+    }
+    // An anchor at or after our commit comes from a leader holding our
+    // committed entries, so its term there is at least ours at the commit
+    // index. A lower one sends the rejection's hint search
+    // (`find_conflict_by_term`) below our commit, down to the compacted
+    // start of the log, where `term()` fails: `fatal!("term(..) must be
+    // valid")`. (Anchors below our commit are answered without a search.)
+    if acted_on && m.index >= l.committed && l.committed_term.is_none_or(|t| m.log_term < t) {
         return Err(Reject::LogPosition);
     }
     let mut prev_term = m.log_term;
@@ -711,7 +766,7 @@ fn check_conf_change(cc: &WireConfChange, entry_context: &[u8]) -> Result<(), Re
 
 /// `MsgSnapshot`: restorable by `Raft::restore` and consistent with what we
 /// committed.
-fn check_snapshot(m: &WireMsg, l: &Local) -> Result<(), Reject> {
+fn check_snapshot(m: &WireMsg, l: &Local, acted_on: bool) -> Result<(), Reject> {
     let Some(s) = &m.snapshot else { return Err(Reject::StrayField) };
     // Index 0 is "no snapshot"; a huge index overflows `index + 1` in
     // `Unstable::restore`. Term 0 "matches" past our log, and `restore`
@@ -721,7 +776,7 @@ fn check_snapshot(m: &WireMsg, l: &Local) -> Result<(), Reject> {
     }
     // A snapshot at our commit index with another term would replace
     // committed entries (and `MemStorage::apply_snapshot` refuses it).
-    if s.index == l.committed && l.committed_term != Some(s.term) {
+    if acted_on && s.index == l.committed && l.committed_term != Some(s.term) {
         return Err(Reject::Snapshot);
     }
     // `confchange::restore` rebuilds the configuration change by change:
