@@ -47,9 +47,10 @@
 //! asserts, overflow, out-of-bounds) on a number of inconsistent messages;
 //! before a message reaches it, [`raft_wire::check`](super::raft_wire::check)
 //! validates it against our own Raft state (sender, term and index bounds,
-//! types we never send, entries consecutive from the anchor, heartbeat
-//! commits inside our log, acknowledgements inside the leader's log,
-//! restorable snapshots) and drops what a correct server never sends,
+//! types and fields we never send, entries consecutive from an anchor
+//! consistent with our commit, heartbeat commits inside our log,
+//! acknowledgements inside the leader's log, restorable snapshots that
+//! keep our commit) and drops what a correct server never sends,
 //! counting it in [`Consensus::rejected`]. Calls into raft-rs still run
 //! under `catch_unwind` as a second line of defence — a panic discards the
 //! group and the server rejoins under a fresh Raft ID, counted in

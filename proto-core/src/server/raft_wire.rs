@@ -670,16 +670,17 @@ pub(crate) fn check(m: &WireMsg, from: u64, l: &Local) -> Result<(), Reject> {
         }
         K::Snapshot => check_snapshot(m, l, acted_on),
         K::AppendResponse | K::HeartbeatResponse => {
-            // `handle_append_reject`'s hint is at most the probed index.
+            // A rejection's hint (`handle_append_entries`) is at most the
+            // probed index.
             if m.reject && m.reject_hint > m.index {
                 return Err(Reject::LogPosition);
             }
             // Only a leader at the same term acts on responses. A follower
             // acknowledges and commits only entries its leader sent; an ack
-            // beyond them would become `matched` (then `next_idx`), promote
-            // a learner that is not caught up, and make the leader send an
-            // append anchored at a term-0 position, which crashes a correct
-            // follower (see `check_append`).
+            // beyond them would become `matched` and `next_idx` (near
+            // `u64::MAX`, `n + 1` overflows in `Progress::maybe_update`),
+            // make a learner look caught up (and get promoted) when it is
+            // not, and stall its replication behind a term-0 anchor.
             let acts = l.leader && m.term == l.term;
             if acts && (m.index > l.last_index || m.commit > l.last_index) {
                 return Err(Reject::AckBeyondLog);
