@@ -1468,6 +1468,55 @@ mod tests {
         }
     }
 
+    #[test]
+    fn mutated_outbox_bytes_never_panic() {
+        // What a byte-level fuzz harness does: take real `take_outbox`
+        // bytes, flip, cut, splice and overwrite them, and step them into
+        // every server of a working group.
+        use rand::{RngExt, SeedableRng};
+        let (sent, _) = honest_traffic();
+        let corpus: Vec<Vec<u8>> = sent.iter().filter_map(raft_wire::encode).collect();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let mut nodes = trio();
+        let cluster = nodes[0].cluster().expect("founded");
+        let mut stepped = 0;
+        for round in 0..20_000 {
+            let mut b = corpus[rng.random_range(0..corpus.len())].clone();
+            for _ in 0..rng.random_range(1..4) {
+                let len = b.len();
+                match rng.random_range(0..5) {
+                    0 if len > 0 => b[rng.random_range(0..len)] ^= 1 << rng.random_range(0..8),
+                    1 if len > 0 => b[rng.random_range(0..len)] = rng.random(),
+                    2 if len > 0 => b.truncate(rng.random_range(0..len)),
+                    3 => b.push(rng.random()),
+                    _ => {
+                        let other = &corpus[rng.random_range(0..corpus.len())];
+                        let at = rng.random_range(0..=b.len().min(other.len()));
+                        b.splice(at.., other[at..].iter().copied());
+                    }
+                }
+            }
+            let t = rng.random_range(0..3);
+            // Address it to the target and claim the sender's link, as a
+            // hostile server would, so the message gets past the stale check.
+            if let Ok(mut w) = WireMsg::decode(&b) {
+                w.to = nodes[t].raft_id();
+                w.from = nodes[(t + 1 + round % 2) % 3].raft_id();
+                b = w.encode().expect("encodes");
+            }
+            let from = nodes[(t + 1 + round % 2) % 3].raft_id();
+            stepped += usize::from(nodes[t].step(cluster, from, &b));
+            if round % 50 == 0 {
+                for n in nodes.iter_mut() {
+                    n.tick();
+                }
+                pump(&mut nodes);
+            }
+        }
+        assert!(stepped > 1000, "many mutants reached raft-rs ({stepped})");
+        assert!(nodes.iter().all(|n| n.panics == 0));
+    }
+
     // ----- random messages ------------------------------------------------
 
     use proptest::prelude::*;
