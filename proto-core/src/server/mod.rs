@@ -34,6 +34,7 @@
 pub mod election;
 mod peers;
 pub(crate) mod raft;
+pub(crate) mod raft_wire;
 
 use crate::config::ClusterConfig;
 use crate::event::Event;
@@ -146,6 +147,10 @@ pub struct RaftView {
     /// How many times raft-rs rejected its input as inconsistent and the
     /// server rejoined under a fresh Raft ID (should stay 0).
     pub resets: u64,
+    /// How many Raft messages from other servers it dropped as malformed or
+    /// inconsistent with its own Raft state before they reached raft-rs
+    /// (0 among correct servers).
+    pub rejected: u64,
 }
 
 /// A server in the list, as [`Node::servers`](crate::Node::servers) reports it.
@@ -268,6 +273,7 @@ impl Server {
             term: self.consensus.term(),
             joining: self.consensus.is_joining(),
             resets: self.consensus.panics,
+            rejected: self.consensus.rejected,
         }
     }
 
