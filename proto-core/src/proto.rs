@@ -141,7 +141,8 @@ pub(crate) enum ClusterMsg {
     Status(RaftStatus),
     /// The leader removed `raft_id` from group `cluster`: its owner is out.
     Dismiss { cluster: u64, raft_id: u64 },
-    /// A raft-rs message (protobuf) for group `cluster`.
+    /// A raft-rs message for group `cluster`, in the bounded encoding of
+    /// `server::raft_wire` (never protobuf on the wire).
     Raft { cluster: u64, msg: Vec<u8> },
 }
 

@@ -27,9 +27,15 @@ pub struct DropCounters {
     /// Relay frames refused: unknown or misused session token, unknown
     /// destination, or (at a peer) not from one of its servers.
     pub relay_rejected: u64,
-    /// Path probes refused: from a peer with no connection to us, or with a
-    /// tag that does not verify.
+    /// Path probes refused: from a peer with no connection to us, with a tag
+    /// that does not verify, replayed, or (pongs) not answering one of our
+    /// pings from the address it went to.
     pub probe_rejected: u64,
+    /// Raft messages from other servers refused before they reached raft-rs
+    /// (inconsistent with this server's log, or of a kind never sent); see
+    /// `server::raft_wire`. Not part of [`DropCounters::raw_total`]: they
+    /// arrive on QUIC connections.
+    pub raft_rejected: u64,
 }
 
 impl DropCounters {

@@ -1126,6 +1126,9 @@ impl Node {
             self.stats.path_probe_bytes = probes.bytes;
             self.stats.dropped.probe_rejected = probes.rejected;
         }
+        if let Some(s) = self.role.server() {
+            self.stats.dropped.raft_rejected = s.raft_view().rejected;
+        }
         while let Some(action) = self.role.poll_action() {
             match action {
                 Action::Send { to, msg } => {
