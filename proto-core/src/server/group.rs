@@ -1,0 +1,387 @@
+//! Raft group politics: which group to join or found, merges, leadership
+//! handover, dismissals, and the Master that results.
+
+use super::election::decide;
+use super::{Action, Server, election};
+use crate::event::Event;
+use crate::identity::NodeId;
+use crate::proto::{ClusterMsg, PeerMsg, RaftStatus};
+use std::time::{Duration, Instant};
+
+/// How Raft groups compare when they meet: the one with more voters present
+/// wins (least churn), then the smaller cluster ID. Only stable attributes
+/// count — a rank that moved with terms or leadership would make servers
+/// bounce between groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupRank {
+    voters: u32,
+    cluster: u64,
+}
+
+impl PartialOrd for GroupRank {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for GroupRank {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.voters.cmp(&other.voters).then(other.cluster.cmp(&self.cluster))
+    }
+}
+
+impl Server {
+    pub(super) fn status(&self) -> RaftStatus {
+        RaftStatus {
+            cluster: self.consensus.cluster(),
+            raft_id: self.consensus.raft_id(),
+            voters: self.present_voters() as u32,
+            joining: self.consensus.is_joining(),
+        }
+    }
+
+    /// Voters of our group that are here: ourselves, and live servers that
+    /// report our group under the same Raft ID.
+    pub(super) fn present_voters(&self) -> usize {
+        let cluster = self.consensus.cluster();
+        self.consensus
+            .voters()
+            .iter()
+            .filter(|v| {
+                **v == self.consensus.raft_id()
+                    || self
+                        .live
+                        .values()
+                        .any(|l| l.status.is_some_and(|s| s.raft_id == **v && s.cluster == cluster))
+            })
+            .count()
+    }
+
+    /// Sends Raft's outbox and announces status changes.
+    pub(super) fn flush_raft(&mut self) {
+        let cluster = self.consensus.cluster().unwrap_or(0);
+        for out in self.consensus.take_outbox() {
+            if let Some(node) = self.consensus.node_of(out.to)
+                && self.live.contains_key(&node)
+            {
+                self.send(node, ClusterMsg::Raft { cluster, msg: out.bytes });
+            }
+        }
+        let st = self.status();
+        if self.last_status != Some(st) {
+            self.last_status = Some(st);
+            self.broadcast(ClusterMsg::Status(st), None);
+        }
+    }
+
+    /// The best group among live servers' statuses (members, not joiners),
+    /// and one of its members.
+    fn best_foreign_group(&self) -> Option<(GroupRank, NodeId)> {
+        let mine = self.consensus.cluster();
+        self.live
+            .iter()
+            .filter_map(|(id, l)| {
+                let st = l.status?;
+                let cluster = st.cluster?;
+                let rank = GroupRank { voters: st.voters, cluster };
+                (!st.joining && Some(cluster) != mine).then_some((rank, *id))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+    }
+
+    /// Whether the group `theirs` beats ours (see [`GroupRank`]). Between
+    /// two one-voter groups the elder server's wins (a stable, agreed
+    /// verdict), which keeps the eldest Master as a cluster grows.
+    fn beaten_by(&self, theirs: GroupRank, member: NodeId) -> bool {
+        let mine = GroupRank {
+            voters: self.present_voters() as u32,
+            cluster: self.consensus.cluster().unwrap_or(u64::MAX),
+        };
+        if theirs.voters != mine.voters {
+            return theirs.voters > mine.voters;
+        }
+        if mine.voters <= 1 {
+            return self.live.get(&member).is_some_and(|l| l.elder);
+        }
+        theirs.cluster < mine.cluster
+    }
+
+    /// Joins, founds or leaves Raft groups as the situation requires.
+    ///
+    /// A server belongs to at most one group. Groups only ever lose voters
+    /// through their leader (a committed removal, then a `Dismiss`), so a
+    /// group never waits for a voter that walked away:
+    ///
+    /// * unaffiliated: join the best group around, or found one if there is
+    ///   none and no elder unaffiliated server is about to;
+    /// * joining (not yet a voter): give up if the group disappears, or move
+    ///   to a better one — a learner does not count towards quorum;
+    /// * leading a group beaten by another: dismiss the other members one at
+    ///   a time, then leave and join the winner;
+    /// * in a group that can provably never elect a leader again: leave.
+    fn manage_groups(&mut self, now: Instant) {
+        if self.consensus.was_removed() {
+            self.consensus.leave();
+        }
+        let best = self.best_foreign_group();
+        let election = self.cfg.raft_tick * (self.cfg.election_ticks as u32);
+        match self.consensus.cluster() {
+            None => {
+                let since = *self.unaffiliated_since.get_or_insert(now);
+                if let Some((group, _)) = best {
+                    self.consensus.join(group.cluster);
+                } else {
+                    let elder_waiting = self
+                        .live
+                        .values()
+                        .any(|l| l.elder && l.status.is_some_and(|s| s.cluster.is_none() || s.joining));
+                    // Wait for an elder to found, but not forever (elder
+                    // verdicts between three or more servers can be cyclic).
+                    if !elder_waiting || now.saturating_duration_since(since) >= election * 2 {
+                        let term = self.consensus.max_term() + 1;
+                        self.consensus.found(term);
+                    }
+                }
+            }
+            Some(cluster) if self.consensus.is_joining() => {
+                let target_alive = self
+                    .live
+                    .values()
+                    .any(|l| l.status.is_some_and(|s| s.cluster == Some(cluster) && !s.joining));
+                let since = *self.target_lost_since.get_or_insert(now);
+                if target_alive {
+                    self.target_lost_since = None;
+                }
+                let better = best.filter(|(g, _)| {
+                    let target = self.group_rank_of(cluster);
+                    target.is_none_or(|t| *g > t)
+                });
+                if let Some((group, _)) = better {
+                    self.target_lost_since = None;
+                    self.consensus.join(group.cluster);
+                } else if !target_alive && now.saturating_duration_since(since) >= election {
+                    self.target_lost_since = None;
+                    self.consensus.leave();
+                }
+            }
+            Some(_) => {
+                self.target_lost_since = None;
+                if let Some((group, member)) = best
+                    && self.consensus.is_leader()
+                    && self.beaten_by(group, member)
+                {
+                    self.dissolving = true;
+                    if self.consensus.voters().len() + self.consensus.learners().len() <= 1 {
+                        // Alone in the group: move over.
+                        self.consensus.leave();
+                        self.consensus.join(group.cluster);
+                        self.dissolving = false;
+                    }
+                } else {
+                    self.dissolving = false;
+                }
+            }
+        }
+        if self.consensus.cluster().is_some() {
+            self.unaffiliated_since = None;
+        }
+    }
+
+    /// The best rank any live member reports for `cluster`.
+    fn group_rank_of(&self, cluster: u64) -> Option<GroupRank> {
+        self.live
+            .values()
+            .filter_map(|l| l.status)
+            .filter(|s| s.cluster == Some(cluster) && !s.joining)
+            .map(|s| GroupRank { voters: s.voters, cluster })
+            .max()
+    }
+
+    pub(super) fn reconcile(&mut self, now: Instant) {
+        self.manage_groups(now);
+        self.leader_duties(now);
+        self.recover_stuck_group(now);
+        let rank = self.live.values().filter(|l| l.elder).count();
+        self.consensus.set_rank(rank);
+        self.flush_raft();
+        self.dismiss_removed();
+        self.update_master();
+    }
+
+    /// Tells servers removed from our group that they are out.
+    fn dismiss_removed(&mut self) {
+        let Some(cluster) = self.consensus.cluster() else {
+            self.consensus.take_removed();
+            return;
+        };
+        if !self.consensus.is_leader() {
+            self.consensus.take_removed();
+            return;
+        }
+        for raft_id in self.consensus.take_removed() {
+            if let Some(node) = self.consensus.node_of(raft_id)
+                && self.live.contains_key(&node)
+            {
+                self.send(node, ClusterMsg::Dismiss { cluster, raft_id });
+            }
+        }
+    }
+
+    fn leader_duties(&mut self, now: Instant) {
+        if !self.consensus.is_leader() || self.consensus.has_pending_conf() {
+            return;
+        }
+        let me_raft = self.consensus.raft_id();
+        let voters = self.consensus.voters();
+        let learners = self.consensus.learners();
+        let cluster = self.consensus.cluster();
+        if self.dissolving {
+            // Hand members to the winning group one at a time, learners first.
+            if let Some(m) = learners.iter().chain(&voters).find(|m| **m != me_raft) {
+                self.consensus.propose_remove(*m);
+            }
+            return;
+        }
+        // Remove members whose server is down, has come back under another
+        // Raft ID, or (learners only) has moved to another group.
+        for m in voters.iter().chain(&learners) {
+            if *m == me_raft {
+                continue;
+            }
+            let learner = learners.contains(m);
+            let gone = match self.consensus.node_of(*m) {
+                Some(node) => match self.live.get(&node) {
+                    Some(l) => l.status.is_some_and(|s| s.raft_id != *m || (learner && s.cluster != cluster)),
+                    None => true,
+                },
+                None => true,
+            };
+            if gone {
+                self.consensus.propose_remove(*m);
+                return;
+            }
+        }
+        // Promote learners that have caught up and still want in.
+        for l in &learners {
+            let Some(node) = self.consensus.node_of(*l) else { continue };
+            let wants = self
+                .live
+                .get(&node)
+                .and_then(|x| x.status)
+                .is_some_and(|s| s.raft_id == *l && s.cluster == cluster);
+            if wants && self.consensus.caught_up(*l) {
+                self.consensus.propose_add(*l, node);
+                return;
+            }
+        }
+        // Add live servers that want to be in this group, as learners first.
+        let joiner = self.live.iter().find_map(|(id, l)| {
+            let s = l.status?;
+            (s.cluster == cluster && !voters.contains(&s.raft_id) && !learners.contains(&s.raft_id))
+                .then_some((s.raft_id, *id))
+        });
+        if let Some((rid, node)) = joiner {
+            self.consensus.propose_add_learner(rid, node);
+            return;
+        }
+        // Keep leadership where the Master rules put the Master.
+        let recently =
+            self.last_transfer.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2));
+        if recently {
+            return;
+        }
+        let target = if self.live.len() == 1 {
+            // Two live servers: the eldest should lead so growing to three keeps it Master.
+            self.live.iter().find(|(_, l)| l.elder).and_then(|(_, l)| l.status.map(|s| s.raft_id))
+        } else if self.cfg.prefer_least_loaded && self.live.len() >= 2 {
+            self.least_loaded_voter(&voters)
+        } else {
+            None
+        };
+        if let Some(rid) = target
+            && voters.contains(&rid)
+            && rid != me_raft
+        {
+            self.last_transfer = Some(now);
+            self.consensus.transfer_to(rid);
+        }
+    }
+
+    fn least_loaded_voter(&self, voters: &[u64]) -> Option<u64> {
+        let (rid, load) = self
+            .live
+            .iter()
+            .filter_map(|(id, l)| {
+                let s = l.status?;
+                voters.contains(&s.raft_id).then(|| (s.raft_id, self.roster.get(id).map_or(0, |k| k.load)))
+            })
+            .min_by_key(|(_, load)| *load)?;
+        let mine = f64::from(self.load);
+        (mine > f64::from(load) * self.cfg.load_ratio && self.load >= load + 10).then_some(rid)
+    }
+
+    fn recover_stuck_group(&mut self, now: Instant) {
+        if self.consensus.cluster().is_none()
+            || self.consensus.is_joining()
+            || self.consensus.leader().is_some()
+        {
+            self.leaderless_since = None;
+            return;
+        }
+        let since = *self.leaderless_since.get_or_insert(now);
+        let election = self.cfg.raft_tick * (self.cfg.election_ticks as u32);
+        // Leaving is only ever done when a majority is provably gone, so one
+        // election timeout of silence is enough to look.
+        if now.saturating_duration_since(since) < election {
+            return;
+        }
+        // Voters that may still be alive somewhere: all but those whose server
+        // is live under a different Raft ID (restarted or moved on).
+        let voters = self.consensus.voters();
+        let maybe_alive = voters
+            .iter()
+            .filter(|v| {
+                let Some(node) = self.consensus.node_of(**v) else { return true };
+                match self.live.get(&node) {
+                    Some(l) => {
+                        l.status.is_none_or(|s| s.raft_id == **v && s.cluster == self.consensus.cluster())
+                    }
+                    None => true,
+                }
+            })
+            .count();
+        if maybe_alive <= voters.len() / 2 {
+            // The group can never elect a leader again: leave it; the next
+            // round joins the best group around or founds a new one.
+            self.consensus.leave();
+            self.leaderless_since = None;
+        }
+    }
+
+    pub(super) fn update_master(&mut self) {
+        let others: Vec<(NodeId, bool)> = self.live.iter().map(|(id, l)| (*id, l.elder)).collect();
+        // A Raft leader counts only if its group holds a majority of the live
+        // servers: a newcomer's one-voter group, or a group in the middle of a
+        // merge, leads nobody.
+        let live_voters = self.present_voters();
+        let majority = live_voters > self.live.len().div_ceil(2);
+        let leader = self.consensus.leader().filter(|_| majority).and_then(|(rid, term)| {
+            let node = self.consensus.node_of(rid)?;
+            (node == self.me || self.live.contains_key(&node)).then_some((node, term))
+        });
+        let mut m = decide(self.me, &others, leader);
+        if m.basis == Some(election::MasterBasis::Raft) {
+            m.epoch = self.consensus.cluster().unwrap_or(0);
+        }
+        if m != self.master {
+            self.master = m;
+            self.broadcast_peers(&PeerMsg::Master(m));
+            self.actions.push_back(Action::Event(Event::MasterChanged {
+                master: m.master,
+                basis: m.basis,
+                term: m.term,
+                epoch: m.epoch,
+            }));
+        }
+    }
+}
