@@ -369,3 +369,105 @@ fn graceful_close_tells_the_remote() {
     let eb = net.events(b);
     assert!(eb.iter().any(|e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::ClosedByRemote { .. } } if *id == aid)), "{eb:?}");
 }
+
+/// A pair whose nodes use small buffers and windows, so back-pressure shows quickly.
+fn tight_pair() -> (Net, usize, usize) {
+    let mut net = Net::new();
+    let mut add = |role, seed: u8, name: &str| {
+        let addr: SocketAddr = format!("192.0.2.{}:4433", net.nodes.len() + 1).parse().unwrap();
+        let mut cfg = Config::new(Identity::from_seed(role, [seed; 32]), name, [seed; 32]);
+        cfg.advertise = vec![addr];
+        cfg.max_message_size = 64 << 10;
+        cfg.send_buffer_limit = 256 << 10;
+        cfg.limits.receive_window = 64 << 10;
+        cfg.limits.stream_receive_window = 32 << 10;
+        cfg.limits.receive_buffer = 64 << 10;
+        let node = Node::new(cfg, net.now).unwrap();
+        net.nodes.push((addr, node, Vec::new()));
+        net.timeouts.push(None);
+        net.nodes.len() - 1
+    };
+    let a = add(Role::Peer, 1, "alice");
+    let b = add(Role::Peer, 2, "bob");
+    let (bid, baddr) = (net.id(b), net.addr(b));
+    let now = net.now;
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(net.node(a).is_connected(&bid));
+    (net, a, b)
+}
+
+#[test]
+fn a_paused_receiver_holds_the_sender_back_until_it_resumes() {
+    let (mut net, a, b) = tight_pair();
+    let (aid, bid) = (net.id(a), net.id(b));
+    let now = net.now;
+    net.node(b).pause_receiving(now, aid, true);
+    assert!(net.node(b).is_receiving_paused(&aid));
+    // Send until the buffer is full: flow control stops QUIC taking bytes
+    // because b reads nothing.
+    let mut sent = 0u32;
+    let mut full = false;
+    for _ in 0..200 {
+        let now = net.now;
+        let mut msg = vec![0u8; 16 << 10];
+        msg[..4].copy_from_slice(&sent.to_be_bytes());
+        match net.node(a).send(now, bid, 5, msg, Reliability::Reliable) {
+            Ok(()) => sent += 1,
+            Err(SendError::BufferFull { to, .. }) => {
+                assert_eq!(to, bid);
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        net.run_for(Duration::from_millis(20));
+    }
+    assert!(full, "the sender's buffer filled after {sent} messages");
+    net.run_for(Duration::from_secs(1));
+    let got = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::MessageReceived { .. })).count();
+    assert_eq!(got(&net.events(b)), 0, "nothing is delivered while paused");
+    assert!(!net.events(a).iter().any(|e| matches!(e, Event::SendReady { .. })), "no room yet");
+    // Resume: everything arrives once and in order, and the sender hears it has room.
+    let now = net.now;
+    net.node(b).pause_receiving(now, aid, false);
+    net.run_for(Duration::from_secs(2));
+    let order: Vec<u32> = net
+        .events(b)
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { bytes, .. } => Some(u32::from_be_bytes(bytes[..4].try_into().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, (0..sent).collect::<Vec<_>>());
+    let ready: Vec<_> = net.events(a).into_iter().filter(|e| matches!(e, Event::SendReady { .. })).collect();
+    assert_eq!(ready, vec![Event::SendReady { to: bid }], "told once");
+}
+
+#[test]
+fn messages_that_waited_for_a_failed_dial_report_its_cause() {
+    let mut net = Net::new();
+    let a = net.add(Role::Peer, 1, "alice");
+    // Nobody answers at this address.
+    let ghost = Identity::from_seed(Role::Peer, [9; 32]).id();
+    let nowhere: SocketAddr = "192.0.2.200:4433".parse().unwrap();
+    let now = net.now;
+    net.node(a).connect(now, ghost, nowhere).unwrap();
+    for i in 0..3u8 {
+        net.node(a).send(now, ghost, 0, vec![i], Reliability::Reliable).unwrap();
+    }
+    net.run_for(Duration::from_secs(10));
+    let events = net.events(a);
+    let failed = events.iter().find_map(|e| match e {
+        Event::ConnectFailed { id, addr, error } => Some((*id, *addr, error.clone())),
+        _ => None,
+    });
+    assert_eq!(failed, Some((Some(ghost), nowhere, ConnectError::TimedOut)));
+    let report = events.iter().find_map(|e| match e {
+        Event::SendFailed { to, messages, error } => Some((*to, *messages, error.clone())),
+        _ => None,
+    });
+    assert_eq!(report, Some((ghost, 3, ConnectError::TimedOut)), "the dial's own cause, not a generic one");
+    assert_eq!(ConnectError::TimedOut.code(), 6, "codes are stable");
+}

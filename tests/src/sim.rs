@@ -1569,5 +1569,8 @@ pub fn describe(e: &Event, name: impl Fn(&NodeId) -> String) -> (&'static str, S
             "MessageReceived",
             format!("{} bytes from {} on channel {channel} ({reliability:?})", bytes.len(), name(from)),
         ),
+        Event::SendReady { to } => ("SendReady", name(to)),
+        // Events added to the core later are traced by their debug form.
+        other => ("Other", format!("{other:?}")),
     }
 }

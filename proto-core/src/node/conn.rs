@@ -93,6 +93,18 @@ pub(crate) enum Received {
     Message { channel: u8, bytes: Bytes },
 }
 
+impl From<StreamViolation> for crate::error::Violation {
+    fn from(v: StreamViolation) -> Self {
+        match v {
+            StreamViolation::Framing(FramingError::TooLarge { len, max }) => {
+                crate::error::Violation::FrameTooLarge { len: len as u64, max: max as u64 }
+            }
+            StreamViolation::ControlClosed => crate::error::Violation::ControlStreamClosed,
+            StreamViolation::UnexpectedBidi => crate::error::Violation::UnexpectedStream,
+        }
+    }
+}
+
 /// A protocol violation found while reading.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum StreamViolation {
@@ -174,12 +186,16 @@ struct RxState {
     head: Option<StreamId>,
     /// Streams with data left unread because the budget was full.
     starved: BTreeSet<StreamId>,
+    /// The application paused receiving: no channel stream is read.
+    paused: bool,
 }
 
 impl RxState {
     /// How many bytes stream `id` may read now (0: none, wait).
     fn allowance(&mut self, id: StreamId) -> usize {
-        if self.held < self.budget {
+        if self.paused {
+            0
+        } else if self.held < self.budget {
             self.budget - self.held
         } else if self.head.is_none_or(|h| h == id) {
             // Over budget: this stream becomes the head and may finish its message.
@@ -280,6 +296,7 @@ impl Conn {
                 budget: rx_budget,
                 head: None,
                 starved: BTreeSet::new(),
+                paused: false,
             },
             max_message,
         }
@@ -318,6 +335,16 @@ impl Conn {
         self.quic.set_max_concurrent_streams(Dir::Uni, quinn_proto::VarInt::from_u32(max_streams));
         self.quic
             .set_receive_window(quinn_proto::VarInt::from_u64(window).unwrap_or(quinn_proto::VarInt::MAX));
+    }
+
+    /// Pauses or resumes reading channel streams and datagrams.
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.rx.paused = paused;
+    }
+
+    /// Whether the application paused receiving on this connection.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.rx.paused
     }
 
     /// Bytes of partly received messages held for this connection.
@@ -496,7 +523,7 @@ impl Conn {
     /// Reads streams that were left unread for lack of budget, once some of
     /// it is free again (or the head is gone).
     pub(crate) fn read_starved(&mut self, out: &mut Vec<Received>) -> Result<(), StreamViolation> {
-        while self.rx.held < self.rx.budget || self.rx.head.is_none() {
+        while !self.rx.paused && (self.rx.held < self.rx.budget || self.rx.head.is_none()) {
             let Some(id) = self.rx.starved.pop_first() else { break };
             let held = self.rx.held;
             self.read_stream(id, out)?;

@@ -18,6 +18,7 @@
 
 use super::*;
 use crate::admission::{self, Side};
+use crate::error::Violation;
 use crate::server::election::dialer_is_elder;
 use crate::server::{DialOutcome, LinkMeta};
 
@@ -35,7 +36,7 @@ impl Node {
         let my_id = self.id();
         let Some(conn) = self.conns.get_mut(&ch) else { return };
         let Some(remote) = quic::remote_id(&conn.quic) else {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "no authenticated identity");
+            self.close_conn(ch, Close::Violation(Violation::NoIdentity));
             return;
         };
         conn.remote = Some(remote);
@@ -44,11 +45,11 @@ impl Node {
         // A relayed connection must come from the peer the relay frames named.
         let addr = conn.addr;
         if is_mapped(&addr) && self.role.peer().and_then(|p| p.peer_of(&addr)) != Some(remote) {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "relayed identity mismatch");
+            self.close_conn(ch, Close::Violation(Violation::RelayedIdentityMismatch));
             return;
         }
         if remote == my_id {
-            self.fail_dial_or_close(ch, ConnectError::SelfConnect, close_code::DUPLICATE, "self");
+            self.fail_dial_or_close(ch, ConnectError::SelfConnect, Close::Duplicate);
             return;
         }
         if !conn.dialed {
@@ -56,7 +57,7 @@ impl Node {
         }
         // Dialed by address and it turns out we are already connected: keep the old one.
         if self.links.contains_key(&remote) && conn.expect != Some(Expect::Node(remote)) {
-            self.close_quietly(ch, close_code::DUPLICATE, "already connected");
+            self.close_quietly(ch, Close::Duplicate);
             return;
         }
         let credential = admission::present(&self.cfg.admission, self.exporter(ch, Side::Dialer, my_id));
@@ -75,7 +76,7 @@ impl Node {
         };
         let ok = conn.open_control() && conn.send_control(proto::encode(&Control::Hello(hello))).is_ok();
         if !ok {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "cannot open control stream");
+            self.close_conn(ch, Close::Violation(Violation::ControlStreamUnavailable));
         }
     }
 
@@ -95,11 +96,11 @@ impl Node {
                 if self.role.message(self.now, from, m) {
                     self.run_role_actions();
                 } else {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message not for this role");
+                    self.close_conn(ch, Close::Violation(Violation::NotForRole));
                 }
             }
             (Phase::Refusing | Phase::Closing, _) => {}
-            _ => self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control message out of turn"),
+            _ => self.close_conn(ch, Close::Violation(Violation::OutOfTurn)),
         }
     }
 
@@ -111,7 +112,7 @@ impl Node {
             return;
         }
         if crate::identity::validate_name(&h.name).is_err() || h.addrs.len() > 16 {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "invalid hello");
+            self.close_conn(ch, Close::Violation(Violation::InvalidHello));
             return;
         }
         let exported = self.exporter(ch, Side::Dialer, remote);
@@ -162,7 +163,7 @@ impl Node {
         conn.join_request = h.join;
         conn.welcomed = true;
         if conn.send_control(proto::encode(&Control::Welcome(welcome))).is_err() {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+            self.close_conn(ch, Close::Violation(Violation::ControlStreamUnavailable));
         }
     }
 
@@ -182,11 +183,11 @@ impl Node {
             || crate::identity::validate_name(&w.name).is_err()
             || w.addrs.len() > 16
         {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad welcome");
+            self.close_conn(ch, Close::Violation(Violation::InvalidWelcome));
             return;
         }
         if w.elder != remote && w.elder != my_id {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad elder verdict");
+            self.close_conn(ch, Close::Violation(Violation::InvalidWelcome));
             return;
         }
         let exported = self.exporter(ch, Side::Acceptor, remote);
@@ -205,7 +206,7 @@ impl Node {
         conn.remote_elder = w.elder == remote;
         conn.observed = Some(w.observed);
         if conn.send_control(proto::encode(&Control::Ready)).is_err() {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+            self.close_conn(ch, Close::Violation(Violation::ControlStreamUnavailable));
             return;
         }
         self.establish(ch);
@@ -216,17 +217,18 @@ impl Node {
         let (dialed, remote, addr) = (conn.dialed, conn.remote, conn.addr);
         if reason == RefuseReason::Duplicate {
             // The other connection between us wins; nothing failed.
-            self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+            self.close_quietly(ch, Close::Duplicate);
             return;
         }
         // Refusals are reported on both sides, whoever dialed.
         if let Some(id) = remote {
+            let addr = self.real_addr(Some(id), addr);
             self.events.push_back(Event::Refused { id, addr, reason: reason.clone(), by_remote: true });
         }
         if dialed {
-            self.fail_dial_or_close(ch, ConnectError::Refused(reason), close_code::REFUSED, "refused");
+            self.fail_dial_or_close(ch, ConnectError::Refused(reason), Close::Refused);
         } else {
-            self.close_quietly(ch, close_code::REFUSED, "refused");
+            self.close_quietly(ch, Close::Refused);
         }
     }
 
@@ -244,6 +246,7 @@ impl Node {
         if reason != RefuseReason::Duplicate
             && let Some(id) = remote
         {
+            let addr = self.real_addr(Some(id), addr);
             self.events.push_back(Event::Refused { id, addr, reason, by_remote: false });
         }
         self.touch(ch);
@@ -273,7 +276,7 @@ impl Node {
                 == self.conns.get(&ch).map(|c| c.remote_incarnation);
             if same_boot && self.link_key(old) > self.link_key(ch) {
                 // A duplicate that lost the tie-break.
-                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+                self.close_quietly(ch, Close::Duplicate);
                 return;
             }
             if same_boot {
@@ -301,12 +304,14 @@ impl Node {
         let addr = conn.addr;
         let meta = link_meta(remote, conn);
         self.links.insert(remote, ch);
+        self.dial_errors.remove(&remote);
+        let addr = self.real_addr(Some(remote), addr);
         self.events.push_back(Event::Connected { id: remote, name, addr });
         if let Some(q) = self.pending.remove(&remote) {
             for m in q.msgs {
                 let Some(conn) = self.conns.get_mut(&ch) else { break };
                 if conn.send_reliable(m.channel, m.bytes).is_err() {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
+                    self.close_conn(ch, Close::Violation(Violation::StreamStopped));
                     return;
                 }
             }
@@ -349,6 +354,7 @@ impl Node {
             Role::Peer => proto::MAX_PEER_CONTROL,
         };
         conn.admit(max_control, MAX_CHANNEL_STREAMS, window);
+        conn.set_paused(self.recv_paused.contains(&remote));
     }
 
     /// Tells the role logic how one of its dials ended (once per connection).
@@ -390,11 +396,12 @@ impl Node {
         self.touch(old);
     }
 
-    /// Closes a connection without telling the user (a losing duplicate).
-    pub(super) fn close_quietly(&mut self, ch: usize, code: u32, reason: &'static str) {
+    /// Closes a connection without telling the user (a losing duplicate, a
+    /// refusal already reported).
+    pub(super) fn close_quietly(&mut self, ch: usize, why: Close) {
         let now = self.now;
         if let Some(conn) = self.conns.get_mut(&ch) {
-            conn.quic.close(now, VarInt::from_u32(code), Bytes::from_static(reason.as_bytes()));
+            conn.quic.close(now, VarInt::from_u32(why.code()), Bytes::from(why.to_string()));
             conn.phase = Phase::Closing;
         }
         self.notify_dial(ch, DialOutcome::Superseded);
@@ -404,37 +411,26 @@ impl Node {
 
     /// Closes a connection and reports it: `Disconnected` if it was
     /// established, `ConnectFailed` if it was our dial in progress.
-    pub(super) fn close_conn(&mut self, ch: usize, code: u32, reason: &str) {
-        let error = match code {
-            close_code::PROTOCOL_VIOLATION => {
-                ConnectError::Handshake(format!("protocol violation: {reason}"))
-            }
-            close_code::SHUTDOWN if self.closing => ConnectError::ShuttingDown,
-            close_code::SHUTDOWN => ConnectError::Cancelled,
-            _ => ConnectError::Handshake(reason.to_owned()),
-        };
-        self.fail_dial_or_close(ch, error, code, reason);
+    pub(super) fn close_conn(&mut self, ch: usize, why: Close) {
+        let error = why.connect_error();
+        self.fail_dial_or_close(ch, error, why);
     }
 
-    pub(super) fn fail_dial_or_close(&mut self, ch: usize, error: ConnectError, code: u32, reason: &str) {
+    pub(super) fn fail_dial_or_close(&mut self, ch: usize, error: ConnectError, why: Close) {
         let now = self.now;
         let Some(conn) = self.conns.get_mut(&ch) else { return };
         if conn.phase == Phase::Closing {
             return;
         }
         let phase = conn.phase;
-        tracing::debug!(node = %self.cfg.name, ch, ?phase, code, reason, "closing connection");
-        conn.quic.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason.as_bytes()));
+        tracing::debug!(node = %self.cfg.name, ch, ?phase, code = why.code(), reason = %why, "closing connection");
+        conn.quic.close(now, VarInt::from_u32(why.code()), Bytes::from(why.to_string()));
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
             (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
         if phase == Phase::Established {
             if let Some(id) = remote {
-                let reason = match code {
-                    close_code::PROTOCOL_VIOLATION => DisconnectReason::ProtocolViolation(reason.to_owned()),
-                    _ => DisconnectReason::ClosedLocally,
-                };
-                self.link_down(ch, id, reason);
+                self.link_down(ch, id, why.disconnect_reason());
             }
         } else if dialed {
             self.dial_failed(ch, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
@@ -453,7 +449,12 @@ impl Node {
         internal: bool,
         error: ConnectError,
     ) {
+        if let Some(id) = id {
+            // Messages waiting for this peer are reported with the real cause.
+            self.dial_errors.insert(id, error.clone());
+        }
         if !internal {
+            let addr = self.real_addr(id, addr);
             self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
         }
         self.notify_dial(ch, DialOutcome::Failed(error));
@@ -491,11 +492,10 @@ impl Node {
             .collect();
         for to in stale {
             if let Some(q) = self.pending.remove(&to) {
-                self.events.push_back(Event::SendFailed {
-                    to,
-                    messages: q.msgs.len(),
-                    error: ConnectError::Handshake("no connection could be established".into()),
-                });
+                // The dial's own failure, when there was one; otherwise the
+                // peer left the directory before any dial could be made.
+                let error = self.dial_errors.remove(&to).unwrap_or(ConnectError::PeerOffline);
+                self.events.push_back(Event::SendFailed { to, messages: q.msgs.len(), error });
             }
         }
     }
@@ -530,8 +530,21 @@ pub(super) fn disconnect_reason(e: &ConnectionError) -> DisconnectReason {
             }
         }
         ConnectionError::Reset => DisconnectReason::Reset,
-        ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
-        other => DisconnectReason::Transport(other.to_string()),
+        ConnectionError::LocallyClosed => DisconnectReason::ClosedByUser,
+        other => DisconnectReason::Transport { code: transport_code(other) },
+    }
+}
+
+/// The QUIC transport error code behind a connection error that is not an
+/// application close, a timeout or a reset.
+fn transport_code(e: &ConnectionError) -> u64 {
+    match e {
+        ConnectionError::TransportError(t) => t.code.into(),
+        ConnectionError::ConnectionClosed(c) => c.error_code.into(),
+        // RFC 9000 §20.1: CONNECTION_ID_LIMIT_ERROR, PROTOCOL_VIOLATION, INTERNAL_ERROR.
+        ConnectionError::CidsExhausted => 0x09,
+        ConnectionError::VersionMismatch => 0x0a,
+        _ => 0x01,
     }
 }
 
@@ -552,11 +565,80 @@ pub(super) fn connect_error(
     }
     match e {
         ConnectionError::TimedOut => ConnectError::TimedOut,
-        ConnectionError::ApplicationClosed(c) => ConnectError::Handshake(format!(
-            "closed by remote (code {}): {}",
-            c.error_code,
-            String::from_utf8_lossy(&c.reason)
-        )),
-        other => ConnectError::Handshake(other.to_string()),
+        ConnectionError::ApplicationClosed(c) => ConnectError::ClosedByRemote {
+            code: c.error_code.into_inner(),
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        },
+        ConnectionError::Reset => ConnectError::Reset,
+        ConnectionError::LocallyClosed => ConnectError::Cancelled,
+        ConnectionError::CidsExhausted => ConnectError::OutOfConnectionIds,
+        other => ConnectError::Transport { code: transport_code(other) },
+    }
+}
+
+/// Why this node closes a connection: the close code and text the remote
+/// receives, and what the user is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Close {
+    /// The remote broke the protocol.
+    #[error("protocol violation: {0}")]
+    Violation(Violation),
+    /// [`Node::disconnect`].
+    #[error("disconnected by user")]
+    User,
+    /// [`Node::close`].
+    #[error("node shutting down")]
+    Shutdown,
+    /// The remote peer left the directory.
+    #[error("peer went offline")]
+    PeerOffline,
+    /// Another connection between the same two nodes is kept.
+    #[error("duplicate")]
+    Duplicate,
+    /// The connection was refused after the handshake.
+    #[error("refused")]
+    Refused,
+    /// The Hello/Welcome exchange did not finish in time.
+    #[error("no hello")]
+    HelloTimeout,
+}
+
+impl Close {
+    fn code(&self) -> u32 {
+        match self {
+            Close::Violation(_) => close_code::PROTOCOL_VIOLATION,
+            Close::User | Close::Shutdown | Close::PeerOffline => close_code::SHUTDOWN,
+            Close::Duplicate => close_code::DUPLICATE,
+            Close::Refused => close_code::REFUSED,
+            Close::HelloTimeout => close_code::HELLO_TIMEOUT,
+        }
+    }
+
+    /// What a dial that ends this way failed with.
+    fn connect_error(&self) -> ConnectError {
+        match self {
+            Close::Violation(v) => ConnectError::ProtocolViolation(*v),
+            Close::User => ConnectError::Cancelled,
+            Close::Shutdown => ConnectError::ShuttingDown,
+            Close::PeerOffline => ConnectError::PeerOffline,
+            Close::HelloTimeout => ConnectError::TimedOut,
+            // Refusals and duplicates are reported before closing (as
+            // `Refused`, or not at all); this is what the dial failed with.
+            Close::Duplicate | Close::Refused => ConnectError::Cancelled,
+        }
+    }
+
+    /// What the user is told when an established connection ends this way.
+    fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            Close::Violation(v) => DisconnectReason::ProtocolViolation(*v),
+            Close::User => DisconnectReason::ClosedByUser,
+            Close::Shutdown => DisconnectReason::ShuttingDown,
+            Close::PeerOffline => DisconnectReason::PeerOffline,
+            // Established connections are only closed as duplicates when a
+            // newer one replaces them; refusals and Hello timeouts happen
+            // before establishment.
+            Close::Duplicate | Close::Refused | Close::HelloTimeout => DisconnectReason::Replaced,
+        }
     }
 }

@@ -32,7 +32,7 @@ mod role;
 
 use crate::close_code;
 use crate::config::Config;
-use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError};
+use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError, Violation};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
 use crate::peer::{DirectoryRow, LinkRow, Next, Peer, PeerInfo, paths::is_mapped};
@@ -46,12 +46,13 @@ use crate::stats::NodeStats;
 use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};
 use conn::{Conn, Phase, Queued, Received, StreamViolation};
+use handshake::Close;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use role::RoleState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,7 @@ const MAX_CHANNEL_STREAMS: u32 = 256 + 8;
 /// [`Node::poll_transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a transmit that is not sent is a lost packet"]
+#[non_exhaustive]
 pub struct Transmit {
     /// Where to send it.
     pub destination: SocketAddr,
@@ -78,6 +80,7 @@ pub struct Transmit {
 
 /// A connection as seen from [`Node::links`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LinkInfo {
     /// The remote node.
     pub id: NodeId,
@@ -165,6 +168,13 @@ pub struct Node {
     handshakes: usize,
     /// The same, per source IP (real addresses only).
     handshakes_by_ip: BTreeMap<IpAddr, usize>,
+    /// The latest dial failure per node, reported with the messages that
+    /// waited for that dial ([`Event::SendFailed`]).
+    dial_errors: BTreeMap<NodeId, ConnectError>,
+    /// Destinations whose `send` hit `BufferFull`, awaiting `SendReady`.
+    send_blocked: BTreeSet<NodeId>,
+    /// Remotes the application paused receiving from.
+    recv_paused: BTreeSet<NodeId>,
 }
 
 impl std::fmt::Debug for Node {
@@ -257,6 +267,9 @@ impl Node {
             clock,
             handshakes: 0,
             handshakes_by_ip: BTreeMap::new(),
+            dial_errors: BTreeMap::new(),
+            send_blocked: BTreeSet::new(),
+            recv_paused: BTreeSet::new(),
         };
         node.scoped(|n| n.run_role_actions());
         Ok(node)
@@ -299,20 +312,11 @@ impl Node {
         self.links.iter().filter_map(|(id, ch)| {
             let c = self.conns.get(ch)?;
             let stats = c.quic.stats().path;
-            let peer = self.role.peer();
-            let path = peer.and_then(|p| p.link_path(id));
-            let addr = match path {
-                // QUIC knows the peer by its mapped address; report the real one.
-                Some(PathKind::Relayed { via }) => {
-                    self.links.get(&via).and_then(|v| self.conns.get(v)).map(|v| v.addr)
-                }
-                Some(_) => peer.and_then(|p| p.direct_addr(id)),
-                None => None,
-            };
+            let path = self.role.peer().and_then(|p| p.link_path(id));
             Some(LinkInfo {
                 id: *id,
                 name: c.remote_name.clone(),
-                addr: addr.unwrap_or(c.addr),
+                addr: self.real_addr(Some(*id), c.addr),
                 path,
                 dialed: c.dialed,
                 rtt: stats.rtt,
@@ -410,6 +414,42 @@ impl Node {
             p.set_local_addrs(addrs);
         }
         self.scoped(|n| n.run_role_actions());
+    }
+
+    /// Stops (`paused = true`) or resumes reading reliable messages and
+    /// datagrams from `id`. While paused, nothing from `id` is delivered; its
+    /// bytes wait in QUIC, whose flow control then holds the sender back
+    /// (its `send` eventually reports `BufferFull`), and datagrams beyond
+    /// `datagram_buffer` are dropped oldest first, as unreliable ones may be.
+    /// The setting outlives reconnections until resumed. Use it to take
+    /// messages at the application's pace instead of all at once.
+    pub fn pause_receiving(&mut self, now: Instant, id: NodeId, paused: bool) {
+        self.command(now);
+        let changed = if paused { self.recv_paused.insert(id) } else { self.recv_paused.remove(&id) };
+        if !changed {
+            return;
+        }
+        let Some(&ch) = self.links.get(&id) else { return };
+        self.scoped(|n| {
+            let mut got = Vec::new();
+            let res = match n.conns.get_mut(&ch) {
+                Some(c) => {
+                    c.set_paused(paused);
+                    if paused { Ok(()) } else { c.read_starved(&mut got) }
+                }
+                None => return,
+            };
+            n.on_received(ch, got, res);
+            if !paused {
+                n.on_datagrams(ch);
+            }
+            n.touch(ch);
+        });
+    }
+
+    /// Whether receiving from `id` is paused ([`Node::pause_receiving`]).
+    pub fn is_receiving_paused(&self, id: &NodeId) -> bool {
+        self.recv_paused.contains(id)
     }
 
     /// True after [`Node::close`] once every connection has finished closing.
@@ -537,13 +577,12 @@ impl Node {
                 Reliability::Reliable => {
                     let buffered = conn.buffered();
                     if buffered + bytes.len() > limit {
+                        self.send_blocked.insert(to);
                         return Err(SendError::BufferFull { to, buffered, limit });
                     }
                     if conn.send_reliable(channel, bytes).is_err() {
                         // The remote stopped a stream we own: it broke the protocol.
-                        self.scoped(|n| {
-                            n.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote")
-                        });
+                        self.scoped(|n| n.close_conn(ch, Close::Violation(Violation::StreamStopped)));
                         return Err(SendError::NotConnected(to));
                     }
                 }
@@ -585,7 +624,9 @@ impl Node {
         }
         let q = self.pending.entry(to).or_default();
         if q.bytes + bytes.len() > limit {
-            return Err(SendError::BufferFull { to, buffered: q.bytes, limit });
+            let buffered = q.bytes;
+            self.send_blocked.insert(to);
+            return Err(SendError::BufferFull { to, buffered, limit });
         }
         q.bytes += bytes.len();
         q.msgs.push_back(Queued { channel, bytes });
@@ -603,7 +644,7 @@ impl Node {
             .collect();
         self.scoped(|n| {
             for ch in chs {
-                n.close_conn(ch, close_code::SHUTDOWN, "disconnected by user");
+                n.close_conn(ch, Close::User);
             }
         });
     }
@@ -616,7 +657,7 @@ impl Node {
         let chs: Vec<usize> = self.conns.keys().copied().collect();
         self.scoped(|n| {
             for ch in chs {
-                n.close_conn(ch, close_code::SHUTDOWN, "node shutting down");
+                n.close_conn(ch, Close::Shutdown);
             }
         });
     }
@@ -640,6 +681,7 @@ impl Node {
                 Some(t)
             }
             None => {
+                self.announce_send_ready();
                 self.drain = DrainCheck::default();
                 None
             }
@@ -674,6 +716,40 @@ impl Node {
     }
 
     // ----- internals -----------------------------------------------------
+
+    /// Tells the application which full send buffers have drained to half
+    /// (checked once transmits are drained: that is when QUIC has taken bytes).
+    fn announce_send_ready(&mut self) {
+        if self.send_blocked.is_empty() {
+            return;
+        }
+        let half = self.cfg.send_buffer_limit / 2;
+        let ready: Vec<NodeId> =
+            self.send_blocked.iter().copied().filter(|to| self.buffered(to) <= half).collect();
+        for to in ready {
+            self.send_blocked.remove(&to);
+            self.events.push_back(Event::SendReady { to });
+        }
+    }
+
+    /// The real address behind a connection address: for a peer-to-peer
+    /// connection (known to QUIC by its internal mapped address), the
+    /// direct address in use or else the relaying server's; the unspecified
+    /// address `[::]:0` if it has no path right now. Other addresses are real.
+    fn real_addr(&self, id: Option<NodeId>, addr: SocketAddr) -> SocketAddr {
+        if !is_mapped(&addr) {
+            return addr;
+        }
+        let Some(peer) = self.role.peer() else { return addr };
+        let Some(id) = id.or_else(|| peer.peer_of(&addr)) else {
+            return SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        };
+        let via_relay = || {
+            let server = peer.relay_of(&id)?;
+            Some(self.conns.get(self.links.get(&server)?)?.quic.remote_address())
+        };
+        peer.direct_addr(&id).or_else(via_relay).unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+    }
 
     fn advance(&mut self, now: Instant) {
         if now > self.now {
@@ -735,12 +811,17 @@ impl Node {
         // Peer-to-peer connections (over mapped addresses) outlive their relay.
         let peer = is_mapped(&addr);
         let (client_config, server_name, met) =
-            self.quic.client_config(expect, dcid, peer).map_err(|e| ConnectError::Local(e.to_string()))?;
+            // Building a client config fails only on a bug (rustls rejecting our own setup).
+            self.quic.client_config(expect, dcid, peer).map_err(|_| ConnectError::Transport { code: 0x01 })?;
         let now = self.now;
         let res = self.scoped(|n| n.endpoint.connect(now, client_config, addr, &server_name));
         let (handle, quic) = res.map_err(|e| match e {
             quinn_proto::ConnectError::InvalidRemoteAddress(a) => ConnectError::InvalidAddress(a),
-            other => ConnectError::Local(other.to_string()),
+            quinn_proto::ConnectError::EndpointStopping => ConnectError::ShuttingDown,
+            quinn_proto::ConnectError::CidsExhausted => ConnectError::OutOfConnectionIds,
+            // Invalid server name, no default client config, unsupported
+            // version: our own setup is wrong (INTERNAL_ERROR).
+            _ => ConnectError::Transport { code: 0x01 },
         })?;
         tracing::debug!(node = %self.cfg.name, ch = handle.0, ?expect, %addr, join, "dial");
         let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
@@ -932,9 +1013,9 @@ impl Node {
             conn.hello_deadline = None;
             match conn.phase {
                 Phase::Handshaking | Phase::Greeting => {
-                    self.fail_dial_or_close(ch, ConnectError::TimedOut, close_code::HELLO_TIMEOUT, "no hello")
+                    self.fail_dial_or_close(ch, ConnectError::TimedOut, Close::HelloTimeout)
                 }
-                Phase::Refusing => self.close_quietly(ch, close_code::REFUSED, "refused"),
+                Phase::Refusing => self.close_quietly(ch, Close::Refused),
                 Phase::Established | Phase::Closing => {}
             }
         }
@@ -1039,17 +1120,17 @@ impl Node {
             Q::Stream(StreamEvent::Writable { id }) => {
                 let res = self.conns.get_mut(&ch).map(|c| c.on_writable(id));
                 if let Some(Err(_)) = res {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
+                    self.close_conn(ch, Close::Violation(Violation::StreamStopped));
                 }
             }
             Q::Stream(StreamEvent::Available { dir: Dir::Uni }) => {
                 let res = self.conns.get_mut(&ch).map(|c| c.flush_all());
                 if let Some(Err(_)) = res {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
+                    self.close_conn(ch, Close::Violation(Violation::StreamStopped));
                 }
             }
             Q::Stream(StreamEvent::Stopped { .. }) => {
-                self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
+                self.close_conn(ch, Close::Violation(Violation::StreamStopped));
             }
             Q::Stream(_) => {}
             Q::DatagramReceived => self.on_datagrams(ch),
@@ -1060,6 +1141,10 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&ch) else {
             return;
         };
+        if conn.is_paused() {
+            // Left in QUIC's datagram buffer until resumed.
+            return;
+        }
         let established = conn.phase == Phase::Established;
         let from = conn.remote;
         while let Some(d) = conn.quic.datagrams().recv() {
@@ -1083,7 +1168,7 @@ impl Node {
                 Received::Control(frame) => match postcard::from_bytes::<Control>(&frame) {
                     Ok(msg) => self.on_control(ch, msg),
                     Err(_) => {
-                        self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "malformed control message");
+                        self.close_conn(ch, Close::Violation(Violation::MalformedControl));
                         return;
                     }
                 },
@@ -1103,7 +1188,7 @@ impl Node {
                         // leftovers are dropped.
                         (Phase::Closing, _) => self.stats.dropped.unexpected += 1,
                         _ => {
-                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message before admission");
+                            self.close_conn(ch, Close::Violation(Violation::MessageBeforeAdmission));
                             return;
                         }
                     }
@@ -1111,8 +1196,7 @@ impl Node {
             }
         }
         if let Err(v) = res {
-            let reason = v.to_string();
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, &reason);
+            self.close_conn(ch, Close::Violation(v.into()));
         }
     }
 
@@ -1137,7 +1221,7 @@ impl Node {
                         && let Some(conn) = self.conns.get_mut(&ch)
                     {
                         if conn.send_control(proto::encode(&msg)).is_err() {
-                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+                            self.close_conn(ch, Close::Violation(Violation::ControlStreamUnavailable));
                         } else {
                             self.touch(ch);
                         }
@@ -1150,7 +1234,7 @@ impl Node {
                 }
                 Action::Close(id) => {
                     if let Some(&ch) = self.links.get(&id) {
-                        self.close_conn(ch, close_code::SHUTDOWN, "peer went offline");
+                        self.close_conn(ch, Close::PeerOffline);
                     }
                 }
                 Action::Event(e) => self.events.push_back(e),

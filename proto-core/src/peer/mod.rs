@@ -270,6 +270,11 @@ impl Peer {
         self.paths.get(peer).and_then(|p| p.direct)
     }
 
+    /// The server relaying to `peer`, if one is chosen.
+    pub(crate) fn relay_of(&self, peer: &NodeId) -> Option<NodeId> {
+        self.paths.get(peer).and_then(|p| p.relay)
+    }
+
     /// The mapped address QUIC uses for `peer`.
     pub(crate) fn mapped(&mut self, peer: NodeId) -> SocketAddr {
         self.paths.mapped(peer)
