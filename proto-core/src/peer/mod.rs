@@ -115,13 +115,10 @@ pub(crate) struct Peer {
     /// Peer dials in progress, and when a failed peer may be dialed again.
     dialing: BTreeSet<NodeId>,
     retry_at: BTreeMap<NodeId, (Instant, Duration)>,
-    next_check: Instant,
     rng: NodeRng,
     actions: VecDeque<Action>,
 }
 
-/// How often the peer re-checks which peers it should be connected to.
-const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Peer {
     pub(crate) fn new(
@@ -152,7 +149,6 @@ impl Peer {
             pathless: BTreeSet::new(),
             dialing: BTreeSet::new(),
             retry_at: BTreeMap::new(),
-            next_check: now,
             rng,
             actions: VecDeque::new(),
         };
@@ -169,8 +165,9 @@ impl Peer {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let servers = &self.servers;
         let dial = self.roster.next_due(|id| servers.contains_key(id), !servers.is_empty());
-        let next = dial.map_or(self.next_check, |d| d.min(self.next_check));
-        Some(self.paths.poll_timeout().map_or(next, |p| p.min(next)))
+        // Only real deadlines: a server redial, a failed peer dial's retry,
+        // the path layer's probes and keep-alives. An idle peer sleeps.
+        [dial, self.next_peer_retry(), self.paths.poll_timeout()].into_iter().flatten().min()
     }
 
     pub(crate) fn master(&self) -> MasterInfo {
@@ -397,8 +394,7 @@ impl Peer {
     // ----- inputs ---------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if self.next_check <= now {
-            self.next_check = now + CHECK_INTERVAL;
+        if self.next_peer_retry().is_some_and(|t| t <= now) {
             self.connect_peers(now, None);
         }
         let servers = &self.servers;
@@ -512,10 +508,19 @@ impl Peer {
             && id.role() == Role::Peer
         {
             self.dialing.remove(&id);
-            if let DialOutcome::Failed(_) = outcome {
-                let backoff = self.retry_at.get(&id).map_or(Duration::from_millis(500), |(_, b)| *b * 2);
-                let backoff = backoff.min(Duration::from_secs(30));
-                self.retry_at.insert(id, (now + self.rng.jitter(backoff, 0.2), backoff));
+            match outcome {
+                DialOutcome::Failed(_) => {
+                    let backoff = self.retry_at.get(&id).map_or(Duration::from_millis(500), |(_, b)| *b * 2);
+                    let backoff = backoff.min(Duration::from_secs(30));
+                    self.retry_at.insert(id, (now + self.rng.jitter(backoff, 0.2), backoff));
+                }
+                // Another connection to it was already being set up; should
+                // that one fail, check again shortly (nothing else would).
+                DialOutcome::Superseded if !self.links.contains_key(&id) => {
+                    let first = Duration::from_millis(500);
+                    self.retry_at.entry(id).or_insert((now + first, first));
+                }
+                _ => {}
             }
             return;
         }
@@ -755,6 +760,20 @@ impl Peer {
         self.paths
             .direct_kind(peer, &self.view())
             .or_else(|| self.paths.get(peer).and_then(|p| p.relay).map(|via| PathKind::Relayed { via }))
+    }
+
+    /// When the eager mesh next retries a failed peer dial, if any is waiting.
+    fn next_peer_retry(&self) -> Option<Instant> {
+        if self.cfg.connect != ConnectPolicy::Eager || !self.network_up {
+            return None;
+        }
+        self.retry_at
+            .iter()
+            .filter(|(id, _)| {
+                self.me > **id && self.online.contains_key(id) && !self.links.contains_key(id) && !self.dialing.contains(id)
+            })
+            .map(|(_, (t, _))| *t)
+            .min()
     }
 
     /// Eager mesh: the larger ID of each pair dials (the smaller dials only
