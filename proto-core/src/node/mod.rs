@@ -25,6 +25,8 @@
 //! does nothing harmful.
 
 mod conn;
+#[cfg(feature = "fuzzing")]
+mod fuzzing;
 mod handshake;
 mod role;
 
