@@ -13,9 +13,11 @@ use crate::roster::Backoff;
 use crate::server::{Action, LinkMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Known bug (see `tests/fuzz_replay.rs`, `relink_keeps_stale_peers_online`):
+/// Known bug (reproducers: `fuzz::known_bugs::relink_keeps_stale_peers_online`,
+/// `fuzz/regressions/directory/relink-keeps-stale-peers`):
 /// a server link that comes up again while already up (a duplicate
 /// connection swapped in, `Node::swap_link`) clears that server's directory
 /// but not the merged one, so until the next snapshot a peer may stay online
@@ -23,7 +25,8 @@ use std::time::{Duration, Instant};
 /// check is skipped in that window; set it to `false` once fixed.
 const TOLERATE_STALE_AFTER_RELINK: bool = true;
 
-/// Known bug (see `tests/fuzz_replay.rs`, `delta_after_max_version_overflows`):
+/// Known bug (reproducers: `fuzz::known_bugs::delta_after_max_version_overflows`,
+/// `fuzz/regressions/directory/delta-after-max-version`):
 /// a snapshot with version `u64::MAX` followed by a delta makes
 /// `Peer::next_version` compute `u64::MAX + 1` (a panic with overflow
 /// checks on). While this is `true` the harness never sends that version;
@@ -56,6 +59,17 @@ struct Harness {
     stale: bool,
 }
 
+/// The peer's and the three servers' IDs (deriving a key pair per run would
+/// dominate the run).
+fn ids() -> (NodeId, &'static [NodeId]) {
+    static IDS: OnceLock<(NodeId, Vec<NodeId>)> = OnceLock::new();
+    let (me, servers) = IDS.get_or_init(|| {
+        let servers = (0..3u8).map(|k| Identity::from_seed(Role::Server, [0x21 + k; 32]).id()).collect();
+        (Identity::from_seed(Role::Peer, [0x11; 32]).id(), servers)
+    });
+    (*me, servers)
+}
+
 fn server_addr(k: usize) -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 10 + k as u8], 4433))
 }
@@ -76,9 +90,8 @@ fn server_addr(k: usize) -> SocketAddr {
 pub fn directory(epoch: Instant, data: &[u8]) {
     let mut input = Input::new(data);
     let n_servers = 1 + input.below(3);
-    let me = Identity::from_seed(Role::Peer, [0x11; 32]).id();
-    let servers: Vec<NodeId> =
-        (0..n_servers).map(|k| Identity::from_seed(Role::Server, [0x21 + k as u8; 32]).id()).collect();
+    let (me, all_servers) = ids();
+    let servers = all_servers[..n_servers].to_vec();
     let backoff = Backoff {
         min: Duration::from_millis(250),
         max: Duration::from_secs(5),

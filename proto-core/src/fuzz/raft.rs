@@ -21,6 +21,16 @@ use std::collections::{BTreeMap, VecDeque};
 /// (`P2PCORE_FUZZ_STRICT_RAFT=1`, see `fuzz/fuzz_targets/raft.rs`).
 pub const RAFT_PANICS_ARE_BUGS: bool = false;
 
+/// Known bug (reproducers: `fuzz::known_bugs::found_at_max_term_overflows`,
+/// `fuzz/regressions/raft/found-at-max-term`):
+/// `Consensus::found(u64::MAX)` makes raft-rs compute `term + 1` in
+/// `campaign`, which `found` calls outside `catch_unwind`
+/// (`server/raft.rs`, `let _ = node.campaign();`), so with overflow checks
+/// on the server panics; a peer can push a member's term to `u64::MAX`, and
+/// `Server::manage_groups` founds with `max_term() + 1`. While this is
+/// `true` the target does not found at that term; set it to `false` once fixed.
+const AVOID_FOUND_AT_MAX_TERM: bool = true;
+
 /// The wire form of a Raft message, as `Consensus` reads and writes it.
 /// This is the one place that must follow a change of that encoding.
 fn decode_msg(bytes: &[u8]) -> Option<Message> {
@@ -425,7 +435,9 @@ pub fn raft_with(data: &[u8], panics_are_bugs: bool) {
                     }
                     _ => {
                         let t = g.members[k].max_term().saturating_add(1);
-                        g.members[k].found(t);
+                        if !(AVOID_FOUND_AT_MAX_TERM && t == u64::MAX) {
+                            g.members[k].found(t);
+                        }
                     }
                 }
                 let _ = g.members[k].take_removed();
