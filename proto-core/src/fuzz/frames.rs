@@ -99,8 +99,8 @@ fn check_rejection(data: &[u8], e: &FrameError) {
 }
 
 /// Target `control_stream`: the input, cut into chunks whose sizes come from
-/// the input, is pushed through a [`FrameReader`] with a small maximum; every
-/// frame is decoded as [`Control`] the way a node does, and a decoded message
+/// the input, is pushed through a `FrameReader` with a small maximum; every
+/// frame is decoded as `Control` the way a node does, and a decoded message
 /// must re-encode to a value that decodes equal.
 ///
 /// A reference splitter works on the whole byte stream at once: the reader

@@ -12,7 +12,7 @@
 //! | [`raw_frame`] | a datagram to [`wire::decode`](crate::wire::decode) and the relay/probe payload decoders | rejections name the right reason; decoded frames re-encode to themselves |
 //! | [`control_stream`] | a chunked byte stream to the control-stream frame reader, each frame to the `Control` decoder | frames match a reference splitter whatever the chunking; messages round-trip |
 //! | [`directory`] | link events and server → peer messages to the peer role | the merged directory matches a reference model; events alternate |
-//! | [`raft`] | raw and mutated Raft messages, ticks and proposals to the server's Raft group | configurations are sets, terms never go back, optionally no raft-rs panic |
+//! | [`raft()`] | raw and mutated Raft messages, ticks and proposals to the server's Raft group | configurations are sets, terms never go back, optionally no raft-rs panic |
 //! | [`pair`] | control-stream bytes, user messages and stray datagrams between two connected nodes | counters match the traffic, getters match events, messages arrive intact |
 //!
 //! Time: the core never reads a clock, and neither do these functions. The

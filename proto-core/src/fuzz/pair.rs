@@ -480,10 +480,13 @@ pub fn pair(epoch: Instant, data: &[u8]) {
 /// connection or has served [`PairFuzzer::REUSE`] inputs, because the TLS
 /// handshake and the settling of a fresh pair cost far more than an input.
 ///
-/// An input's effect then depends on the inputs before it; a crash it finds
-/// is replayed (and minimised) with [`pair`], on a fresh pair. Inputs that
-/// crash only after a particular history show up as crashes that do not
-/// reproduce, and are worth a long replay of the queue with [`pair`].
+/// An input's effect then depends on the inputs before it on the same pair.
+/// A crash is first replayed with [`pair`], on a fresh pair (and minimised
+/// that way if it reproduces). One that needs its history does not; for
+/// those the AFL binary writes the inputs the crashed pair had served
+/// ([`PairFuzzer::needs_new_pair`] tells where a history starts) and can
+/// replay such a sequence through a `PairFuzzer`, which is deterministic
+/// too: the same inputs in the same order do the same thing.
 pub struct PairFuzzer {
     epoch: Instant,
     pairs: [Option<(Pair, u32)>; 2],
@@ -499,12 +502,27 @@ impl PairFuzzer {
         Self { epoch, pairs: [None, None] }
     }
 
+    /// Whether [`PairFuzzer::run`] would build a new pair for `data`: the
+    /// inputs since the last `true` are the history an input can depend on
+    /// (the AFL binary keeps them to write out when a crash happens).
+    pub fn needs_new_pair(&self, data: &[u8]) -> bool {
+        match &self.pairs[Self::slot(data)] {
+            Some((p, n)) => *n >= Self::REUSE || !p.is_established(),
+            None => true,
+        }
+    }
+
+    fn slot(data: &[u8]) -> usize {
+        usize::from(data.first().is_some_and(|b| b & 1 == 1))
+    }
+
     /// Runs one input (same format as [`pair`]).
     pub fn run(&mut self, data: &[u8]) {
-        let slot = usize::from(data.first().is_some_and(|b| b & 1 == 1));
+        let slot = Self::slot(data);
         let kind = if slot == 1 { PairKind::ServerServer } else { PairKind::ServerPeer };
+        let fresh = self.needs_new_pair(data);
         let (mut p, uses) = match self.pairs[slot].take() {
-            Some((p, n)) if n < Self::REUSE && p.is_established() => (p, n),
+            Some((p, n)) if !fresh => (p, n),
             _ => (Pair::new(self.epoch, kind), 0),
         };
         p.run(data.get(1..).unwrap_or_default());

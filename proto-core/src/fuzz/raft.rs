@@ -305,7 +305,7 @@ pub fn raft(data: &[u8]) {
     raft_with(data, RAFT_PANICS_ARE_BUGS);
 }
 
-/// [`raft`] with the "raft-rs never panics" invariant switched explicitly.
+/// [`raft()`] with the "raft-rs never panics" invariant switched explicitly.
 pub fn raft_with(data: &[u8], panics_are_bugs: bool) {
     let mut i = Input::new(data);
     let state = i.u8() % 5;
