@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// One-way latency of the in-memory network.
 const LATENCY: Duration = Duration::from_millis(1);
+/// Virtual time one input may spend in explicit waits (see [`Pair::run`]).
+const MAX_WAIT: Duration = Duration::from_secs(8);
 /// Bound on happenings (deliveries and timer firings) in one `drive`: far
 /// above what two nodes do in the longest drive, so hitting it is a livelock.
 const MAX_STEPS: usize = 200_000;
@@ -378,6 +380,10 @@ impl Pair {
         let ids = [self.id(0), self.id(1)];
         let addrs = [self.sides[0].addr, self.sides[1].addr];
         let mut ops = 0;
+        // Virtual time an input may ask for: long waits cost real time
+        // (every Raft tick runs), and a few seconds reach every timer that
+        // matters (keep-alive 1 s, idle 2.5 s, hello 5 s, backoff 0.25 s+).
+        let mut wait_left = MAX_WAIT;
         while !i.is_empty() && ops < 64 {
             ops += 1;
             let sel = i.u8();
@@ -427,8 +433,9 @@ impl Pair {
                     self.send_user(from, channel, payload, Reliability::Unreliable);
                 }
                 12 => {
-                    let ms = u64::from(i.u16() % 4000);
-                    self.drive(Duration::from_millis(ms));
+                    let wait = Duration::from_millis(u64::from(i.u16() % 4000)).min(wait_left);
+                    wait_left -= wait;
+                    self.drive(wait);
                 }
                 // A stray datagram from the other node's address (raw frame or QUIC).
                 13 => {
