@@ -100,6 +100,11 @@ mod known_bugs {
     /// silently wraps to version 0 (release). Found while writing the model
     /// of target `directory`, which hits it within its first inputs when
     /// its detour is off (`fuzz/regressions/directory/delta-after-max-version`).
+    /// Target `pair` (which has no detour) found it again end to end, through
+    /// a real server's control stream, across two inputs on a reused pair:
+    /// `fuzz/known-bugs/pair/peer-version-overflow-history/` (replay with
+    /// `P2PCORE_FUZZ_REPLAY`) and the same as one input,
+    /// `fuzz/known-bugs/pair/peer-version-overflow` (fresh pair).
     #[test]
     #[ignore = "open bug: directory version u64::MAX + 1 overflows in Peer::next_version"]
     fn delta_after_max_version_overflows() {
