@@ -33,6 +33,8 @@ pub mod admission;
 pub mod config;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod identity;
 pub mod node;
 pub mod peer;

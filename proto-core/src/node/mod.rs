@@ -25,6 +25,8 @@
 //! does nothing harmful.
 
 mod conn;
+#[cfg(feature = "fuzzing")]
+mod fuzzing;
 mod handshake;
 #[cfg(feature = "fuzzing")]
 mod hostile;
@@ -1165,9 +1167,11 @@ impl Node {
     fn on_received(&mut self, ch: usize, got: Vec<Received>, res: Result<(), StreamViolation>) {
         for r in got {
             match r {
-                Received::Control(frame) => match postcard::from_bytes::<Control>(&frame) {
-                    Ok(msg) => self.on_control(ch, msg),
-                    Err(_) => {
+                // A frame must be exactly one message: trailing bytes are
+                // as malformed as missing ones.
+                Received::Control(frame) => match postcard::take_from_bytes::<Control>(&frame) {
+                    Ok((msg, [])) => self.on_control(ch, msg),
+                    _ => {
                         self.close_conn(ch, Close::Violation(Violation::MalformedControl));
                         return;
                     }

@@ -119,7 +119,6 @@ pub(crate) struct Peer {
     actions: VecDeque<Action>,
 }
 
-
 impl Peer {
     pub(crate) fn new(
         me: NodeId,
@@ -414,15 +413,24 @@ impl Peer {
                 self.roster.on_link_up(now, &meta.id);
                 let fresh = !self.servers.contains_key(&meta.id);
                 let kept = self.servers.remove(&meta.id);
+                // A link that comes up again (a duplicate connection swapped
+                // in) keeps the server's directory until the snapshot it
+                // sends on every link-up replaces it: dropping it here would
+                // leave peers online that no directory lists. Its version is
+                // unknown until then, so deltas wait for the snapshot.
+                let (observed, dir) = match kept {
+                    Some(k) => (observed.or(k.observed), k.dir),
+                    None => (observed, BTreeMap::new()),
+                };
                 self.servers.insert(
                     meta.id,
                     ServerLink {
                         name: meta.name.clone(),
                         addr: meta.remote_addr,
                         token: None,
-                        observed: observed.or(kept.and_then(|k| k.observed)),
+                        observed,
                         master: None,
-                        dir: BTreeMap::new(),
+                        dir,
                         version: None,
                     },
                 );
@@ -626,7 +634,8 @@ impl Peer {
     fn next_version(&mut self, server: NodeId, version: u64) -> bool {
         let Some(link) = self.servers.get_mut(&server) else { return false };
         match link.version {
-            Some(v) if version == v + 1 => {
+            // `checked_add`: a snapshot may carry any version, even u64::MAX.
+            Some(v) if v.checked_add(1) == Some(version) => {
                 link.version = Some(version);
                 true
             }
@@ -770,7 +779,10 @@ impl Peer {
         self.retry_at
             .iter()
             .filter(|(id, _)| {
-                self.me > **id && self.online.contains_key(id) && !self.links.contains_key(id) && !self.dialing.contains(id)
+                self.me > **id
+                    && self.online.contains_key(id)
+                    && !self.links.contains_key(id)
+                    && !self.dialing.contains(id)
             })
             .map(|(_, (t, _))| *t)
             .min()

@@ -679,7 +679,7 @@ impl Server {
                     // Wait for an elder to found, but not forever (elder
                     // verdicts between three or more servers can be cyclic).
                     if !elder_waiting || now.saturating_duration_since(since) >= election * 2 {
-                        let term = self.consensus.max_term() + 1;
+                        let term = self.consensus.max_term().saturating_add(1);
                         self.consensus.found(term);
                     }
                 }

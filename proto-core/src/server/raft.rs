@@ -273,7 +273,10 @@ impl Consensus {
         self.fresh_raft_id();
         let cluster = self.rng.next_u64();
         let storage = MemStorage::new_with_conf_state(ConfState::from((vec![self.raft_id], vec![])));
-        storage.wl().mut_hard_state().term = min_term;
+        // Terms beyond the wire's limit are refused from the network, so
+        // none reaches here from outside; the clamp keeps raft-rs's own
+        // `term + 1` in `campaign` far from overflow whatever the caller.
+        storage.wl().mut_hard_state().term = min_term.min(raft_wire::LIMIT);
         let Ok(mut node) = RawNode::new(&self.config(), storage, &self.logger) else {
             self.group = None;
             return;
