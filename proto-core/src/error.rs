@@ -2,8 +2,7 @@
 
 use crate::admission::AdmissionError;
 use crate::identity::{NameError, NodeId, Role};
-use crate::proto::RefuseReason;
-use crate::quic::{CertError, SetupError};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// A [`Config`](crate::Config) that cannot be used.
@@ -324,6 +323,75 @@ impl SendError {
             SendError::ShuttingDown => 6,
             SendError::NetworkDown => 7,
             SendError::UnknownPeer(_) => 8,
+        }
+    }
+}
+
+/// Why a presented certificate was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// Not a parseable X.509 certificate.
+    #[error("certificate is not valid DER: {0}")]
+    Malformed(String),
+    /// Only Ed25519 keys are used by p2pcore.
+    #[error("certificate key is not an Ed25519 key")]
+    NotEd25519,
+    /// The certificate names no node ID.
+    #[error("certificate carries no p2pcore node ID")]
+    NoNodeId,
+    /// The ID in the certificate was not derived from its key.
+    #[error("certificate claims node ID {0} but its key does not hash to it")]
+    NotSelfCertifying(NodeId),
+    /// Chains are not used; a certificate must stand alone.
+    #[error("unexpected certificate chain")]
+    UnexpectedChain,
+}
+
+/// Errors building the QUIC configuration (all indicate a bug or a broken build, not bad input).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls rejected the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Tls(#[from] rustls::Error),
+    /// quinn-proto rejected the TLS configuration.
+    #[error("QUIC crypto configuration rejected: {0}")]
+    Quic(String),
+    /// A transport parameter is out of range.
+    #[error("transport parameter out of range: {0}")]
+    Transport(String),
+}
+
+/// Why a connection was refused after the TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RefuseReason {
+    /// The two nodes speak incompatible protocol versions.
+    ProtocolVersion {
+        /// The refusing node's version.
+        ours: u32,
+        /// The other node's version.
+        theirs: u32,
+    },
+    /// Another connection between the same two nodes wins the tie-break.
+    Duplicate,
+    /// The credential was not accepted.
+    Admission(AdmissionError),
+}
+
+impl std::fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefuseReason::ProtocolVersion { ours, theirs } => write!(
+                f,
+                "protocol version mismatch: refusing side speaks {ours}, other side {theirs}; upgrade the older node"
+            ),
+            RefuseReason::Duplicate => f.write_str("duplicate connection (the other one is kept)"),
+            RefuseReason::Admission(e) => write!(f, "not admitted: {e}"),
         }
     }
 }

@@ -7,8 +7,10 @@
 //! unidirectional streams, one per channel and direction, framed the same way
 //! after a one-byte channel header, so channels never block each other.
 
-use crate::admission::{AdmissionError, Credential};
+use crate::admission::Credential;
+pub(crate) use crate::error::RefuseReason;
 use crate::identity::NodeId;
+pub(crate) use crate::info::{PathKind, PeerAddrs};
 use crate::server::election::MasterInfo;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -76,35 +78,6 @@ pub(crate) struct Welcome {
     pub(crate) elder: NodeId,
 }
 
-/// Why a connection was refused after the TLS handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RefuseReason {
-    /// The two nodes speak incompatible protocol versions.
-    ProtocolVersion {
-        /// The refusing node's version.
-        ours: u32,
-        /// The other node's version.
-        theirs: u32,
-    },
-    /// Another connection between the same two nodes wins the tie-break.
-    Duplicate,
-    /// The credential was not accepted.
-    Admission(AdmissionError),
-}
-
-impl std::fmt::Display for RefuseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RefuseReason::ProtocolVersion { ours, theirs } => write!(
-                f,
-                "protocol version mismatch: refusing side speaks {ours}, other side {theirs}; upgrade the older node"
-            ),
-            RefuseReason::Duplicate => f.write_str("duplicate connection (the other one is kept)"),
-            RefuseReason::Admission(e) => write!(f, "not admitted: {e}"),
-        }
-    }
-}
-
 /// A server as listed in the server list (the seed's table C).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ServerEntry {
@@ -146,45 +119,12 @@ pub(crate) enum ClusterMsg {
     Raft { cluster: u64, msg: Vec<u8> },
 }
 
-/// A peer's own network information (the seed's table D).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerAddrs {
-    /// Addresses on the peer's own interfaces (LAN addresses).
-    pub local: Vec<SocketAddr>,
-    /// Addresses servers saw the peer's packets come from (public, after NAT).
-    pub observed: Vec<SocketAddr>,
-}
-
 /// One peer in a server's directory (the seed's table A / a peer's tables E).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DirEntry {
     pub(crate) id: NodeId,
     pub(crate) name: String,
     pub(crate) addrs: PeerAddrs,
-}
-
-/// How a peer reaches another node (the seed's table F entries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PathKind {
-    /// Straight to the node's address (same LAN, public address, or a server).
-    Direct,
-    /// Straight to the node's address after UDP hole punching.
-    Punched,
-    /// Through a server that forwards the end-to-end QUIC packets.
-    Relayed {
-        /// The relaying server.
-        via: NodeId,
-    },
-}
-
-impl std::fmt::Display for PathKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PathKind::Direct => f.write_str("direct"),
-            PathKind::Punched => f.write_str("punched"),
-            PathKind::Relayed { via } => write!(f, "relayed via {via}"),
-        }
-    }
 }
 
 /// Server-to-peer and peer-to-server messages.

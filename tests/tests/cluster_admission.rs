@@ -3,7 +3,7 @@
 
 mod common;
 
-use p2pcore::admission::AdmissionError;
+use p2pcore::AdmissionError;
 use p2pcore::{Event, RefuseReason};
 use p2pcore_tests::sim::{CredentialFault, NetworkAdmission, NodeSpec, Sim};
 use std::time::Duration;

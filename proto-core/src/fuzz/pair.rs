@@ -9,7 +9,7 @@ use crate::identity::{Identity, NodeId, Role};
 use crate::node::Node;
 use crate::proto;
 use crate::stats::NodeStats;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -298,7 +298,7 @@ impl Pair {
                 let side = &mut self.sides[to];
                 side.dgrams_in += 1;
                 side.bytes_in += data.len() as u64;
-                side.node.handle_datagram(self.now, from, None, &data);
+                side.node.handle_datagram(self.now, from, None, None, BytesMut::from(&data[..]));
                 self.drain(to);
             }
             for k in 0..2 {
@@ -445,7 +445,7 @@ impl Pair {
                     let side = &mut self.sides[to];
                     side.dgrams_in += 1;
                     side.bytes_in += data.len() as u64;
-                    side.node.handle_datagram(self.now, src, None, &data);
+                    side.node.handle_datagram(self.now, src, None, None, BytesMut::from(&data[..]));
                     self.drain(to);
                 }
                 14 => {

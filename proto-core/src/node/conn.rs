@@ -7,7 +7,7 @@ use crate::quic::{Expect, MetSlot};
 use bytes::{Buf, Bytes};
 use quinn_proto::{Dir, ReadError, StreamId, WriteError};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Where a connection is in its life.
@@ -133,6 +133,10 @@ pub(crate) struct Conn {
     pub(crate) met: Option<MetSlot>,
     /// The address dialed or accepted from.
     pub(crate) addr: SocketAddr,
+    /// The local IP its packets last arrived on straight from the remote
+    /// (not through a relay), when the driver says: where a direct peer
+    /// path's packets leave from.
+    pub(crate) local: Option<IpAddr>,
     /// The authenticated remote ID, known once TLS completes.
     pub(crate) remote: Option<NodeId>,
     pub(crate) phase: Phase,
@@ -269,6 +273,7 @@ impl Conn {
             expect: None,
             met: None,
             addr,
+            local: None,
             remote: None,
             phase: Phase::Handshaking,
             hello_deadline: None,

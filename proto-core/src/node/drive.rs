@@ -325,7 +325,12 @@ impl Node {
                 }
                 Action::Event(e) => self.events.push_back(e),
                 Action::Datagram { to, data } => {
-                    self.out.push_back(OutDatagram { destination: to, source: None, data });
+                    self.out.push_back(OutDatagram {
+                        destination: to,
+                        source: None,
+                        ecn: None,
+                        data: Bytes::from(data),
+                    });
                 }
                 Action::PathReset(peer) => {
                     // The new path's RTT and capacity have nothing to do with

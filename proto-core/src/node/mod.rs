@@ -1,28 +1,6 @@
 //! The sans-IO [`Node`]: one per UDP socket.
 //!
-//! # Contract
-//!
-//! A `Node` never performs I/O, reads a clock or draws from a global RNG.
-//! Everything that happens to it is an *input*, everything it wants done is an
-//! *output*:
-//!
-//! * inputs: [`Node::handle_datagram`], [`Node::handle_timeout`] and the
-//!   commands ([`Node::connect`], [`Node::send`], [`Node::close`], ...), each
-//!   taking `now`;
-//! * outputs: [`Node::poll_transmit`] (datagrams to send),
-//!   [`Node::poll_event`] (what the user should know) and
-//!   [`Node::poll_timeout`] (when to call `handle_timeout` next).
-//!
-//! **Drain order.** After every input, call `poll_transmit` until it returns
-//! `None`, then `poll_event` until it returns `None`, then read
-//! `poll_timeout`. Commands issued while handling events (a reply sent from an
-//! event handler, say) are fine, but transmits must be drained again before
-//! `poll_timeout`. Debug builds assert this order, because a driver that reads
-//! the timeout before draining transmits sleeps through work it was given.
-//!
-//! `now` must not go backwards; an earlier `now` than one already seen is
-//! treated as the later one. A spurious `handle_timeout` (before the deadline)
-//! does nothing harmful.
+//! See [`Node`] for the driving contract.
 
 mod conn;
 mod drive;
@@ -36,16 +14,18 @@ mod recv;
 mod role;
 
 use io::OutDatagram;
-pub use io::Transmit;
+pub use io::{Ecn, Transmit};
 
 use crate::close_code;
 use crate::config::Config;
+use crate::error::CertError;
 use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError, Violation};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
-use crate::peer::{DirectoryRow, LinkRow, Next, Peer, PeerInfo, paths::is_mapped};
+use crate::info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PeerInfo};
+use crate::peer::{Next, Peer, paths::is_mapped};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, PathKind, RefuseReason, Welcome};
-use crate::quic::{self, CertError, Expect, NodeClock, QuicSetup, TransportParams, with_tls_rng};
+use crate::quic::{self, Expect, NodeClock, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
 use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
@@ -112,7 +92,40 @@ struct PendingQueue {
     bytes: usize,
 }
 
-/// The protocol state machine of one node. See the [module docs](self) for the contract.
+/// The protocol state machine of one node: one per UDP socket.
+///
+/// # Contract
+///
+/// A `Node` never performs I/O, reads a clock or draws from a global RNG.
+/// Everything that happens to it is an *input*, everything it wants done is an
+/// *output*:
+///
+/// * inputs: [`Node::handle_datagram`], [`Node::handle_timeout`] and the
+///   commands ([`Node::connect`], [`Node::send`], [`Node::close`], ...), each
+///   taking `now`;
+/// * outputs: [`Node::poll_transmit`] (datagrams to send),
+///   [`Node::poll_event`] (what the user should know) and
+///   [`Node::poll_timeout`] (when to call `handle_timeout` next).
+///
+/// **Drain order.** After every input, call `poll_transmit` until it returns
+/// `None`, then `poll_event` until it returns `None`, then read
+/// `poll_timeout`. Commands issued while handling events (a reply sent from an
+/// event handler, say) are fine, but transmits must be drained again before
+/// `poll_timeout`. Debug builds assert this order, because a driver that reads
+/// the timeout before draining transmits sleeps through work it was given.
+///
+/// **Batches.** Several inputs may come before one drain: a driver that
+/// reads a batch of datagrams (`recvmmsg`, GRO) feeds them all, then drains.
+/// The order above is only asserted between outputs.
+///
+/// **I/O metadata.** Pass the local IP and ECN codepoint of each datagram
+/// when the socket layer reports them, and honour [`Transmit::source`],
+/// [`Transmit::ecn`] and [`Transmit::segment_size`] (GSO) when sending; see
+/// [`Ecn`] for why the ECN bits matter.
+///
+/// `now` must not go backwards; an earlier `now` than one already seen is
+/// treated as the later one. A spurious `handle_timeout` (before the deadline)
+/// does nothing harmful.
 pub struct Node {
     identity: Identity,
     cfg: Config,
@@ -158,6 +171,9 @@ pub struct Node {
     send_blocked: BTreeSet<NodeId>,
     /// Remotes the application paused receiving from.
     recv_paused: BTreeSet<NodeId>,
+    /// This node's interface addresses, as the driver last set them
+    /// (until then, the ones it advertises).
+    local_addrs: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Node {
@@ -223,6 +239,7 @@ impl Node {
                 now,
             ))),
         };
+        let local_addrs = config.advertise.clone();
         let mut node = Self {
             identity: config.identity.clone(),
             cfg: config,
@@ -253,6 +270,7 @@ impl Node {
             dial_errors: BTreeMap::new(),
             send_blocked: BTreeSet::new(),
             recv_paused: BTreeSet::new(),
+            local_addrs,
         };
         node.scoped(|n| n.run_role_actions());
         Ok(node)
@@ -389,14 +407,42 @@ impl Node {
         self.role.server().map_or_else(Vec::new, Server::directory)
     }
 
-    /// Tells a peer which addresses its interfaces have (table D, local
-    /// part); the driver calls it when they change. No effect on servers.
+    /// Tells the node which addresses its interfaces have (with the port
+    /// its socket is bound to); the driver calls it when they change. Peers
+    /// publish them as candidates for direct paths on their LAN; both roles
+    /// use them to tell whether a NAT is in the way ([`Node::nat_behaviour`]).
     pub fn set_local_addrs(&mut self, now: Instant, addrs: Vec<SocketAddr>) {
         self.command(now);
+        self.local_addrs.clone_from(&addrs);
         if let Some(p) = self.role.peer_mut() {
             p.set_local_addrs(addrs);
         }
         self.scoped(|n| n.run_role_actions());
+    }
+
+    /// This node's address as each connected server sees it (servers
+    /// report it to the peers they accept; a server learns its own from the
+    /// servers it dialed). Sorted by server.
+    pub fn observed_addrs(&self) -> Vec<ObservedAddr> {
+        let mut seen = match &self.role {
+            RoleState::Peer(p) => p.observed_addrs(),
+            RoleState::Server(_) => self
+                .links
+                .iter()
+                .filter(|(id, _)| id.role() == Role::Server)
+                .filter_map(|(id, ch)| {
+                    Some(ObservedAddr { server: *id, addr: self.conns.get(ch)?.observed? })
+                })
+                .collect(),
+        };
+        seen.sort();
+        seen
+    }
+
+    /// What the servers' observations say about the NAT in front of this
+    /// node (see [`NatBehaviour`]).
+    pub fn nat_behaviour(&self) -> NatBehaviour {
+        NatBehaviour::classify(&self.observed_addrs(), &self.local_addrs)
     }
 
     /// Stops (`paused = true`) or resumes reading reliable messages and
@@ -443,8 +489,21 @@ impl Node {
     // ----- inputs --------------------------------------------------------
 
     /// Feeds one received UDP datagram. `remote` is its source, `local` the
-    /// local IP it arrived on if the driver knows it.
-    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
+    /// local IP it arrived on and `ecn` the ECN codepoint of its IP header,
+    /// when the driver knows them (quinn-udp's `RecvMeta` has both).
+    ///
+    /// The buffer is taken by value so that nothing is copied on the way in:
+    /// a driver that reads a GRO batch splits it into datagrams with
+    /// [`BytesMut::split_to`] (no copy) and feeds each. A driver may feed a
+    /// whole receive batch before draining (see [`Node`]).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+        ecn: Option<Ecn>,
+        data: BytesMut,
+    ) {
         self.input(now);
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
@@ -454,15 +513,17 @@ impl Node {
             self.stats.dropped.unexpected += 1;
             return;
         }
-        if wire::is_quic(data) {
+        if wire::is_quic(&data) {
             // A peer's direct path: QUIC knows that peer by its mapped address.
             let from = self.role.peer_mut().and_then(|p| p.demux(now, &remote)).unwrap_or(remote);
-            self.scoped(|n| n.handle_quic(from, local, BytesMut::from(data)));
+            self.scoped(|n| n.handle_quic(from, local, ecn, data));
             return;
         }
-        match wire::decode(data) {
+        match wire::decode(&data) {
             Ok(frame) if frame.kind == FrameType::Relay => match RelayFrame::decode(frame.payload) {
-                Ok(relay) => self.scoped(|n| n.on_relay(remote, relay)),
+                Ok(RelayFrame { token, node, .. }) => {
+                    self.scoped(|n| n.on_relay(remote, ecn, token, node, data));
+                }
                 Err(e) => self.stats.dropped.record(&e),
             },
             Ok(frame) => match (ProbeFrame::decode(frame.kind, frame.payload), self.role.peer_mut()) {

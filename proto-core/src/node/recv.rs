@@ -5,13 +5,25 @@
 use super::*;
 
 impl Node {
-    pub(super) fn handle_quic(&mut self, remote: SocketAddr, local: Option<IpAddr>, data: BytesMut) {
+    /// Hands a QUIC packet to quinn-proto. `remote` is the sender as QUIC
+    /// knows it (a peer's mapped address on peer-to-peer connections);
+    /// `local` is `None` for packets unwrapped from a relay frame.
+    pub(super) fn handle_quic(
+        &mut self,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+        ecn: Option<Ecn>,
+        data: BytesMut,
+    ) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let now = self.now;
-        match self.endpoint.handle(now, remote, local, None, data, &mut buf) {
+        match self.endpoint.handle(now, remote, local, Ecn::to_quic(ecn), data, &mut buf) {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
                 if let Some(conn) = self.conns.get_mut(&ch.0) {
+                    if local.is_some() {
+                        conn.local = local;
+                    }
                     conn.quic.handle_event(ev);
                     self.drive(ch.0);
                 }
@@ -104,40 +116,54 @@ impl Node {
         }
     }
 
-    /// A relay frame: a server forwards it, a peer unwraps it.
-    pub(super) fn on_relay(&mut self, remote: SocketAddr, relay: RelayFrame<'_>) {
+    /// A relay frame (`frame` is the whole datagram): a server forwards it,
+    /// a peer unwraps it. Neither copies the QUIC packet inside: the server
+    /// rewrites the frame's header in place and queues the same buffer, the
+    /// peer hands QUIC the buffer's tail. The ECN codepoint travels with the
+    /// packet, as through any router, so congestion marks on either hop
+    /// reach the QUIC endpoints.
+    pub(super) fn on_relay(
+        &mut self,
+        remote: SocketAddr,
+        ecn: Option<Ecn>,
+        token: [u8; wire::TOKEN_LEN],
+        node: NodeId,
+        mut frame: BytesMut,
+    ) {
+        let size = frame.len() - wire::RELAY_OVERHEAD;
         match &mut self.role {
             RoleState::Server(server) => {
                 // The token must belong to the connection the frame came from:
                 // nobody else can use this server as a relay.
-                let forward = server.relay_source(&relay.token).and_then(|src| {
+                let forward = server.relay_source(&token).and_then(|src| {
                     let src_ch = *self.links.get(&src)?;
                     (self.conns.get(&src_ch)?.quic.remote_address() == remote).then_some(())?;
-                    let token = server.relay_token(&relay.node)?;
-                    let dst_ch = *self.links.get(&relay.node)?;
-                    Some((src, token, self.conns.get(&dst_ch)?.quic.remote_address()))
+                    let token = server.relay_token(&node)?;
+                    let dst = self.conns.get(self.links.get(&node)?)?;
+                    Some((src, token, dst.quic.remote_address(), dst.quic.local_ip()))
                 });
-                let Some((src, token, destination)) = forward else {
-                    tracing::trace!(node = %self.cfg.name, %remote, to = %relay.node, "relay frame rejected");
+                let Some((src, dst_token, destination, source)) = forward else {
+                    tracing::trace!(node = %self.cfg.name, %remote, to = %node, "relay frame rejected");
                     self.stats.dropped.relay_rejected += 1;
                     return;
                 };
-                let mut data = Vec::with_capacity(relay.data.len() + wire::RELAY_OVERHEAD);
-                if (RelayFrame { token, node: src, data: relay.data }).encode(&mut data).is_ok() {
-                    self.stats.relayed_datagrams += 1;
-                    self.stats.relayed_bytes += relay.data.len() as u64;
-                    self.out.push_back(OutDatagram { destination, source: None, data });
-                }
+                RelayFrame::rewrite(&mut frame, &dst_token, &src);
+                self.stats.relayed_datagrams += 1;
+                self.stats.relayed_bytes += size as u64;
+                self.out.push_back(OutDatagram { destination, source, ecn, data: frame.freeze() });
             }
             RoleState::Peer(peer) => {
-                if !peer.accept_relay(remote, &relay.token) || relay.node.role() != Role::Peer {
-                    tracing::trace!(node = %self.cfg.name, %remote, from = %relay.node, "relay frame rejected");
+                if !peer.accept_relay(remote, &token) || node.role() != Role::Peer {
+                    tracing::trace!(node = %self.cfg.name, %remote, from = %node, "relay frame rejected");
                     self.stats.dropped.relay_rejected += 1;
                     return;
                 }
-                let mapped = peer.mapped(relay.node);
-                tracing::trace!(node = %self.cfg.name, from = %relay.node, %remote, size = relay.data.len(), first = relay.data.first().copied().unwrap_or(0), "relay in");
-                self.handle_quic(mapped, None, BytesMut::from(relay.data));
+                let mapped = peer.mapped(node);
+                let packet = frame.split_off(wire::RELAY_OVERHEAD);
+                tracing::trace!(node = %self.cfg.name, from = %node, %remote, size, first = packet[0], "relay in");
+                // No local address: the one it came in on belongs to the
+                // server link, not to the peer's path.
+                self.handle_quic(mapped, None, ecn, packet);
             }
         }
     }

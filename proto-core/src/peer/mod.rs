@@ -21,6 +21,7 @@ pub(crate) mod paths;
 use crate::config::{ConnectPolicy, PeerConfig};
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
+use crate::info::{LinkRow, ObservedAddr, PeerInfo};
 use crate::proto::{Control, DirEntry, PathKind, PathMsg, PeerAddrs, PeerMsg};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
@@ -33,19 +34,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A peer in the merged directory, as [`Node::peers`](crate::Node::peers) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// Its ID.
-    pub id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// Its addresses, merged from every server that lists it.
-    pub addrs: PeerAddrs,
-    /// The servers that list it (a peer is online while one does).
-    pub via: Vec<NodeId>,
-}
-
 /// Where a packet for a peer goes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -53,29 +41,6 @@ pub(crate) enum Next {
     Direct(SocketAddr),
     /// In a relay frame to this server.
     Relay { server: SocketAddr, token: [u8; TOKEN_LEN], peer: NodeId },
-}
-
-/// One row of the link table (the seed's table F).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkRow {
-    /// The node linked to.
-    pub id: NodeId,
-    /// How it is reached.
-    pub path: PathKind,
-}
-
-/// One peer as a server lists it (the seed's table A, with the peer's table
-/// B links), as [`Node::directory`](crate::Node::directory) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryRow {
-    /// The peer.
-    pub id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// The addresses it reported and the one the server observes.
-    pub addrs: PeerAddrs,
-    /// The links it reported to other peers.
-    pub links: Vec<LinkRow>,
 }
 
 #[derive(Debug)]
@@ -224,6 +189,14 @@ impl Peer {
             }
         }
         addrs
+    }
+
+    /// Our address as each connected server sees it.
+    pub(crate) fn observed_addrs(&self) -> Vec<ObservedAddr> {
+        self.servers
+            .iter()
+            .filter_map(|(server, link)| Some(ObservedAddr { server: *server, addr: link.observed? }))
+            .collect()
     }
 
     /// Our own addresses (table D): interfaces and what servers observe.

@@ -31,7 +31,7 @@
 //! partition) is never re-founded: that is what makes the `raft` basis
 //! partition-safe.
 
-pub mod election;
+pub(crate) mod election;
 mod peers;
 pub(crate) mod raft;
 pub(crate) mod raft_wire;
@@ -39,7 +39,7 @@ pub(crate) mod raft_wire;
 use crate::config::ClusterConfig;
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
-use crate::peer::{DirectoryRow, LinkRow};
+use crate::info::{DirectoryRow, LinkRow};
 use crate::proto::{ClusterMsg, Control, PeerMsg, RaftStatus, ServerEntry};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
