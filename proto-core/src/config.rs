@@ -17,7 +17,7 @@ const MAX_UNIX_TIME: u64 = 253_402_300_799;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectPolicy {
-    /// Connect to every online peer (the seed's eager mesh). Of each pair, the
+    /// Connect to every online peer (an eager full mesh). Of each pair, the
     /// larger ID dials, so the two rarely race.
     #[default]
     Eager,

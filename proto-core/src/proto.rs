@@ -78,7 +78,7 @@ pub(crate) struct Welcome {
     pub(crate) elder: NodeId,
 }
 
-/// A server as listed in the server list (the seed's table C).
+/// A server as listed in the server list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ServerEntry {
     pub(crate) id: NodeId,
@@ -119,7 +119,7 @@ pub(crate) enum ClusterMsg {
     Raft { cluster: u64, msg: Vec<u8> },
 }
 
-/// One peer in a server's directory (the seed's table A / a peer's tables E).
+/// One peer in a server's directory (and in a peer's copy of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DirEntry {
     pub(crate) id: NodeId,
@@ -148,9 +148,9 @@ pub(crate) enum PeerMsg {
     ServerDown(NodeId),
     /// Server → peer: the Master as the server sees it.
     Master(MasterInfo),
-    /// Peer → server: the peer's own addresses (table D), sent when they change.
+    /// Peer → server: the peer's own addresses, sent when they change.
     Info(PeerAddrs),
-    /// Peer → server: a link-table entry (table F) appeared or changed.
+    /// Peer → server: a link-table entry appeared or changed.
     LinkSet { peer: NodeId, path: PathKind },
     /// Peer → server: a link-table entry went away.
     LinkDrop { peer: NodeId },

@@ -1,6 +1,6 @@
 //! The server's cost per relayed datagram: decode the relay frame, check the
 //! session token against the source address, look up the destination,
-//! re-frame (CRC-32 over the packet) and queue it. Run with
+//! rewrite its header in place and queue it. Run with
 //! `cargo bench -p p2pcore-tests --bench relay`.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items

@@ -1,5 +1,5 @@
 //! Target `directory`: the peer role's merge of its servers' directories
-//! (the seed's tables E1..En), against a reference model.
+//! (one copy per server), against a reference model.
 
 use super::input::Input;
 use super::msgs::Pool;

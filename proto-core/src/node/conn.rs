@@ -28,16 +28,57 @@ pub(crate) enum Phase {
 /// Bytes waiting to be accepted by a QUIC send stream.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     bytes: usize,
+}
+
+/// A piece of a send queue: a few header bytes kept inline (a length
+/// prefix, a channel byte: no allocation per message) or shared payload.
+#[derive(Debug)]
+enum Chunk {
+    Inline { buf: [u8; 4], start: u8, end: u8 },
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { buf, start, end } => &buf[usize::from(*start)..usize::from(*end)],
+            Self::Shared(b) => b,
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            // `n` is below the chunk's length, which fits in a u8.
+            Self::Inline { start, .. } => *start += n as u8,
+            Self::Shared(b) => b.advance(n),
+        }
+    }
 }
 
 impl SendQueue {
     pub(crate) fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.bytes += b.len();
-            self.chunks.push_back(b);
+            self.chunks.push_back(Chunk::Shared(b));
         }
+    }
+
+    /// Queues up to four header bytes without allocating.
+    fn push_header(&mut self, header: &[u8]) {
+        let mut buf = [0u8; 4];
+        buf[..header.len()].copy_from_slice(header);
+        self.bytes += header.len();
+        self.chunks.push_back(Chunk::Inline { buf, start: 0, end: header.len() as u8 });
+    }
+
+    /// Queues a header in front of everything already queued.
+    fn push_header_front(&mut self, header: &[u8]) {
+        let mut buf = [0u8; 4];
+        buf[..header.len()].copy_from_slice(header);
+        self.bytes += header.len();
+        self.chunks.push_front(Chunk::Inline { buf, start: 0, end: header.len() as u8 });
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -52,10 +93,11 @@ impl SendQueue {
     ) -> Result<(), WriteError> {
         let mut stream = quic.send_stream(id);
         while let Some(front) = self.chunks.front_mut() {
-            match stream.write(front) {
+            let len = front.as_slice().len();
+            match stream.write(front.as_slice()) {
                 Ok(n) => {
                     self.bytes -= n;
-                    if n == front.len() {
+                    if n == len {
                         self.chunks.pop_front();
                     } else {
                         front.advance(n);
@@ -365,7 +407,7 @@ impl Conn {
     /// Queues a reliable message on `channel`, opening its stream if needed.
     pub(crate) fn send_reliable(&mut self, channel: u8, bytes: Bytes) -> Result<(), WriteError> {
         let tx = self.tx.entry(channel).or_default();
-        tx.queue.push(Bytes::copy_from_slice(&(bytes.len() as u32).to_be_bytes()));
+        tx.queue.push_header(&(bytes.len() as u32).to_be_bytes());
         tx.queue.push(bytes);
         self.flush_channel(channel)
     }
@@ -398,11 +440,7 @@ impl Conn {
             };
             tx.stream = Some(id);
             // The channel header goes before everything already queued.
-            let queued = std::mem::take(&mut tx.queue);
-            tx.queue.push(Bytes::copy_from_slice(&[channel]));
-            for chunk in queued.chunks {
-                tx.queue.push(chunk);
-            }
+            tx.queue.push_header_front(&[channel]);
         }
         match tx.stream {
             Some(id) => tx.queue.flush(&mut self.quic, id),

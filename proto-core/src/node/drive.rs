@@ -39,7 +39,7 @@ impl Node {
             self.quic.client_config(expect, dcid, peer).map_err(|_| ConnectError::Transport { code: 0x01 })?;
         let now = self.now;
         let res = self.scoped(|n| n.endpoint.connect(now, client_config, addr, &server_name));
-        let (handle, quic) = res.map_err(|e| match e {
+        let (new, quic) = res.map_err(|e| match e {
             quinn_proto::ConnectError::InvalidRemoteAddress(a) => ConnectError::InvalidAddress(a),
             quinn_proto::ConnectError::EndpointStopping => ConnectError::ShuttingDown,
             quinn_proto::ConnectError::CidsExhausted => ConnectError::OutOfConnectionIds,
@@ -47,7 +47,7 @@ impl Node {
             // version: our own setup is wrong (INTERNAL_ERROR).
             _ => ConnectError::Transport { code: 0x01 },
         })?;
-        tracing::debug!(node = %self.cfg.name, ch = handle.0, ?expect, %addr, join, "dial");
+        tracing::debug!(node = %self.cfg.name, conn = new.0, ?expect, %addr, join, "dial");
         let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
         conn.expect = Some(expect);
         conn.met = Some(met);
@@ -55,19 +55,19 @@ impl Node {
         conn.internal = internal;
         let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
         conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
-        self.conns.insert(handle.0, conn);
-        self.touch(handle.0);
+        self.conns.insert(new.0, conn);
+        self.touch(new.0);
         Ok(())
     }
 
     /// Marks a connection as possibly having output and refreshes its timer.
-    pub(super) fn touch(&mut self, ch: usize) {
-        self.dirty.insert(ch);
-        self.update_timer(ch);
+    pub(super) fn touch(&mut self, handle: usize) {
+        self.dirty.insert(handle);
+        self.update_timer(handle);
     }
 
-    pub(super) fn update_timer(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+    pub(super) fn update_timer(&mut self, handle: usize) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
         let next = match (conn.quic.poll_timeout(), conn.hello_deadline) {
@@ -77,19 +77,19 @@ impl Node {
 
         if conn.timer != next {
             if let Some(old) = conn.timer {
-                self.timers.remove(&(old, ch));
+                self.timers.remove(&(old, handle));
             }
             if let Some(new) = next {
-                self.timers.insert((new, ch));
+                self.timers.insert((new, handle));
             }
             conn.timer = next;
         }
     }
 
-    pub(super) fn on_conn_timeout(&mut self, ch: usize) {
+    pub(super) fn on_conn_timeout(&mut self, handle: usize) {
         let now = self.now;
 
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
         conn.quic.handle_timeout(now);
@@ -97,19 +97,19 @@ impl Node {
             conn.hello_deadline = None;
             match conn.phase {
                 Phase::Handshaking | Phase::Greeting => {
-                    self.fail_dial_or_close(ch, ConnectError::TimedOut, Close::HelloTimeout)
+                    self.fail_dial_or_close(handle, ConnectError::TimedOut, Close::HelloTimeout)
                 }
-                Phase::Refusing => self.close_quietly(ch, Close::Refused),
+                Phase::Refusing => self.close_quietly(handle, Close::Refused),
                 Phase::Established | Phase::Closing => {}
             }
         }
-        self.drive(ch);
+        self.drive(handle);
     }
 
     /// Processes everything a connection has to say after an input.
-    pub(super) fn drive(&mut self, ch: usize) {
+    pub(super) fn drive(&mut self, handle: usize) {
         loop {
-            let Some(conn) = self.conns.get_mut(&ch) else {
+            let Some(conn) = self.conns.get_mut(&handle) else {
                 return;
             };
             let mut progressed = false;
@@ -122,107 +122,107 @@ impl Node {
                     drained = Some(ev);
                     continue;
                 }
-                if let Some(cev) = self.endpoint.handle_event(ConnectionHandle(ch), ev) {
+                if let Some(cev) = self.endpoint.handle_event(ConnectionHandle(handle), ev) {
                     conn.quic.handle_event(cev);
                 }
             }
             // Application events first: a drained connection still reports why it was lost.
-            while let Some(ev) = self.conns.get_mut(&ch).and_then(|c| c.quic.poll()) {
+            while let Some(ev) = self.conns.get_mut(&handle).and_then(|c| c.quic.poll()) {
                 progressed = true;
-                self.on_quic_event(ch, ev);
+                self.on_quic_event(handle, ev);
             }
             if let Some(ev) = drained {
-                self.forget(ch);
-                let _ = self.endpoint.handle_event(ConnectionHandle(ch), ev);
+                self.forget(handle);
+                let _ = self.endpoint.handle_event(ConnectionHandle(handle), ev);
                 return;
             }
             if !progressed {
                 break;
             }
         }
-        self.follow_move(ch);
-        self.touch(ch);
+        self.follow_move(handle);
+        self.touch(handle);
     }
 
     /// The remote of an accepted connection now sends from a new address
     /// (QUIC validated the migration, as after a NAT rebinding): remember it
     /// and let the role tell the remote where it is seen now.
-    pub(super) fn follow_move(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+    pub(super) fn follow_move(&mut self, handle: usize) {
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         let now_at = conn.quic.remote_address();
         if conn.addr == now_at || is_mapped(&conn.addr) {
             return;
         }
         conn.addr = now_at;
-        let established = conn.remote.filter(|id| self.links.get(id) == Some(&ch));
+        let established = conn.remote.filter(|id| self.links.get(id) == Some(&handle));
         if let Some(id) = established {
             self.role.remote_moved(id, now_at);
         }
     }
 
     /// Removes a drained connection.
-    pub(super) fn forget(&mut self, ch: usize) {
-        self.release_handshake(ch);
-        if let Some(conn) = self.conns.remove(&ch) {
+    pub(super) fn forget(&mut self, handle: usize) {
+        self.release_handshake(handle);
+        if let Some(conn) = self.conns.remove(&handle) {
             if let Some(t) = conn.timer {
-                self.timers.remove(&(t, ch));
+                self.timers.remove(&(t, handle));
             }
             if let Some(id) = conn.remote
-                && self.links.get(&id) == Some(&ch)
+                && self.links.get(&id) == Some(&handle)
             {
                 self.links.remove(&id);
             }
         }
-        self.dirty.remove(&ch);
+        self.dirty.remove(&handle);
     }
 
-    pub(super) fn on_quic_event(&mut self, ch: usize, ev: quinn_proto::Event) {
+    pub(super) fn on_quic_event(&mut self, handle: usize, ev: quinn_proto::Event) {
         use quinn_proto::Event as Q;
         match ev {
             Q::HandshakeDataReady | Q::DatagramsUnblocked => {}
-            Q::Connected => self.on_tls_done(ch),
-            Q::ConnectionLost { reason } => self.on_lost(ch, reason),
+            Q::Connected => self.on_tls_done(handle),
+            Q::ConnectionLost { reason } => self.on_lost(handle, reason),
             Q::Stream(StreamEvent::Opened { dir }) => {
                 let mut got = Vec::new();
-                let res = match self.conns.get_mut(&ch) {
+                let res = match self.conns.get_mut(&handle) {
                     // Channel streams wait in QUIC until the remote is admitted
                     // (it cannot open any before: its stream limit is zero).
                     Some(c) if dir == Dir::Uni && c.phase != Phase::Established => return,
                     Some(c) => c.accept_streams(dir, &mut got),
                     None => return,
                 };
-                self.on_received(ch, got, res);
+                self.on_received(handle, got, res);
             }
             Q::Stream(StreamEvent::Readable { id }) => {
                 let mut got = Vec::new();
-                let res = match self.conns.get_mut(&ch) {
+                let res = match self.conns.get_mut(&handle) {
                     Some(c) => c.read_stream(id, &mut got).and_then(|()| c.read_starved(&mut got)),
                     None => return,
                 };
-                self.on_received(ch, got, res);
+                self.on_received(handle, got, res);
             }
             Q::Stream(StreamEvent::Writable { id }) => {
-                let res = self.conns.get_mut(&ch).map(|c| c.on_writable(id));
+                let res = self.conns.get_mut(&handle).map(|c| c.on_writable(id));
                 if let Some(Err(_)) = res {
-                    self.close_conn(ch, Close::Violation(Violation::StreamStopped));
+                    self.close_conn(handle, Close::Violation(Violation::StreamStopped));
                 }
             }
             Q::Stream(StreamEvent::Available { dir: Dir::Uni }) => {
-                let res = self.conns.get_mut(&ch).map(|c| c.flush_all());
+                let res = self.conns.get_mut(&handle).map(|c| c.flush_all());
                 if let Some(Err(_)) = res {
-                    self.close_conn(ch, Close::Violation(Violation::StreamStopped));
+                    self.close_conn(handle, Close::Violation(Violation::StreamStopped));
                 }
             }
             Q::Stream(StreamEvent::Stopped { .. }) => {
-                self.close_conn(ch, Close::Violation(Violation::StreamStopped));
+                self.close_conn(handle, Close::Violation(Violation::StreamStopped));
             }
             Q::Stream(_) => {}
-            Q::DatagramReceived => self.on_datagrams(ch),
+            Q::DatagramReceived => self.on_datagrams(handle),
         }
     }
 
-    pub(super) fn on_datagrams(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+    pub(super) fn on_datagrams(&mut self, handle: usize) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
         if conn.is_paused() {
@@ -246,20 +246,25 @@ impl Node {
         }
     }
 
-    pub(super) fn on_received(&mut self, ch: usize, got: Vec<Received>, res: Result<(), StreamViolation>) {
+    pub(super) fn on_received(
+        &mut self,
+        handle: usize,
+        got: Vec<Received>,
+        res: Result<(), StreamViolation>,
+    ) {
         for r in got {
             match r {
                 // A frame must be exactly one message: trailing bytes are
                 // as malformed as missing ones.
                 Received::Control(frame) => match postcard::take_from_bytes::<Control>(&frame) {
-                    Ok((msg, [])) => self.on_control(ch, msg),
+                    Ok((msg, [])) => self.on_control(handle, msg),
                     _ => {
-                        self.close_conn(ch, Close::Violation(Violation::MalformedControl));
+                        self.close_conn(handle, Close::Violation(Violation::MalformedControl));
                         return;
                     }
                 },
                 Received::Message { channel, bytes } => {
-                    let Some(conn) = self.conns.get_mut(&ch) else { return };
+                    let Some(conn) = self.conns.get_mut(&handle) else { return };
                     match (conn.phase, conn.remote) {
                         (Phase::Established, Some(from)) => {
                             self.events.push_back(Event::MessageReceived {
@@ -274,7 +279,7 @@ impl Node {
                         // leftovers are dropped.
                         (Phase::Closing, _) => self.stats.dropped.unexpected += 1,
                         _ => {
-                            self.close_conn(ch, Close::Violation(Violation::MessageBeforeAdmission));
+                            self.close_conn(handle, Close::Violation(Violation::MessageBeforeAdmission));
                             return;
                         }
                     }
@@ -282,7 +287,7 @@ impl Node {
             }
         }
         if let Err(v) = res {
-            self.close_conn(ch, Close::Violation(v.into()));
+            self.close_conn(handle, Close::Violation(v.into()));
         }
     }
 
@@ -303,13 +308,13 @@ impl Node {
             match action {
                 Action::Send { to, msg } => {
                     tracing::trace!(node = %self.name(), %to, kind = msg.kind(), "control message out");
-                    if let Some(&ch) = self.links.get(&to)
-                        && let Some(conn) = self.conns.get_mut(&ch)
+                    if let Some(&handle) = self.links.get(&to)
+                        && let Some(conn) = self.conns.get_mut(&handle)
                     {
                         if conn.send_control(proto::encode(&msg)).is_err() {
-                            self.close_conn(ch, Close::Violation(Violation::ControlStreamUnavailable));
+                            self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
                         } else {
-                            self.touch(ch);
+                            self.touch(handle);
                         }
                     }
                 }
@@ -319,8 +324,8 @@ impl Node {
                     self.role_dial(Expect::Node(id), addr, false);
                 }
                 Action::Close(id) => {
-                    if let Some(&ch) = self.links.get(&id) {
-                        self.close_conn(ch, Close::PeerOffline);
+                    if let Some(&handle) = self.links.get(&id) {
+                        self.close_conn(handle, Close::PeerOffline);
                     }
                 }
                 Action::Event(e) => self.events.push_back(e),
@@ -337,11 +342,11 @@ impl Node {
                     // the old one's: let QUIC measure afresh (in-flight data is
                     // kept and retransmitted as usual, so nothing is lost).
                     let now = self.now;
-                    if let Some(&ch) = self.links.get(&peer)
-                        && let Some(conn) = self.conns.get_mut(&ch)
+                    if let Some(&handle) = self.links.get(&peer)
+                        && let Some(conn) = self.conns.get_mut(&handle)
                     {
                         conn.quic.path_changed(now);
-                        self.touch(ch);
+                        self.touch(handle);
                     }
                 }
             }

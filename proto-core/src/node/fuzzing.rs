@@ -13,10 +13,10 @@ impl Node {
     /// refuses the write.
     pub(crate) fn fuzz_write_control(&mut self, now: Instant, to: &NodeId, bytes: &[u8]) -> bool {
         self.command(now);
-        let Some(&ch) = self.links.get(to) else { return false };
-        let Some(conn) = self.conns.get_mut(&ch) else { return false };
+        let Some(&handle) = self.links.get(to) else { return false };
+        let Some(conn) = self.conns.get_mut(&handle) else { return false };
         let ok = conn.send_control(Bytes::copy_from_slice(bytes)).is_ok();
-        self.touch(ch);
+        self.touch(handle);
         ok
     }
 }

@@ -110,29 +110,29 @@ impl Node {
         }
         let now = self.now;
         loop {
-            let ch = match self.dirty.range(self.cursor..).next() {
-                Some(&ch) => ch,
+            let handle = match self.dirty.range(self.cursor..).next() {
+                Some(&handle) => handle,
                 None => *self.dirty.first()?,
             };
-            let Some(conn) = self.conns.get_mut(&ch) else {
-                self.dirty.remove(&ch);
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                self.dirty.remove(&handle);
                 continue;
             };
             match conn.quic.poll_transmit(now, max_datagrams, buf) {
                 Some(t) if is_mapped(&t.destination) => {
-                    self.cursor = ch + 1;
-                    self.update_timer(ch);
-                    if let Some(t) = self.route_mapped(ch, &t, buf) {
+                    self.cursor = handle + 1;
+                    self.update_timer(handle);
+                    if let Some(t) = self.route_mapped(handle, &t, buf) {
                         return Some(t);
                     }
                     // No path now: drop it; QUIC retransmits once there is one.
-                    tracing::trace!(node = %self.cfg.name, ch, to = %t.destination, "unroutable packet");
+                    tracing::trace!(node = %self.cfg.name, handle, to = %t.destination, "unroutable packet");
                     self.stats.unroutable += 1;
                     buf.clear();
                 }
                 Some(t) => {
-                    self.cursor = ch + 1;
-                    self.update_timer(ch);
+                    self.cursor = handle + 1;
+                    self.update_timer(handle);
                     return Some(Transmit {
                         destination: t.destination,
                         source: t.src_ip,
@@ -142,25 +142,30 @@ impl Node {
                     });
                 }
                 None => {
-                    self.dirty.remove(&ch);
-                    self.update_timer(ch);
+                    self.dirty.remove(&handle);
+                    self.update_timer(handle);
                 }
             }
         }
     }
 
-    /// Sends the QUIC packets in `buf` (from connection `ch`, for mapped
+    /// Sends the QUIC packets in `buf` (from connection `handle`, for mapped
     /// address `t.destination`) on the peer's current path: as they are to a
     /// direct address (from the local address that path's packets arrive
     /// on), or each wrapped in a relay frame to its relay server, as one
     /// batch again when QUIC made one.
-    fn route_mapped(&mut self, ch: usize, t: &quinn_proto::Transmit, buf: &mut Vec<u8>) -> Option<Transmit> {
+    fn route_mapped(
+        &mut self,
+        handle: usize,
+        t: &quinn_proto::Transmit,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         let now = self.now;
         let ecn = Ecn::from_quic(t.ecn);
         let (server, token, peer) = match self.role.peer_mut()?.route(now, &t.destination)? {
             Next::Direct(destination) => {
                 buf.truncate(t.size);
-                let source = self.conns.get(&ch).and_then(|c| c.local);
+                let source = self.conns.get(&handle).and_then(|c| c.local);
                 return Some(Transmit {
                     destination,
                     source,

@@ -310,8 +310,8 @@ impl Node {
 
     /// The established connections, ordered by remote ID.
     pub fn links(&self) -> impl Iterator<Item = LinkInfo> + '_ {
-        self.links.iter().filter_map(|(id, ch)| {
-            let c = self.conns.get(ch)?;
+        self.links.iter().filter_map(|(id, handle)| {
+            let c = self.conns.get(handle)?;
             let stats = c.quic.stats().path;
             let path = self.role.peer().and_then(|p| p.link_path(id));
             Some(LinkInfo {
@@ -331,13 +331,13 @@ impl Node {
 
     /// Largest unreliable message that can be sent to `to` right now, if connected.
     pub fn max_unreliable_size(&mut self, to: &NodeId) -> Option<usize> {
-        let ch = *self.links.get(to)?;
-        self.conns.get_mut(&ch)?.max_unreliable()
+        let handle = *self.links.get(to)?;
+        self.conns.get_mut(&handle)?.max_unreliable()
     }
 
     /// Bytes queued for `to` and not yet handed to QUIC.
     pub fn buffered(&self, to: &NodeId) -> usize {
-        let linked = self.links.get(to).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::buffered);
+        let linked = self.links.get(to).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::buffered);
         linked + self.pending.get(to).map_or(0, |p| p.bytes)
     }
 
@@ -350,7 +350,7 @@ impl Node {
     /// Bytes of partly received reliable messages from `id` that this node
     /// holds (at most `limits.receive_buffer` plus one message).
     pub fn receive_buffered(&self, id: &NodeId) -> usize {
-        self.links.get(id).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::rx_held)
+        self.links.get(id).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::rx_held)
     }
 
     /// The Master as this node sees it. Peers learn it from their servers
@@ -360,7 +360,7 @@ impl Node {
         self.role.master()
     }
 
-    /// The server list (the seed's table C) as this node knows it: itself
+    /// The server list as this node knows it: itself
     /// first if it is a server, then every known server.
     ///
     /// Peers report the servers they know, with `live` telling which they are
@@ -384,12 +384,13 @@ impl Node {
         }
     }
 
-    /// Peers online in the merged directory (the seed's tables E1..En); empty on servers.
+    /// Peers online in the merged directory (every server's list of its
+    /// peers, combined); empty on servers.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.role.peer().map_or_else(Vec::new, Peer::peers)
     }
 
-    /// The link table (the seed's table F): how this node reaches the
+    /// The link table: how this node reaches the
     /// servers and peers it is linked to. Empty on servers.
     pub fn link_table(&self) -> Vec<LinkRow> {
         self.role.peer().map_or_else(Vec::new, Peer::link_table)
@@ -401,8 +402,8 @@ impl Node {
         self.role.peer().is_none_or(|p| p.network_up() || !p.uses_servers())
     }
 
-    /// The peers connected to this server (the seed's table A) and the links
-    /// they reported (table B). Empty on peers.
+    /// The peers connected to this server (its directory) and the links
+    /// they reported. Empty on peers.
     pub fn directory(&self) -> Vec<DirectoryRow> {
         self.role.server().map_or_else(Vec::new, Server::directory)
     }
@@ -430,8 +431,8 @@ impl Node {
                 .links
                 .iter()
                 .filter(|(id, _)| id.role() == Role::Server)
-                .filter_map(|(id, ch)| {
-                    Some(ObservedAddr { server: *id, addr: self.conns.get(ch)?.observed? })
+                .filter_map(|(id, handle)| {
+                    Some(ObservedAddr { server: *id, addr: self.conns.get(handle)?.observed? })
                 })
                 .collect(),
         };
@@ -458,21 +459,21 @@ impl Node {
         if !changed {
             return;
         }
-        let Some(&ch) = self.links.get(&id) else { return };
+        let Some(&handle) = self.links.get(&id) else { return };
         self.scoped(|n| {
             let mut got = Vec::new();
-            let res = match n.conns.get_mut(&ch) {
+            let res = match n.conns.get_mut(&handle) {
                 Some(c) => {
                     c.set_paused(paused);
                     if paused { Ok(()) } else { c.read_starved(&mut got) }
                 }
                 None => return,
             };
-            n.on_received(ch, got, res);
+            n.on_received(handle, got, res);
             if !paused {
-                n.on_datagrams(ch);
+                n.on_datagrams(handle);
             }
-            n.touch(ch);
+            n.touch(handle);
         });
     }
 
@@ -551,9 +552,9 @@ impl Node {
         self.input(now);
         self.scoped(|n| {
             let due: Vec<usize> =
-                n.timers.iter().take_while(|(t, _)| *t <= n.now).map(|(_, ch)| *ch).collect();
-            for ch in due {
-                n.on_conn_timeout(ch);
+                n.timers.iter().take_while(|(t, _)| *t <= n.now).map(|(_, handle)| *handle).collect();
+            for handle in due {
+                n.on_conn_timeout(handle);
             }
             if !n.closing && n.role.poll_timeout().is_some_and(|t| t <= n.now) {
                 n.role.handle_timeout(n.now);
@@ -613,8 +614,8 @@ impl Node {
         if to.role() == Role::Peer && self.role.peer().is_some_and(|p| p.uses_servers() && !p.network_up()) {
             return Err(SendError::NetworkDown);
         }
-        if let Some(&ch) = self.links.get(&to) {
-            let Some(conn) = self.conns.get_mut(&ch) else {
+        if let Some(&handle) = self.links.get(&to) {
+            let Some(conn) = self.conns.get_mut(&handle) else {
                 return Err(SendError::NotConnected(to));
             };
             match reliability {
@@ -626,7 +627,7 @@ impl Node {
                     }
                     if conn.send_reliable(channel, bytes).is_err() {
                         // The remote stopped a stream we own: it broke the protocol.
-                        self.scoped(|n| n.close_conn(ch, Close::Violation(Violation::StreamStopped)));
+                        self.scoped(|n| n.close_conn(handle, Close::Violation(Violation::StreamStopped)));
                         return Err(SendError::NotConnected(to));
                     }
                 }
@@ -645,7 +646,7 @@ impl Node {
                     }
                 }
             }
-            self.touch(ch);
+            self.touch(handle);
             return Ok(());
         }
         if !self.in_progress(&to) {
@@ -684,11 +685,11 @@ impl Node {
             .conns
             .iter()
             .filter(|(_, c)| c.remote == Some(id) || c.expect == Some(Expect::Node(id)))
-            .map(|(ch, _)| *ch)
+            .map(|(handle, _)| *handle)
             .collect();
         self.scoped(|n| {
-            for ch in chs {
-                n.close_conn(ch, Close::User);
+            for handle in chs {
+                n.close_conn(handle, Close::User);
             }
         });
     }
@@ -700,8 +701,8 @@ impl Node {
         self.closing = true;
         let chs: Vec<usize> = self.conns.keys().copied().collect();
         self.scoped(|n| {
-            for ch in chs {
-                n.close_conn(ch, Close::Shutdown);
+            for handle in chs {
+                n.close_conn(handle, Close::Shutdown);
             }
         });
     }

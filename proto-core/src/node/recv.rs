@@ -19,13 +19,13 @@ impl Node {
         buf.clear();
         let now = self.now;
         match self.endpoint.handle(now, remote, local, Ecn::to_quic(ecn), data, &mut buf) {
-            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
-                if let Some(conn) = self.conns.get_mut(&ch.0) {
+            Some(DatagramEvent::ConnectionEvent(handle, ev)) => {
+                if let Some(conn) = self.conns.get_mut(&handle.0) {
                     if local.is_some() {
                         conn.local = local;
                     }
                     conn.quic.handle_event(ev);
-                    self.drive(ch.0);
+                    self.drive(handle.0);
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(incoming, remote, &mut buf),
@@ -79,8 +79,8 @@ impl Node {
             // Peer-to-peer connections (over mapped addresses) get their own timeouts.
             let config = peer.then(|| self.peer_server_config.clone());
             match self.endpoint.accept(incoming, now, buf, config) {
-                Ok((ch, quic)) => {
-                    tracing::debug!(node = %self.cfg.name, ch = ch.0, %remote, "incoming connection");
+                Ok((handle, quic)) => {
+                    tracing::debug!(node = %self.cfg.name, handle = handle.0, %remote, "incoming connection");
                     let (max, budget) = (self.cfg.max_message_size, self.cfg.limits.receive_buffer);
                     let mut conn = Conn::new(quic, false, remote, max, budget);
                     let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
@@ -90,8 +90,8 @@ impl Node {
                     if let Some(ip) = ip {
                         *self.handshakes_by_ip.entry(ip).or_default() += 1;
                     }
-                    self.conns.insert(ch.0, conn);
-                    self.drive(ch.0);
+                    self.conns.insert(handle.0, conn);
+                    self.drive(handle.0);
                 }
                 Err(e) => {
                     if let Some(t) = e.response {
@@ -103,8 +103,8 @@ impl Node {
     }
 
     /// The connection no longer counts as an incoming handshake (established or gone).
-    pub(super) fn release_handshake(&mut self, ch: usize) {
-        let Some(slot) = self.conns.get_mut(&ch).and_then(|c| c.handshake_slot.take()) else { return };
+    pub(super) fn release_handshake(&mut self, handle: usize) {
+        let Some(slot) = self.conns.get_mut(&handle).and_then(|c| c.handshake_slot.take()) else { return };
         self.handshakes -= 1;
         if let Some(ip) = slot
             && let Some(n) = self.handshakes_by_ip.get_mut(&ip)
@@ -136,8 +136,8 @@ impl Node {
                 // The token must belong to the connection the frame came from:
                 // nobody else can use this server as a relay.
                 let forward = server.relay_source(&token).and_then(|src| {
-                    let src_ch = *self.links.get(&src)?;
-                    (self.conns.get(&src_ch)?.quic.remote_address() == remote).then_some(())?;
+                    let src_handle = *self.links.get(&src)?;
+                    (self.conns.get(&src_handle)?.quic.remote_address() == remote).then_some(())?;
                     let token = server.relay_token(&node)?;
                     let dst = self.conns.get(self.links.get(&node)?)?;
                     Some((src, token, dst.quic.remote_address(), dst.quic.local_ip()))

@@ -5,10 +5,10 @@
 //! list from it and connects to every server (redialing lost ones with
 //! backoff, like servers do — see `roster`). Each server sends a snapshot of
 //! its directory (the peers connected to it), then versioned deltas; the peer
-//! keeps one directory per server (the seed's tables E1..En) and sees a peer
-//! as online while any server lists it. It reports its own addresses (table
-//! D: its interface addresses and the addresses servers observed) to every
-//! server when they change, and its link table (table F) as deltas.
+//! keeps a copy of each server's directory and sees a peer as online while
+//! any server lists it. It reports its own addresses (its interface
+//! addresses and the addresses servers observed) to every server when they
+//! change, and its link table (how it reaches each node) as deltas.
 //!
 //! Peer-to-peer QUIC runs end to end over mapped addresses (see `paths`);
 //! every packet is relayed by a server both peers are connected to, chosen at
@@ -53,7 +53,7 @@ struct ServerLink {
     /// Our address as this server sees it.
     observed: Option<SocketAddr>,
     master: Option<MasterInfo>,
-    /// This server's directory (table E for this server).
+    /// Our copy of this server's directory.
     dir: BTreeMap<NodeId, DirEntry>,
     version: Option<u64>,
 }
@@ -73,7 +73,7 @@ pub(crate) struct Peer {
     /// See [`Peer::resyncs`].
     resyncs: u64,
     paths: Paths,
-    /// Established links to peers and their path (table F, peers part).
+    /// Established links to peers and their path (the peers part of the link table).
     links: BTreeMap<NodeId, PathKind>,
     /// Linked peers whose path is gone (`PathChanged { path: None }` told).
     pathless: BTreeSet<NodeId>,
@@ -199,7 +199,7 @@ impl Peer {
             .collect()
     }
 
-    /// Our own addresses (table D): interfaces and what servers observe.
+    /// Our own addresses: interfaces and what servers observe.
     fn own_addrs(&self) -> PeerAddrs {
         let mut observed: Vec<SocketAddr> = self.servers.values().filter_map(|s| s.observed).collect();
         observed.sort();
@@ -222,7 +222,7 @@ impl Peer {
         LocalView { edm: paths::is_edm(&own.observed), local: own.local }
     }
 
-    /// The link table (table F): servers (direct) and peers.
+    /// The link table: servers (direct) and peers.
     pub(crate) fn link_table(&self) -> Vec<LinkRow> {
         let servers = self.servers.keys().map(|id| LinkRow { id: *id, path: PathKind::Direct });
         let peers = self.links.iter().map(|(id, path)| LinkRow { id: *id, path: *path });
@@ -334,7 +334,7 @@ impl Peer {
         }
     }
 
-    /// Reports `peer`'s current path (table F, servers, the user) if it changed.
+    /// Reports `peer`'s current path (to the link table, the servers and the user) if it changed.
     fn path_changed(&mut self, peer: NodeId) {
         if !self.links.contains_key(&peer) {
             return;
@@ -646,7 +646,7 @@ impl Peer {
         }
     }
 
-    /// Sends our addresses (table D) to every server if they changed.
+    /// Sends our addresses to every server if they changed.
     fn report_addrs(&mut self) {
         let addrs = self.own_addrs();
         if self.addrs_sent.as_ref() != Some(&addrs) {
