@@ -165,14 +165,51 @@ pub(crate) struct Queued {
     pub(crate) bytes: Bytes,
 }
 
+/// The handshake state of one side of a connection: the dialer and the
+/// acceptor remember different things, so each has its own type.
+#[derive(Debug)]
+pub(crate) enum Side {
+    /// This node dialed.
+    Dialer(Dialer),
+    /// The remote dialed.
+    Acceptor(Acceptor),
+}
+
+/// What the dialing side of a connection keeps.
+#[derive(Debug)]
+pub(crate) struct Dialer {
+    /// Whom we meant to reach.
+    pub(crate) expect: Expect,
+    /// Whom TLS met (filled by the certificate verifier).
+    pub(crate) met: MetSlot,
+    /// Ask the acceptor for the server list in the Hello.
+    pub(crate) join: bool,
+    /// Dialed by the role logic (server mesh, bootstrap), not by the user:
+    /// failures go to the role logic instead of `ConnectFailed` events.
+    pub(crate) internal: bool,
+    /// The outcome was reported to the role logic.
+    pub(crate) reported: bool,
+    /// How the acceptor sees our address (from its Welcome).
+    pub(crate) observed: Option<SocketAddr>,
+}
+
+/// What the accepting side of a connection keeps.
+#[derive(Debug, Default)]
+pub(crate) struct Acceptor {
+    /// Counted among the node's incoming handshakes (accepted, not yet
+    /// established, not yet drained), from this source IP if it is real.
+    pub(crate) slot: Option<Option<IpAddr>>,
+    /// The dialer asked for the server list.
+    pub(crate) join_request: bool,
+    /// Welcome sent, waiting for Ready.
+    pub(crate) welcomed: bool,
+}
+
 /// State of one QUIC connection.
 pub(crate) struct Conn {
     pub(crate) quic: quinn_proto::Connection,
-    /// True if this node dialed.
-    pub(crate) dialed: bool,
-    /// For dialed connections: whom we meant to reach and whom TLS met.
-    pub(crate) expect: Option<Expect>,
-    pub(crate) met: Option<MetSlot>,
+    /// What only the dialing or only the accepting side knows.
+    pub(crate) side: Side,
     /// The address dialed or accepted from.
     pub(crate) addr: SocketAddr,
     /// The local IP its packets last arrived on straight from the remote
@@ -190,24 +227,8 @@ pub(crate) struct Conn {
     pub(crate) remote_addrs: Vec<SocketAddr>,
     /// Whether the remote has run longer than this node (agreed in the handshake).
     pub(crate) remote_elder: bool,
-    /// Dialer: ask the acceptor for the server list in the Hello.
-    pub(crate) join: bool,
-    /// Acceptor: the dialer asked for the server list.
-    pub(crate) join_request: bool,
-    /// Acceptor: Welcome sent, waiting for Ready.
-    pub(crate) welcomed: bool,
-    /// Dialer: how the acceptor sees our address.
-    pub(crate) observed: Option<SocketAddr>,
-    /// Counted among the node's incoming handshakes (accepted, not yet
-    /// established, not yet drained), from this source IP if it is real.
-    pub(crate) handshake_slot: Option<Option<std::net::IpAddr>>,
     /// Chosen by the dialer, sent in the Hello: breaks ties between duplicates.
     pub(crate) nonce: u64,
-    /// Dialer: the outcome was reported to the role logic.
-    pub(crate) dial_reported: bool,
-    /// Dialed by the role logic (server mesh, bootstrap), not by the user:
-    /// failures go to the role logic instead of `ConnectFailed` events.
-    pub(crate) internal: bool,
     /// The deadline currently registered in the node's timer set.
     pub(crate) timer: Option<Instant>,
     control: Option<StreamId>,
@@ -302,18 +323,64 @@ impl RxState {
 }
 
 impl Conn {
+    /// True if this node dialed.
+    pub(crate) fn dialed(&self) -> bool {
+        matches!(self.side, Side::Dialer(_))
+    }
+
+    pub(crate) fn dialer(&self) -> Option<&Dialer> {
+        match &self.side {
+            Side::Dialer(d) => Some(d),
+            Side::Acceptor(_) => None,
+        }
+    }
+
+    pub(crate) fn dialer_mut(&mut self) -> Option<&mut Dialer> {
+        match &mut self.side {
+            Side::Dialer(d) => Some(d),
+            Side::Acceptor(_) => None,
+        }
+    }
+
+    pub(crate) fn acceptor(&self) -> Option<&Acceptor> {
+        match &self.side {
+            Side::Acceptor(a) => Some(a),
+            Side::Dialer(_) => None,
+        }
+    }
+
+    pub(crate) fn acceptor_mut(&mut self) -> Option<&mut Acceptor> {
+        match &mut self.side {
+            Side::Acceptor(a) => Some(a),
+            Side::Dialer(_) => None,
+        }
+    }
+
+    /// Whom we meant to reach, on a connection we dialed.
+    pub(crate) fn expect(&self) -> Option<Expect> {
+        self.dialer().map(|d| d.expect)
+    }
+
+    /// Whether the role logic dialed it (see [`Dialer::internal`]).
+    pub(crate) fn internal(&self) -> bool {
+        self.dialer().is_some_and(|d| d.internal)
+    }
+
+    /// How the acceptor sees our address, on a connection we dialed.
+    pub(crate) fn observed(&self) -> Option<SocketAddr> {
+        self.dialer().and_then(|d| d.observed)
+    }
+
     pub(crate) fn new(
         quic: quinn_proto::Connection,
-        dialed: bool,
+        side: Side,
         addr: SocketAddr,
         max_message: usize,
         rx_budget: usize,
     ) -> Self {
         Self {
             quic,
-            dialed,
-            expect: None,
-            met: None,
+            side,
             addr,
             local: None,
             remote: None,
@@ -323,14 +390,7 @@ impl Conn {
             remote_incarnation: 0,
             remote_addrs: Vec::new(),
             remote_elder: false,
-            join: false,
-            join_request: false,
-            welcomed: false,
-            observed: None,
-            handshake_slot: None,
             nonce: 0,
-            dial_reported: false,
-            internal: false,
             timer: None,
             control: None,
             // Until the remote is admitted only handshake messages are due.
@@ -478,7 +538,7 @@ impl Conn {
     ) -> Result<(), StreamViolation> {
         while let Some(id) = self.quic.streams().accept(dir) {
             match dir {
-                Dir::Bi if self.control.is_none() && !self.dialed => self.control = Some(id),
+                Dir::Bi if self.control.is_none() && !self.dialed() => self.control = Some(id),
                 Dir::Bi => return Err(StreamViolation::UnexpectedBidi),
                 Dir::Uni => {
                     let reader = FrameReader::new(self.max_message);

@@ -13,7 +13,7 @@ impl Node {
             matches!(c.phase, Phase::Handshaking | Phase::Greeting)
                 && (c.remote == Some(*id)
                     || (c.remote.is_none()
-                        && (c.expect == Some(Expect::Node(*id)) || relayed_from(c) == Some(*id))))
+                        && (c.expect() == Some(Expect::Node(*id)) || relayed_from(c) == Some(*id))))
         })
     }
 
@@ -48,11 +48,8 @@ impl Node {
             _ => ConnectError::Transport { code: 0x01 },
         })?;
         tracing::debug!(node = %self.cfg.name, conn = new.0, ?expect, %addr, join, "dial");
-        let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
-        conn.expect = Some(expect);
-        conn.met = Some(met);
-        conn.join = join;
-        conn.internal = internal;
+        let side = Side::Dialer(Dialer { expect, met, join, internal, reported: false, observed: None });
+        let mut conn = Conn::new(quic, side, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
         let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
         conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
         self.conns.insert(new.0, conn);

@@ -41,7 +41,7 @@ impl Node {
         };
         conn.remote = Some(remote);
         conn.phase = Phase::Greeting;
-        tracing::debug!(node = %self.cfg.name, handle, %remote, dialed = conn.dialed, "TLS handshake done");
+        tracing::debug!(node = %self.cfg.name, handle, %remote, dialed = conn.dialed(), "TLS handshake done");
         // A relayed connection must come from the peer the relay frames named.
         let addr = conn.addr;
         if is_mapped(&addr) && self.role.peer().and_then(|p| p.peer_of(&addr)) != Some(remote) {
@@ -52,11 +52,11 @@ impl Node {
             self.fail_dial_or_close(handle, ConnectError::SelfConnect, Close::Duplicate);
             return;
         }
-        if !conn.dialed {
+        if !conn.dialed() {
             return;
         }
         // Dialed by address and it turns out we are already connected: keep the old one.
-        if self.links.contains_key(&remote) && conn.expect != Some(Expect::Node(remote)) {
+        if self.links.contains_key(&remote) && conn.expect() != Some(Expect::Node(remote)) {
             self.close_quietly(handle, Close::Duplicate);
             return;
         }
@@ -72,7 +72,7 @@ impl Node {
             uptime_ms: self.now.saturating_duration_since(self.started).as_millis() as u64,
             credential,
             addrs: self.cfg.advertise.clone(),
-            join: conn.join,
+            join: conn.dialer().is_some_and(|d| d.join),
         };
         let ok = conn.open_control() && conn.send_control(proto::encode(&Control::Hello(hello))).is_ok();
         if !ok {
@@ -82,7 +82,8 @@ impl Node {
 
     pub(super) fn on_control(&mut self, handle: usize, msg: Control) {
         let Some(conn) = self.conns.get(&handle) else { return };
-        let (phase, dialed, welcomed, remote) = (conn.phase, conn.dialed, conn.welcomed, conn.remote);
+        let (phase, dialed, remote) = (conn.phase, conn.dialed(), conn.remote);
+        let welcomed = conn.acceptor().is_some_and(|a| a.welcomed);
         if phase != Phase::Established {
             tracing::debug!(node = %self.cfg.name, handle, ?phase, msg = msg.kind(), "handshake message");
         }
@@ -161,8 +162,10 @@ impl Node {
         conn.remote_incarnation = h.incarnation;
         conn.remote_addrs = h.addrs;
         conn.remote_elder = remote_elder;
-        conn.join_request = h.join;
-        conn.welcomed = true;
+        if let Some(a) = conn.acceptor_mut() {
+            a.join_request = h.join;
+            a.welcomed = true;
+        }
         if conn.send_control(proto::encode(&Control::Welcome(welcome))).is_err() {
             self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
         }
@@ -171,9 +174,9 @@ impl Node {
     fn has_pending_dial(&self, remote: &NodeId, except: usize) -> bool {
         self.conns.iter().any(|(handle, c)| {
             *handle != except
-                && c.dialed
+                && c.dialed()
                 && matches!(c.phase, Phase::Handshaking | Phase::Greeting)
-                && (c.remote == Some(*remote) || c.expect == Some(Expect::Node(*remote)))
+                && (c.remote == Some(*remote) || c.expect() == Some(Expect::Node(*remote)))
         })
     }
 
@@ -205,7 +208,9 @@ impl Node {
         conn.remote_incarnation = w.incarnation;
         conn.remote_addrs = w.addrs;
         conn.remote_elder = w.elder == remote;
-        conn.observed = Some(w.observed);
+        if let Some(d) = conn.dialer_mut() {
+            d.observed = Some(w.observed);
+        }
         if conn.send_control(proto::encode(&Control::Ready)).is_err() {
             self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
             return;
@@ -215,7 +220,7 @@ impl Node {
 
     fn on_refuse(&mut self, handle: usize, reason: RefuseReason) {
         let Some(conn) = self.conns.get(&handle) else { return };
-        let (dialed, remote, addr) = (conn.dialed, conn.remote, conn.addr);
+        let (dialed, remote, addr) = (conn.dialed(), conn.remote, conn.addr);
         if reason == RefuseReason::Duplicate {
             // The other connection between us wins; nothing failed.
             self.close_quietly(handle, Close::Duplicate);
@@ -261,7 +266,7 @@ impl Node {
         match self.conns.get(&handle) {
             Some(c) => {
                 let remote = c.remote.unwrap_or(my_id);
-                (if c.dialed { my_id > remote } else { remote > my_id }, c.nonce)
+                (if c.dialed() { my_id > remote } else { remote > my_id }, c.nonce)
             }
             None => (false, 0),
         }
@@ -318,7 +323,7 @@ impl Node {
             }
         }
         self.notify_dial(handle, DialOutcome::Connected(remote));
-        let observed = self.conns.get(&handle).and_then(|c| c.observed);
+        let observed = self.conns.get(&handle).and_then(Conn::observed);
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
         self.touch(handle);
@@ -332,7 +337,7 @@ impl Node {
         self.admit(handle, remote);
         let Some(conn) = self.conns.get_mut(&handle) else { return };
         let meta = link_meta(remote, conn);
-        let observed = conn.observed;
+        let observed = conn.observed();
         self.links.insert(remote, handle);
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
@@ -361,11 +366,13 @@ impl Node {
     /// Tells the role logic how one of its dials ended (once per connection).
     pub(super) fn notify_dial(&mut self, handle: usize, outcome: DialOutcome) {
         let Some(conn) = self.conns.get_mut(&handle) else { return };
-        if !conn.dialed || conn.dial_reported {
+        let addr = conn.addr;
+        let Some(dialer) = conn.dialer_mut() else { return };
+        if dialer.reported {
             return;
         }
-        conn.dial_reported = true;
-        let (Some(expect), addr) = (conn.expect, conn.addr) else { return };
+        dialer.reported = true;
+        let expect = dialer.expect;
         self.role.dial_done(self.now, expect, addr, &outcome);
         self.run_role_actions();
     }
@@ -428,7 +435,7 @@ impl Node {
         conn.quic.close(now, VarInt::from_u32(why.code()), Bytes::from(why.to_string()));
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
-            (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
+            (conn.dialed(), conn.remote, conn.expect(), conn.addr, conn.internal());
         if phase == Phase::Established {
             if let Some(id) = remote {
                 self.link_down(handle, id, why.disconnect_reason());
@@ -470,8 +477,8 @@ impl Node {
         tracing::debug!(node = %self.cfg.name, handle, ?phase, %reason, "connection lost");
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
-            (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
-        let met = conn.met.as_ref().and_then(|m| m.get()).cloned();
+            (conn.dialed(), conn.remote, conn.expect(), conn.addr, conn.internal());
+        let met = conn.dialer().and_then(|d| d.met.get()).cloned();
         if phase == Phase::Established {
             if let Some(id) = remote {
                 self.link_down(handle, id, disconnect_reason(&reason));
@@ -511,7 +518,7 @@ fn link_meta(remote: NodeId, conn: &conn::Conn) -> LinkMeta {
         remote_addr: conn.quic.remote_address(),
         addrs: conn.remote_addrs.clone(),
         elder: conn.remote_elder,
-        join: conn.join_request,
+        join: conn.acceptor().is_some_and(|a| a.join_request),
         probe_key: is_mapped(&conn.addr).then(|| quic::probe_key(&conn.quic)).flatten(),
     }
 }

@@ -33,7 +33,7 @@ use crate::server::{Action, DialOutcome, Server, ServerInfo};
 use crate::stats::NodeStats;
 use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};
-use conn::{Conn, Phase, Queued, Received, StreamViolation};
+use conn::{Acceptor, Conn, Dialer, Phase, Queued, Received, Side, StreamViolation};
 use handshake::Close;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
 use rand::SeedableRng;
@@ -319,7 +319,7 @@ impl Node {
                 name: c.remote_name.clone(),
                 addr: self.real_addr(Some(*id), c.addr),
                 path,
-                dialed: c.dialed,
+                dialed: c.dialed(),
                 rtt: stats.rtt,
                 cwnd: stats.cwnd,
                 sent_packets: stats.sent_packets,
@@ -382,6 +382,7 @@ impl Node {
         if let Some(s) = self.role.server_mut() {
             s.set_load(load);
         }
+        self.scoped(|n| n.run_role_actions());
     }
 
     /// Peers online in the merged directory (every server's list of its
@@ -432,7 +433,7 @@ impl Node {
                 .iter()
                 .filter(|(id, _)| id.role() == Role::Server)
                 .filter_map(|(id, handle)| {
-                    Some(ObservedAddr { server: *id, addr: self.conns.get(handle)?.observed? })
+                    Some(ObservedAddr { server: *id, addr: self.conns.get(handle)?.observed()? })
                 })
                 .collect(),
         };
@@ -684,7 +685,7 @@ impl Node {
         let chs: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.remote == Some(id) || c.expect == Some(Expect::Node(id)))
+            .filter(|(_, c)| c.remote == Some(id) || c.expect() == Some(Expect::Node(id)))
             .map(|(handle, _)| *handle)
             .collect();
         self.scoped(|n| {

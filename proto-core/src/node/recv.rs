@@ -82,10 +82,10 @@ impl Node {
                 Ok((handle, quic)) => {
                     tracing::debug!(node = %self.cfg.name, handle = handle.0, %remote, "incoming connection");
                     let (max, budget) = (self.cfg.max_message_size, self.cfg.limits.receive_buffer);
-                    let mut conn = Conn::new(quic, false, remote, max, budget);
+                    let side = Side::Acceptor(Acceptor { slot: Some(ip), ..Acceptor::default() });
+                    let mut conn = Conn::new(quic, side, remote, max, budget);
                     let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
                     conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
-                    conn.handshake_slot = Some(ip);
                     self.handshakes += 1;
                     if let Some(ip) = ip {
                         *self.handshakes_by_ip.entry(ip).or_default() += 1;
@@ -104,7 +104,11 @@ impl Node {
 
     /// The connection no longer counts as an incoming handshake (established or gone).
     pub(super) fn release_handshake(&mut self, handle: usize) {
-        let Some(slot) = self.conns.get_mut(&handle).and_then(|c| c.handshake_slot.take()) else { return };
+        let Some(slot) =
+            self.conns.get_mut(&handle).and_then(|c| c.acceptor_mut().and_then(|a| a.slot.take()))
+        else {
+            return;
+        };
         self.handshakes -= 1;
         if let Some(ip) = slot
             && let Some(n) = self.handshakes_by_ip.get_mut(&ip)
