@@ -2,7 +2,6 @@
 
 use crate::admission::AdmissionError;
 use crate::identity::{NameError, NodeId, Role};
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// A [`Config`](crate::Config) that cannot be used.
@@ -367,7 +366,7 @@ pub enum SetupError {
 }
 
 /// Why a connection was refused after the TLS handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RefuseReason {
     /// The two nodes speak incompatible protocol versions.

@@ -3,7 +3,6 @@
 //! to describe what it knows).
 
 use crate::identity::NodeId;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -49,7 +48,7 @@ pub struct DirectoryRow {
 
 /// A peer's own network information: what it reports to servers and what
 /// they list in the directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PeerAddrs {
     /// Addresses on the peer's own interfaces (LAN addresses).
@@ -59,7 +58,7 @@ pub struct PeerAddrs {
 }
 
 /// How a peer reaches another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PathKind {
     /// Straight to the node's address (same LAN, public address, or a server).

@@ -94,7 +94,9 @@ pub(crate) mod test_support {
     }
 }
 
-pub use admission::{Admission, AdmissionError, JoinToken, NetworkSecret, TokenParseError};
+pub use admission::{
+    Admission, AdmissionError, AdmissionMode, CredentialKind, JoinToken, NetworkSecret, TokenParseError,
+};
 pub use config::{ClusterConfig, Config, ConnectPolicy, LimitsConfig, PeerConfig};
 pub use error::{
     CertError, ConfigError, ConnectError, DisconnectReason, RefuseReason, SendError, SetupError,

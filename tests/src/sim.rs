@@ -233,6 +233,8 @@ pub struct HostBytes {
     pub datagrams_received: u64,
     /// Bytes delivered to the host.
     pub received: u64,
+    /// Times the host's timer fired: wake-ups without a datagram.
+    pub timer_wakeups: u64,
 }
 
 /// One simulated machine.
@@ -866,6 +868,7 @@ impl Sim {
                     return;
                 }
                 h.timeout = None;
+                h.bytes.timer_wakeups += 1;
                 let now = self.now;
                 if let Some(node) = h.node.as_mut() {
                     if let Some(f) = self.scope {

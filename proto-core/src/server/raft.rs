@@ -347,6 +347,28 @@ impl Consensus {
         }
     }
 
+    /// How many more ticks raft-rs needs before one of them can do
+    /// something; `None` when none ever will on its own. A follower or
+    /// candidate acts at its election timeout (the ticks before only count);
+    /// a leader heartbeats every few ticks (raft-rs keeps that count
+    /// private, so: every tick) while it has anyone to talk to; a leader
+    /// alone, a learner and a joiner never act on a tick. The server then
+    /// sleeps through the ticks in between and applies them when it wakes
+    /// or when an input comes ([`Server::handle_timeout`](super::Server)),
+    /// which is the same to raft-rs: a tick that does nothing but count
+    /// may be counted late.
+    pub(crate) fn ticks_until_due(&self) -> Option<usize> {
+        let r = &self.group.as_ref()?.node.raft;
+        match r.state {
+            StateRole::Leader => {
+                let conf = r.prs().conf().to_conf_state();
+                (conf.voters.len() > 1 || !conf.learners.is_empty()).then_some(1)
+            }
+            _ if !r.promotable() => None,
+            _ => Some(r.randomized_election_timeout().saturating_sub(r.election_elapsed).max(1)),
+        }
+    }
+
     /// Advances Raft's logical clock by one tick.
     pub(crate) fn tick(&mut self) {
         self.guarded(|n| n.tick());
