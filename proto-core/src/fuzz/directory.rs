@@ -223,16 +223,24 @@ impl Harness {
         }
     }
 
+    /// Checks one control message the peer sends.
+    fn sent(&mut self, to: NodeId, msg: &Control) {
+        if to.role() == Role::Server {
+            assert!(self.linked.contains_key(&to), "message {msg:?} for unlinked server {to}");
+        }
+        if matches!(msg, Control::Peer(PeerMsg::Resync)) {
+            self.resync_sends += 1;
+        }
+    }
+
     /// Takes the role's actions, checking each.
     fn drain(&mut self) {
         while let Some(a) = self.peer.poll_action() {
             match a {
-                Action::Send { to, msg } => {
-                    if to.role() == Role::Server {
-                        assert!(self.linked.contains_key(&to), "message {msg:?} for unlinked server {to}");
-                    }
-                    if matches!(msg, Control::Peer(PeerMsg::Resync)) {
-                        self.resync_sends += 1;
+                Action::Send { to, msg } => self.sent(to, &msg),
+                Action::Broadcast { to, msg } => {
+                    for id in to {
+                        self.sent(id, &msg);
                     }
                 }
                 Action::Event(e) => self.event(e),

@@ -289,6 +289,20 @@ impl Node {
     }
 
     /// Carries out what the role logic asked for.
+    /// Queues an encoded control frame on the control stream of the link
+    /// to `to`, if there is one.
+    fn send_control_to(&mut self, to: NodeId, frame: Bytes) {
+        if let Some(&handle) = self.links.get(&to)
+            && let Some(conn) = self.conns.get_mut(&handle)
+        {
+            if conn.send_control(frame).is_err() {
+                self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
+            } else {
+                self.touch(handle);
+            }
+        }
+    }
+
     pub(super) fn run_role_actions(&mut self) {
         if let Some(p) = self.role.peer() {
             self.stats.directory_resyncs = p.resyncs();
@@ -305,14 +319,14 @@ impl Node {
             match action {
                 Action::Send { to, msg } => {
                     tracing::trace!(node = %self.name(), %to, kind = msg.kind(), "control message out");
-                    if let Some(&handle) = self.links.get(&to)
-                        && let Some(conn) = self.conns.get_mut(&handle)
-                    {
-                        if conn.send_control(proto::encode(&msg)).is_err() {
-                            self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
-                        } else {
-                            self.touch(handle);
-                        }
+                    self.send_control_to(to, proto::encode(&msg));
+                }
+                Action::Broadcast { to, msg } => {
+                    tracing::trace!(node = %self.name(), recipients = to.len(), kind = msg.kind(), "control message out");
+                    // Encoded once; every connection queues the same bytes.
+                    let frame = proto::encode(&msg);
+                    for id in to {
+                        self.send_control_to(id, frame.clone());
                     }
                 }
                 Action::Dial { expect, addr, join } => self.role_dial(expect, addr, join),

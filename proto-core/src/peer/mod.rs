@@ -634,8 +634,8 @@ impl Peer {
 
     fn broadcast(&mut self, msg: PeerMsg) {
         let to: Vec<NodeId> = self.servers.keys().copied().collect();
-        for id in to {
-            self.send(id, msg.clone());
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Peer(msg) });
         }
     }
 
@@ -867,7 +867,13 @@ mod tests {
 
     fn resync_requests(p: &mut Peer) -> usize {
         std::iter::from_fn(|| p.poll_action())
-            .filter(|a| matches!(a, Action::Send { msg: Control::Peer(PeerMsg::Resync), .. }))
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send { msg: Control::Peer(PeerMsg::Resync), .. }
+                        | Action::Broadcast { msg: Control::Peer(PeerMsg::Resync), .. }
+                )
+            })
             .count()
     }
 

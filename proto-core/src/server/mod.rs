@@ -60,6 +60,9 @@ const TRANSFER_PAUSE: Duration = Duration::from_secs(2);
 pub(crate) enum Action {
     /// Send a control message over the established connection to `to`.
     Send { to: NodeId, msg: Control },
+    /// Send one control message to each of `to`: encoded once, the same
+    /// bytes queued on every connection.
+    Broadcast { to: Vec<NodeId>, msg: Control },
     /// Dial a node (by ID, or any node of a role at an address).
     Dial { expect: Expect, addr: SocketAddr, join: bool },
     /// Dial a peer through its mapped address (peers only).
@@ -414,8 +417,8 @@ impl Server {
 
     fn broadcast_peers(&mut self, msg: &PeerMsg) {
         let to: Vec<NodeId> = self.peers.ids().copied().collect();
-        for id in to {
-            self.send_peer(id, msg.clone());
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Peer(msg.clone()) });
         }
     }
 
@@ -614,8 +617,8 @@ impl Server {
 
     fn broadcast(&mut self, msg: ClusterMsg, except: Option<NodeId>) {
         let to: Vec<NodeId> = self.live.keys().copied().filter(|id| Some(*id) != except).collect();
-        for id in to {
-            self.send(id, msg.clone());
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Cluster(msg) });
         }
     }
 
