@@ -2,6 +2,7 @@
 
 use super::{LocalView, PathOut, Paths, PeerPath};
 use crate::identity::NodeId;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Pings sent to a suspect path before it is given up (with 5% loss each
@@ -25,7 +26,77 @@ pub(super) struct Liveness {
     pub(super) next_suspect_ping: Option<Instant>,
 }
 
+impl Liveness {
+    /// A packet went out on the direct path: if nothing has been heard since,
+    /// the clock for an answer starts now.
+    pub(super) fn sent(&mut self, now: Instant) {
+        if self.unanswered.is_none() {
+            let before = self.last_rx.into_iter().chain(self.last_tx).max().unwrap_or(now);
+            self.unanswered = Some((now, before));
+        }
+        self.last_tx = Some(now);
+    }
+
+    pub(super) fn heard(&mut self, now: Instant) {
+        self.last_rx = Some(now);
+        self.unanswered = None;
+        self.suspect_until = None;
+        self.next_suspect_ping = None;
+    }
+}
+
+/// What the direct path in use needs when its timer fires.
+pub(super) enum LiveDue {
+    /// Nothing yet.
+    Nothing,
+    /// A ping to this address (the direct path).
+    Ping(SocketAddr),
+    /// The path is given up.
+    Lost,
+}
+
 impl PeerPath {
+    /// When the direct path in use next needs attention: a keep-alive, the
+    /// point where unanswered sends make it suspect, or the next ping to (or
+    /// the end of) a suspect path. `None` on the relay.
+    pub(super) fn liveness_deadline(&self) -> Option<Instant> {
+        self.direct?;
+        let l = &self.live;
+        let keepalive = l.last_tx.map(|t| t + self.keepalive);
+        let probe = match l.suspect_until {
+            Some(until) => Some(l.next_suspect_ping.map_or(until, |p| p.min(until))),
+            None => l.unanswered.map(|(since, _)| since + self.suspect_after()),
+        };
+        keepalive.into_iter().chain(probe).min()
+    }
+
+    /// Runs the direct path's timers that have come.
+    pub(super) fn due_liveness(&mut self, now: Instant) -> LiveDue {
+        let Some(addr) = self.direct else { return LiveDue::Nothing };
+        let (suspect_after, probe_timeout, keepalive) =
+            (self.suspect_after(), self.probe_timeout(), self.keepalive);
+        let l = &mut self.live;
+        match l.suspect_until {
+            Some(until) if until <= now => LiveDue::Lost,
+            Some(until) if l.next_suspect_ping.is_some_and(|t| t <= now) => {
+                // Spaced pings, so one lost packet does not condemn a path.
+                let next = now + probe_timeout / SUSPECT_PINGS;
+                l.next_suspect_ping = (next < until).then_some(next);
+                LiveDue::Ping(addr)
+            }
+            Some(_) => LiveDue::Nothing,
+            None if l.unanswered.is_some_and(|(since, _)| since + suspect_after <= now) => {
+                // Sends went unanswered: ask the path directly.
+                l.suspect_until = Some(now + probe_timeout);
+                l.next_suspect_ping = Some(now + probe_timeout / SUSPECT_PINGS);
+                LiveDue::Ping(addr)
+            }
+            // Idle: keep the NAT bindings on both sides open.
+            None if l.last_tx.is_some_and(|t| t + keepalive <= now) => LiveDue::Ping(addr),
+            None => LiveDue::Nothing,
+        }
+    }
+
     pub(super) fn rtt(&self) -> Duration {
         self.direct.and_then(|a| self.cands.get(&a)).and_then(|c| c.rtt).unwrap_or(Duration::from_millis(100))
     }
@@ -72,23 +143,6 @@ impl Paths {
     pub(crate) fn keepalive(&self, peer: &NodeId) -> Option<Duration> {
         self.by_peer.get(peer).map(|p| p.keepalive)
     }
-}
-
-/// A packet went out on the direct path: if nothing has been heard since,
-/// the clock for an answer starts now.
-pub(super) fn sent(l: &mut Liveness, now: Instant) {
-    if l.unanswered.is_none() {
-        let before = l.last_rx.into_iter().chain(l.last_tx).max().unwrap_or(now);
-        l.unanswered = Some((now, before));
-    }
-    l.last_tx = Some(now);
-}
-
-pub(super) fn heard(l: &mut Liveness, now: Instant) {
-    l.last_rx = Some(now);
-    l.unanswered = None;
-    l.suspect_until = None;
-    l.next_suspect_ping = None;
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Mapped addresses and the table that maps real addresses back to peers.
 
-use super::liveness::heard;
 use super::{Paths, PeerPath};
 use crate::identity::NodeId;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -58,7 +57,7 @@ impl Paths {
         let peer = *self.by_addr.get(from)?;
         let p = self.by_peer.get_mut(&peer)?;
         if p.direct == Some(*from) {
-            heard(&mut p.live, now);
+            p.live.heard(now);
         }
         Some(p.mapped)
     }

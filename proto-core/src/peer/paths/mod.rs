@@ -55,11 +55,10 @@ use crate::identity::NodeId;
 use crate::proto::{PathKind, PeerAddrs};
 use crate::rng::NodeRng;
 use crate::wire::TXID_LEN;
-use candidates::PREDICT_TICKS;
-use candidates::{Cand, CandKind};
-use liveness::{Liveness, SUSPECT_PINGS, sent};
-use probes::{PING_TTL, ReplayWindow};
-use rounds::{ROUND_TAIL, Round, TICKS, TICKS_AFTER_SUCCESS};
+use candidates::Cand;
+use liveness::{LiveDue, Liveness};
+use probes::ReplayWindow;
+use rounds::Round;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -158,18 +157,7 @@ impl PeerPath {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let round = self.round.as_ref().map(|r| match TICKS.get(r.tick) {
-            Some(t) => r.started + Duration::from_millis(*t),
-            None => r.started + Duration::from_millis(TICKS[TICKS.len() - 1]) + ROUND_TAIL,
-        });
-        let keepalive = self.direct.and(self.live.last_tx).map(|t| t + self.keepalive);
-        let l = &self.live;
-        let live = self.direct.and_then(|_| match l.suspect_until {
-            Some(until) => Some(l.next_suspect_ping.map_or(until, |p| p.min(until))),
-            None => l.unanswered.map(|(since, _)| since + self.suspect_after()),
-        });
-        let next_round = self.next_round.filter(|_| self.round.is_none());
-        [round, next_round, keepalive, live].into_iter().flatten().min()
+        [self.round_deadline(), self.liveness_deadline()].into_iter().flatten().min()
     }
 
     /// The best validated candidate and its RTT.
@@ -255,7 +243,7 @@ impl Paths {
         let peer = self.peer_of(mapped)?;
         let p = self.by_peer.get_mut(&peer)?;
         if let Some(addr) = p.direct {
-            sent(&mut p.live, now);
+            p.live.sent(now);
             return Some((peer, Some(Route::Direct(addr))));
         }
         Some((peer, p.relay.map(Route::Relay)))
@@ -312,55 +300,19 @@ impl Paths {
         self.by_peer.values().filter_map(PeerPath::next_deadline).min()
     }
 
+    /// Runs the timers of `peer` that have come: round ticks and the
+    /// liveness of its direct path.
     fn handle_peer_timeout(&mut self, now: Instant, peer: NodeId, view: &LocalView) {
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
-        p.pending.retain(|_, (_, sent)| now.saturating_duration_since(*sent) < PING_TTL);
-        let mut targets: Vec<SocketAddr> = Vec::new();
-        // Round ticks.
-        if let Some(r) = p.round.as_mut() {
-            while TICKS.get(r.tick).is_some_and(|t| r.started + Duration::from_millis(*t) <= now) {
-                let after_success = r.success_tick.is_some_and(|s| r.tick > s + TICKS_AFTER_SUCCESS);
-                if !after_success {
-                    let both_edm = view.edm && is_edm(&p.remote.observed);
-                    for (a, c) in &p.cands {
-                        if !both_edm || c.kind == CandKind::Local {
-                            targets.push(*a);
-                        }
-                    }
-                    if r.tick < PREDICT_TICKS {
-                        targets.extend(r.predicted.iter().copied());
-                    }
-                }
-                r.tick += 1;
+        p.expire_pings(now);
+        let mut targets = p.due_round_pings(now, view);
+        match p.due_liveness(now) {
+            LiveDue::Lost => {
+                self.lost_direct(now, peer, view);
+                return;
             }
-        }
-        // Liveness of the direct path in use.
-        if let Some(addr) = p.direct {
-            let (suspect_after, probe_timeout, keepalive) =
-                (p.suspect_after(), p.probe_timeout(), p.keepalive);
-            let l = &mut p.live;
-            match l.suspect_until {
-                Some(until) if until <= now => {
-                    self.lost_direct(now, peer, view);
-                    return;
-                }
-                Some(until) if l.next_suspect_ping.is_some_and(|t| t <= now) => {
-                    // Spaced pings, so one lost packet does not condemn a path.
-                    let next = now + probe_timeout / SUSPECT_PINGS;
-                    l.next_suspect_ping = (next < until).then_some(next);
-                    targets.push(addr);
-                }
-                Some(_) => {}
-                None if l.unanswered.is_some_and(|(since, _)| since + suspect_after <= now) => {
-                    // Sends went unanswered: ask the path directly.
-                    l.suspect_until = Some(now + probe_timeout);
-                    l.next_suspect_ping = Some(now + probe_timeout / SUSPECT_PINGS);
-                    targets.push(addr);
-                }
-                // Idle: keep the NAT bindings on both sides open.
-                None if l.last_tx.is_some_and(|t| t + keepalive <= now) => targets.push(addr),
-                None => {}
-            }
+            LiveDue::Ping(addr) => targets.push(addr),
+            LiveDue::Nothing => {}
         }
         targets.sort();
         targets.dedup();

@@ -1,8 +1,7 @@
 //! Ping and pong probes: building, authenticating, refusing replays.
 
 use super::candidates::{CandKind, add_cand};
-use super::liveness::{heard, sent};
-use super::{PathOut, Paths};
+use super::{PathOut, Paths, PeerPath};
 use crate::identity::NodeId;
 use crate::wire::{FrameType, PROBE_MAC_LEN, ProbeFrame, TXID_LEN};
 use std::net::SocketAddr;
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Least time between two triggered pings to one address.
 pub(super) const TRIGGER_GAP: Duration = Duration::from_millis(20);
 /// How long an unanswered ping is remembered.
-pub(super) const PING_TTL: Duration = Duration::from_secs(5);
+const PING_TTL: Duration = Duration::from_secs(5);
 /// Ping counters accepted below the highest one seen (pings to several
 /// candidates overtake each other on different paths).
 pub(super) const REPLAY_WINDOW: u64 = 128;
@@ -48,6 +47,13 @@ impl ReplayWindow {
     }
 }
 
+impl PeerPath {
+    /// Forgets pings too old for their pongs to count.
+    pub(super) fn expire_pings(&mut self, now: Instant) {
+        self.pending.retain(|_, (_, sent)| now.saturating_duration_since(*sent) < PING_TTL);
+    }
+}
+
 impl Paths {
     pub(super) fn ping(&mut self, now: Instant, peer: NodeId, to: SocketAddr) {
         let me = self.me;
@@ -69,7 +75,7 @@ impl Paths {
             c.last_ping = Some(now);
         }
         if p.direct == Some(to) {
-            sent(&mut p.live, now);
+            p.live.sent(now);
         }
         self.stats.pings += 1;
         self.stats.bytes += data.len() as u64;
@@ -131,7 +137,7 @@ impl Paths {
         }
         add_cand(&mut p.cands, &p.remote, from, CandKind::Reflexive);
         if p.direct == Some(from) {
-            heard(&mut p.live, now);
+            p.live.heard(now);
         }
         let validated = p.cands.get(&from).is_some_and(|c| c.rtt.is_some());
         let recently = p
@@ -179,7 +185,7 @@ impl Paths {
             c.seen_as = probe.addr;
         }
         if p.direct == Some(pinged) {
-            heard(&mut p.live, now);
+            p.live.heard(now);
         }
         if let Some(r) = p.round.as_mut()
             && r.success_tick.is_none()

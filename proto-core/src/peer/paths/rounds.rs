@@ -1,7 +1,7 @@
 //! Probing rounds: their schedule, start, end and backoff.
 
-use super::candidates::{is_edm, predict};
-use super::{LocalView, PathOut, Paths};
+use super::candidates::{CandKind, PREDICT_TICKS, is_edm, predict};
+use super::{LocalView, PathOut, Paths, PeerPath};
 use crate::identity::NodeId;
 use crate::proto::PeerAddrs;
 use std::net::SocketAddr;
@@ -29,6 +29,62 @@ pub(super) struct Round {
     pub(super) success_tick: Option<usize>,
     /// Ports to try on an endpoint-dependent remote.
     pub(super) predicted: Vec<SocketAddr>,
+}
+
+impl Round {
+    /// When the round is over at the latest: its last tick plus the wait
+    /// for stragglers.
+    fn end(&self) -> Instant {
+        self.started + Duration::from_millis(TICKS[TICKS.len() - 1]) + ROUND_TAIL
+    }
+
+    /// When the round next needs attention: its next tick, or its end once
+    /// every tick has gone.
+    fn deadline(&self) -> Instant {
+        match TICKS.get(self.tick) {
+            Some(t) => self.started + Duration::from_millis(*t),
+            None => self.end(),
+        }
+    }
+
+    /// Whether pinging is over: enough ticks have passed since the first
+    /// pong for the other side's filter to be open too.
+    fn done_pinging(&self) -> bool {
+        self.success_tick.is_some_and(|s| self.tick > s + TICKS_AFTER_SUCCESS)
+    }
+}
+
+impl PeerPath {
+    /// When the round logic next needs attention: the running round's next
+    /// tick or end, or, while none runs, when the next one is due.
+    pub(super) fn round_deadline(&self) -> Option<Instant> {
+        match &self.round {
+            Some(r) => Some(r.deadline()),
+            None => self.next_round,
+        }
+    }
+
+    /// Moves the running round past every tick that has come and returns the
+    /// addresses those ticks ping.
+    pub(super) fn due_round_pings(&mut self, now: Instant, view: &LocalView) -> Vec<SocketAddr> {
+        let mut targets = Vec::new();
+        let Some(r) = self.round.as_mut() else { return targets };
+        while TICKS.get(r.tick).is_some_and(|t| r.started + Duration::from_millis(*t) <= now) {
+            if !r.done_pinging() {
+                let both_edm = view.edm && is_edm(&self.remote.observed);
+                for (a, c) in &self.cands {
+                    if !both_edm || c.kind == CandKind::Local {
+                        targets.push(*a);
+                    }
+                }
+                if r.tick < PREDICT_TICKS {
+                    targets.extend(r.predicted.iter().copied());
+                }
+            }
+            r.tick += 1;
+        }
+        targets
+    }
 }
 
 impl Paths {
@@ -73,9 +129,7 @@ impl Paths {
     pub(super) fn end_round_if_done(&mut self, now: Instant, peer: NodeId) {
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
         let Some(r) = &p.round else { return };
-        let last = r.started + Duration::from_millis(TICKS[TICKS.len() - 1]) + ROUND_TAIL;
-        let done_early = r.success_tick.is_some_and(|s| r.tick > s + TICKS_AFTER_SUCCESS);
-        if now < last && !done_early {
+        if now < r.end() && !r.done_pinging() {
             return;
         }
         let success = r.success_tick.is_some();
