@@ -43,6 +43,11 @@ impl Paths {
     /// tell them. A change while no direct path is in use makes a new round
     /// due soon.
     pub(crate) fn set_remote(&mut self, now: Instant, peer: NodeId, addrs: &PeerAddrs) {
+        self.learn_remote(now, peer, addrs);
+        self.reschedule(peer);
+    }
+
+    fn learn_remote(&mut self, now: Instant, peer: NodeId, addrs: &PeerAddrs) {
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
         // The latest report is the truth about the remote (stale observed
         // ports would make a NAT look endpoint-dependent); candidates learned

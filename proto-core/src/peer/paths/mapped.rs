@@ -59,7 +59,9 @@ impl Paths {
         if p.direct == Some(*from) {
             p.live.heard(now);
         }
-        Some(p.mapped)
+        let mapped = p.mapped;
+        self.reschedule(peer);
+        Some(mapped)
     }
 
     /// Maps real address `addr` to `peer` after a validated round trip,

@@ -45,6 +45,7 @@ mod liveness;
 mod mapped;
 mod probes;
 mod rounds;
+mod schedule;
 #[cfg(test)]
 mod test_net;
 
@@ -59,6 +60,7 @@ use candidates::Cand;
 use liveness::{LiveDue, Liveness};
 use probes::ReplayWindow;
 use rounds::Round;
+use schedule::Deadlines;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -156,10 +158,6 @@ impl PeerPath {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        [self.round_deadline(), self.liveness_deadline()].into_iter().flatten().min()
-    }
-
     /// The best validated candidate and its RTT.
     fn best(&self) -> Option<(SocketAddr, Duration)> {
         self.cands.iter().filter_map(|(a, c)| Some((*a, c.rtt?))).min_by_key(|(a, rtt)| (*rtt, *a))
@@ -181,6 +179,7 @@ pub(crate) struct Paths {
     rng: NodeRng,
     pub(crate) stats: ProbeStats,
     out: Vec<PathOut>,
+    deadlines: Deadlines,
 }
 
 impl Paths {
@@ -198,6 +197,7 @@ impl Paths {
             next: 0,
             stats: ProbeStats::default(),
             out: Vec::new(),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -242,11 +242,15 @@ impl Paths {
     pub(crate) fn route(&mut self, now: Instant, mapped: &SocketAddr) -> Option<(NodeId, Option<Route>)> {
         let peer = self.peer_of(mapped)?;
         let p = self.by_peer.get_mut(&peer)?;
-        if let Some(addr) = p.direct {
-            p.live.sent(now);
-            return Some((peer, Some(Route::Direct(addr))));
-        }
-        Some((peer, p.relay.map(Route::Relay)))
+        let route = match p.direct {
+            Some(addr) => {
+                p.live.sent(now);
+                Some(Route::Direct(addr))
+            }
+            None => p.relay.map(Route::Relay),
+        };
+        self.reschedule(peer);
+        Some((peer, route))
     }
 
     /// The connection to `peer` is up: `key` authenticates its probes.
@@ -261,6 +265,7 @@ impl Paths {
         p.replay = ReplayWindow::default();
         p.failures = 0;
         self.start_round(now, peer, false, view);
+        self.reschedule(peer);
     }
 
     /// The connection to `peer` is gone: forget everything but its mapped
@@ -272,17 +277,15 @@ impl Paths {
         *p = PeerPath::new(mapped, self.keepalive);
         p.relay = relay;
         self.by_addr.retain(|_, id| *id != peer);
+        self.reschedule(peer);
     }
 
-    /// Runs every due timer.
+    /// Runs every due timer. Only the peers whose deadline has come are
+    /// visited, taken from the deadline index, in ID order.
     pub(crate) fn handle_timeout(&mut self, now: Instant, view: &LocalView) {
-        let due: Vec<NodeId> = self
-            .by_peer
-            .iter()
-            .filter(|(_, p)| p.next_deadline().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in due {
+        // The due set is fixed before any peer is handled, as handling one
+        // peer only moves that peer's own deadline.
+        for peer in self.deadlines.due(now) {
             if let Some(p) = self.by_peer.get_mut(&peer)
                 && p.next_round.is_some_and(|t| t <= now)
                 && p.round.is_none()
@@ -292,12 +295,13 @@ impl Paths {
             }
             self.handle_peer_timeout(now, peer, view);
             self.end_round_if_done(now, peer);
+            self.reschedule(peer);
         }
     }
 
     /// The earliest deadline of any peer's paths.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.by_peer.values().filter_map(PeerPath::next_deadline).min()
+        self.deadlines.first()
     }
 
     /// Runs the timers of `peer` that have come: round ticks and the

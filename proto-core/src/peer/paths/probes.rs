@@ -114,6 +114,17 @@ impl Paths {
         probe: &ProbeFrame,
         reserved: impl FnOnce(&SocketAddr) -> bool,
     ) {
+        self.answer_ping(now, from, probe, reserved);
+        self.reschedule(probe.from);
+    }
+
+    fn answer_ping(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        probe: &ProbeFrame,
+        reserved: impl FnOnce(&SocketAddr) -> bool,
+    ) {
         let (me, peer) = (self.me, probe.from);
         if !self.authentic(FrameType::Ping, probe) {
             return;
@@ -156,6 +167,17 @@ impl Paths {
     /// mapped to the peer. A pong is accepted once; one from elsewhere, or
     /// for a reserved address (a server's, another connection's), is refused.
     pub(crate) fn on_pong(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        probe: &ProbeFrame,
+        reserved: impl FnOnce(&SocketAddr) -> bool,
+    ) {
+        self.validate_pong(now, from, probe, reserved);
+        self.reschedule(probe.from);
+    }
+
+    fn validate_pong(
         &mut self,
         now: Instant,
         from: SocketAddr,

@@ -104,6 +104,7 @@ impl Paths {
             return;
         }
         self.start_round(now, peer, true, view);
+        self.reschedule(peer);
     }
 
     pub(super) fn start_round(&mut self, now: Instant, peer: NodeId, responsive: bool, view: &LocalView) {

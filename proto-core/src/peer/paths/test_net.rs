@@ -96,10 +96,20 @@ impl Net {
     pub(super) fn route(&mut self, i: usize) -> Option<Route> {
         let other = self.sides[1 - i].id;
         let mapped = self.sides[i].paths.mapped(other);
-        self.sides[i].paths.route(self.now, &mapped).and_then(|(_, r)| r)
+        let route = self.sides[i].paths.route(self.now, &mapped).and_then(|(_, r)| r);
+        self.check();
+        route
+    }
+
+    /// Checks each side's deadline index against its peers' deadlines.
+    pub(super) fn check(&self) {
+        for s in &self.sides {
+            s.paths.check_deadlines();
+        }
     }
 
     pub(super) fn collect(&mut self) {
+        self.check();
         for i in 0..2 {
             for out in self.sides[i].paths.take_out() {
                 match out {
@@ -160,9 +170,11 @@ impl Net {
                         s.paths.on_candidates(now, other, &addrs, reply, &s.view)
                     }
                 }
+                self.check();
             }
             for s in &mut self.sides {
                 s.paths.handle_timeout(now, &s.view);
+                s.paths.check_deadlines();
             }
         }
         self.now = end;
