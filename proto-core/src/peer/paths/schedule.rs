@@ -107,6 +107,8 @@ impl Paths {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{Identity, Role};
+    use crate::peer::paths::rounds::TICKS;
     use crate::peer::paths::test_net::{KEY, at, id};
     use crate::peer::paths::{LocalView, PathOut, Route};
     use crate::proto::PeerAddrs;
@@ -342,6 +344,215 @@ mod tests {
             self.collect();
             self.check();
         }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Peer IDs beyond the 255 that `id` makes.
+    fn nth_peer(n: u16) -> NodeId {
+        let mut seed = [0u8; 32];
+        seed[..2].copy_from_slice(&n.to_le_bytes());
+        seed[2] = 0xa5;
+        Identity::from_seed(Role::Peer, seed).id()
+    }
+
+    /// Asserts that the two halves of the index agree: one entry per
+    /// scheduled peer, nothing left behind by a move or a removal.
+    fn consistent(d: &Deadlines) {
+        let filed: BTreeSet<(Instant, NodeId)> = d.by_peer.iter().map(|(id, t)| (*t, *id)).collect();
+        assert_eq!(d.by_time, filed);
+    }
+
+    #[test]
+    fn a_deadline_moves_earlier_and_later_and_is_removed() {
+        let t0 = crate::test_support::epoch();
+        let (a, b) = (id(1), id(2));
+        let mut d = Deadlines::default();
+        assert_eq!((d.first(), d.due(t0 + ms(1_000))), (None, vec![]));
+        d.set(a, Some(t0 + ms(100)));
+        d.set(b, Some(t0 + ms(200)));
+        assert_eq!(d.first(), Some(t0 + ms(100)));
+        // b moves ahead of a.
+        d.set(b, Some(t0 + ms(50)));
+        consistent(&d);
+        assert_eq!(d.first(), Some(t0 + ms(50)));
+        assert_eq!(d.due(t0 + ms(60)), vec![b]);
+        // And back behind it: its earlier entry is gone, not merely shadowed.
+        d.set(b, Some(t0 + ms(300)));
+        consistent(&d);
+        assert_eq!(d.by_time.len(), 2);
+        assert_eq!(d.first(), Some(t0 + ms(100)));
+        assert_eq!(d.due(t0 + ms(60)), vec![]);
+        // A deadline is due at its instant, not only after it.
+        assert_eq!(d.due(t0 + ms(100)), vec![a]);
+        // Filing a peer again under the same deadline changes nothing.
+        d.set(a, Some(t0 + ms(100)));
+        consistent(&d);
+        assert_eq!(d.by_time.len(), 2);
+        // Removal: nothing left to do for a, then for b.
+        d.set(a, None);
+        consistent(&d);
+        assert_eq!(d.first(), Some(t0 + ms(300)));
+        assert_eq!(d.due(t0 + ms(1_000)), vec![b]);
+        d.set(b, None);
+        assert_eq!(d.first(), None);
+        assert!(d.by_time.is_empty() && d.by_peer.is_empty());
+        // Removing a peer that is not filed (a stranger's probe) is a no-op.
+        d.set(id(3), None);
+        assert!(d.by_time.is_empty() && d.by_peer.is_empty());
+    }
+
+    #[test]
+    fn due_peers_come_in_id_order_whatever_their_deadlines() {
+        let t0 = crate::test_support::epoch();
+        let mut peers: Vec<NodeId> = (1..=20).map(id).collect();
+        peers.sort();
+        let mut d = Deadlines::default();
+        // The highest IDs are due first, the lowest last, two per instant
+        // (0, 0, 10, 10, ... 90, 90 ms).
+        for (k, p) in peers.iter().rev().enumerate() {
+            d.set(*p, Some(t0 + ms(10 * (k as u64 / 2))));
+        }
+        assert_eq!(d.first(), Some(t0));
+        assert_eq!(d.due(t0), peers[18..].to_vec());
+        assert_eq!(d.due(t0 + ms(39)), peers[12..].to_vec());
+        assert_eq!(d.due(t0 + ms(40)), peers[10..].to_vec());
+        assert_eq!(d.due(t0 + ms(45)), peers[10..].to_vec());
+        assert_eq!(d.due(t0 + ms(1_000)), peers);
+    }
+
+    #[test]
+    fn many_peers_agree_with_a_scan() {
+        let t0 = crate::test_support::epoch();
+        let peers: Vec<NodeId> = (0..500).map(nth_peer).collect();
+        let mut rng = NodeRng::from_seed([5; 32]);
+        let mut d = Deadlines::default();
+        // What a scan over every peer would find.
+        let mut model: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        for step in 0..20_000 {
+            let p = peers[rng.below(peers.len() as u64) as usize];
+            // Deadlines cluster on few instants, so ties are common.
+            let at = match rng.below(5) {
+                0 => None,
+                1 => model.get(&p).copied(),
+                _ => Some(t0 + ms(rng.below(200) * 5)),
+            };
+            d.set(p, at);
+            match at {
+                Some(t) => model.insert(p, t),
+                None => model.remove(&p),
+            };
+            assert_eq!(d.first(), model.values().min().copied(), "step {step}");
+            if step % 100 == 0 {
+                consistent(&d);
+                let now = t0 + ms(rng.below(1_100));
+                let due: Vec<NodeId> = model.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
+                assert_eq!(d.due(now), due, "step {step}");
+            }
+        }
+        assert!(model.len() > 300, "{} peers filed at the end", model.len());
+        assert_eq!(d.by_peer.len(), model.len());
+    }
+
+    #[test]
+    fn a_disconnected_peer_leaves_the_index() {
+        let now = crate::test_support::epoch();
+        let mut p = Paths::new(id(1), true, Duration::from_secs(25), NodeRng::from_seed([1; 32]));
+        let view = LocalView::default();
+        for n in [2, 3] {
+            let addrs = PeerAddrs { local: vec![at(n as u16)], observed: Vec::new() };
+            p.set_relay(id(n), Some(id(99)));
+            p.set_remote(now, id(n), &addrs);
+        }
+        // Known but not connected: no round, no deadline.
+        assert_eq!(p.poll_timeout(), None);
+        p.connected(now, id(2), KEY, &view);
+        p.connected(now + ms(30), id(3), KEY, &view);
+        p.check_deadlines();
+        // Both rounds pinged at once; next are their 100 ms ticks.
+        assert_eq!(p.poll_timeout(), Some(now + ms(100)));
+        p.disconnected(id(2));
+        p.check_deadlines();
+        assert_eq!(p.poll_timeout(), Some(now + ms(130)), "only id(3)'s round is left");
+        assert!(!p.deadlines.by_peer.contains_key(&id(2)));
+        p.disconnected(id(3));
+        p.check_deadlines();
+        assert_eq!(p.poll_timeout(), None);
+        assert!(p.deadlines.by_time.is_empty() && p.deadlines.by_peer.is_empty());
+        // Nothing is due, so a timeout does nothing at all.
+        p.take_out();
+        p.handle_timeout(now + ms(10_000), &view);
+        assert!(p.take_out().is_empty());
+    }
+
+    #[test]
+    fn due_peers_are_handled_in_id_order() {
+        let t0 = crate::test_support::epoch();
+        let (mut lo, mut hi) = (id(2), id(3));
+        if hi < lo {
+            std::mem::swap(&mut lo, &mut hi);
+        }
+        let mut p = Paths::new(id(1), true, Duration::from_secs(25), NodeRng::from_seed([1; 32]));
+        let view = LocalView::default();
+        for (peer, port) in [(lo, 10), (hi, 20)] {
+            let addrs = PeerAddrs { local: vec![at(port)], observed: Vec::new() };
+            p.set_relay(peer, Some(id(99)));
+            p.set_remote(t0, peer, &addrs);
+        }
+        // The higher ID connects first, so its 100 ms tick comes first.
+        p.connected(t0, hi, KEY, &view);
+        p.connected(t0 + ms(50), lo, KEY, &view);
+        p.take_out();
+        assert_eq!(p.poll_timeout(), Some(t0 + ms(100)));
+        // Both ticks are due: the lower ID is still pinged first.
+        p.handle_timeout(t0 + ms(150), &view);
+        p.check_deadlines();
+        let sent: Vec<SocketAddr> = p
+            .take_out()
+            .into_iter()
+            .filter_map(|o| match o {
+                PathOut::Datagram { to, .. } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, vec![at(10), at(20)]);
+    }
+
+    /// A hub with many peers that never answer: rounds fail and back off
+    /// for every peer at once. The index stays exact throughout, and every
+    /// wake-up it asks for finds work (no spurious or missed deadlines).
+    #[test]
+    fn many_peers_back_off_with_an_exact_index() {
+        let mut now = crate::test_support::epoch();
+        let view = LocalView::default();
+        let mut p = Paths::new(id(1), true, Duration::from_secs(25), NodeRng::from_seed([3; 32]));
+        let peers: Vec<NodeId> = (0..300).map(nth_peer).collect();
+        // Peers connect 7 ms apart, while the earlier ones' rounds run.
+        for (k, peer) in peers.iter().enumerate() {
+            now += ms(7);
+            p.handle_timeout(now, &view);
+            let addrs = PeerAddrs { local: vec![at(1_000 + k as u16)], observed: Vec::new() };
+            p.set_relay(*peer, Some(id(99)));
+            p.set_remote(now, *peer, &addrs);
+            p.connected(now, *peer, KEY, &view);
+            p.check_deadlines();
+        }
+        let end = now + Duration::from_secs(120);
+        let mut wakeups = 0;
+        while let Some(t) = p.poll_timeout().filter(|t| *t <= end) {
+            assert!(t >= now, "a deadline in the past was not handled");
+            now = t;
+            p.take_out();
+            p.handle_timeout(now, &view);
+            p.check_deadlines();
+            // Whatever was due has been handled: the next wake-up is later.
+            assert!(p.poll_timeout().is_none_or(|next| next > now), "livelock at wake-up {wakeups}");
+            wakeups += 1;
+        }
+        // Every peer went through several failed rounds.
+        assert!(p.stats.pings >= peers.len() as u64 * 3 * TICKS.len() as u64, "{} pings", p.stats.pings);
     }
 
     #[test]
