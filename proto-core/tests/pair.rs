@@ -29,6 +29,10 @@ struct Net {
     blocked: Vec<(SocketAddr, SocketAddr)>,
     /// Every segmented transmit: (from, to, segment size, datagrams).
     batches: Vec<(SocketAddr, SocketAddr, usize, usize)>,
+    /// Tell each node the local IP a datagram arrived on (its own).
+    pass_local: bool,
+    /// Every transmit: (from, to, source, first datagram).
+    sent: Vec<(SocketAddr, SocketAddr, Option<std::net::IpAddr>, Vec<u8>)>,
 }
 
 impl Net {
@@ -43,6 +47,8 @@ impl Net {
             max_datagrams: 1,
             blocked: Vec::new(),
             batches: Vec::new(),
+            pass_local: false,
+            sent: Vec::new(),
         }
     }
 
@@ -88,6 +94,7 @@ impl Net {
                 if let Some(s) = t.segment_size {
                     self.batches.push((*addr, t.destination, s, t.size.div_ceil(s)));
                 }
+                self.sent.push((*addr, t.destination, t.source, buf[..stride.min(buf.len())].to_vec()));
                 for d in buf.chunks(stride).filter(|_| !blocked) {
                     self.wire.push_back((self.now + self.latency, t.destination, *addr, d.to_vec(), t.ecn));
                 }
@@ -119,7 +126,8 @@ impl Net {
             // drained: the batch-feeding pattern of a recvmmsg driver.
             let (_, to, from, data, ecn) = self.wire.pop_front().unwrap();
             if let Some((_, node, _)) = self.nodes.iter_mut().find(|(a, _, _)| *a == to) {
-                node.handle_datagram(self.now, from, None, ecn, BytesMut::from(&data[..]));
+                let local = self.pass_local.then_some(to.ip());
+                node.handle_datagram(self.now, from, local, ecn, BytesMut::from(&data[..]));
             }
         }
         for (i, (_, node, _)) in self.nodes.iter_mut().enumerate() {
@@ -509,6 +517,7 @@ fn messages_that_waited_for_a_failed_dial_report_its_cause() {
 fn peers_via_server(max_datagrams: usize, direct: bool) -> (Net, usize, usize, usize) {
     let mut net = Net::new();
     net.max_datagrams = max_datagrams;
+    net.pass_local = true;
     let s = net.add(Role::Server, 10, "s1");
     let saddr = net.addr(s);
     let a = net.add_with(Role::Peer, 11, "alice", |c| c.bootstrap = vec![saddr]);
@@ -593,4 +602,27 @@ fn ecn_stays_on_and_congestion_marks_reach_the_sender() {
     assert_eq!(net.node(a).links().next().unwrap().congestion_events, 1);
     assert_eq!(Ecn::from_bits(0b1011_1111), Some(Ecn::Ce), "the low bits of a TOS byte");
     assert_eq!(Ecn::from_bits(0), None);
+}
+
+#[test]
+fn transmits_leave_from_the_address_the_remote_reached() {
+    let (mut net, s, a, b) = peers_via_server(1, true);
+    let (aaddr, baddr, saddr) = (net.addr(a), net.addr(b), net.addr(s));
+    net.sent.clear();
+    send_big(&mut net, a, b);
+    let to_b: Vec<_> = net.sent.iter().filter(|x| (x.0, x.1) == (aaddr, baddr)).collect();
+    assert!(to_b.len() > 100, "the message went on the direct path");
+    // QUIC packets on the direct peer path and probe answers alike.
+    assert!(to_b.iter().all(|x| x.2 == Some(aaddr.ip())), "every datagram names its source");
+    let pongs = net
+        .sent
+        .iter()
+        .filter(|x| p2pcore::wire::decode(&x.3).is_ok_and(|f| f.kind == p2pcore::wire::FrameType::Pong))
+        .collect::<Vec<_>>();
+    assert!(!pongs.is_empty(), "the direct path is kept alive by probes");
+    assert!(pongs.iter().all(|x| x.2 == Some(x.0.ip())), "pongs leave from where the ping arrived");
+    // The server accepted the peers' connections: it answers from the
+    // address they reached.
+    let from_s: Vec<_> = net.sent.iter().filter(|x| x.0 == saddr).collect();
+    assert!(!from_s.is_empty() && from_s.iter().all(|x| x.2 == Some(saddr.ip())));
 }

@@ -341,9 +341,10 @@ impl Node {
                 }
                 Action::Event(e) => self.events.push_back(e),
                 Action::Datagram { to, data } => {
+                    let source = self.reply_from.and_then(|(peer, ip)| (peer == to).then_some(ip));
                     self.out.push_back(OutDatagram {
                         destination: to,
-                        source: None,
+                        source,
                         ecn: None,
                         data: Bytes::from(data),
                     });

@@ -171,6 +171,9 @@ pub struct Node {
     send_blocked: BTreeSet<NodeId>,
     /// Remotes the application paused receiving from.
     recv_paused: BTreeSet<NodeId>,
+    /// While the role answers a probe: the prober and the local IP the
+    /// probe arrived on, the source for datagrams back to it.
+    reply_from: Option<(SocketAddr, IpAddr)>,
     /// This node's interface addresses, as the driver last set them
     /// (until then, the ones it advertises).
     local_addrs: Vec<SocketAddr>,
@@ -270,6 +273,7 @@ impl Node {
             dial_errors: BTreeMap::new(),
             send_blocked: BTreeSet::new(),
             recv_paused: BTreeSet::new(),
+            reply_from: None,
             local_addrs,
         };
         node.scoped(|n| n.run_role_actions());
@@ -538,7 +542,10 @@ impl Node {
                         conns.values().any(|c| !is_mapped(&c.addr) && c.quic.remote_address() == *a)
                     };
                     peer.on_probe(now, frame.kind, remote, &probe, in_use);
+                    // Answers leave from the address the probe came in on.
+                    self.reply_from = local.map(|ip| (remote, ip));
                     self.scoped(|n| n.run_role_actions());
+                    self.reply_from = None;
                 }
                 (Ok(_), None) => self.stats.dropped.unexpected += 1,
                 (Err(e), _) => self.stats.dropped.record(&e),
