@@ -70,13 +70,57 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// A short name of the mode, for messages.
-    pub fn mode(&self) -> &'static str {
+    /// Which kind of admission this is.
+    pub fn mode(&self) -> AdmissionMode {
         match self {
-            Admission::Open => "open",
-            Admission::SharedSecret(_) => "shared secret",
-            Admission::Token { .. } => "join token",
+            Admission::Open => AdmissionMode::Open,
+            Admission::SharedSecret(_) => AdmissionMode::SharedSecret,
+            Admission::Token { .. } => AdmissionMode::Token,
         }
+    }
+}
+
+/// How a network admits nodes (the kind of [`Admission`], without its keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AdmissionMode {
+    /// Anyone is accepted.
+    Open,
+    /// A proof of the shared network secret is required.
+    SharedSecret,
+    /// A join token from a trusted issuer is required.
+    Token,
+}
+
+impl std::fmt::Display for AdmissionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Open => "open",
+            Self::SharedSecret => "shared secret",
+            Self::Token => "join token",
+        })
+    }
+}
+
+/// What kind of credential a node presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// Nothing.
+    None,
+    /// A proof of a shared secret.
+    SecretProof,
+    /// A join token.
+    Token,
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "no credential",
+            Self::SecretProof => "a shared-secret proof",
+            Self::Token => "a join token",
+        })
     }
 }
 
@@ -201,15 +245,16 @@ impl JoinToken {
 }
 
 /// Why a credential was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdmissionError {
     /// The remote presented nothing (or the wrong kind of credential) but this network requires one.
     #[error("this network requires a {required} credential; the remote presented {presented}")]
     CredentialRequired {
         /// The mode the refusing side runs in.
-        required: String,
+        required: AdmissionMode,
         /// What the remote presented.
-        presented: String,
+        presented: CredentialKind,
     },
     /// The shared-secret proof does not match: the remote does not know the network secret.
     #[error("wrong network secret")]
@@ -251,11 +296,11 @@ pub(crate) enum Credential {
 }
 
 impl Credential {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> CredentialKind {
         match self {
-            Credential::None => "no credential",
-            Credential::SecretProof(_) => "a shared-secret proof",
-            Credential::Token(_) => "a join token",
+            Credential::None => CredentialKind::None,
+            Credential::SecretProof(_) => CredentialKind::SecretProof,
+            Credential::Token(_) => CredentialKind::Token,
         }
     }
 }
@@ -312,10 +357,8 @@ pub(crate) fn check(
     exported: Option<[u8; 32]>,
     now_unix: u64,
 ) -> Result<(), AdmissionError> {
-    let required = || AdmissionError::CredentialRequired {
-        required: admission.mode().to_owned(),
-        presented: credential.kind().to_owned(),
-    };
+    let required =
+        || AdmissionError::CredentialRequired { required: admission.mode(), presented: credential.kind() };
     match (admission, credential) {
         (Admission::Open, _) => Ok(()),
         (Admission::SharedSecret(secret), Credential::SecretProof(p)) => {

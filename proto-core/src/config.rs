@@ -15,8 +15,9 @@ const MAX_UNIX_TIME: u64 = 253_402_300_799;
 
 /// When a peer connects to the other peers it learns of.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectPolicy {
-    /// Connect to every online peer (the seed's eager mesh). Of each pair, the
+    /// Connect to every online peer (an eager full mesh). Of each pair, the
     /// larger ID dials, so the two rarely race.
     #[default]
     Eager,
@@ -26,6 +27,7 @@ pub enum ConnectPolicy {
 
 /// Settings of the peer role (used by peers only).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PeerConfig {
     /// Eager mesh or on-demand connections. Default eager.
     pub connect: ConnectPolicy,
@@ -60,6 +62,7 @@ impl Default for PeerConfig {
 /// after it is admitted. The defaults suit a public server; see
 /// ARCHITECTURE.md ("Hostile input") for the bounds they give.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LimitsConfig {
     /// QUIC connection-level receive window of an admitted connection, in
     /// bytes: data QUIC buffers for us before we read it. Before admission a
@@ -103,6 +106,7 @@ impl Default for LimitsConfig {
 
 /// Settings of the server cluster (used by servers only).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClusterConfig {
     /// Raft's logical clock period. Default 50 ms.
     pub raft_tick: Duration,
@@ -150,6 +154,7 @@ impl Default for ClusterConfig {
 ///
 /// [`Node::new`]: crate::Node::new
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Role and key pair; the node ID is derived from them.
     pub identity: Identity,

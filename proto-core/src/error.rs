@@ -2,12 +2,11 @@
 
 use crate::admission::AdmissionError;
 use crate::identity::{NameError, NodeId, Role};
-use crate::proto::RefuseReason;
-use crate::quic::{CertError, SetupError};
 use std::net::SocketAddr;
 
 /// A [`Config`](crate::Config) that cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The human-readable name is unusable.
     #[error("invalid node name: {0}")]
@@ -25,8 +24,93 @@ pub enum ConfigError {
     Setup(#[from] SetupError),
 }
 
-/// Why a connection attempt failed.
+impl ConfigError {
+    /// A stable number for this kind of error (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            ConfigError::Name(_) => 1,
+            ConfigError::Setting { .. } => 2,
+            ConfigError::Setup(_) => 3,
+        }
+    }
+}
+
+/// How a remote broke the p2pcore protocol. Each has a stable
+/// [`code`](Violation::code) (for logs, metrics and the C ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// TLS completed but named no verifiable identity.
+    #[error("no authenticated identity")]
+    NoIdentity,
+    /// A relayed connection proved another identity than the relay named.
+    #[error("the relayed identity does not match the relay's")]
+    RelayedIdentityMismatch,
+    /// The control stream could not be opened or was stopped by the remote.
+    #[error("control stream unavailable")]
+    ControlStreamUnavailable,
+    /// The remote stopped a stream this node sends on.
+    #[error("stream stopped by the remote")]
+    StreamStopped,
+    /// A control message this role does not accept.
+    #[error("control message not for this role")]
+    NotForRole,
+    /// A control message out of the handshake's order.
+    #[error("control message out of turn")]
+    OutOfTurn,
+    /// An invalid Hello (bad name, too many addresses).
+    #[error("invalid hello")]
+    InvalidHello,
+    /// An invalid Welcome (version, name, addresses or the elder verdict).
+    #[error("invalid welcome")]
+    InvalidWelcome,
+    /// A control message that does not decode.
+    #[error("malformed control message")]
+    MalformedControl,
+    /// A channel message before the remote was admitted.
+    #[error("message before admission")]
+    MessageBeforeAdmission,
+    /// A frame longer than allowed at this stage.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The length the frame claimed.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The remote closed the control stream.
+    #[error("control stream closed by the remote")]
+    ControlStreamClosed,
+    /// The remote opened a stream p2pcore never uses.
+    #[error("unexpected stream")]
+    UnexpectedStream,
+}
+
+impl Violation {
+    /// A stable number for this violation (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            Violation::NoIdentity => 1,
+            Violation::RelayedIdentityMismatch => 2,
+            Violation::ControlStreamUnavailable => 3,
+            Violation::StreamStopped => 4,
+            Violation::NotForRole => 5,
+            Violation::OutOfTurn => 6,
+            Violation::InvalidHello => 7,
+            Violation::InvalidWelcome => 8,
+            Violation::MalformedControl => 9,
+            Violation::MessageBeforeAdmission => 10,
+            Violation::FrameTooLarge { .. } => 11,
+            Violation::ControlStreamClosed => 12,
+            Violation::UnexpectedStream => 13,
+        }
+    }
+}
+
+/// Why a connection attempt failed. Each has a stable
+/// [`code`](ConnectError::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The node at the address proved a different ID than the one dialed.
     #[error("dialed {expected} but the node at that address is {found}")]
@@ -56,9 +140,27 @@ pub enum ConnectError {
     /// No answer within the handshake timeout.
     #[error("connection attempt timed out")]
     TimedOut,
-    /// The TLS or QUIC handshake failed for another reason.
-    #[error("handshake failed: {0}")]
-    Handshake(String),
+    /// The remote broke the protocol during the handshake.
+    #[error("protocol violation by the remote: {0}")]
+    ProtocolViolation(Violation),
+    /// The remote closed the connection during the handshake.
+    #[error("closed by remote (code {code}): {reason}")]
+    ClosedByRemote {
+        /// The remote's p2pcore close code (see [`close_code`](crate::close_code)).
+        code: u64,
+        /// The text it sent, for logs.
+        reason: String,
+    },
+    /// QUIC or TLS failed with this transport error code (RFC 9000 §20.1;
+    /// 0x100–0x1ff are TLS alerts, RFC 9001 §4.8).
+    #[error("QUIC transport error {code:#x}")]
+    Transport {
+        /// The QUIC transport error code.
+        code: u64,
+    },
+    /// The remote answered with a stateless reset: it has no state for this connection.
+    #[error("reset by remote")]
+    Reset,
     /// The address cannot be dialed (port 0, unspecified address, ...).
     #[error("cannot dial {0}: the address must have a specific IP and a non-zero port")]
     InvalidAddress(SocketAddr),
@@ -71,13 +173,42 @@ pub enum ConnectError {
     /// The attempt was cancelled by [`Node::disconnect`](crate::Node::disconnect).
     #[error("cancelled by the user")]
     Cancelled,
-    /// The local QUIC endpoint could not start the attempt (for example, out of connection IDs).
-    #[error("local QUIC endpoint refused the attempt: {0}")]
-    Local(String),
+    /// The local QUIC endpoint has no connection IDs left for a new connection.
+    #[error("out of local connection IDs; retry later")]
+    OutOfConnectionIds,
+    /// The peer went offline (no server lists it) before a connection could be made.
+    #[error("the peer went offline")]
+    PeerOffline,
 }
 
-/// Why an established connection ended.
+impl ConnectError {
+    /// A stable number for this kind of failure (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            ConnectError::WrongNode { .. } => 1,
+            ConnectError::WrongRole { .. } => 2,
+            ConnectError::BadCertificate(_) => 3,
+            ConnectError::Refused(_) => 4,
+            ConnectError::NotAdmitted(_) => 5,
+            ConnectError::TimedOut => 6,
+            ConnectError::ProtocolViolation(_) => 7,
+            ConnectError::ClosedByRemote { .. } => 8,
+            ConnectError::Transport { .. } => 9,
+            ConnectError::Reset => 10,
+            ConnectError::InvalidAddress(_) => 11,
+            ConnectError::SelfConnect => 12,
+            ConnectError::ShuttingDown => 13,
+            ConnectError::Cancelled => 14,
+            ConnectError::OutOfConnectionIds => 15,
+            ConnectError::PeerOffline => 16,
+        }
+    }
+}
+
+/// Why an established connection ended. Each has a stable
+/// [`code`](DisconnectReason::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// Nothing was heard from the remote within the idle timeout.
     #[error("timed out")]
@@ -85,30 +216,59 @@ pub enum DisconnectReason {
     /// The remote closed the connection.
     #[error("closed by remote (code {code}): {reason}")]
     ClosedByRemote {
-        /// p2pcore close code (see [`close_code`](crate::close_code)).
+        /// The remote's p2pcore close code (see [`close_code`](crate::close_code)).
         code: u64,
-        /// Text sent by the remote.
+        /// The text it sent, for logs.
         reason: String,
     },
-    /// This node closed the connection.
-    #[error("closed locally")]
-    ClosedLocally,
+    /// [`Node::disconnect`](crate::Node::disconnect) closed it.
+    #[error("disconnected by the user")]
+    ClosedByUser,
+    /// [`Node::close`](crate::Node::close) closed it.
+    #[error("this node is shutting down")]
+    ShuttingDown,
+    /// The remote peer left the directory (no server lists it any more), so
+    /// its connection was closed rather than left to time out.
+    #[error("the peer went offline")]
+    PeerOffline,
     /// A newer connection to the same node (for example after it restarted) replaced this one.
     #[error("replaced by a newer connection")]
     Replaced,
-    /// The remote broke the protocol.
-    #[error("protocol violation: {0}")]
-    ProtocolViolation(String),
+    /// The remote broke the protocol; this node closed the connection.
+    #[error("protocol violation by the remote: {0}")]
+    ProtocolViolation(Violation),
     /// The remote reset the connection (stateless reset: it lost its state).
     #[error("reset by remote")]
     Reset,
-    /// A transport-level error.
-    #[error("transport error: {0}")]
-    Transport(String),
+    /// QUIC failed with this transport error code (RFC 9000 §20.1).
+    #[error("QUIC transport error {code:#x}")]
+    Transport {
+        /// The QUIC transport error code.
+        code: u64,
+    },
 }
 
-/// Why [`Node::send`](crate::Node::send) rejected a message.
+impl DisconnectReason {
+    /// A stable number for this reason (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            DisconnectReason::TimedOut => 1,
+            DisconnectReason::ClosedByRemote { .. } => 2,
+            DisconnectReason::ClosedByUser => 3,
+            DisconnectReason::ShuttingDown => 4,
+            DisconnectReason::PeerOffline => 5,
+            DisconnectReason::Replaced => 6,
+            DisconnectReason::ProtocolViolation(_) => 7,
+            DisconnectReason::Reset => 8,
+            DisconnectReason::Transport { .. } => 9,
+        }
+    }
+}
+
+/// Why [`Node::send`](crate::Node::send) rejected a message. Each has a
+/// stable [`code`](SendError::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// There is no connection to the destination and none is being set up.
     #[error("not connected to {0}")]
@@ -124,7 +284,8 @@ pub enum SendError {
         /// The largest size currently allowed.
         max: usize,
     },
-    /// Too much data is already queued for this destination; retry after some is sent.
+    /// Too much data is already queued for this destination; retry after
+    /// [`Event::SendReady`](crate::Event::SendReady).
     #[error("send buffer for {to} is full ({buffered} of {limit} bytes queued)")]
     BufferFull {
         /// The destination.
@@ -147,4 +308,89 @@ pub enum SendError {
     /// The destination is not in the directory (not online) and not connected.
     #[error("{0} is not online: no server lists it")]
     UnknownPeer(NodeId),
+}
+
+impl SendError {
+    /// A stable number for this kind of rejection (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            SendError::NotConnected(_) => 1,
+            SendError::SelfSend => 2,
+            SendError::TooLarge { .. } => 3,
+            SendError::BufferFull { .. } => 4,
+            SendError::DatagramsUnsupported => 5,
+            SendError::ShuttingDown => 6,
+            SendError::NetworkDown => 7,
+            SendError::UnknownPeer(_) => 8,
+        }
+    }
+}
+
+/// Why a presented certificate was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// Not a parseable X.509 certificate.
+    #[error("certificate is not valid DER: {0}")]
+    Malformed(String),
+    /// Only Ed25519 keys are used by p2pcore.
+    #[error("certificate key is not an Ed25519 key")]
+    NotEd25519,
+    /// The certificate names no node ID.
+    #[error("certificate carries no p2pcore node ID")]
+    NoNodeId,
+    /// The ID in the certificate was not derived from its key.
+    #[error("certificate claims node ID {0} but its key does not hash to it")]
+    NotSelfCertifying(NodeId),
+    /// Chains are not used; a certificate must stand alone.
+    #[error("unexpected certificate chain")]
+    UnexpectedChain,
+}
+
+/// Errors building the QUIC configuration (all indicate a bug or a broken build, not bad input).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls rejected the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Tls(#[from] rustls::Error),
+    /// quinn-proto rejected the TLS configuration.
+    #[error("QUIC crypto configuration rejected: {0}")]
+    Quic(String),
+    /// A transport parameter is out of range.
+    #[error("transport parameter out of range: {0}")]
+    Transport(String),
+}
+
+/// Why a connection was refused after the TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefuseReason {
+    /// The two nodes speak incompatible protocol versions.
+    ProtocolVersion {
+        /// The refusing node's version.
+        ours: u32,
+        /// The other node's version.
+        theirs: u32,
+    },
+    /// Another connection between the same two nodes wins the tie-break.
+    Duplicate,
+    /// The credential was not accepted.
+    Admission(AdmissionError),
+}
+
+impl std::fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefuseReason::ProtocolVersion { ours, theirs } => write!(
+                f,
+                "protocol version mismatch: refusing side speaks {ours}, other side {theirs}; upgrade the older node"
+            ),
+            RefuseReason::Duplicate => f.write_str("duplicate connection (the other one is kept)"),
+            RefuseReason::Admission(e) => write!(f, "not admitted: {e}"),
+        }
+    }
 }

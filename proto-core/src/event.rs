@@ -10,6 +10,7 @@ use std::time::Duration;
 
 /// How a message is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Reliability {
     /// Delivered exactly once and in order within its channel (a QUIC stream
     /// per channel, so channels do not block each other). Any size up to
@@ -22,6 +23,7 @@ pub enum Reliability {
 
 /// Something the user of a [`Node`](crate::Node) should know about.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// An authenticated connection to `id` is ready for messages.
     Connected {
@@ -29,7 +31,9 @@ pub enum Event {
         id: NodeId,
         /// Its human-readable name.
         name: String,
-        /// The address the connection runs over.
+        /// The real address its packets go to: the remote's own address, or
+        /// for a relayed peer the relaying server's (`[::]:0` if it has no
+        /// path at this moment).
         addr: SocketAddr,
     },
     /// A connection attempt failed.
@@ -127,12 +131,20 @@ pub enum Event {
     /// [`SendError::NetworkDown`](crate::SendError::NetworkDown) until a
     /// server is back (the node keeps redialing).
     NetworkDown,
-    /// How this node reaches a linked peer changed (the seed's table F).
+    /// How this node reaches a linked peer changed (direct, punched, or
+    /// relayed through which server; see [`Node::link_table`](crate::Node::link_table)).
     PathChanged {
         /// The peer.
         peer: NodeId,
         /// The new path; `None` while no path is available.
         path: Option<PathKind>,
+    },
+    /// The send buffer for `to` has room again: it was full (`send` returned
+    /// [`SendError::BufferFull`](crate::SendError::BufferFull)) and now holds at
+    /// most half of `send_buffer_limit`. Told once per time it was full.
+    SendReady {
+        /// The destination.
+        to: NodeId,
     },
     /// A message arrived.
     MessageReceived {

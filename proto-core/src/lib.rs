@@ -9,7 +9,7 @@
 //! byte — which is what lets the deterministic simulator in `p2pcore-tests`
 //! replay any run.
 //!
-//! Start with [`Node`] and its module documentation for the driving contract.
+//! Start with [`Node`]: its documentation states the driving contract.
 //!
 //! ```
 //! use p2pcore::{Config, Identity, Node, Role};
@@ -29,19 +29,54 @@
 //! let _next_wakeup = node.poll_timeout();
 //! ```
 
-pub mod admission;
-pub mod config;
-pub mod error;
-pub mod event;
-pub mod identity;
-pub mod node;
-pub mod peer;
+//! # Module map
+//!
+//! Everything public is re-exported here at the crate root; the modules
+//! themselves are private, so their layout can change without breaking
+//! anyone.
+//!
+//! * `node/` — [`Node`], the driving contract and public API (`mod.rs`),
+//!   receive dispatch (`recv.rs`), connection driving and timers
+//!   (`drive.rs`), output scheduling and I/O metadata (`io.rs`: [`Transmit`],
+//!   [`Ecn`]), the Hello/Welcome handshake and admission (`handshake.rs`),
+//!   per-connection state and channel streams (`conn.rs`), the role switch
+//!   (`role.rs`).
+//! * `server/` — the server role: the server list, the full mesh and
+//!   liveness, the Raft group and Master election, the peer directory it
+//!   keeps, relay sessions.
+//! * `peer/` — the peer role: the merged directory, links to servers and
+//!   peers, and `paths/` (direct, punched and relayed paths: candidates,
+//!   probes, punching rounds, liveness).
+//! * `info.rs` — the read-only views both roles hand out ([`PeerInfo`],
+//!   [`DirectoryRow`], [`LinkRow`], [`PathKind`], [`NatBehaviour`], ...).
+//! * `config.rs`, `error.rs`, `event.rs`, `stats.rs`, `identity.rs`,
+//!   `admission.rs` — what their names say.
+//! * Internal: `proto.rs` (control-stream messages, their own wire types),
+//!   `wire.rs` (raw UDP frames: relay and probes), `quic.rs` (quinn-proto and
+//!   rustls setup, seeded TLS randomness), `rng.rs`, `roster.rs` (dial
+//!   backoff).
+
+mod admission;
+mod config;
+mod error;
+mod event;
+// Fuzzing entry points (feature `fuzzing`): not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
+mod identity;
+mod info;
+mod node;
+mod peer;
 mod proto;
-pub mod quic;
-pub mod rng;
+mod quic;
+mod rng;
 mod roster;
-pub mod server;
-pub mod stats;
+mod server;
+mod stats;
+// Raw UDP frame formats, public for tests, benchmarks and fuzzing only: not
+// part of the API and not covered by semver.
+#[doc(hidden)]
 pub mod wire;
 
 /// Test-only support shared by the unit tests.
@@ -59,16 +94,22 @@ pub(crate) mod test_support {
     }
 }
 
-pub use admission::{Admission, JoinToken, NetworkSecret};
+pub use admission::{
+    Admission, AdmissionError, AdmissionMode, CredentialKind, JoinToken, NetworkSecret, TokenParseError,
+};
 pub use config::{ClusterConfig, Config, ConnectPolicy, LimitsConfig, PeerConfig};
-pub use error::{ConfigError, ConnectError, DisconnectReason, SendError};
+pub use error::{
+    CertError, ConfigError, ConnectError, DisconnectReason, RefuseReason, SendError, SetupError,
+};
 pub use event::{Event, Reliability};
-pub use identity::{IdError, Identity, Keypair, NodeId, PublicKey, Role};
-pub use node::{LinkInfo, Node, Transmit};
-pub use peer::{DirectoryRow, LinkRow, PeerInfo};
-pub use proto::{PathKind, PeerAddrs, RefuseReason};
-pub use server::ServerInfo;
+pub use identity::{
+    IDENTITY_LEN, IdError, Identity, Keypair, MAX_NAME_LEN, NODE_ID_LEN, NameError, NodeId, PublicKey, Role,
+    validate_name,
+};
+pub use info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PathKind, PeerAddrs, PeerInfo};
+pub use node::{Ecn, LinkInfo, Node, Transmit};
 pub use server::election::{MasterBasis, MasterInfo};
+pub use server::{RaftView, ServerInfo};
 pub use stats::{DropCounters, NodeStats};
 
 /// Application close codes p2pcore puts on QUIC connections it closes.

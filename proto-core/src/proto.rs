@@ -7,9 +7,11 @@
 //! unidirectional streams, one per channel and direction, framed the same way
 //! after a one-byte channel header, so channels never block each other.
 
-use crate::admission::{AdmissionError, Credential};
+use crate::admission::{AdmissionError, AdmissionMode, Credential, CredentialKind};
+pub(crate) use crate::error::RefuseReason;
 use crate::identity::NodeId;
-use crate::server::election::MasterInfo;
+pub(crate) use crate::info::{PathKind, PeerAddrs};
+use crate::server::election::{MasterBasis, MasterInfo};
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -76,36 +78,7 @@ pub(crate) struct Welcome {
     pub(crate) elder: NodeId,
 }
 
-/// Why a connection was refused after the TLS handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RefuseReason {
-    /// The two nodes speak incompatible protocol versions.
-    ProtocolVersion {
-        /// The refusing node's version.
-        ours: u32,
-        /// The other node's version.
-        theirs: u32,
-    },
-    /// Another connection between the same two nodes wins the tie-break.
-    Duplicate,
-    /// The credential was not accepted.
-    Admission(AdmissionError),
-}
-
-impl std::fmt::Display for RefuseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RefuseReason::ProtocolVersion { ours, theirs } => write!(
-                f,
-                "protocol version mismatch: refusing side speaks {ours}, other side {theirs}; upgrade the older node"
-            ),
-            RefuseReason::Duplicate => f.write_str("duplicate connection (the other one is kept)"),
-            RefuseReason::Admission(e) => write!(f, "not admitted: {e}"),
-        }
-    }
-}
-
-/// A server as listed in the server list (the seed's table C).
+/// A server as listed in the server list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ServerEntry {
     pub(crate) id: NodeId,
@@ -146,45 +119,13 @@ pub(crate) enum ClusterMsg {
     Raft { cluster: u64, msg: Vec<u8> },
 }
 
-/// A peer's own network information (the seed's table D).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerAddrs {
-    /// Addresses on the peer's own interfaces (LAN addresses).
-    pub local: Vec<SocketAddr>,
-    /// Addresses servers saw the peer's packets come from (public, after NAT).
-    pub observed: Vec<SocketAddr>,
-}
-
-/// One peer in a server's directory (the seed's table A / a peer's tables E).
+/// One peer in a server's directory (and in a peer's copy of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DirEntry {
     pub(crate) id: NodeId,
     pub(crate) name: String,
+    #[serde(with = "wire_addrs")]
     pub(crate) addrs: PeerAddrs,
-}
-
-/// How a peer reaches another node (the seed's table F entries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PathKind {
-    /// Straight to the node's address (same LAN, public address, or a server).
-    Direct,
-    /// Straight to the node's address after UDP hole punching.
-    Punched,
-    /// Through a server that forwards the end-to-end QUIC packets.
-    Relayed {
-        /// The relaying server.
-        via: NodeId,
-    },
-}
-
-impl std::fmt::Display for PathKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PathKind::Direct => f.write_str("direct"),
-            PathKind::Punched => f.write_str("punched"),
-            PathKind::Relayed { via } => write!(f, "relayed via {via}"),
-        }
-    }
 }
 
 /// Server-to-peer and peer-to-server messages.
@@ -207,11 +148,15 @@ pub(crate) enum PeerMsg {
     /// Server → peer: a server left the cluster.
     ServerDown(NodeId),
     /// Server → peer: the Master as the server sees it.
-    Master(MasterInfo),
-    /// Peer → server: the peer's own addresses (table D), sent when they change.
-    Info(PeerAddrs),
-    /// Peer → server: a link-table entry (table F) appeared or changed.
-    LinkSet { peer: NodeId, path: PathKind },
+    Master(#[serde(with = "wire_master")] MasterInfo),
+    /// Peer → server: the peer's own addresses, sent when they change.
+    Info(#[serde(with = "wire_addrs")] PeerAddrs),
+    /// Peer → server: a link-table entry appeared or changed.
+    LinkSet {
+        peer: NodeId,
+        #[serde(with = "wire_path")]
+        path: PathKind,
+    },
     /// Peer → server: a link-table entry went away.
     LinkDrop { peer: NodeId },
     /// Peer → server: directory versions did not line up; send a snapshot.
@@ -228,7 +173,7 @@ pub(crate) enum Control {
     Welcome(Welcome),
     /// The dialer accepts the Welcome: the connection is established.
     Ready,
-    Refuse(RefuseReason),
+    Refuse(#[serde(with = "wire_refuse")] RefuseReason),
     Cluster(ClusterMsg),
     Peer(PeerMsg),
     /// Between two peers, over their end-to-end connection.
@@ -240,7 +185,11 @@ pub(crate) enum Control {
 pub(crate) enum PathMsg {
     /// "I am probing you now; these are my addresses." Unless `reply`, the
     /// receiver starts probing too and replies with its own addresses.
-    Candidates { addrs: PeerAddrs, reply: bool },
+    Candidates {
+        #[serde(with = "wire_addrs")]
+        addrs: PeerAddrs,
+        reply: bool,
+    },
 }
 
 impl Control {
@@ -331,6 +280,225 @@ impl FrameReader {
     #[cfg(test)]
     fn capacity(&self) -> usize {
         self.buf.capacity()
+    }
+}
+
+// ----- wire forms of public types -------------------------------------------
+//
+// Public types carry no serde derive. Each one a message carries has a
+// mirror here that fixes its encoding (postcard encodes a variant by its
+// index, so a mirror's variant order is the protocol), converted at the
+// message field by `#[serde(with)]`. Renaming or reordering a public
+// variant cannot change the wire, and a new one does not compile until its
+// encoding is chosen here.
+
+/// Generates the `#[serde(with)]` module for public type `$public` through
+/// its mirror `$wire` (`From<&$public>` and `From<$wire>` both ways).
+macro_rules! wire_form {
+    ($module:ident, $public:ty, $wire:ty) => {
+        mod $module {
+            use super::*;
+            pub(super) fn serialize<S: serde::Serializer>(v: &$public, s: S) -> Result<S::Ok, S::Error> {
+                <$wire>::from(v).serialize(s)
+            }
+            pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$public, D::Error> {
+                <$wire>::deserialize(d).map(Into::into)
+            }
+        }
+    };
+}
+
+wire_form!(wire_path, PathKind, WirePath);
+wire_form!(wire_addrs, PeerAddrs, WireAddrs);
+wire_form!(wire_master, MasterInfo, WireMaster);
+wire_form!(wire_refuse, RefuseReason, WireRefuse);
+
+#[derive(Serialize, Deserialize)]
+enum WirePath {
+    Direct,
+    Punched,
+    Relayed { via: NodeId },
+}
+
+impl From<&PathKind> for WirePath {
+    fn from(p: &PathKind) -> Self {
+        match *p {
+            PathKind::Direct => Self::Direct,
+            PathKind::Punched => Self::Punched,
+            PathKind::Relayed { via } => Self::Relayed { via },
+        }
+    }
+}
+
+impl From<WirePath> for PathKind {
+    fn from(p: WirePath) -> Self {
+        match p {
+            WirePath::Direct => Self::Direct,
+            WirePath::Punched => Self::Punched,
+            WirePath::Relayed { via } => Self::Relayed { via },
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireAddrs {
+    local: Vec<SocketAddr>,
+    observed: Vec<SocketAddr>,
+}
+
+impl From<&PeerAddrs> for WireAddrs {
+    fn from(a: &PeerAddrs) -> Self {
+        Self { local: a.local.clone(), observed: a.observed.clone() }
+    }
+}
+
+impl From<WireAddrs> for PeerAddrs {
+    fn from(a: WireAddrs) -> Self {
+        Self { local: a.local, observed: a.observed }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireBasis {
+    Solo,
+    Eldest,
+    Raft,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireMaster {
+    master: Option<NodeId>,
+    basis: Option<WireBasis>,
+    term: u64,
+    epoch: u64,
+}
+
+impl From<&MasterInfo> for WireMaster {
+    fn from(m: &MasterInfo) -> Self {
+        let basis = m.basis.map(|b| match b {
+            MasterBasis::Solo => WireBasis::Solo,
+            MasterBasis::Eldest => WireBasis::Eldest,
+            MasterBasis::Raft => WireBasis::Raft,
+        });
+        Self { master: m.master, basis, term: m.term, epoch: m.epoch }
+    }
+}
+
+impl From<WireMaster> for MasterInfo {
+    fn from(m: WireMaster) -> Self {
+        let basis = m.basis.map(|b| match b {
+            WireBasis::Solo => MasterBasis::Solo,
+            WireBasis::Eldest => MasterBasis::Eldest,
+            WireBasis::Raft => MasterBasis::Raft,
+        });
+        Self { master: m.master, basis, term: m.term, epoch: m.epoch }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireRefuse {
+    ProtocolVersion { ours: u32, theirs: u32 },
+    Duplicate,
+    Admission(WireAdmission),
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireMode {
+    Open,
+    SharedSecret,
+    Token,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireCredential {
+    None,
+    SecretProof,
+    Token,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireAdmission {
+    CredentialRequired { required: WireMode, presented: WireCredential },
+    BadProof,
+    UntrustedIssuer,
+    BadSignature,
+    TokenForOtherNode { token_for: NodeId },
+    WrongRole,
+    Expired { expired_unix: u64, now_unix: u64 },
+    Exporter,
+}
+
+impl From<&RefuseReason> for WireRefuse {
+    fn from(r: &RefuseReason) -> Self {
+        match r {
+            RefuseReason::ProtocolVersion { ours, theirs } => {
+                Self::ProtocolVersion { ours: *ours, theirs: *theirs }
+            }
+            RefuseReason::Duplicate => Self::Duplicate,
+            RefuseReason::Admission(e) => Self::Admission(WireAdmission::from(e)),
+        }
+    }
+}
+
+impl From<WireRefuse> for RefuseReason {
+    fn from(r: WireRefuse) -> Self {
+        match r {
+            WireRefuse::ProtocolVersion { ours, theirs } => Self::ProtocolVersion { ours, theirs },
+            WireRefuse::Duplicate => Self::Duplicate,
+            WireRefuse::Admission(e) => Self::Admission(e.into()),
+        }
+    }
+}
+
+impl From<&AdmissionError> for WireAdmission {
+    fn from(e: &AdmissionError) -> Self {
+        match *e {
+            AdmissionError::CredentialRequired { required, presented } => Self::CredentialRequired {
+                required: match required {
+                    AdmissionMode::Open => WireMode::Open,
+                    AdmissionMode::SharedSecret => WireMode::SharedSecret,
+                    AdmissionMode::Token => WireMode::Token,
+                },
+                presented: match presented {
+                    CredentialKind::None => WireCredential::None,
+                    CredentialKind::SecretProof => WireCredential::SecretProof,
+                    CredentialKind::Token => WireCredential::Token,
+                },
+            },
+            AdmissionError::BadProof => Self::BadProof,
+            AdmissionError::UntrustedIssuer => Self::UntrustedIssuer,
+            AdmissionError::BadSignature => Self::BadSignature,
+            AdmissionError::TokenForOtherNode { token_for } => Self::TokenForOtherNode { token_for },
+            AdmissionError::WrongRole => Self::WrongRole,
+            AdmissionError::Expired { expired_unix, now_unix } => Self::Expired { expired_unix, now_unix },
+            AdmissionError::Exporter => Self::Exporter,
+        }
+    }
+}
+
+impl From<WireAdmission> for AdmissionError {
+    fn from(e: WireAdmission) -> Self {
+        match e {
+            WireAdmission::CredentialRequired { required, presented } => Self::CredentialRequired {
+                required: match required {
+                    WireMode::Open => AdmissionMode::Open,
+                    WireMode::SharedSecret => AdmissionMode::SharedSecret,
+                    WireMode::Token => AdmissionMode::Token,
+                },
+                presented: match presented {
+                    WireCredential::None => CredentialKind::None,
+                    WireCredential::SecretProof => CredentialKind::SecretProof,
+                    WireCredential::Token => CredentialKind::Token,
+                },
+            },
+            WireAdmission::BadProof => Self::BadProof,
+            WireAdmission::UntrustedIssuer => Self::UntrustedIssuer,
+            WireAdmission::BadSignature => Self::BadSignature,
+            WireAdmission::TokenForOtherNode { token_for } => Self::TokenForOtherNode { token_for },
+            WireAdmission::WrongRole => Self::WrongRole,
+            WireAdmission::Expired { expired_unix, now_unix } => Self::Expired { expired_unix, now_unix },
+            WireAdmission::Exporter => Self::Exporter,
+        }
     }
 }
 

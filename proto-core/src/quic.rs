@@ -24,6 +24,7 @@
 //! TLS never reads the wall clock either: certificates are checked by key, not
 //! by validity period, so rustls gets a fixed [`TimeProvider`].
 
+use crate::error::{CertError, SetupError};
 use crate::identity::{Identity, NodeId, PublicKey, Role};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -40,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The ALPN protocol identifier of p2pcore's QUIC connections.
-pub const ALPN: &[u8] = b"p2pcore/1";
+pub(crate) const ALPN: &[u8] = b"p2pcore/1";
 
 /// TLS server name used when dialing an address without knowing the ID behind it.
 const ANY_SERVER_NAME: &str = "any.p2pcore";
@@ -168,26 +169,6 @@ fn provider() -> Arc<CryptoProvider> {
 // Certificates and verification
 // ---------------------------------------------------------------------------
 
-/// Why a presented certificate was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CertError {
-    /// Not a parseable X.509 certificate.
-    #[error("certificate is not valid DER: {0}")]
-    Malformed(String),
-    /// Only Ed25519 keys are used by p2pcore.
-    #[error("certificate key is not an Ed25519 key")]
-    NotEd25519,
-    /// The certificate names no node ID.
-    #[error("certificate carries no p2pcore node ID")]
-    NoNodeId,
-    /// The ID in the certificate was not derived from its key.
-    #[error("certificate claims node ID {0} but its key does not hash to it")]
-    NotSelfCertifying(NodeId),
-    /// Chains are not used; a certificate must stand alone.
-    #[error("unexpected certificate chain")]
-    UnexpectedChain,
-}
-
 /// A node's certificate and key in the forms rustls wants.
 #[derive(Debug)]
 pub(crate) struct Credentials {
@@ -215,7 +196,7 @@ const ED25519_SPKI_PREFIX: [u8; 12] =
     [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// The node ID a certificate proves, after checking it is self-certifying.
-pub fn node_id_from_cert(der: &CertificateDer<'_>) -> Result<NodeId, CertError> {
+pub(crate) fn node_id_from_cert(der: &CertificateDer<'_>) -> Result<NodeId, CertError> {
     let cert = webpki::EndEntityCert::try_from(der).map_err(|e| CertError::Malformed(format!("{e:?}")))?;
     let spki = cert.subject_public_key_info();
     let spki = spki.as_ref();
@@ -253,7 +234,7 @@ fn verify_signature(
 
 /// Whom a dialer expects to find at the address it dials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// Exactly this node.
     Node(NodeId),
     /// Any node of this role (an introducer or bootstrap server known only by address).
@@ -472,23 +453,6 @@ pub(crate) struct QuicSetup {
     transport: Arc<quinn_proto::TransportConfig>,
     /// Peer-to-peer connections (longer idle timeout: they outlive a relay).
     peer_transport: Arc<quinn_proto::TransportConfig>,
-}
-
-/// Errors building the QUIC configuration (all indicate a bug or a broken build, not bad input).
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// Certificate generation failed.
-    #[error("certificate generation failed: {0}")]
-    Certificate(#[from] rcgen::Error),
-    /// rustls rejected the configuration.
-    #[error("TLS configuration rejected: {0}")]
-    Tls(#[from] rustls::Error),
-    /// quinn-proto rejected the TLS configuration.
-    #[error("QUIC crypto configuration rejected: {0}")]
-    Quic(String),
-    /// A transport parameter is out of range.
-    #[error("transport parameter out of range: {0}")]
-    Transport(String),
 }
 
 fn transport(params: &TransportParams) -> Result<quinn_proto::TransportConfig, SetupError> {

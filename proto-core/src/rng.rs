@@ -14,7 +14,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 /// Derives a 32-byte child seed from `seed` and a domain-separation `label`.
-pub fn derive_seed(seed: &[u8; 32], label: &str) -> [u8; 32] {
+pub(crate) fn derive_seed(seed: &[u8; 32], label: &str) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(b"p2pcore seed v1\0");
     ctx.update(seed);

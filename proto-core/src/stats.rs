@@ -6,6 +6,7 @@ use serde::Serialize;
 /// Datagrams dropped on input, by reason. Bad bytes from the network are never
 /// an error for the caller: they are counted here and discarded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DropCounters {
     /// Zero-length datagrams.
     pub empty: u64,
@@ -70,6 +71,7 @@ impl DropCounters {
 
 /// Traffic and drop counters of one node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct NodeStats {
     /// Datagrams handed to [`Node::handle_datagram`](crate::Node::handle_datagram).
     pub datagrams_in: u64,

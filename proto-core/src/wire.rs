@@ -230,6 +230,18 @@ impl<'a> RelayFrame<'a> {
         Ok(Self { token: t, node, data })
     }
 
+    /// Turns a complete relay frame, in place, into the one a server
+    /// forwards: the header's token and node become `token` and `node`; the
+    /// QUIC packet behind them is not touched. Every relay frame has the same
+    /// header size ([`RELAY_OVERHEAD`]), so a server forwards a frame without
+    /// copying it. `frame` must be a frame [`RelayFrame::decode`] accepted
+    /// (behind its [`HEADER_LEN`] bytes of raw-frame header).
+    pub fn rewrite(frame: &mut [u8], token: &[u8; TOKEN_LEN], node: &NodeId) {
+        debug_assert!(frame.len() > RELAY_OVERHEAD, "not a decoded relay frame");
+        frame[HEADER_LEN..HEADER_LEN + TOKEN_LEN].copy_from_slice(token);
+        frame[HEADER_LEN + TOKEN_LEN..RELAY_OVERHEAD].copy_from_slice(&node.to_bytes());
+    }
+
     /// Appends a complete relay frame to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
         let w = FrameWriter::begin(FrameType::Relay, out);
@@ -399,6 +411,22 @@ mod tests {
         out.extend_from_slice(&big);
         assert!(w.finish(&mut out).is_err());
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn rewriting_a_relay_frame_in_place_equals_encoding_the_forwarded_one() {
+        use crate::identity::{Identity, Role};
+        let from = Identity::from_seed(Role::Peer, [1; 32]).id();
+        let to = Identity::from_seed(Role::Peer, [2; 32]).id();
+        let packet = [0xc3u8; 100];
+        let mut inbound = Vec::new();
+        RelayFrame { token: [1; TOKEN_LEN], node: to, data: &packet }.encode(&mut inbound).unwrap();
+        let mut outbound = Vec::new();
+        RelayFrame { token: [9; TOKEN_LEN], node: from, data: &packet }.encode(&mut outbound).unwrap();
+        RelayFrame::rewrite(&mut inbound, &[9; TOKEN_LEN], &from);
+        assert_eq!(inbound, outbound);
+        let decoded = RelayFrame::decode(decode(&inbound).unwrap().payload).unwrap();
+        assert_eq!((decoded.token, decoded.node, decoded.data), ([9; TOKEN_LEN], from, &packet[..]));
     }
 
     #[test]

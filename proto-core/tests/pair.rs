@@ -3,23 +3,36 @@
 //! The full simulator (latency, loss, NAT) lives in `p2pcore-tests`; these
 //! tests pin the core contract with the smallest possible harness.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use p2pcore::{
-    Config, ConnectError, DisconnectReason, Event, Identity, Node, NodeId, Reliability, Role, SendError,
+    Config, ConnectError, DisconnectReason, Ecn, Event, Identity, Node, NodeId, PathKind, Reliability, Role,
+    SendError,
 };
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// A datagram on the wire: (deliver at, to, from, bytes, ECN codepoint).
+type InFlight = (Instant, SocketAddr, SocketAddr, Vec<u8>, Option<Ecn>);
 
 struct Net {
     now: Instant,
     nodes: Vec<(SocketAddr, Node, Vec<Event>)>,
     /// Each node's deadline as read after its last drain.
     timeouts: Vec<Option<Instant>>,
-    /// (deliver at, to, from, bytes)
-    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    wire: VecDeque<InFlight>,
     latency: Duration,
     steps: usize,
+    /// Datagrams a node may put in one transmit (more than one: GSO).
+    max_datagrams: usize,
+    /// Address pairs that cannot reach each other (either direction).
+    blocked: Vec<(SocketAddr, SocketAddr)>,
+    /// Every segmented transmit: (from, to, segment size, datagrams).
+    batches: Vec<(SocketAddr, SocketAddr, usize, usize)>,
+    /// Tell each node the local IP a datagram arrived on (its own).
+    pass_local: bool,
+    /// Every transmit: (from, to, source, first datagram).
+    sent: Vec<(SocketAddr, SocketAddr, Option<std::net::IpAddr>, Vec<u8>)>,
 }
 
 impl Net {
@@ -31,13 +44,23 @@ impl Net {
             wire: VecDeque::new(),
             latency: Duration::from_millis(10),
             steps: 0,
+            max_datagrams: 1,
+            blocked: Vec::new(),
+            batches: Vec::new(),
+            pass_local: false,
+            sent: Vec::new(),
         }
     }
 
     fn add(&mut self, role: Role, seed: u8, name: &str) -> usize {
+        self.add_with(role, seed, name, |_| {})
+    }
+
+    fn add_with(&mut self, role: Role, seed: u8, name: &str, configure: impl FnOnce(&mut Config)) -> usize {
         let addr: SocketAddr = format!("192.0.2.{}:4433", self.nodes.len() + 1).parse().unwrap();
         let mut cfg = Config::new(Identity::from_seed(role, [seed; 32]), name, [seed; 32]);
         cfg.advertise = vec![addr];
+        configure(&mut cfg);
         let node = Node::new(cfg, self.now).unwrap();
         self.nodes.push((addr, node, Vec::new()));
         self.timeouts.push(None);
@@ -56,12 +79,25 @@ impl Net {
         &mut self.nodes[i].1
     }
 
-    /// Drains every node's output in the documented order.
+    /// Drains every node's output in the documented order. A segmented
+    /// transmit is cut into its datagrams, as a kernel doing GSO would.
     fn flush(&mut self) {
         let mut buf = Vec::new();
         for (i, (addr, node, events)) in self.nodes.iter_mut().enumerate() {
-            while let Some(t) = node.poll_transmit(1, &mut buf) {
-                self.wire.push_back((self.now + self.latency, t.destination, *addr, buf[..t.size].to_vec()));
+            while let Some(t) = node.poll_transmit(self.max_datagrams, &mut buf) {
+                assert_eq!(buf.len(), t.size);
+                let stride = t.segment_size.unwrap_or(t.size);
+                let blocked = self
+                    .blocked
+                    .iter()
+                    .any(|&(x, y)| (x, y) == (*addr, t.destination) || (y, x) == (*addr, t.destination));
+                if let Some(s) = t.segment_size {
+                    self.batches.push((*addr, t.destination, s, t.size.div_ceil(s)));
+                }
+                self.sent.push((*addr, t.destination, t.source, buf[..stride.min(buf.len())].to_vec()));
+                for d in buf.chunks(stride).filter(|_| !blocked) {
+                    self.wire.push_back((self.now + self.latency, t.destination, *addr, d.to_vec(), t.ecn));
+                }
             }
             while let Some(e) = node.poll_event() {
                 events.push(e);
@@ -86,9 +122,12 @@ impl Net {
         };
         self.now = self.now.max(next);
         while self.wire.front().is_some_and(|p| p.0 <= self.now) {
-            let (_, to, from, data) = self.wire.pop_front().unwrap();
+            // Every datagram due now reaches its node before any node is
+            // drained: the batch-feeding pattern of a recvmmsg driver.
+            let (_, to, from, data, ecn) = self.wire.pop_front().unwrap();
             if let Some((_, node, _)) = self.nodes.iter_mut().find(|(a, _, _)| *a == to) {
-                node.handle_datagram(self.now, from, None, &data);
+                let local = self.pass_local.then_some(to.ip());
+                node.handle_datagram(self.now, from, local, ecn, BytesMut::from(&data[..]));
             }
         }
         for (i, (_, node, _)) in self.nodes.iter_mut().enumerate() {
@@ -320,10 +359,10 @@ fn junk_datagrams_are_counted_not_fatal() {
     let baddr = net.addr(b);
     let now = net.now;
     let n = net.node(a);
-    n.handle_datagram(now, baddr, None, &[]);
-    n.handle_datagram(now, baddr, None, &[0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    n.handle_datagram(now, baddr, None, &[0xc0; 40]);
-    n.handle_datagram(now, baddr, None, &[0x41; 1200]);
+    n.handle_datagram(now, baddr, None, None, BytesMut::from(&[][..]));
+    n.handle_datagram(now, baddr, None, None, BytesMut::from(&[0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..]));
+    n.handle_datagram(now, baddr, None, None, BytesMut::from(&[0xc0; 40][..]));
+    n.handle_datagram(now, baddr, None, None, BytesMut::from(&[0x41; 1200][..]));
     let d = n.stats().dropped;
     assert_eq!(d.empty, 1);
     assert_eq!(d.bad_magic, 1);
@@ -368,4 +407,222 @@ fn graceful_close_tells_the_remote() {
     assert!(net.node(a).is_closed());
     let eb = net.events(b);
     assert!(eb.iter().any(|e| matches!(e, Event::Disconnected { id, reason: DisconnectReason::ClosedByRemote { .. } } if *id == aid)), "{eb:?}");
+}
+
+/// A pair whose nodes use small buffers and windows, so back-pressure shows quickly.
+fn tight_pair() -> (Net, usize, usize) {
+    let mut net = Net::new();
+    let mut add = |role, seed: u8, name: &str| {
+        let addr: SocketAddr = format!("192.0.2.{}:4433", net.nodes.len() + 1).parse().unwrap();
+        let mut cfg = Config::new(Identity::from_seed(role, [seed; 32]), name, [seed; 32]);
+        cfg.advertise = vec![addr];
+        cfg.max_message_size = 64 << 10;
+        cfg.send_buffer_limit = 256 << 10;
+        cfg.limits.receive_window = 64 << 10;
+        cfg.limits.stream_receive_window = 32 << 10;
+        cfg.limits.receive_buffer = 64 << 10;
+        let node = Node::new(cfg, net.now).unwrap();
+        net.nodes.push((addr, node, Vec::new()));
+        net.timeouts.push(None);
+        net.nodes.len() - 1
+    };
+    let a = add(Role::Peer, 1, "alice");
+    let b = add(Role::Peer, 2, "bob");
+    let (bid, baddr) = (net.id(b), net.addr(b));
+    let now = net.now;
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(net.node(a).is_connected(&bid));
+    (net, a, b)
+}
+
+#[test]
+fn a_paused_receiver_holds_the_sender_back_until_it_resumes() {
+    let (mut net, a, b) = tight_pair();
+    let (aid, bid) = (net.id(a), net.id(b));
+    let now = net.now;
+    net.node(b).pause_receiving(now, aid, true);
+    assert!(net.node(b).is_receiving_paused(&aid));
+    // Send until the buffer is full: flow control stops QUIC taking bytes
+    // because b reads nothing.
+    let mut sent = 0u32;
+    let mut full = false;
+    for _ in 0..200 {
+        let now = net.now;
+        let mut msg = vec![0u8; 16 << 10];
+        msg[..4].copy_from_slice(&sent.to_be_bytes());
+        match net.node(a).send(now, bid, 5, msg, Reliability::Reliable) {
+            Ok(()) => sent += 1,
+            Err(SendError::BufferFull { to, .. }) => {
+                assert_eq!(to, bid);
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        net.run_for(Duration::from_millis(20));
+    }
+    assert!(full, "the sender's buffer filled after {sent} messages");
+    net.run_for(Duration::from_secs(1));
+    let got = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::MessageReceived { .. })).count();
+    assert_eq!(got(&net.events(b)), 0, "nothing is delivered while paused");
+    assert!(!net.events(a).iter().any(|e| matches!(e, Event::SendReady { .. })), "no room yet");
+    // Resume: everything arrives once and in order, and the sender hears it has room.
+    let now = net.now;
+    net.node(b).pause_receiving(now, aid, false);
+    net.run_for(Duration::from_secs(2));
+    let order: Vec<u32> = net
+        .events(b)
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { bytes, .. } => Some(u32::from_be_bytes(bytes[..4].try_into().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, (0..sent).collect::<Vec<_>>());
+    let ready: Vec<_> = net.events(a).into_iter().filter(|e| matches!(e, Event::SendReady { .. })).collect();
+    assert_eq!(ready, vec![Event::SendReady { to: bid }], "told once");
+}
+
+#[test]
+fn messages_that_waited_for_a_failed_dial_report_its_cause() {
+    let mut net = Net::new();
+    let a = net.add(Role::Peer, 1, "alice");
+    // Nobody answers at this address.
+    let ghost = Identity::from_seed(Role::Peer, [9; 32]).id();
+    let nowhere: SocketAddr = "192.0.2.200:4433".parse().unwrap();
+    let now = net.now;
+    net.node(a).connect(now, ghost, nowhere).unwrap();
+    for i in 0..3u8 {
+        net.node(a).send(now, ghost, 0, vec![i], Reliability::Reliable).unwrap();
+    }
+    net.run_for(Duration::from_secs(10));
+    let events = net.events(a);
+    let failed = events.iter().find_map(|e| match e {
+        Event::ConnectFailed { id, addr, error } => Some((*id, *addr, error.clone())),
+        _ => None,
+    });
+    assert_eq!(failed, Some((Some(ghost), nowhere, ConnectError::TimedOut)));
+    let report = events.iter().find_map(|e| match e {
+        Event::SendFailed { to, messages, error } => Some((*to, *messages, error.clone())),
+        _ => None,
+    });
+    assert_eq!(report, Some((ghost, 3, ConnectError::TimedOut)), "the dial's own cause, not a generic one");
+    assert_eq!(ConnectError::TimedOut.code(), 6, "codes are stable");
+}
+
+/// A server and two peers that find each other through it, every transmit
+/// allowed to carry `max_datagrams` datagrams. When `direct` is false the
+/// peers cannot reach each other's addresses and must be relayed.
+fn peers_via_server(max_datagrams: usize, direct: bool) -> (Net, usize, usize, usize) {
+    let mut net = Net::new();
+    net.max_datagrams = max_datagrams;
+    net.pass_local = true;
+    let s = net.add(Role::Server, 10, "s1");
+    let saddr = net.addr(s);
+    let a = net.add_with(Role::Peer, 11, "alice", |c| c.bootstrap = vec![saddr]);
+    let b = net.add_with(Role::Peer, 12, "bob", |c| c.bootstrap = vec![saddr]);
+    if !direct {
+        net.blocked.push((net.addr(a), net.addr(b)));
+    }
+    net.run_for(Duration::from_secs(2));
+    (net, s, a, b)
+}
+
+fn send_big(net: &mut Net, a: usize, b: usize) -> Vec<u8> {
+    let (bid, now) = (net.id(b), net.now);
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    net.node(a).send(now, bid, 1, Bytes::from(big.clone()), Reliability::Reliable).unwrap();
+    net.run_for(Duration::from_secs(5));
+    big
+}
+
+fn received(net: &mut Net, b: usize) -> Vec<Bytes> {
+    net.events(b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn direct_peer_paths_send_segmentation_offload_batches() {
+    let (mut net, _, a, b) = peers_via_server(10, true);
+    let (aaddr, baddr, bid) = (net.addr(a), net.addr(b), net.id(b));
+    let path = net.node(a).links().find(|l| l.id == bid).and_then(|l| l.path);
+    assert_eq!(path, Some(PathKind::Direct));
+    net.batches.clear();
+    let big = send_big(&mut net, a, b);
+    assert_eq!(received(&mut net, b), vec![Bytes::from(big)]);
+    let batches: Vec<_> = net.batches.iter().filter(|x| (x.0, x.1) == (aaddr, baddr)).collect();
+    assert!(!batches.is_empty(), "the peer-to-peer connection used GSO on its direct path");
+    assert!(batches.iter().all(|&&(_, _, _, n)| (2..=10).contains(&n)));
+}
+
+#[test]
+fn relayed_batches_are_wrapped_datagram_by_datagram() {
+    let (mut net, s, a, b) = peers_via_server(10, false);
+    let (aaddr, saddr, bid) = (net.addr(a), net.addr(s), net.id(b));
+    let path = net.node(a).links().find(|l| l.id == bid).and_then(|l| l.path);
+    assert!(matches!(path, Some(PathKind::Relayed { .. })), "{path:?}");
+    net.batches.clear();
+    let relayed_before = net.node(s).stats().relayed_datagrams;
+    let big = send_big(&mut net, a, b);
+    assert_eq!(received(&mut net, b), vec![Bytes::from(big)]);
+    // Each QUIC packet of a batch got its own relay header, and the frames
+    // still left as one segmented transmit to the server, which forwarded
+    // every one of them (a bad split would fail its frame checks).
+    assert!(net.batches.iter().any(|x| (x.0, x.1) == (aaddr, saddr)), "relay frames left in batches");
+    let s_stats = *net.node(s).stats();
+    assert!(s_stats.relayed_datagrams - relayed_before > 150);
+    assert_eq!(s_stats.dropped.relay_rejected, 0);
+}
+
+#[test]
+fn ecn_stays_on_and_congestion_marks_reach_the_sender() {
+    let (mut net, a, b) = connected_pair();
+    let bid = net.id(b);
+    // Every packet so far carried ECT(0), and acknowledgements came back
+    // with ECN counts, so QUIC still marks its packets.
+    let (now, mut buf) = (net.now, Vec::new());
+    net.node(a).send(now, bid, 0, Bytes::from_static(b"x"), Reliability::Reliable).unwrap();
+    let t = net.node(a).poll_transmit(1, &mut buf).expect("a packet for the message");
+    assert_eq!(t.ecn, Some(Ecn::Ect0));
+    net.wire.push_back((net.now + net.latency, t.destination, net.addr(a), buf.clone(), t.ecn));
+    net.run_for(Duration::from_millis(200));
+    assert_eq!(net.node(a).links().next().unwrap().congestion_events, 0);
+    // A router on the way marks a packet "congestion experienced".
+    let now = net.now;
+    net.node(a).send(now, bid, 0, Bytes::from_static(b"y"), Reliability::Reliable).unwrap();
+    let t = net.node(a).poll_transmit(1, &mut buf).unwrap();
+    net.wire.push_back((net.now + net.latency, t.destination, net.addr(a), buf.clone(), Some(Ecn::Ce)));
+    net.run_for(Duration::from_millis(200));
+    assert_eq!(net.node(a).links().next().unwrap().congestion_events, 1);
+    assert_eq!(Ecn::from_bits(0b1011_1111), Some(Ecn::Ce), "the low bits of a TOS byte");
+    assert_eq!(Ecn::from_bits(0), None);
+}
+
+#[test]
+fn transmits_leave_from_the_address_the_remote_reached() {
+    let (mut net, s, a, b) = peers_via_server(1, true);
+    let (aaddr, baddr, saddr) = (net.addr(a), net.addr(b), net.addr(s));
+    net.sent.clear();
+    send_big(&mut net, a, b);
+    let to_b: Vec<_> = net.sent.iter().filter(|x| (x.0, x.1) == (aaddr, baddr)).collect();
+    assert!(to_b.len() > 100, "the message went on the direct path");
+    // QUIC packets on the direct peer path and probe answers alike.
+    assert!(to_b.iter().all(|x| x.2 == Some(aaddr.ip())), "every datagram names its source");
+    let pongs = net
+        .sent
+        .iter()
+        .filter(|x| p2pcore::wire::decode(&x.3).is_ok_and(|f| f.kind == p2pcore::wire::FrameType::Pong))
+        .collect::<Vec<_>>();
+    assert!(!pongs.is_empty(), "the direct path is kept alive by probes");
+    assert!(pongs.iter().all(|x| x.2 == Some(x.0.ip())), "pongs leave from where the ping arrived");
+    // The server accepted the peers' connections: it answers from the
+    // address they reached.
+    let from_s: Vec<_> = net.sent.iter().filter(|x| x.0 == saddr).collect();
+    assert!(!from_s.is_empty() && from_s.iter().all(|x| x.2 == Some(saddr.ip())));
 }

@@ -4,6 +4,7 @@
 //! The generator is seeded, so a failure reproduces exactly; set
 //! `P2PCORE_FUZZ_SEED` to explore other seeds.
 
+use bytes::BytesMut;
 use p2pcore::wire::{self, FrameError, FrameType, HEADER_LEN};
 use p2pcore::{Config, Identity, Node, Role};
 use rand::{Rng, RngExt, SeedableRng};
@@ -115,7 +116,7 @@ fn a_million_inputs_no_panics_every_drop_counted() {
             }
         }
         // The same input through the node's front door.
-        node.handle_datagram(now, from, None, &input);
+        node.handle_datagram(now, from, None, None, BytesMut::from(&input[..]));
         while node.poll_transmit(1, &mut buf).is_some() {}
         while node.poll_event().is_some() {}
     }

@@ -6,7 +6,7 @@
 //! seed = 7                 # optional, default 1; --seed overrides it
 //! duration_ms = 30000      # optional, default 10000
 //! [link]                   # defaults for every internet link
-//! latency_ms = 20          # also jitter_ms, loss, duplicate, reorder, mtu
+//! latency_ms = 20          # also jitter_ms, loss, duplicate, reorder, mtu, ce_mark
 //! [[server]]
 //! name = "s1"
 //! [[lan]]
@@ -108,6 +108,9 @@ pub struct LinkSpec {
     pub reorder: Option<f64>,
     /// Largest IP packet, bytes.
     pub mtu: Option<usize>,
+    /// Probability of marking an ECN-capable datagram "congestion
+    /// experienced", 0..=1.
+    pub ce_mark: Option<f64>,
 }
 
 /// A `[[server]]` table.
@@ -340,6 +343,7 @@ impl LinkSpec {
             duplicate: self.duplicate,
             reorder: self.reorder,
             mtu: self.mtu,
+            ce_mark: self.ce_mark,
         }
     }
 
@@ -351,7 +355,12 @@ impl LinkSpec {
                 return Err((format!("{key}.{name}"), format!("{v} is out of range: use 0 to 60000 ms")));
             }
         }
-        for (name, v) in [("loss", self.loss), ("duplicate", self.duplicate), ("reorder", self.reorder)] {
+        for (name, v) in [
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+            ("ce_mark", self.ce_mark),
+        ] {
             if let Some(v) = v
                 && !(0.0..=1.0).contains(&v)
             {
@@ -429,7 +438,7 @@ impl Loaded {
                     .map(|(i, x)| (format!("lan[{i}].name"), x.get_ref().name.as_str(), x.span())),
             );
         for (key, name, span) in named {
-            if let Err(e) = p2pcore::identity::validate_name(name) {
+            if let Err(e) = p2pcore::validate_name(name) {
                 return self.err(span, key, e.to_string());
             }
             if !seen.insert(name) {

@@ -19,8 +19,8 @@
 //! ([`LinkParams`]). Partitions cut links between groups of sites.
 
 use crate::nat::{Nat, NatConfig};
-use bytes::Bytes;
-use p2pcore::{self as p, Config, Event, Identity, Node, NodeId, Reliability, Role};
+use bytes::{Bytes, BytesMut};
+use p2pcore::{self as p, Config, Ecn, Event, Identity, Node, NodeId, Reliability, Role};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -56,6 +56,10 @@ pub struct LinkParams {
     /// Largest IP packet in bytes; larger datagrams (payload plus 28 bytes of
     /// IPv4/UDP header, 48 for IPv6) are dropped.
     pub mtu: usize,
+    /// Probability that a router on the link marks an ECN-capable datagram
+    /// "congestion experienced" instead of dropping it (RFC 3168). Every
+    /// datagram carries its ECN codepoint; NATs and links keep it.
+    pub ce_mark: f64,
 }
 
 impl Default for LinkParams {
@@ -67,6 +71,7 @@ impl Default for LinkParams {
             duplicate: 0.0,
             reorder: 0.0,
             mtu: 1500,
+            ce_mark: 0.0,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct LinkPatch {
     pub reorder: Option<f64>,
     /// New MTU.
     pub mtu: Option<usize>,
+    /// New congestion-marking probability.
+    pub ce_mark: Option<f64>,
 }
 
 impl LinkPatch {
@@ -98,6 +105,7 @@ impl LinkPatch {
             duplicate: self.duplicate.unwrap_or(base.duplicate),
             reorder: self.reorder.unwrap_or(base.reorder),
             mtu: self.mtu.unwrap_or(base.mtu),
+            ce_mark: self.ce_mark.unwrap_or(base.ce_mark),
         }
     }
 }
@@ -225,6 +233,8 @@ pub struct HostBytes {
     pub datagrams_received: u64,
     /// Bytes delivered to the host.
     pub received: u64,
+    /// Times the host's timer fired: wake-ups without a datagram.
+    pub timer_wakeups: u64,
 }
 
 /// One simulated machine.
@@ -309,6 +319,8 @@ pub struct NetStats {
     pub duplicated: u64,
     /// Held back by link reordering.
     pub reordered: u64,
+    /// ECN-capable datagrams a link marked "congestion experienced".
+    pub ce_marked: u64,
     /// Dropped for exceeding the MTU.
     pub too_big: u64,
     /// Dropped by a partition.
@@ -379,12 +391,14 @@ enum Happening {
         to: SocketAddr,
         from: SocketAddr,
         data: Bytes,
+        ecn: Option<Ecn>,
     },
     /// A datagram arriving inside a LAN.
     Local {
         host: HostId,
         from: SocketAddr,
         data: Bytes,
+        ecn: Option<Ecn>,
     },
     Timer {
         host: HostId,
@@ -846,14 +860,15 @@ impl Sim {
 
     fn happen(&mut self, what: Happening) {
         match what {
-            Happening::Wire { to, from, data } => self.arrive(to, from, data),
-            Happening::Local { host, from, data } => self.deliver(host, from, &data),
+            Happening::Wire { to, from, data, ecn } => self.arrive(to, from, data, ecn),
+            Happening::Local { host, from, data, ecn } => self.deliver(host, from, &data, ecn),
             Happening::Timer { host, generation } => {
                 let h = &mut self.hosts[host];
                 if h.timer_gen != generation || h.timeout.is_none_or(|t| t > self.now) {
                     return;
                 }
                 h.timeout = None;
+                h.bytes.timer_wakeups += 1;
                 let now = self.now;
                 if let Some(node) = h.node.as_mut() {
                     if let Some(f) = self.scope {
@@ -1005,7 +1020,7 @@ impl Sim {
                 let t = node.poll_transmit(1, &mut buf);
                 scope(false);
                 let Some(t) = t else { break };
-                out.push((t.destination, Bytes::copy_from_slice(&buf[..t.size])));
+                out.push((t.destination, Bytes::copy_from_slice(&buf[..t.size]), t.ecn));
             }
             scope(true);
             while let Some(e) = node.poll_event() {
@@ -1016,8 +1031,8 @@ impl Sim {
             timeout
         };
         self.buf = buf;
-        for (dest, data) in out {
-            self.transmit(h, dest, data);
+        for (dest, data, ecn) in out {
+            self.transmit(h, dest, data, ecn);
         }
         let elapsed = self.elapsed();
         let mut cluster_changed = false;
@@ -1068,7 +1083,7 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, h: HostId, from: SocketAddr, data: &[u8]) {
+    fn deliver(&mut self, h: HostId, from: SocketAddr, data: &[u8], ecn: Option<Ecn>) {
         let now = self.now;
         let host = &mut self.hosts[h];
         let Some(node) = host.node.as_mut() else {
@@ -1080,10 +1095,10 @@ impl Sim {
         self.net.delivered += 1;
         if let Some(f) = self.scope {
             f(Some(h));
-            node.handle_datagram(now, from, None, data);
+            node.handle_datagram(now, from, None, ecn, BytesMut::from(data));
             f(None);
         } else {
-            node.handle_datagram(now, from, None, data);
+            node.handle_datagram(now, from, None, ecn, BytesMut::from(data));
         }
         self.drain(h);
     }
@@ -1095,7 +1110,7 @@ impl Sim {
         None
     }
 
-    fn transmit(&mut self, h: HostId, dest: SocketAddr, data: Bytes) {
+    fn transmit(&mut self, h: HostId, dest: SocketAddr, data: Bytes, ecn: Option<Ecn>) {
         let now = self.now;
         if self.taps.contains(&h) {
             self.tapped.push((h, dest, data.clone()));
@@ -1117,7 +1132,7 @@ impl Sim {
                 if let IpAddr::V4(v4) = dest.ip()
                     && v4.octets()[..3] == subnet
                 {
-                    self.local(l, dest, src, data);
+                    self.local(l, dest, src, data, ecn);
                     return;
                 }
                 let Some(nat) = self.lans[l].nat.as_mut() else {
@@ -1125,7 +1140,7 @@ impl Sim {
                 };
                 if dest.ip() == nat.public_ip() {
                     match nat.hairpin(now, src, dest.port()) {
-                        Some((from, to)) => self.local(l, to, from, data),
+                        Some((from, to)) => self.local(l, to, from, data, ecn),
                         None => self.net.nat_dropped += 1,
                     }
                     return;
@@ -1141,31 +1156,31 @@ impl Sim {
             Some(l) => {
                 // Open LAN: talk directly to LAN neighbours.
                 if self.site_of_ip(dest.ip()) == Some(Site::Lan(l)) {
-                    self.local(l, dest, src, data);
+                    self.local(l, dest, src, data, ecn);
                     return;
                 }
                 src
             }
             None => src,
         };
-        self.internet(self.site_of_host(h), public_src, dest, data);
+        self.internet(self.site_of_host(h), public_src, dest, data, ecn);
     }
 
-    fn local(&mut self, _lan: LanId, to: SocketAddr, from: SocketAddr, data: Bytes) {
+    fn local(&mut self, _lan: LanId, to: SocketAddr, from: SocketAddr, data: Bytes, ecn: Option<Ecn>) {
         let Some(&host) = self.by_addr.get(&to) else {
             self.net.undeliverable += 1;
             return;
         };
         self.net.sent += 1;
         let at = self.now + self.cfg.lan_latency;
-        self.push(at, Happening::Local { host, from, data });
+        self.push(at, Happening::Local { host, from, data, ecn });
     }
 
     fn link_params(&self, a: Site, b: Site) -> LinkParams {
         self.link_override.get(&(a.min(b), a.max(b))).copied().unwrap_or(self.link_default)
     }
 
-    fn internet(&mut self, from_site: Site, from: SocketAddr, to: SocketAddr, data: Bytes) {
+    fn internet(&mut self, from_site: Site, from: SocketAddr, to: SocketAddr, data: Bytes, ecn: Option<Ecn>) {
         let Some(to_site) = self.site_of_ip(to.ip()) else {
             self.net.undeliverable += 1;
             return;
@@ -1188,6 +1203,16 @@ impl Sim {
             self.net.lost += 1;
             return;
         }
+        // A congested router marks ECN-capable packets instead of dropping them.
+        let ecn = match ecn {
+            Some(Ecn::Ect0 | Ecn::Ect1)
+                if link.ce_mark > 0.0 && self.rng.random_bool(link.ce_mark.clamp(0.0, 1.0)) =>
+            {
+                self.net.ce_marked += 1;
+                Some(Ecn::Ce)
+            }
+            other => other,
+        };
         let copies = if link.duplicate > 0.0 && self.rng.random_bool(link.duplicate.clamp(0.0, 1.0)) {
             self.net.duplicated += 1;
             2
@@ -1210,13 +1235,13 @@ impl Sim {
                 *last = (*last).max(self.now + delay);
                 *last
             };
-            self.push(at, Happening::Wire { to, from, data: data.clone() });
+            self.push(at, Happening::Wire { to, from, data: data.clone(), ecn });
         }
     }
 
-    fn arrive(&mut self, to: SocketAddr, from: SocketAddr, data: Bytes) {
+    fn arrive(&mut self, to: SocketAddr, from: SocketAddr, data: Bytes, ecn: Option<Ecn>) {
         match self.site_of_ip(to.ip()) {
-            Some(Site::Host(h)) if self.hosts[h].addr == to => self.deliver(h, from, &data),
+            Some(Site::Host(h)) if self.hosts[h].addr == to => self.deliver(h, from, &data, ecn),
             Some(Site::Lan(l)) => {
                 let now = self.now;
                 if let Some(nat) = self.lans[l].nat.as_mut()
@@ -1224,7 +1249,7 @@ impl Sim {
                 {
                     match nat.inbound(now, from, to.port()) {
                         Some(internal) => match self.by_addr.get(&internal) {
-                            Some(&h) => self.deliver(h, from, &data),
+                            Some(&h) => self.deliver(h, from, &data, ecn),
                             None => self.net.undeliverable += 1,
                         },
                         None => self.net.nat_dropped += 1,
@@ -1233,7 +1258,7 @@ impl Sim {
                 }
                 // An open LAN's host.
                 match self.by_addr.get(&to) {
-                    Some(&h) => self.deliver(h, from, &data),
+                    Some(&h) => self.deliver(h, from, &data, ecn),
                     None => self.net.undeliverable += 1,
                 }
             }
@@ -1336,6 +1361,8 @@ impl Sim {
                     p::PathKind::Relayed { via } => ("relayed", Some(self.name_of(&via))),
                     p::PathKind::Direct => ("direct", None),
                     p::PathKind::Punched => ("punched", None),
+                    // A kind added to the core after this report was written.
+                    _ => ("other", None),
                 };
                 Some(PairPath {
                     a: self.hosts[*h].name.clone(),
@@ -1569,5 +1596,8 @@ pub fn describe(e: &Event, name: impl Fn(&NodeId) -> String) -> (&'static str, S
             "MessageReceived",
             format!("{} bytes from {} on channel {channel} ({reliability:?})", bytes.len(), name(from)),
         ),
+        Event::SendReady { to } => ("SendReady", name(to)),
+        // Events added to the core later are traced by their debug form.
+        other => ("Other", format!("{other:?}")),
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use p2pcore::admission::AdmissionError;
+use p2pcore::{AdmissionError, AdmissionMode, CredentialKind};
 use p2pcore::{Event, RefuseReason};
 use p2pcore_tests::sim::{CredentialFault, NetworkAdmission, NodeSpec, Sim};
 use std::time::Duration;
@@ -69,8 +69,9 @@ fn a_node_without_credential_is_refused() {
     else {
         panic!("{r:?}")
     };
-    assert_eq!(required, "shared secret");
-    assert_eq!(presented, "no credential");
+    assert_eq!((required, presented), (AdmissionMode::SharedSecret, CredentialKind::None));
+    assert_eq!(required.to_string(), "shared secret");
+    assert_eq!(presented.to_string(), "no credential");
 }
 
 #[test]

@@ -16,6 +16,7 @@
 
 mod common;
 
+use bytes::BytesMut;
 use p2pcore::{Config, Identity, Node, NodeId, Reliability, Role};
 use p2pcore_tests::sim::{CredentialFault, HostId, NetworkAdmission, NodeSpec, SendSpec, Sim};
 use quinn_proto::{Dir, StreamId};
@@ -360,7 +361,7 @@ fn spoofed_initials_cost_a_stateless_retry_each() {
     let mut most = 0;
     for (i, d) in initials.iter().enumerate() {
         let spoofed = SocketAddr::from(([10, 99, (i >> 8) as u8, i as u8], 4000 + (i % 1000) as u16));
-        sim.with_node(s, |n, now| n.handle_datagram(now, spoofed, None, d));
+        sim.with_node(s, |n, now| n.handle_datagram(now, spoofed, None, None, BytesMut::from(&d[..])));
         if i % 20 == 19 {
             sim.run_for(Duration::from_millis(1));
             most = most.max(sim.node(s).unwrap().incoming_handshakes());

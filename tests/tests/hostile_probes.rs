@@ -6,6 +6,7 @@
 
 mod common;
 
+use bytes::BytesMut;
 use p2pcore::wire::{self, FrameType};
 use p2pcore::{Event, Reliability};
 use p2pcore_tests::sim::{HostId, LinkParams, SendSpec, Sim};
@@ -109,14 +110,14 @@ fn replayed_probes_from_spoofed_sources_change_nothing() {
     let mut replays = 0;
     for src in spoofed {
         for p in pings.iter().chain(&pongs) {
-            sim.with_node(b, |n, now| n.handle_datagram(now, src, None, p));
+            sim.with_node(b, |n, now| n.handle_datagram(now, src, None, None, BytesMut::from(&p[..])));
             replays += 1;
         }
     }
     // The same probes replayed from a's own address are stale too.
     let a_addr = sim.host(a).addr;
     for p in pings.iter().chain(&pongs) {
-        sim.with_node(b, |n, now| n.handle_datagram(now, a_addr, None, p));
+        sim.with_node(b, |n, now| n.handle_datagram(now, a_addr, None, None, BytesMut::from(&p[..])));
         replays += 1;
     }
     let after = *sim.node(b).unwrap().stats();
@@ -150,18 +151,22 @@ fn a_relayed_round_trip_never_maps_a_server_address() {
         if injected_at.is_none()
             && let Some(ping) = probes(&tapped, FrameType::Ping, b_addr).into_iter().next()
         {
-            sim.with_node(b, |n, now| n.handle_datagram(now, s_addr, None, &ping));
+            sim.with_node(b, |n, now| n.handle_datagram(now, s_addr, None, None, BytesMut::from(&ping[..])));
             injected_at = Some(sim.elapsed());
         }
         let is = |bytes: &[u8], kind| wire::decode(bytes).is_ok_and(|f| f.kind == kind);
         for (h, dest, bytes) in &tapped {
             // b pings the spoofed source back: carry that ping to a, "from the server"...
             if *h == b && *dest == s_addr && is(bytes, FrameType::Ping) {
-                sim.with_node(a, |n, now| n.handle_datagram(now, s_addr, None, bytes));
+                sim.with_node(a, |n, now| {
+                    n.handle_datagram(now, s_addr, None, None, BytesMut::from(&bytes[..]))
+                });
             }
             // ...and a's pong to "the server" back to b, from the server's address.
             if *h == a && *dest == s_addr && is(bytes, FrameType::Pong) {
-                sim.with_node(b, |n, now| n.handle_datagram(now, s_addr, None, bytes));
+                sim.with_node(b, |n, now| {
+                    n.handle_datagram(now, s_addr, None, None, BytesMut::from(&bytes[..]))
+                });
             }
         }
         if injected_at.is_some_and(|t| sim.elapsed() > t + Duration::from_millis(500)) {

@@ -5,7 +5,7 @@
 //! and unreliable messages. Deadlines are generous wall-clock limits on a
 //! condition, never sleeps that hope for timing.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use p2pcore::{Config, Event, Identity, Node, NodeId, PathKind, Reliability, Role};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ fn turn(hosts: &mut [Host]) {
     for h in hosts.iter_mut() {
         let now = Instant::now();
         while let Ok((n, from)) = h.socket.recv_from(&mut buf) {
-            h.node.handle_datagram(now, from, None, &buf[..n]);
+            h.node.handle_datagram(now, from, None, None, BytesMut::from(&buf[..n]));
         }
         drain(h);
         if h.node.poll_timeout().is_some_and(|t| t <= now) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use p2pcore::ConnectError;
+use p2pcore::{ConnectError, NatBehaviour};
 use p2pcore_tests::nat::NatPreset;
 use p2pcore_tests::sim::NodeSpec;
 use std::time::Duration;
@@ -121,4 +121,49 @@ fn nat_reboot_drops_mappings() {
     assert!(sim.lans()[lan].nat.as_ref().unwrap().mapping_count() > 0);
     sim.nat_reboot(lan);
     assert_eq!(sim.lans()[lan].nat.as_ref().unwrap().mapping_count(), 0);
+}
+
+/// Each node learns its address as every server sees it, and from that the
+/// kind of NAT in front of it: none, one mapping for all servers, or a new
+/// mapping per server.
+#[test]
+fn nodes_learn_their_observed_address_and_nat_behaviour() {
+    let cases = [
+        (NatPreset::Open, NatBehaviour::NoNat),
+        (NatPreset::FullCone, NatBehaviour::EndpointIndependent { servers: 2 }),
+        (NatPreset::PortRestricted, NatBehaviour::EndpointIndependent { servers: 2 }),
+        (NatPreset::Symmetric, NatBehaviour::EndpointDependent),
+    ];
+    for (preset, expected) in cases {
+        let mut sim = common::sim(43);
+        let lan = sim.add_lan("home", preset.config());
+        let s1 = sim.add_node(NodeSpec::server("s1"));
+        let s2 = sim.add_node(NodeSpec::server("s2"));
+        let a = sim.add_node(NodeSpec::peer("alice", Some(lan)).via(&[s1, s2]));
+        sim.run_for(Duration::from_secs(3));
+        let node = sim.node(a).unwrap();
+        let seen = node.observed_addrs();
+        let servers: Vec<_> = seen.iter().map(|o| o.server).collect();
+        assert_eq!(servers.len(), 2, "{preset:?}: {seen:?}");
+        assert!(servers.contains(&sim.host(s1).id()) && servers.contains(&sim.host(s2).id()));
+        for o in &seen {
+            let as_server_sees = sim
+                .node(if o.server == sim.host(s1).id() { s1 } else { s2 })
+                .unwrap()
+                .links()
+                .find(|l| l.id == sim.host(a).id())
+                .unwrap()
+                .addr;
+            assert_eq!(o.addr, as_server_sees, "{preset:?}: the server's own view");
+        }
+        assert_eq!(node.nat_behaviour(), expected, "{preset:?}: {seen:?}");
+    }
+    // Servers learn theirs from the servers they dialed: public, no NAT.
+    let mut sim = common::sim(44);
+    let s1 = sim.add_node(NodeSpec::server("s1"));
+    let s2 = sim.add_node(NodeSpec::server("s2").via(&[s1]));
+    sim.run_for(Duration::from_secs(3));
+    let s2_node = sim.node(s2).unwrap();
+    assert_eq!(s2_node.observed_addrs().len(), 1);
+    assert_eq!(s2_node.nat_behaviour(), NatBehaviour::NoNat);
 }

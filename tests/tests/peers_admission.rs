@@ -2,7 +2,7 @@
 
 mod common;
 
-use p2pcore::admission::AdmissionError;
+use p2pcore::AdmissionError;
 use p2pcore::{ConnectError, Event, RefuseReason};
 use p2pcore_tests::sim::{CredentialFault, NetworkAdmission, NodeSpec};
 use std::time::Duration;

@@ -137,3 +137,25 @@ fn loss_and_reordering_keep_messages_exactly_once_in_order() {
         assert_eq!((m.sent, m.delivered, m.duplicated, m.reordered), (800, 800, 0, 0), "seed {seed}: {m:?}");
     }
 }
+
+/// Events name real addresses: a relayed peer link is reported at its relay
+/// server's address, never at the internal address QUIC uses for the peer.
+#[test]
+fn events_and_links_carry_real_addresses() {
+    let (mut sim, servers, peers) = common::relay_mesh(5, 2, p2pcore_tests::sim::LinkParams::default());
+    sim.run_for(Duration::from_secs(3));
+    let server_addrs: Vec<_> = servers.iter().map(|s| sim.host(*s).addr).collect();
+    let peer_id = sim.host(peers[1]).id();
+    let events = common::events(&mut sim, peers[0]);
+    let addr = events
+        .iter()
+        .find_map(|e| match e {
+            p2pcore::Event::Connected { id, addr, .. } if *id == peer_id => Some(*addr),
+            _ => None,
+        })
+        .expect("the peers connected");
+    assert!(server_addrs.contains(&addr), "{addr} is a relay server's address");
+    for l in sim.node(peers[0]).unwrap().links() {
+        assert!(server_addrs.contains(&l.addr), "{} reported at {}", l.name, l.addr);
+    }
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use bytes::BytesMut;
 use p2pcore::wire::{RelayFrame, TOKEN_LEN};
 use p2pcore::{Event, Identity, Role};
 use p2pcore_tests::sim::LinkParams;
@@ -27,7 +28,7 @@ fn strangers_cannot_relay() {
     }
     let before = sim.node(s).unwrap().stats().dropped.relay_rejected;
     for f in &frames {
-        sim.with_node(s, |n, now| n.handle_datagram(now, stranger_addr, None, f));
+        sim.with_node(s, |n, now| n.handle_datagram(now, stranger_addr, None, None, BytesMut::from(&f[..])));
     }
     let after = sim.node(s).unwrap().stats().dropped.relay_rejected;
     assert_eq!(after - before, 2, "guessed tokens are refused");
@@ -59,7 +60,9 @@ fn strangers_cannot_relay() {
         let st = sim.node(target).unwrap().stats();
         (st.dropped.relay_rejected, st.relayed_datagrams)
     };
-    sim.with_node(target, |n, now| n.handle_datagram(now, stranger_addr, None, &bytes));
+    sim.with_node(target, |n, now| {
+        n.handle_datagram(now, stranger_addr, None, None, BytesMut::from(&bytes[..]))
+    });
     let st = *sim.node(target).unwrap().stats();
     assert_eq!(
         (st.dropped.relay_rejected - rej, st.relayed_datagrams - fwd),
@@ -73,9 +76,9 @@ fn strangers_cannot_relay() {
     let mut f = Vec::new();
     RelayFrame { token: [1; TOKEN_LEN], node: forged_src, data: &junk }.encode(&mut f).unwrap();
     sim.with_node(a, |n, now| {
-        n.handle_datagram(now, stranger_addr, None, &f);
+        n.handle_datagram(now, stranger_addr, None, None, BytesMut::from(&f[..]));
         // Right source address, wrong token.
-        n.handle_datagram(now, server_addr, None, &f);
+        n.handle_datagram(now, server_addr, None, None, BytesMut::from(&f[..]));
     });
     assert_eq!(sim.node(a).unwrap().stats().dropped.relay_rejected - a_before, 2);
     sim.run_for(Duration::from_millis(200));

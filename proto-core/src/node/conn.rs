@@ -7,7 +7,7 @@ use crate::quic::{Expect, MetSlot};
 use bytes::{Buf, Bytes};
 use quinn_proto::{Dir, ReadError, StreamId, WriteError};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Where a connection is in its life.
@@ -28,16 +28,57 @@ pub(crate) enum Phase {
 /// Bytes waiting to be accepted by a QUIC send stream.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     bytes: usize,
+}
+
+/// A piece of a send queue: a few header bytes kept inline (a length
+/// prefix, a channel byte: no allocation per message) or shared payload.
+#[derive(Debug)]
+enum Chunk {
+    Inline { buf: [u8; 4], start: u8, end: u8 },
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { buf, start, end } => &buf[usize::from(*start)..usize::from(*end)],
+            Self::Shared(b) => b,
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            // `n` is below the chunk's length, which fits in a u8.
+            Self::Inline { start, .. } => *start += n as u8,
+            Self::Shared(b) => b.advance(n),
+        }
+    }
 }
 
 impl SendQueue {
     pub(crate) fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.bytes += b.len();
-            self.chunks.push_back(b);
+            self.chunks.push_back(Chunk::Shared(b));
         }
+    }
+
+    /// Queues up to four header bytes without allocating.
+    fn push_header(&mut self, header: &[u8]) {
+        let mut buf = [0u8; 4];
+        buf[..header.len()].copy_from_slice(header);
+        self.bytes += header.len();
+        self.chunks.push_back(Chunk::Inline { buf, start: 0, end: header.len() as u8 });
+    }
+
+    /// Queues a header in front of everything already queued.
+    fn push_header_front(&mut self, header: &[u8]) {
+        let mut buf = [0u8; 4];
+        buf[..header.len()].copy_from_slice(header);
+        self.bytes += header.len();
+        self.chunks.push_front(Chunk::Inline { buf, start: 0, end: header.len() as u8 });
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -52,10 +93,11 @@ impl SendQueue {
     ) -> Result<(), WriteError> {
         let mut stream = quic.send_stream(id);
         while let Some(front) = self.chunks.front_mut() {
-            match stream.write(front) {
+            let len = front.as_slice().len();
+            match stream.write(front.as_slice()) {
                 Ok(n) => {
                     self.bytes -= n;
-                    if n == front.len() {
+                    if n == len {
                         self.chunks.pop_front();
                     } else {
                         front.advance(n);
@@ -93,6 +135,18 @@ pub(crate) enum Received {
     Message { channel: u8, bytes: Bytes },
 }
 
+impl From<StreamViolation> for crate::error::Violation {
+    fn from(v: StreamViolation) -> Self {
+        match v {
+            StreamViolation::Framing(FramingError::TooLarge { len, max }) => {
+                crate::error::Violation::FrameTooLarge { len: len as u64, max: max as u64 }
+            }
+            StreamViolation::ControlClosed => crate::error::Violation::ControlStreamClosed,
+            StreamViolation::UnexpectedBidi => crate::error::Violation::UnexpectedStream,
+        }
+    }
+}
+
 /// A protocol violation found while reading.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum StreamViolation {
@@ -111,16 +165,57 @@ pub(crate) struct Queued {
     pub(crate) bytes: Bytes,
 }
 
+/// The handshake state of one side of a connection: the dialer and the
+/// acceptor remember different things, so each has its own type.
+#[derive(Debug)]
+pub(crate) enum Side {
+    /// This node dialed.
+    Dialer(Dialer),
+    /// The remote dialed.
+    Acceptor(Acceptor),
+}
+
+/// What the dialing side of a connection keeps.
+#[derive(Debug)]
+pub(crate) struct Dialer {
+    /// Whom we meant to reach.
+    pub(crate) expect: Expect,
+    /// Whom TLS met (filled by the certificate verifier).
+    pub(crate) met: MetSlot,
+    /// Ask the acceptor for the server list in the Hello.
+    pub(crate) join: bool,
+    /// Dialed by the role logic (server mesh, bootstrap), not by the user:
+    /// failures go to the role logic instead of `ConnectFailed` events.
+    pub(crate) internal: bool,
+    /// The outcome was reported to the role logic.
+    pub(crate) reported: bool,
+    /// How the acceptor sees our address (from its Welcome).
+    pub(crate) observed: Option<SocketAddr>,
+}
+
+/// What the accepting side of a connection keeps.
+#[derive(Debug, Default)]
+pub(crate) struct Acceptor {
+    /// Counted among the node's incoming handshakes (accepted, not yet
+    /// established, not yet drained), from this source IP if it is real.
+    pub(crate) slot: Option<Option<IpAddr>>,
+    /// The dialer asked for the server list.
+    pub(crate) join_request: bool,
+    /// Welcome sent, waiting for Ready.
+    pub(crate) welcomed: bool,
+}
+
 /// State of one QUIC connection.
 pub(crate) struct Conn {
     pub(crate) quic: quinn_proto::Connection,
-    /// True if this node dialed.
-    pub(crate) dialed: bool,
-    /// For dialed connections: whom we meant to reach and whom TLS met.
-    pub(crate) expect: Option<Expect>,
-    pub(crate) met: Option<MetSlot>,
+    /// What only the dialing or only the accepting side knows.
+    pub(crate) side: Side,
     /// The address dialed or accepted from.
     pub(crate) addr: SocketAddr,
+    /// The local IP its packets last arrived on straight from the remote
+    /// (not through a relay), when the driver says: where a direct peer
+    /// path's packets leave from.
+    pub(crate) local: Option<IpAddr>,
     /// The authenticated remote ID, known once TLS completes.
     pub(crate) remote: Option<NodeId>,
     pub(crate) phase: Phase,
@@ -132,24 +227,8 @@ pub(crate) struct Conn {
     pub(crate) remote_addrs: Vec<SocketAddr>,
     /// Whether the remote has run longer than this node (agreed in the handshake).
     pub(crate) remote_elder: bool,
-    /// Dialer: ask the acceptor for the server list in the Hello.
-    pub(crate) join: bool,
-    /// Acceptor: the dialer asked for the server list.
-    pub(crate) join_request: bool,
-    /// Acceptor: Welcome sent, waiting for Ready.
-    pub(crate) welcomed: bool,
-    /// Dialer: how the acceptor sees our address.
-    pub(crate) observed: Option<SocketAddr>,
-    /// Counted among the node's incoming handshakes (accepted, not yet
-    /// established, not yet drained), from this source IP if it is real.
-    pub(crate) handshake_slot: Option<Option<std::net::IpAddr>>,
     /// Chosen by the dialer, sent in the Hello: breaks ties between duplicates.
     pub(crate) nonce: u64,
-    /// Dialer: the outcome was reported to the role logic.
-    pub(crate) dial_reported: bool,
-    /// Dialed by the role logic (server mesh, bootstrap), not by the user:
-    /// failures go to the role logic instead of `ConnectFailed` events.
-    pub(crate) internal: bool,
     /// The deadline currently registered in the node's timer set.
     pub(crate) timer: Option<Instant>,
     control: Option<StreamId>,
@@ -174,12 +253,16 @@ struct RxState {
     head: Option<StreamId>,
     /// Streams with data left unread because the budget was full.
     starved: BTreeSet<StreamId>,
+    /// The application paused receiving: no channel stream is read.
+    paused: bool,
 }
 
 impl RxState {
     /// How many bytes stream `id` may read now (0: none, wait).
     fn allowance(&mut self, id: StreamId) -> usize {
-        if self.held < self.budget {
+        if self.paused {
+            0
+        } else if self.held < self.budget {
             self.budget - self.held
         } else if self.head.is_none_or(|h| h == id) {
             // Over budget: this stream becomes the head and may finish its message.
@@ -240,19 +323,66 @@ impl RxState {
 }
 
 impl Conn {
+    /// True if this node dialed.
+    pub(crate) fn dialed(&self) -> bool {
+        matches!(self.side, Side::Dialer(_))
+    }
+
+    pub(crate) fn dialer(&self) -> Option<&Dialer> {
+        match &self.side {
+            Side::Dialer(d) => Some(d),
+            Side::Acceptor(_) => None,
+        }
+    }
+
+    pub(crate) fn dialer_mut(&mut self) -> Option<&mut Dialer> {
+        match &mut self.side {
+            Side::Dialer(d) => Some(d),
+            Side::Acceptor(_) => None,
+        }
+    }
+
+    pub(crate) fn acceptor(&self) -> Option<&Acceptor> {
+        match &self.side {
+            Side::Acceptor(a) => Some(a),
+            Side::Dialer(_) => None,
+        }
+    }
+
+    pub(crate) fn acceptor_mut(&mut self) -> Option<&mut Acceptor> {
+        match &mut self.side {
+            Side::Acceptor(a) => Some(a),
+            Side::Dialer(_) => None,
+        }
+    }
+
+    /// Whom we meant to reach, on a connection we dialed.
+    pub(crate) fn expect(&self) -> Option<Expect> {
+        self.dialer().map(|d| d.expect)
+    }
+
+    /// Whether the role logic dialed it (see [`Dialer::internal`]).
+    pub(crate) fn internal(&self) -> bool {
+        self.dialer().is_some_and(|d| d.internal)
+    }
+
+    /// How the acceptor sees our address, on a connection we dialed.
+    pub(crate) fn observed(&self) -> Option<SocketAddr> {
+        self.dialer().and_then(|d| d.observed)
+    }
+
     pub(crate) fn new(
         quic: quinn_proto::Connection,
-        dialed: bool,
+        side: Side,
         addr: SocketAddr,
         max_message: usize,
         rx_budget: usize,
     ) -> Self {
         Self {
             quic,
-            dialed,
-            expect: None,
-            met: None,
+            side,
             addr,
+            local: None,
             remote: None,
             phase: Phase::Handshaking,
             hello_deadline: None,
@@ -260,14 +390,7 @@ impl Conn {
             remote_incarnation: 0,
             remote_addrs: Vec::new(),
             remote_elder: false,
-            join: false,
-            join_request: false,
-            welcomed: false,
-            observed: None,
-            handshake_slot: None,
             nonce: 0,
-            dial_reported: false,
-            internal: false,
             timer: None,
             control: None,
             // Until the remote is admitted only handshake messages are due.
@@ -280,6 +403,7 @@ impl Conn {
                 budget: rx_budget,
                 head: None,
                 starved: BTreeSet::new(),
+                paused: false,
             },
             max_message,
         }
@@ -320,6 +444,16 @@ impl Conn {
             .set_receive_window(quinn_proto::VarInt::from_u64(window).unwrap_or(quinn_proto::VarInt::MAX));
     }
 
+    /// Pauses or resumes reading channel streams and datagrams.
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.rx.paused = paused;
+    }
+
+    /// Whether the application paused receiving on this connection.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.rx.paused
+    }
+
     /// Bytes of partly received messages held for this connection.
     pub(crate) fn rx_held(&self) -> usize {
         self.rx.held
@@ -333,7 +467,7 @@ impl Conn {
     /// Queues a reliable message on `channel`, opening its stream if needed.
     pub(crate) fn send_reliable(&mut self, channel: u8, bytes: Bytes) -> Result<(), WriteError> {
         let tx = self.tx.entry(channel).or_default();
-        tx.queue.push(Bytes::copy_from_slice(&(bytes.len() as u32).to_be_bytes()));
+        tx.queue.push_header(&(bytes.len() as u32).to_be_bytes());
         tx.queue.push(bytes);
         self.flush_channel(channel)
     }
@@ -366,11 +500,7 @@ impl Conn {
             };
             tx.stream = Some(id);
             // The channel header goes before everything already queued.
-            let queued = std::mem::take(&mut tx.queue);
-            tx.queue.push(Bytes::copy_from_slice(&[channel]));
-            for chunk in queued.chunks {
-                tx.queue.push(chunk);
-            }
+            tx.queue.push_header_front(&[channel]);
         }
         match tx.stream {
             Some(id) => tx.queue.flush(&mut self.quic, id),
@@ -408,7 +538,7 @@ impl Conn {
     ) -> Result<(), StreamViolation> {
         while let Some(id) = self.quic.streams().accept(dir) {
             match dir {
-                Dir::Bi if self.control.is_none() && !self.dialed => self.control = Some(id),
+                Dir::Bi if self.control.is_none() && !self.dialed() => self.control = Some(id),
                 Dir::Bi => return Err(StreamViolation::UnexpectedBidi),
                 Dir::Uni => {
                     let reader = FrameReader::new(self.max_message);
@@ -496,7 +626,7 @@ impl Conn {
     /// Reads streams that were left unread for lack of budget, once some of
     /// it is free again (or the head is gone).
     pub(crate) fn read_starved(&mut self, out: &mut Vec<Received>) -> Result<(), StreamViolation> {
-        while self.rx.held < self.rx.budget || self.rx.head.is_none() {
+        while !self.rx.paused && (self.rx.held < self.rx.budget || self.rx.head.is_none()) {
             let Some(id) = self.rx.starved.pop_first() else { break };
             let held = self.rx.held;
             self.read_stream(id, out)?;

@@ -18,6 +18,7 @@
 
 use super::*;
 use crate::admission::{self, Side};
+use crate::error::Violation;
 use crate::server::election::dialer_is_elder;
 use crate::server::{DialOutcome, LinkMeta};
 
@@ -26,42 +27,42 @@ impl Node {
         self.cfg.unix_time.unwrap_or(0) + self.uptime().as_secs()
     }
 
-    fn exporter(&self, ch: usize, side: Side, prover: NodeId) -> Option<[u8; 32]> {
-        let conn = self.conns.get(&ch)?;
+    fn exporter(&self, handle: usize, side: Side, prover: NodeId) -> Option<[u8; 32]> {
+        let conn = self.conns.get(&handle)?;
         admission::exporter_input(conn.quic.crypto_session(), side, prover)
     }
 
-    pub(super) fn on_tls_done(&mut self, ch: usize) {
+    pub(super) fn on_tls_done(&mut self, handle: usize) {
         let my_id = self.id();
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         let Some(remote) = quic::remote_id(&conn.quic) else {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "no authenticated identity");
+            self.close_conn(handle, Close::Violation(Violation::NoIdentity));
             return;
         };
         conn.remote = Some(remote);
         conn.phase = Phase::Greeting;
-        tracing::debug!(node = %self.cfg.name, ch, %remote, dialed = conn.dialed, "TLS handshake done");
+        tracing::debug!(node = %self.cfg.name, handle, %remote, dialed = conn.dialed(), "TLS handshake done");
         // A relayed connection must come from the peer the relay frames named.
         let addr = conn.addr;
         if is_mapped(&addr) && self.role.peer().and_then(|p| p.peer_of(&addr)) != Some(remote) {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "relayed identity mismatch");
+            self.close_conn(handle, Close::Violation(Violation::RelayedIdentityMismatch));
             return;
         }
         if remote == my_id {
-            self.fail_dial_or_close(ch, ConnectError::SelfConnect, close_code::DUPLICATE, "self");
+            self.fail_dial_or_close(handle, ConnectError::SelfConnect, Close::Duplicate);
             return;
         }
-        if !conn.dialed {
+        if !conn.dialed() {
             return;
         }
         // Dialed by address and it turns out we are already connected: keep the old one.
-        if self.links.contains_key(&remote) && conn.expect != Some(Expect::Node(remote)) {
-            self.close_quietly(ch, close_code::DUPLICATE, "already connected");
+        if self.links.contains_key(&remote) && conn.expect() != Some(Expect::Node(remote)) {
+            self.close_quietly(handle, Close::Duplicate);
             return;
         }
-        let credential = admission::present(&self.cfg.admission, self.exporter(ch, Side::Dialer, my_id));
+        let credential = admission::present(&self.cfg.admission, self.exporter(handle, Side::Dialer, my_id));
         let nonce = self.rng.next_u64();
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         conn.nonce = nonce;
         let hello = Hello {
             nonce,
@@ -71,78 +72,80 @@ impl Node {
             uptime_ms: self.now.saturating_duration_since(self.started).as_millis() as u64,
             credential,
             addrs: self.cfg.advertise.clone(),
-            join: conn.join,
+            join: conn.dialer().is_some_and(|d| d.join),
         };
         let ok = conn.open_control() && conn.send_control(proto::encode(&Control::Hello(hello))).is_ok();
         if !ok {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "cannot open control stream");
+            self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
         }
     }
 
-    pub(super) fn on_control(&mut self, ch: usize, msg: Control) {
-        let Some(conn) = self.conns.get(&ch) else { return };
-        let (phase, dialed, welcomed, remote) = (conn.phase, conn.dialed, conn.welcomed, conn.remote);
+    pub(super) fn on_control(&mut self, handle: usize, msg: Control) {
+        let Some(conn) = self.conns.get(&handle) else { return };
+        let (phase, dialed, remote) = (conn.phase, conn.dialed(), conn.remote);
+        let welcomed = conn.acceptor().is_some_and(|a| a.welcomed);
         if phase != Phase::Established {
-            tracing::debug!(node = %self.cfg.name, ch, ?phase, msg = msg.kind(), "handshake message");
+            tracing::debug!(node = %self.cfg.name, handle, ?phase, msg = msg.kind(), "handshake message");
         }
         match (phase, msg) {
-            (Phase::Greeting, Control::Hello(h)) if !dialed && !welcomed => self.on_hello(ch, h),
-            (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(ch, w),
-            (Phase::Greeting, Control::Ready) if !dialed && welcomed => self.establish(ch),
-            (Phase::Greeting | Phase::Refusing, Control::Refuse(reason)) => self.on_refuse(ch, reason),
+            (Phase::Greeting, Control::Hello(h)) if !dialed && !welcomed => self.on_hello(handle, h),
+            (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(handle, w),
+            (Phase::Greeting, Control::Ready) if !dialed && welcomed => self.establish(handle),
+            (Phase::Greeting | Phase::Refusing, Control::Refuse(reason)) => self.on_refuse(handle, reason),
             (Phase::Established, m @ (Control::Cluster(_) | Control::Peer(_) | Control::Path(_))) => {
                 let Some(from) = remote else { return };
                 if self.role.message(self.now, from, m) {
                     self.run_role_actions();
                 } else {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message not for this role");
+                    self.close_conn(handle, Close::Violation(Violation::NotForRole));
                 }
             }
             (Phase::Refusing | Phase::Closing, _) => {}
-            _ => self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control message out of turn"),
+            _ => self.close_conn(handle, Close::Violation(Violation::OutOfTurn)),
         }
     }
 
-    fn on_hello(&mut self, ch: usize, h: Hello) {
+    fn on_hello(&mut self, handle: usize, h: Hello) {
         let my_id = self.id();
-        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        let Some(remote) = self.conns.get(&handle).and_then(|c| c.remote) else { return };
         if h.protocol != PROTOCOL_VERSION {
-            self.refuse(ch, RefuseReason::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: h.protocol });
+            self.refuse(handle, RefuseReason::ProtocolVersion { ours: PROTOCOL_VERSION, theirs: h.protocol });
             return;
         }
         if crate::identity::validate_name(&h.name).is_err() || h.addrs.len() > 16 {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "invalid hello");
+            self.close_conn(handle, Close::Violation(Violation::InvalidHello));
             return;
         }
-        let exported = self.exporter(ch, Side::Dialer, remote);
+        let exported = self.exporter(handle, Side::Dialer, remote);
         if let Err(e) =
             admission::check(&self.cfg.admission, &h.credential, remote, exported, self.unix_now())
         {
-            self.refuse(ch, RefuseReason::Admission(e));
+            self.refuse(handle, RefuseReason::Admission(e));
             return;
         }
         // The incoming connection was dialed by `remote`.
-        if let Some(c) = self.conns.get_mut(&ch) {
+        if let Some(c) = self.conns.get_mut(&handle) {
             c.nonce = h.nonce;
         }
         if let Some(&old) = self.links.get(&remote) {
             let old_inc = self.conns.get(&old).map_or(0, |c| c.remote_incarnation);
-            if old_inc == h.incarnation && self.link_key(old) > self.link_key(ch) {
-                self.refuse(ch, RefuseReason::Duplicate);
+            if old_inc == h.incarnation && self.link_key(old) > self.link_key(handle) {
+                self.refuse(handle, RefuseReason::Duplicate);
                 return;
             }
             // Either the remote restarted, or it lost the old connection, or
             // this one wins the tie-break: it replaces the old one on `Ready`.
-        } else if self.has_pending_dial(&remote, ch) && my_id > remote {
+        } else if self.has_pending_dial(&remote, handle) && my_id > remote {
             // Simultaneous dials: the one dialed by the larger ID (ours) wins.
-            self.refuse(ch, RefuseReason::Duplicate);
+            self.refuse(handle, RefuseReason::Duplicate);
             return;
         }
         let my_uptime = self.uptime().as_millis() as u64;
-        let credential = admission::present(&self.cfg.admission, self.exporter(ch, Side::Acceptor, my_id));
+        let credential =
+            admission::present(&self.cfg.admission, self.exporter(handle, Side::Acceptor, my_id));
         let (name, incarnation, addrs) =
             (self.cfg.name.clone(), self.incarnation, self.cfg.advertise.clone());
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         let half_rtt = conn.quic.rtt().as_millis() as u64 / 2;
         let remote_elder = dialer_is_elder(remote, h.uptime_ms, half_rtt, my_id, my_uptime);
         let welcome = Welcome {
@@ -159,83 +162,88 @@ impl Node {
         conn.remote_incarnation = h.incarnation;
         conn.remote_addrs = h.addrs;
         conn.remote_elder = remote_elder;
-        conn.join_request = h.join;
-        conn.welcomed = true;
+        if let Some(a) = conn.acceptor_mut() {
+            a.join_request = h.join;
+            a.welcomed = true;
+        }
         if conn.send_control(proto::encode(&Control::Welcome(welcome))).is_err() {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+            self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
         }
     }
 
     fn has_pending_dial(&self, remote: &NodeId, except: usize) -> bool {
-        self.conns.iter().any(|(ch, c)| {
-            *ch != except
-                && c.dialed
+        self.conns.iter().any(|(handle, c)| {
+            *handle != except
+                && c.dialed()
                 && matches!(c.phase, Phase::Handshaking | Phase::Greeting)
-                && (c.remote == Some(*remote) || c.expect == Some(Expect::Node(*remote)))
+                && (c.remote == Some(*remote) || c.expect() == Some(Expect::Node(*remote)))
         })
     }
 
-    fn on_welcome(&mut self, ch: usize, w: Welcome) {
+    fn on_welcome(&mut self, handle: usize, w: Welcome) {
         let my_id = self.id();
-        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
+        let Some(remote) = self.conns.get(&handle).and_then(|c| c.remote) else { return };
         if w.protocol != PROTOCOL_VERSION
             || crate::identity::validate_name(&w.name).is_err()
             || w.addrs.len() > 16
         {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad welcome");
+            self.close_conn(handle, Close::Violation(Violation::InvalidWelcome));
             return;
         }
         if w.elder != remote && w.elder != my_id {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "bad elder verdict");
+            self.close_conn(handle, Close::Violation(Violation::InvalidWelcome));
             return;
         }
-        let exported = self.exporter(ch, Side::Acceptor, remote);
+        let exported = self.exporter(handle, Side::Acceptor, remote);
         if let Err(e) =
             admission::check(&self.cfg.admission, &w.credential, remote, exported, self.unix_now())
         {
             let reason = RefuseReason::Admission(e.clone());
-            self.refuse(ch, reason);
-            self.notify_dial(ch, DialOutcome::Failed(ConnectError::NotAdmitted(e)));
+            self.refuse(handle, reason);
+            self.notify_dial(handle, DialOutcome::Failed(ConnectError::NotAdmitted(e)));
             return;
         }
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         conn.remote_name = w.name;
         conn.remote_incarnation = w.incarnation;
         conn.remote_addrs = w.addrs;
         conn.remote_elder = w.elder == remote;
-        conn.observed = Some(w.observed);
+        if let Some(d) = conn.dialer_mut() {
+            d.observed = Some(w.observed);
+        }
         if conn.send_control(proto::encode(&Control::Ready)).is_err() {
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
+            self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
             return;
         }
-        self.establish(ch);
+        self.establish(handle);
     }
 
-    fn on_refuse(&mut self, ch: usize, reason: RefuseReason) {
-        let Some(conn) = self.conns.get(&ch) else { return };
-        let (dialed, remote, addr) = (conn.dialed, conn.remote, conn.addr);
+    fn on_refuse(&mut self, handle: usize, reason: RefuseReason) {
+        let Some(conn) = self.conns.get(&handle) else { return };
+        let (dialed, remote, addr) = (conn.dialed(), conn.remote, conn.addr);
         if reason == RefuseReason::Duplicate {
             // The other connection between us wins; nothing failed.
-            self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+            self.close_quietly(handle, Close::Duplicate);
             return;
         }
         // Refusals are reported on both sides, whoever dialed.
         if let Some(id) = remote {
+            let addr = self.real_addr(Some(id), addr);
             self.events.push_back(Event::Refused { id, addr, reason: reason.clone(), by_remote: true });
         }
         if dialed {
-            self.fail_dial_or_close(ch, ConnectError::Refused(reason), close_code::REFUSED, "refused");
+            self.fail_dial_or_close(handle, ConnectError::Refused(reason), Close::Refused);
         } else {
-            self.close_quietly(ch, close_code::REFUSED, "refused");
+            self.close_quietly(handle, Close::Refused);
         }
     }
 
     /// Refuses the remote: tells it why, reports it (unless it is a duplicate),
     /// and closes once the dialer has read the reason or the deadline passes.
-    pub(super) fn refuse(&mut self, ch: usize, reason: RefuseReason) {
-        tracing::debug!(node = %self.cfg.name, ch, ?reason, "refusing connection");
+    pub(super) fn refuse(&mut self, handle: usize, reason: RefuseReason) {
+        tracing::debug!(node = %self.cfg.name, handle, ?reason, "refusing connection");
         let deadline = self.now + self.cfg.hello_timeout;
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         let _ = conn.send_control(proto::encode(&Control::Refuse(reason.clone())));
         // Closing right away would discard the unsent Refuse.
         conn.phase = Phase::Refusing;
@@ -244,36 +252,37 @@ impl Node {
         if reason != RefuseReason::Duplicate
             && let Some(id) = remote
         {
+            let addr = self.real_addr(Some(id), addr);
             self.events.push_back(Event::Refused { id, addr, reason, by_remote: false });
         }
-        self.touch(ch);
+        self.touch(handle);
     }
 
     /// Orders duplicate connections between the same two nodes; both sides
     /// compute the same key, so they keep the same one: the connection dialed
     /// by the larger ID wins, then the larger dialer-chosen nonce.
-    fn link_key(&self, ch: usize) -> (bool, u64) {
+    fn link_key(&self, handle: usize) -> (bool, u64) {
         let my_id = self.id();
-        match self.conns.get(&ch) {
+        match self.conns.get(&handle) {
             Some(c) => {
                 let remote = c.remote.unwrap_or(my_id);
-                (if c.dialed { my_id > remote } else { remote > my_id }, c.nonce)
+                (if c.dialed() { my_id > remote } else { remote > my_id }, c.nonce)
             }
             None => (false, 0),
         }
     }
 
-    pub(super) fn establish(&mut self, ch: usize) {
-        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
-        tracing::debug!(node = %self.cfg.name, ch, %remote, "connection established");
+    pub(super) fn establish(&mut self, handle: usize) {
+        let Some(remote) = self.conns.get(&handle).and_then(|c| c.remote) else { return };
+        tracing::debug!(node = %self.cfg.name, handle, %remote, "connection established");
         if let Some(&old) = self.links.get(&remote)
-            && old != ch
+            && old != handle
         {
             let same_boot = self.conns.get(&old).map(|c| c.remote_incarnation)
-                == self.conns.get(&ch).map(|c| c.remote_incarnation);
-            if same_boot && self.link_key(old) > self.link_key(ch) {
+                == self.conns.get(&handle).map(|c| c.remote_incarnation);
+            if same_boot && self.link_key(old) > self.link_key(handle) {
                 // A duplicate that lost the tie-break.
-                self.close_quietly(ch, close_code::DUPLICATE, "duplicate");
+                self.close_quietly(handle, Close::Duplicate);
                 return;
             }
             if same_boot {
@@ -289,59 +298,61 @@ impl Node {
                 }
                 self.links.remove(&remote);
                 self.touch(old);
-                self.swap_link(ch);
+                self.swap_link(handle);
                 return;
             }
             // The remote restarted: the old connection is dead.
             self.replace(old);
         }
-        self.admit(ch, remote);
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        self.admit(handle, remote);
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         let name = conn.remote_name.clone();
         let addr = conn.addr;
         let meta = link_meta(remote, conn);
-        self.links.insert(remote, ch);
+        self.links.insert(remote, handle);
+        self.dial_errors.remove(&remote);
+        let addr = self.real_addr(Some(remote), addr);
         self.events.push_back(Event::Connected { id: remote, name, addr });
         if let Some(q) = self.pending.remove(&remote) {
             for m in q.msgs {
-                let Some(conn) = self.conns.get_mut(&ch) else { break };
+                let Some(conn) = self.conns.get_mut(&handle) else { break };
                 if conn.send_reliable(m.channel, m.bytes).is_err() {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
+                    self.close_conn(handle, Close::Violation(Violation::StreamStopped));
                     return;
                 }
             }
         }
-        self.notify_dial(ch, DialOutcome::Connected(remote));
-        let observed = self.conns.get(&ch).and_then(|c| c.observed);
+        self.notify_dial(handle, DialOutcome::Connected(remote));
+        let observed = self.conns.get(&handle).and_then(Conn::observed);
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
-        self.touch(ch);
+        self.touch(handle);
     }
 
-    /// Makes `ch` the established connection to its remote, which already
+    /// Makes `handle` the established connection to its remote, which already
     /// counts as connected (a duplicate swap): no user events, but the role
     /// logic hears of it so it can restate what the other side may have lost.
-    fn swap_link(&mut self, ch: usize) {
-        let Some(remote) = self.conns.get(&ch).and_then(|c| c.remote) else { return };
-        self.admit(ch, remote);
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+    fn swap_link(&mut self, handle: usize) {
+        let Some(remote) = self.conns.get(&handle).and_then(|c| c.remote) else { return };
+        self.admit(handle, remote);
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         let meta = link_meta(remote, conn);
-        let observed = conn.observed;
-        self.links.insert(remote, ch);
+        let observed = conn.observed();
+        self.links.insert(remote, handle);
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
-        self.notify_dial(ch, DialOutcome::Superseded);
-        self.touch(ch);
+        self.notify_dial(handle, DialOutcome::Superseded);
+        self.touch(handle);
     }
 
-    /// The remote of `ch` is admitted: the connection carries user traffic
+    /// The remote of `handle` is admitted: the connection carries user traffic
     /// from now on, so it gets its full limits (channel streams, receive
     /// window, control messages sized for the remote's role) and stops
     /// counting as a handshake.
-    fn admit(&mut self, ch: usize, remote: NodeId) {
-        self.release_handshake(ch);
+    fn admit(&mut self, handle: usize, remote: NodeId) {
+        self.release_handshake(handle);
         let window = self.cfg.limits.receive_window;
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         conn.phase = Phase::Established;
         conn.hello_deadline = None;
         let max_control = match remote.role() {
@@ -349,23 +360,26 @@ impl Node {
             Role::Peer => proto::MAX_PEER_CONTROL,
         };
         conn.admit(max_control, MAX_CHANNEL_STREAMS, window);
+        conn.set_paused(self.recv_paused.contains(&remote));
     }
 
     /// Tells the role logic how one of its dials ended (once per connection).
-    pub(super) fn notify_dial(&mut self, ch: usize, outcome: DialOutcome) {
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
-        if !conn.dialed || conn.dial_reported {
+    pub(super) fn notify_dial(&mut self, handle: usize, outcome: DialOutcome) {
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let addr = conn.addr;
+        let Some(dialer) = conn.dialer_mut() else { return };
+        if dialer.reported {
             return;
         }
-        conn.dial_reported = true;
-        let (Some(expect), addr) = (conn.expect, conn.addr) else { return };
+        dialer.reported = true;
+        let expect = dialer.expect;
         self.role.dial_done(self.now, expect, addr, &outcome);
         self.run_role_actions();
     }
 
     /// Reports the end of an established link to the user and the role logic.
-    fn link_down(&mut self, ch: usize, id: NodeId, reason: DisconnectReason) {
-        if self.links.get(&id) != Some(&ch) {
+    fn link_down(&mut self, handle: usize, id: NodeId, reason: DisconnectReason) {
+        if self.links.get(&id) != Some(&handle) {
             // Not the connection in use (a duplicate already swapped out).
             return;
         }
@@ -390,93 +404,88 @@ impl Node {
         self.touch(old);
     }
 
-    /// Closes a connection without telling the user (a losing duplicate).
-    pub(super) fn close_quietly(&mut self, ch: usize, code: u32, reason: &'static str) {
+    /// Closes a connection without telling the user (a losing duplicate, a
+    /// refusal already reported).
+    pub(super) fn close_quietly(&mut self, handle: usize, why: Close) {
         let now = self.now;
-        if let Some(conn) = self.conns.get_mut(&ch) {
-            conn.quic.close(now, VarInt::from_u32(code), Bytes::from_static(reason.as_bytes()));
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.quic.close(now, VarInt::from_u32(why.code()), Bytes::from(why.to_string()));
             conn.phase = Phase::Closing;
         }
-        self.notify_dial(ch, DialOutcome::Superseded);
-        self.touch(ch);
+        self.notify_dial(handle, DialOutcome::Superseded);
+        self.touch(handle);
         self.settle_pending();
     }
 
     /// Closes a connection and reports it: `Disconnected` if it was
     /// established, `ConnectFailed` if it was our dial in progress.
-    pub(super) fn close_conn(&mut self, ch: usize, code: u32, reason: &str) {
-        let error = match code {
-            close_code::PROTOCOL_VIOLATION => {
-                ConnectError::Handshake(format!("protocol violation: {reason}"))
-            }
-            close_code::SHUTDOWN if self.closing => ConnectError::ShuttingDown,
-            close_code::SHUTDOWN => ConnectError::Cancelled,
-            _ => ConnectError::Handshake(reason.to_owned()),
-        };
-        self.fail_dial_or_close(ch, error, code, reason);
+    pub(super) fn close_conn(&mut self, handle: usize, why: Close) {
+        let error = why.connect_error();
+        self.fail_dial_or_close(handle, error, why);
     }
 
-    pub(super) fn fail_dial_or_close(&mut self, ch: usize, error: ConnectError, code: u32, reason: &str) {
+    pub(super) fn fail_dial_or_close(&mut self, handle: usize, error: ConnectError, why: Close) {
         let now = self.now;
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         if conn.phase == Phase::Closing {
             return;
         }
         let phase = conn.phase;
-        tracing::debug!(node = %self.cfg.name, ch, ?phase, code, reason, "closing connection");
-        conn.quic.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason.as_bytes()));
+        tracing::debug!(node = %self.cfg.name, handle, ?phase, code = why.code(), reason = %why, "closing connection");
+        conn.quic.close(now, VarInt::from_u32(why.code()), Bytes::from(why.to_string()));
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
-            (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
+            (conn.dialed(), conn.remote, conn.expect(), conn.addr, conn.internal());
         if phase == Phase::Established {
             if let Some(id) = remote {
-                let reason = match code {
-                    close_code::PROTOCOL_VIOLATION => DisconnectReason::ProtocolViolation(reason.to_owned()),
-                    _ => DisconnectReason::ClosedLocally,
-                };
-                self.link_down(ch, id, reason);
+                self.link_down(handle, id, why.disconnect_reason());
             }
         } else if dialed {
-            self.dial_failed(ch, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
+            self.dial_failed(handle, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
         }
-        self.touch(ch);
+        self.touch(handle);
         self.settle_pending();
     }
 
-    /// Our dial `ch` to `addr` (meant for `id`) failed: tell the user unless
+    /// Our dial `handle` to `addr` (meant for `id`) failed: tell the user unless
     /// the role logic made it, and tell the role logic.
     fn dial_failed(
         &mut self,
-        ch: usize,
+        handle: usize,
         id: Option<NodeId>,
         addr: SocketAddr,
         internal: bool,
         error: ConnectError,
     ) {
+        if let Some(id) = id {
+            // Messages waiting for this peer are reported with the real cause.
+            self.dial_errors.insert(id, error.clone());
+        }
         if !internal {
+            let addr = self.real_addr(id, addr);
             self.events.push_back(Event::ConnectFailed { id, addr, error: error.clone() });
         }
-        self.notify_dial(ch, DialOutcome::Failed(error));
+        self.notify_dial(handle, DialOutcome::Failed(error));
     }
 
-    pub(super) fn on_lost(&mut self, ch: usize, reason: ConnectionError) {
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
+    pub(super) fn on_lost(&mut self, handle: usize, reason: ConnectionError) {
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
         if conn.phase == Phase::Closing {
             return;
         }
         let phase = conn.phase;
-        tracing::debug!(node = %self.cfg.name, ch, ?phase, %reason, "connection lost");
+        tracing::debug!(node = %self.cfg.name, handle, ?phase, %reason, "connection lost");
         conn.phase = Phase::Closing;
         let (dialed, remote, expect, addr, internal) =
-            (conn.dialed, conn.remote, conn.expect, conn.addr, conn.internal);
-        let met = conn.met.as_ref().and_then(|m| m.get()).cloned();
+            (conn.dialed(), conn.remote, conn.expect(), conn.addr, conn.internal());
+        let met = conn.dialer().and_then(|d| d.met.get()).cloned();
         if phase == Phase::Established {
             if let Some(id) = remote {
-                self.link_down(ch, id, disconnect_reason(&reason));
+                self.link_down(handle, id, disconnect_reason(&reason));
             }
         } else if dialed {
             let error = connect_error(&reason, expect, met.as_ref());
-            self.dial_failed(ch, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
+            self.dial_failed(handle, expect.and_then(|e| e.node()).or(remote), addr, internal, error);
         }
         self.settle_pending();
     }
@@ -491,11 +500,10 @@ impl Node {
             .collect();
         for to in stale {
             if let Some(q) = self.pending.remove(&to) {
-                self.events.push_back(Event::SendFailed {
-                    to,
-                    messages: q.msgs.len(),
-                    error: ConnectError::Handshake("no connection could be established".into()),
-                });
+                // The dial's own failure, when there was one; otherwise the
+                // peer left the directory before any dial could be made.
+                let error = self.dial_errors.remove(&to).unwrap_or(ConnectError::PeerOffline);
+                self.events.push_back(Event::SendFailed { to, messages: q.msgs.len(), error });
             }
         }
     }
@@ -510,7 +518,7 @@ fn link_meta(remote: NodeId, conn: &conn::Conn) -> LinkMeta {
         remote_addr: conn.quic.remote_address(),
         addrs: conn.remote_addrs.clone(),
         elder: conn.remote_elder,
-        join: conn.join_request,
+        join: conn.acceptor().is_some_and(|a| a.join_request),
         probe_key: is_mapped(&conn.addr).then(|| quic::probe_key(&conn.quic)).flatten(),
     }
 }
@@ -530,8 +538,21 @@ pub(super) fn disconnect_reason(e: &ConnectionError) -> DisconnectReason {
             }
         }
         ConnectionError::Reset => DisconnectReason::Reset,
-        ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
-        other => DisconnectReason::Transport(other.to_string()),
+        ConnectionError::LocallyClosed => DisconnectReason::ClosedByUser,
+        other => DisconnectReason::Transport { code: transport_code(other) },
+    }
+}
+
+/// The QUIC transport error code behind a connection error that is not an
+/// application close, a timeout or a reset.
+fn transport_code(e: &ConnectionError) -> u64 {
+    match e {
+        ConnectionError::TransportError(t) => t.code.into(),
+        ConnectionError::ConnectionClosed(c) => c.error_code.into(),
+        // RFC 9000 §20.1: CONNECTION_ID_LIMIT_ERROR, PROTOCOL_VIOLATION, INTERNAL_ERROR.
+        ConnectionError::CidsExhausted => 0x09,
+        ConnectionError::VersionMismatch => 0x0a,
+        _ => 0x01,
     }
 }
 
@@ -552,11 +573,80 @@ pub(super) fn connect_error(
     }
     match e {
         ConnectionError::TimedOut => ConnectError::TimedOut,
-        ConnectionError::ApplicationClosed(c) => ConnectError::Handshake(format!(
-            "closed by remote (code {}): {}",
-            c.error_code,
-            String::from_utf8_lossy(&c.reason)
-        )),
-        other => ConnectError::Handshake(other.to_string()),
+        ConnectionError::ApplicationClosed(c) => ConnectError::ClosedByRemote {
+            code: c.error_code.into_inner(),
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        },
+        ConnectionError::Reset => ConnectError::Reset,
+        ConnectionError::LocallyClosed => ConnectError::Cancelled,
+        ConnectionError::CidsExhausted => ConnectError::OutOfConnectionIds,
+        other => ConnectError::Transport { code: transport_code(other) },
+    }
+}
+
+/// Why this node closes a connection: the close code and text the remote
+/// receives, and what the user is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Close {
+    /// The remote broke the protocol.
+    #[error("protocol violation: {0}")]
+    Violation(Violation),
+    /// [`Node::disconnect`].
+    #[error("disconnected by user")]
+    User,
+    /// [`Node::close`].
+    #[error("node shutting down")]
+    Shutdown,
+    /// The remote peer left the directory.
+    #[error("peer went offline")]
+    PeerOffline,
+    /// Another connection between the same two nodes is kept.
+    #[error("duplicate")]
+    Duplicate,
+    /// The connection was refused after the handshake.
+    #[error("refused")]
+    Refused,
+    /// The Hello/Welcome exchange did not finish in time.
+    #[error("no hello")]
+    HelloTimeout,
+}
+
+impl Close {
+    fn code(&self) -> u32 {
+        match self {
+            Close::Violation(_) => close_code::PROTOCOL_VIOLATION,
+            Close::User | Close::Shutdown | Close::PeerOffline => close_code::SHUTDOWN,
+            Close::Duplicate => close_code::DUPLICATE,
+            Close::Refused => close_code::REFUSED,
+            Close::HelloTimeout => close_code::HELLO_TIMEOUT,
+        }
+    }
+
+    /// What a dial that ends this way failed with.
+    fn connect_error(&self) -> ConnectError {
+        match self {
+            Close::Violation(v) => ConnectError::ProtocolViolation(*v),
+            Close::User => ConnectError::Cancelled,
+            Close::Shutdown => ConnectError::ShuttingDown,
+            Close::PeerOffline => ConnectError::PeerOffline,
+            Close::HelloTimeout => ConnectError::TimedOut,
+            // Refusals and duplicates are reported before closing (as
+            // `Refused`, or not at all); this is what the dial failed with.
+            Close::Duplicate | Close::Refused => ConnectError::Cancelled,
+        }
+    }
+
+    /// What the user is told when an established connection ends this way.
+    fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            Close::Violation(v) => DisconnectReason::ProtocolViolation(*v),
+            Close::User => DisconnectReason::ClosedByUser,
+            Close::Shutdown => DisconnectReason::ShuttingDown,
+            Close::PeerOffline => DisconnectReason::PeerOffline,
+            // Established connections are only closed as duplicates when a
+            // newer one replaces them; refusals and Hello timeouts happen
+            // before establishment.
+            Close::Duplicate | Close::Refused | Close::HelloTimeout => DisconnectReason::Replaced,
+        }
     }
 }

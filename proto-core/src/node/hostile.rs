@@ -18,10 +18,10 @@ impl Node {
         self.command(now);
         let chs: Vec<usize> = self.conns.keys().copied().collect();
         self.scoped(|n| {
-            for ch in chs {
-                if let Some(c) = n.conns.get_mut(&ch) {
+            for handle in chs {
+                if let Some(c) = n.conns.get_mut(&handle) {
                     f(c.addr, c.remote, &mut c.quic);
-                    n.touch(ch);
+                    n.touch(handle);
                 }
             }
         });

@@ -1,43 +1,31 @@
 //! The sans-IO [`Node`]: one per UDP socket.
 //!
-//! # Contract
-//!
-//! A `Node` never performs I/O, reads a clock or draws from a global RNG.
-//! Everything that happens to it is an *input*, everything it wants done is an
-//! *output*:
-//!
-//! * inputs: [`Node::handle_datagram`], [`Node::handle_timeout`] and the
-//!   commands ([`Node::connect`], [`Node::send`], [`Node::close`], ...), each
-//!   taking `now`;
-//! * outputs: [`Node::poll_transmit`] (datagrams to send),
-//!   [`Node::poll_event`] (what the user should know) and
-//!   [`Node::poll_timeout`] (when to call `handle_timeout` next).
-//!
-//! **Drain order.** After every input, call `poll_transmit` until it returns
-//! `None`, then `poll_event` until it returns `None`, then read
-//! `poll_timeout`. Commands issued while handling events (a reply sent from an
-//! event handler, say) are fine, but transmits must be drained again before
-//! `poll_timeout`. Debug builds assert this order, because a driver that reads
-//! the timeout before draining transmits sleeps through work it was given.
-//!
-//! `now` must not go backwards; an earlier `now` than one already seen is
-//! treated as the later one. A spurious `handle_timeout` (before the deadline)
-//! does nothing harmful.
+//! See [`Node`] for the driving contract.
 
 mod conn;
+mod drive;
+#[cfg(feature = "fuzzing")]
+mod fuzzing;
 mod handshake;
 #[cfg(feature = "fuzzing")]
 mod hostile;
+mod io;
+mod recv;
 mod role;
+
+use io::OutDatagram;
+pub use io::{Ecn, Transmit};
 
 use crate::close_code;
 use crate::config::Config;
-use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError};
+use crate::error::CertError;
+use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError, Violation};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
-use crate::peer::{DirectoryRow, LinkRow, Next, Peer, PeerInfo, paths::is_mapped};
+use crate::info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PeerInfo};
+use crate::peer::{Next, Peer, paths::is_mapped};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, PathKind, RefuseReason, Welcome};
-use crate::quic::{self, CertError, Expect, NodeClock, QuicSetup, TransportParams, with_tls_rng};
+use crate::quic::{self, Expect, NodeClock, QuicSetup, TransportParams, with_tls_rng};
 use crate::rng::{NodeRng, derive_seed};
 use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
@@ -45,13 +33,14 @@ use crate::server::{Action, DialOutcome, Server, ServerInfo};
 use crate::stats::NodeStats;
 use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};
-use conn::{Conn, Phase, Queued, Received, StreamViolation};
+use conn::{Acceptor, Conn, Dialer, Phase, Queued, Received, Side, StreamViolation};
+use handshake::Close;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use role::RoleState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,25 +48,9 @@ use std::time::{Duration, Instant};
 /// (256) plus headroom for streams that are finishing.
 const MAX_CHANNEL_STREAMS: u32 = 256 + 8;
 
-/// A datagram for the caller to send. The bytes are in the buffer passed to
-/// [`Node::poll_transmit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "a transmit that is not sent is a lost packet"]
-pub struct Transmit {
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// The local IP to send from, when it matters (multi-homed hosts).
-    pub source: Option<IpAddr>,
-    /// Bytes written to the caller's buffer.
-    pub size: usize,
-    /// When `Some(n)`, the buffer holds several datagrams of `n` bytes each
-    /// (the last may be shorter), ready for UDP segmentation offload. Only
-    /// produced when the caller allows more than one datagram per transmit.
-    pub segment_size: Option<usize>,
-}
-
 /// A connection as seen from [`Node::links`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LinkInfo {
     /// The remote node.
     pub id: NodeId,
@@ -103,13 +76,6 @@ pub struct LinkInfo {
     pub congestion_events: u64,
 }
 
-#[derive(Debug)]
-struct OutDatagram {
-    destination: SocketAddr,
-    source: Option<IpAddr>,
-    data: Vec<u8>,
-}
-
 /// Tracks the documented drain order so debug builds can assert it.
 #[derive(Debug, Default)]
 struct DrainCheck {
@@ -126,7 +92,40 @@ struct PendingQueue {
     bytes: usize,
 }
 
-/// The protocol state machine of one node. See the [module docs](self) for the contract.
+/// The protocol state machine of one node: one per UDP socket.
+///
+/// # Contract
+///
+/// A `Node` never performs I/O, reads a clock or draws from a global RNG.
+/// Everything that happens to it is an *input*, everything it wants done is an
+/// *output*:
+///
+/// * inputs: [`Node::handle_datagram`], [`Node::handle_timeout`] and the
+///   commands ([`Node::connect`], [`Node::send`], [`Node::close`], ...), each
+///   taking `now`;
+/// * outputs: [`Node::poll_transmit`] (datagrams to send),
+///   [`Node::poll_event`] (what the user should know) and
+///   [`Node::poll_timeout`] (when to call `handle_timeout` next).
+///
+/// **Drain order.** After every input, call `poll_transmit` until it returns
+/// `None`, then `poll_event` until it returns `None`, then read
+/// `poll_timeout`. Commands issued while handling events (a reply sent from an
+/// event handler, say) are fine, but transmits must be drained again before
+/// `poll_timeout`. Debug builds assert this order, because a driver that reads
+/// the timeout before draining transmits sleeps through work it was given.
+///
+/// **Batches.** Several inputs may come before one drain: a driver that
+/// reads a batch of datagrams (`recvmmsg`, GRO) feeds them all, then drains.
+/// The order above is only asserted between outputs.
+///
+/// **I/O metadata.** Pass the local IP and ECN codepoint of each datagram
+/// when the socket layer reports them, and honour [`Transmit::source`],
+/// [`Transmit::ecn`] and [`Transmit::segment_size`] (GSO) when sending; see
+/// [`Ecn`] for why the ECN bits matter.
+///
+/// `now` must not go backwards; an earlier `now` than one already seen is
+/// treated as the later one. A spurious `handle_timeout` (before the deadline)
+/// does nothing harmful.
 pub struct Node {
     identity: Identity,
     cfg: Config,
@@ -165,6 +164,19 @@ pub struct Node {
     handshakes: usize,
     /// The same, per source IP (real addresses only).
     handshakes_by_ip: BTreeMap<IpAddr, usize>,
+    /// The latest dial failure per node, reported with the messages that
+    /// waited for that dial ([`Event::SendFailed`]).
+    dial_errors: BTreeMap<NodeId, ConnectError>,
+    /// Destinations whose `send` hit `BufferFull`, awaiting `SendReady`.
+    send_blocked: BTreeSet<NodeId>,
+    /// Remotes the application paused receiving from.
+    recv_paused: BTreeSet<NodeId>,
+    /// While the role answers a probe: the prober and the local IP the
+    /// probe arrived on, the source for datagrams back to it.
+    reply_from: Option<(SocketAddr, IpAddr)>,
+    /// This node's interface addresses, as the driver last set them
+    /// (until then, the ones it advertises).
+    local_addrs: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Node {
@@ -230,6 +242,7 @@ impl Node {
                 now,
             ))),
         };
+        let local_addrs = config.advertise.clone();
         let mut node = Self {
             identity: config.identity.clone(),
             cfg: config,
@@ -257,6 +270,11 @@ impl Node {
             clock,
             handshakes: 0,
             handshakes_by_ip: BTreeMap::new(),
+            dial_errors: BTreeMap::new(),
+            send_blocked: BTreeSet::new(),
+            recv_paused: BTreeSet::new(),
+            reply_from: None,
+            local_addrs,
         };
         node.scoped(|n| n.run_role_actions());
         Ok(node)
@@ -296,25 +314,16 @@ impl Node {
 
     /// The established connections, ordered by remote ID.
     pub fn links(&self) -> impl Iterator<Item = LinkInfo> + '_ {
-        self.links.iter().filter_map(|(id, ch)| {
-            let c = self.conns.get(ch)?;
+        self.links.iter().filter_map(|(id, handle)| {
+            let c = self.conns.get(handle)?;
             let stats = c.quic.stats().path;
-            let peer = self.role.peer();
-            let path = peer.and_then(|p| p.link_path(id));
-            let addr = match path {
-                // QUIC knows the peer by its mapped address; report the real one.
-                Some(PathKind::Relayed { via }) => {
-                    self.links.get(&via).and_then(|v| self.conns.get(v)).map(|v| v.addr)
-                }
-                Some(_) => peer.and_then(|p| p.direct_addr(id)),
-                None => None,
-            };
+            let path = self.role.peer().and_then(|p| p.link_path(id));
             Some(LinkInfo {
                 id: *id,
                 name: c.remote_name.clone(),
-                addr: addr.unwrap_or(c.addr),
+                addr: self.real_addr(Some(*id), c.addr),
                 path,
-                dialed: c.dialed,
+                dialed: c.dialed(),
                 rtt: stats.rtt,
                 cwnd: stats.cwnd,
                 sent_packets: stats.sent_packets,
@@ -326,13 +335,13 @@ impl Node {
 
     /// Largest unreliable message that can be sent to `to` right now, if connected.
     pub fn max_unreliable_size(&mut self, to: &NodeId) -> Option<usize> {
-        let ch = *self.links.get(to)?;
-        self.conns.get_mut(&ch)?.max_unreliable()
+        let handle = *self.links.get(to)?;
+        self.conns.get_mut(&handle)?.max_unreliable()
     }
 
     /// Bytes queued for `to` and not yet handed to QUIC.
     pub fn buffered(&self, to: &NodeId) -> usize {
-        let linked = self.links.get(to).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::buffered);
+        let linked = self.links.get(to).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::buffered);
         linked + self.pending.get(to).map_or(0, |p| p.bytes)
     }
 
@@ -345,7 +354,7 @@ impl Node {
     /// Bytes of partly received reliable messages from `id` that this node
     /// holds (at most `limits.receive_buffer` plus one message).
     pub fn receive_buffered(&self, id: &NodeId) -> usize {
-        self.links.get(id).and_then(|ch| self.conns.get(ch)).map_or(0, Conn::rx_held)
+        self.links.get(id).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::rx_held)
     }
 
     /// The Master as this node sees it. Peers learn it from their servers
@@ -355,7 +364,7 @@ impl Node {
         self.role.master()
     }
 
-    /// The server list (the seed's table C) as this node knows it: itself
+    /// The server list as this node knows it: itself
     /// first if it is a server, then every known server.
     ///
     /// Peers report the servers they know, with `live` telling which they are
@@ -377,14 +386,16 @@ impl Node {
         if let Some(s) = self.role.server_mut() {
             s.set_load(load);
         }
+        self.scoped(|n| n.run_role_actions());
     }
 
-    /// Peers online in the merged directory (the seed's tables E1..En); empty on servers.
+    /// Peers online in the merged directory (every server's list of its
+    /// peers, combined); empty on servers.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.role.peer().map_or_else(Vec::new, Peer::peers)
     }
 
-    /// The link table (the seed's table F): how this node reaches the
+    /// The link table: how this node reaches the
     /// servers and peers it is linked to. Empty on servers.
     pub fn link_table(&self) -> Vec<LinkRow> {
         self.role.peer().map_or_else(Vec::new, Peer::link_table)
@@ -396,20 +407,84 @@ impl Node {
         self.role.peer().is_none_or(|p| p.network_up() || !p.uses_servers())
     }
 
-    /// The peers connected to this server (the seed's table A) and the links
-    /// they reported (table B). Empty on peers.
+    /// The peers connected to this server (its directory) and the links
+    /// they reported. Empty on peers.
     pub fn directory(&self) -> Vec<DirectoryRow> {
         self.role.server().map_or_else(Vec::new, Server::directory)
     }
 
-    /// Tells a peer which addresses its interfaces have (table D, local
-    /// part); the driver calls it when they change. No effect on servers.
+    /// Tells the node which addresses its interfaces have (with the port
+    /// its socket is bound to); the driver calls it when they change. Peers
+    /// publish them as candidates for direct paths on their LAN; both roles
+    /// use them to tell whether a NAT is in the way ([`Node::nat_behaviour`]).
     pub fn set_local_addrs(&mut self, now: Instant, addrs: Vec<SocketAddr>) {
         self.command(now);
+        self.local_addrs.clone_from(&addrs);
         if let Some(p) = self.role.peer_mut() {
             p.set_local_addrs(addrs);
         }
         self.scoped(|n| n.run_role_actions());
+    }
+
+    /// This node's address as each connected server sees it (servers
+    /// report it to the peers they accept; a server learns its own from the
+    /// servers it dialed). Sorted by server.
+    pub fn observed_addrs(&self) -> Vec<ObservedAddr> {
+        let mut seen = match &self.role {
+            RoleState::Peer(p) => p.observed_addrs(),
+            RoleState::Server(_) => self
+                .links
+                .iter()
+                .filter(|(id, _)| id.role() == Role::Server)
+                .filter_map(|(id, handle)| {
+                    Some(ObservedAddr { server: *id, addr: self.conns.get(handle)?.observed()? })
+                })
+                .collect(),
+        };
+        seen.sort();
+        seen
+    }
+
+    /// What the servers' observations say about the NAT in front of this
+    /// node (see [`NatBehaviour`]).
+    pub fn nat_behaviour(&self) -> NatBehaviour {
+        NatBehaviour::classify(&self.observed_addrs(), &self.local_addrs)
+    }
+
+    /// Stops (`paused = true`) or resumes reading reliable messages and
+    /// datagrams from `id`. While paused, nothing from `id` is delivered; its
+    /// bytes wait in QUIC, whose flow control then holds the sender back
+    /// (its `send` eventually reports `BufferFull`), and datagrams beyond
+    /// `datagram_buffer` are dropped oldest first, as unreliable ones may be.
+    /// The setting outlives reconnections until resumed. Use it to take
+    /// messages at the application's pace instead of all at once.
+    pub fn pause_receiving(&mut self, now: Instant, id: NodeId, paused: bool) {
+        self.command(now);
+        let changed = if paused { self.recv_paused.insert(id) } else { self.recv_paused.remove(&id) };
+        if !changed {
+            return;
+        }
+        let Some(&handle) = self.links.get(&id) else { return };
+        self.scoped(|n| {
+            let mut got = Vec::new();
+            let res = match n.conns.get_mut(&handle) {
+                Some(c) => {
+                    c.set_paused(paused);
+                    if paused { Ok(()) } else { c.read_starved(&mut got) }
+                }
+                None => return,
+            };
+            n.on_received(handle, got, res);
+            if !paused {
+                n.on_datagrams(handle);
+            }
+            n.touch(handle);
+        });
+    }
+
+    /// Whether receiving from `id` is paused ([`Node::pause_receiving`]).
+    pub fn is_receiving_paused(&self, id: &NodeId) -> bool {
+        self.recv_paused.contains(id)
     }
 
     /// True after [`Node::close`] once every connection has finished closing.
@@ -420,8 +495,21 @@ impl Node {
     // ----- inputs --------------------------------------------------------
 
     /// Feeds one received UDP datagram. `remote` is its source, `local` the
-    /// local IP it arrived on if the driver knows it.
-    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
+    /// local IP it arrived on and `ecn` the ECN codepoint of its IP header,
+    /// when the driver knows them (quinn-udp's `RecvMeta` has both).
+    ///
+    /// The buffer is taken by value so that nothing is copied on the way in:
+    /// a driver that reads a GRO batch splits it into datagrams with
+    /// [`BytesMut::split_to`] (no copy) and feeds each. A driver may feed a
+    /// whole receive batch before draining (see [`Node`]).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+        ecn: Option<Ecn>,
+        data: BytesMut,
+    ) {
         self.input(now);
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
@@ -431,15 +519,17 @@ impl Node {
             self.stats.dropped.unexpected += 1;
             return;
         }
-        if wire::is_quic(data) {
+        if wire::is_quic(&data) {
             // A peer's direct path: QUIC knows that peer by its mapped address.
             let from = self.role.peer_mut().and_then(|p| p.demux(now, &remote)).unwrap_or(remote);
-            self.scoped(|n| n.handle_quic(from, local, BytesMut::from(data)));
+            self.scoped(|n| n.handle_quic(from, local, ecn, data));
             return;
         }
-        match wire::decode(data) {
+        match wire::decode(&data) {
             Ok(frame) if frame.kind == FrameType::Relay => match RelayFrame::decode(frame.payload) {
-                Ok(relay) => self.scoped(|n| n.on_relay(remote, relay)),
+                Ok(RelayFrame { token, node, .. }) => {
+                    self.scoped(|n| n.on_relay(remote, ecn, token, node, data));
+                }
                 Err(e) => self.stats.dropped.record(&e),
             },
             Ok(frame) => match (ProbeFrame::decode(frame.kind, frame.payload), self.role.peer_mut()) {
@@ -452,7 +542,10 @@ impl Node {
                         conns.values().any(|c| !is_mapped(&c.addr) && c.quic.remote_address() == *a)
                     };
                     peer.on_probe(now, frame.kind, remote, &probe, in_use);
+                    // Answers leave from the address the probe came in on.
+                    self.reply_from = local.map(|ip| (remote, ip));
                     self.scoped(|n| n.run_role_actions());
+                    self.reply_from = None;
                 }
                 (Ok(_), None) => self.stats.dropped.unexpected += 1,
                 (Err(e), _) => self.stats.dropped.record(&e),
@@ -467,9 +560,9 @@ impl Node {
         self.input(now);
         self.scoped(|n| {
             let due: Vec<usize> =
-                n.timers.iter().take_while(|(t, _)| *t <= n.now).map(|(_, ch)| *ch).collect();
-            for ch in due {
-                n.on_conn_timeout(ch);
+                n.timers.iter().take_while(|(t, _)| *t <= n.now).map(|(_, handle)| *handle).collect();
+            for handle in due {
+                n.on_conn_timeout(handle);
             }
             if !n.closing && n.role.poll_timeout().is_some_and(|t| t <= n.now) {
                 n.role.handle_timeout(n.now);
@@ -529,21 +622,20 @@ impl Node {
         if to.role() == Role::Peer && self.role.peer().is_some_and(|p| p.uses_servers() && !p.network_up()) {
             return Err(SendError::NetworkDown);
         }
-        if let Some(&ch) = self.links.get(&to) {
-            let Some(conn) = self.conns.get_mut(&ch) else {
+        if let Some(&handle) = self.links.get(&to) {
+            let Some(conn) = self.conns.get_mut(&handle) else {
                 return Err(SendError::NotConnected(to));
             };
             match reliability {
                 Reliability::Reliable => {
                     let buffered = conn.buffered();
                     if buffered + bytes.len() > limit {
+                        self.send_blocked.insert(to);
                         return Err(SendError::BufferFull { to, buffered, limit });
                     }
                     if conn.send_reliable(channel, bytes).is_err() {
                         // The remote stopped a stream we own: it broke the protocol.
-                        self.scoped(|n| {
-                            n.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote")
-                        });
+                        self.scoped(|n| n.close_conn(handle, Close::Violation(Violation::StreamStopped)));
                         return Err(SendError::NotConnected(to));
                     }
                 }
@@ -562,7 +654,7 @@ impl Node {
                     }
                 }
             }
-            self.touch(ch);
+            self.touch(handle);
             return Ok(());
         }
         if !self.in_progress(&to) {
@@ -585,7 +677,9 @@ impl Node {
         }
         let q = self.pending.entry(to).or_default();
         if q.bytes + bytes.len() > limit {
-            return Err(SendError::BufferFull { to, buffered: q.bytes, limit });
+            let buffered = q.bytes;
+            self.send_blocked.insert(to);
+            return Err(SendError::BufferFull { to, buffered, limit });
         }
         q.bytes += bytes.len();
         q.msgs.push_back(Queued { channel, bytes });
@@ -598,12 +692,12 @@ impl Node {
         let chs: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.remote == Some(id) || c.expect == Some(Expect::Node(id)))
-            .map(|(ch, _)| *ch)
+            .filter(|(_, c)| c.remote == Some(id) || c.expect() == Some(Expect::Node(id)))
+            .map(|(handle, _)| *handle)
             .collect();
         self.scoped(|n| {
-            for ch in chs {
-                n.close_conn(ch, close_code::SHUTDOWN, "disconnected by user");
+            for handle in chs {
+                n.close_conn(handle, Close::User);
             }
         });
     }
@@ -615,8 +709,8 @@ impl Node {
         self.closing = true;
         let chs: Vec<usize> = self.conns.keys().copied().collect();
         self.scoped(|n| {
-            for ch in chs {
-                n.close_conn(ch, close_code::SHUTDOWN, "node shutting down");
+            for handle in chs {
+                n.close_conn(handle, Close::Shutdown);
             }
         });
     }
@@ -640,6 +734,7 @@ impl Node {
                 Some(t)
             }
             None => {
+                self.announce_send_ready();
                 self.drain = DrainCheck::default();
                 None
             }
@@ -675,6 +770,40 @@ impl Node {
 
     // ----- internals -----------------------------------------------------
 
+    /// Tells the application which full send buffers have drained to half
+    /// (checked once transmits are drained: that is when QUIC has taken bytes).
+    fn announce_send_ready(&mut self) {
+        if self.send_blocked.is_empty() {
+            return;
+        }
+        let half = self.cfg.send_buffer_limit / 2;
+        let ready: Vec<NodeId> =
+            self.send_blocked.iter().copied().filter(|to| self.buffered(to) <= half).collect();
+        for to in ready {
+            self.send_blocked.remove(&to);
+            self.events.push_back(Event::SendReady { to });
+        }
+    }
+
+    /// The real address behind a connection address: for a peer-to-peer
+    /// connection (known to QUIC by its internal mapped address), the
+    /// direct address in use or else the relaying server's; the unspecified
+    /// address `[::]:0` if it has no path right now. Other addresses are real.
+    fn real_addr(&self, id: Option<NodeId>, addr: SocketAddr) -> SocketAddr {
+        if !is_mapped(&addr) {
+            return addr;
+        }
+        let Some(peer) = self.role.peer() else { return addr };
+        let Some(id) = id.or_else(|| peer.peer_of(&addr)) else {
+            return SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        };
+        let via_relay = || {
+            let server = peer.relay_of(&id)?;
+            Some(self.conns.get(self.links.get(&server)?)?.quic.remote_address())
+        };
+        peer.direct_addr(&id).or_else(via_relay).unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+    }
+
     fn advance(&mut self, now: Instant) {
         if now > self.now {
             self.now = now;
@@ -703,562 +832,5 @@ impl Node {
         let out = with_tls_rng(&mut rng, || f(self));
         self.tls_rng = rng;
         out
-    }
-
-    fn in_progress(&self, id: &NodeId) -> bool {
-        // A relayed connection names its remote by its mapped address even
-        // before TLS has authenticated it (and TLS then checks it is so).
-        let relayed_from = |c: &Conn| self.role.peer().and_then(|p| p.peer_of(&c.addr));
-        self.conns.values().any(|c| {
-            matches!(c.phase, Phase::Handshaking | Phase::Greeting)
-                && (c.remote == Some(*id)
-                    || (c.remote.is_none()
-                        && (c.expect == Some(Expect::Node(*id)) || relayed_from(c) == Some(*id))))
-        })
-    }
-
-    fn dial(
-        &mut self,
-        expect: Expect,
-        addr: SocketAddr,
-        join: bool,
-        internal: bool,
-    ) -> Result<(), ConnectError> {
-        if self.closing {
-            return Err(ConnectError::ShuttingDown);
-        }
-        if addr.port() == 0 || addr.ip().is_unspecified() {
-            return Err(ConnectError::InvalidAddress(addr));
-        }
-        let mut dcid = [0u8; 16];
-        self.rng.fill(&mut dcid);
-        // Peer-to-peer connections (over mapped addresses) outlive their relay.
-        let peer = is_mapped(&addr);
-        let (client_config, server_name, met) =
-            self.quic.client_config(expect, dcid, peer).map_err(|e| ConnectError::Local(e.to_string()))?;
-        let now = self.now;
-        let res = self.scoped(|n| n.endpoint.connect(now, client_config, addr, &server_name));
-        let (handle, quic) = res.map_err(|e| match e {
-            quinn_proto::ConnectError::InvalidRemoteAddress(a) => ConnectError::InvalidAddress(a),
-            other => ConnectError::Local(other.to_string()),
-        })?;
-        tracing::debug!(node = %self.cfg.name, ch = handle.0, ?expect, %addr, join, "dial");
-        let mut conn = Conn::new(quic, true, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
-        conn.expect = Some(expect);
-        conn.met = Some(met);
-        conn.join = join;
-        conn.internal = internal;
-        let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
-        conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
-        self.conns.insert(handle.0, conn);
-        self.touch(handle.0);
-        Ok(())
-    }
-
-    fn handle_quic(&mut self, remote: SocketAddr, local: Option<IpAddr>, data: BytesMut) {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let now = self.now;
-        match self.endpoint.handle(now, remote, local, None, data, &mut buf) {
-            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
-                if let Some(conn) = self.conns.get_mut(&ch.0) {
-                    conn.quic.handle_event(ev);
-                    self.drive(ch.0);
-                }
-            }
-            Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(incoming, remote, &mut buf),
-            Some(DatagramEvent::Response(t)) => self.queue_response(t, &buf),
-            None => self.stats.dropped.quic_ignored += 1,
-        }
-        self.scratch = buf;
-    }
-
-    /// A new incoming connection attempt: accepted, retried, refused or
-    /// ignored, so that strangers can hold only a bounded number of
-    /// handshakes (see [`LimitsConfig`](crate::LimitsConfig)).
-    fn on_incoming(&mut self, incoming: quinn_proto::Incoming, remote: SocketAddr, buf: &mut Vec<u8>) {
-        let now = self.now;
-        let limits = &self.cfg.limits;
-        // Relayed connections come from a peer's mapped address, which the
-        // relay server has already authenticated: no per-IP cap, no Retry.
-        let peer = is_mapped(&remote);
-        let ip = (!peer).then(|| remote.ip());
-        let from_ip = ip.and_then(|ip| self.handshakes_by_ip.get(&ip)).copied().unwrap_or(0);
-        if self.closing {
-            let t = self.endpoint.refuse(incoming, buf);
-            self.queue_response(t, buf);
-        } else if self.handshakes >= limits.max_handshakes {
-            // Overloaded: stay silent; an honest dialer retransmits its
-            // Initial and gets in once handshakes finish.
-            self.stats.handshakes_shed += 1;
-            self.endpoint.ignore(incoming);
-        } else if from_ip >= limits.max_handshakes_per_ip {
-            self.stats.handshakes_refused += 1;
-            let t = self.endpoint.refuse(incoming, buf);
-            self.queue_response(t, buf);
-        } else if !peer
-            && self.handshakes >= limits.retry_above
-            && !incoming.remote_address_validated()
-            && incoming.may_retry()
-        {
-            match self.endpoint.retry(incoming, buf) {
-                Ok(t) => {
-                    self.stats.retries_sent += 1;
-                    self.queue_response(t, buf);
-                }
-                Err(e) => self.endpoint.ignore(e.into_incoming()),
-            }
-        } else {
-            // Peer-to-peer connections (over mapped addresses) get their own timeouts.
-            let config = peer.then(|| self.peer_server_config.clone());
-            match self.endpoint.accept(incoming, now, buf, config) {
-                Ok((ch, quic)) => {
-                    tracing::debug!(node = %self.cfg.name, ch = ch.0, %remote, "incoming connection");
-                    let (max, budget) = (self.cfg.max_message_size, self.cfg.limits.receive_buffer);
-                    let mut conn = Conn::new(quic, false, remote, max, budget);
-                    let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
-                    conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
-                    conn.handshake_slot = Some(ip);
-                    self.handshakes += 1;
-                    if let Some(ip) = ip {
-                        *self.handshakes_by_ip.entry(ip).or_default() += 1;
-                    }
-                    self.conns.insert(ch.0, conn);
-                    self.drive(ch.0);
-                }
-                Err(e) => {
-                    if let Some(t) = e.response {
-                        self.queue_response(t, buf);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The connection no longer counts as an incoming handshake (established or gone).
-    pub(super) fn release_handshake(&mut self, ch: usize) {
-        let Some(slot) = self.conns.get_mut(&ch).and_then(|c| c.handshake_slot.take()) else { return };
-        self.handshakes -= 1;
-        if let Some(ip) = slot
-            && let Some(n) = self.handshakes_by_ip.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.handshakes_by_ip.remove(&ip);
-            }
-        }
-    }
-
-    /// A relay frame: a server forwards it, a peer unwraps it.
-    fn on_relay(&mut self, remote: SocketAddr, relay: RelayFrame<'_>) {
-        match &mut self.role {
-            RoleState::Server(server) => {
-                // The token must belong to the connection the frame came from:
-                // nobody else can use this server as a relay.
-                let forward = server.relay_source(&relay.token).and_then(|src| {
-                    let src_ch = *self.links.get(&src)?;
-                    (self.conns.get(&src_ch)?.quic.remote_address() == remote).then_some(())?;
-                    let token = server.relay_token(&relay.node)?;
-                    let dst_ch = *self.links.get(&relay.node)?;
-                    Some((src, token, self.conns.get(&dst_ch)?.quic.remote_address()))
-                });
-                let Some((src, token, destination)) = forward else {
-                    tracing::trace!(node = %self.cfg.name, %remote, to = %relay.node, "relay frame rejected");
-                    self.stats.dropped.relay_rejected += 1;
-                    return;
-                };
-                let mut data = Vec::with_capacity(relay.data.len() + wire::RELAY_OVERHEAD);
-                if (RelayFrame { token, node: src, data: relay.data }).encode(&mut data).is_ok() {
-                    self.stats.relayed_datagrams += 1;
-                    self.stats.relayed_bytes += relay.data.len() as u64;
-                    self.out.push_back(OutDatagram { destination, source: None, data });
-                }
-            }
-            RoleState::Peer(peer) => {
-                if !peer.accept_relay(remote, &relay.token) || relay.node.role() != Role::Peer {
-                    tracing::trace!(node = %self.cfg.name, %remote, from = %relay.node, "relay frame rejected");
-                    self.stats.dropped.relay_rejected += 1;
-                    return;
-                }
-                let mapped = peer.mapped(relay.node);
-                tracing::trace!(node = %self.cfg.name, from = %relay.node, %remote, size = relay.data.len(), first = relay.data.first().copied().unwrap_or(0), "relay in");
-                self.handle_quic(mapped, None, BytesMut::from(relay.data));
-            }
-        }
-    }
-
-    fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
-        self.out.push_back(OutDatagram {
-            destination: t.destination,
-            source: t.src_ip,
-            data: buf[..t.size].to_vec(),
-        });
-    }
-
-    /// Marks a connection as possibly having output and refreshes its timer.
-    fn touch(&mut self, ch: usize) {
-        self.dirty.insert(ch);
-        self.update_timer(ch);
-    }
-
-    fn update_timer(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let next = match (conn.quic.poll_timeout(), conn.hello_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-
-        if conn.timer != next {
-            if let Some(old) = conn.timer {
-                self.timers.remove(&(old, ch));
-            }
-            if let Some(new) = next {
-                self.timers.insert((new, ch));
-            }
-            conn.timer = next;
-        }
-    }
-
-    fn on_conn_timeout(&mut self, ch: usize) {
-        let now = self.now;
-
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        conn.quic.handle_timeout(now);
-        if conn.hello_deadline.is_some_and(|d| d <= now) {
-            conn.hello_deadline = None;
-            match conn.phase {
-                Phase::Handshaking | Phase::Greeting => {
-                    self.fail_dial_or_close(ch, ConnectError::TimedOut, close_code::HELLO_TIMEOUT, "no hello")
-                }
-                Phase::Refusing => self.close_quietly(ch, close_code::REFUSED, "refused"),
-                Phase::Established | Phase::Closing => {}
-            }
-        }
-        self.drive(ch);
-    }
-
-    /// Processes everything a connection has to say after an input.
-    fn drive(&mut self, ch: usize) {
-        loop {
-            let Some(conn) = self.conns.get_mut(&ch) else {
-                return;
-            };
-            let mut progressed = false;
-            let mut drained = None;
-            while let Some(ev) = conn.quic.poll_endpoint_events() {
-                progressed = true;
-                if ev.is_drained() {
-                    // Handed to the endpoint last: it frees the handle, which
-                    // a dial made while handling the events below could reuse.
-                    drained = Some(ev);
-                    continue;
-                }
-                if let Some(cev) = self.endpoint.handle_event(ConnectionHandle(ch), ev) {
-                    conn.quic.handle_event(cev);
-                }
-            }
-            // Application events first: a drained connection still reports why it was lost.
-            while let Some(ev) = self.conns.get_mut(&ch).and_then(|c| c.quic.poll()) {
-                progressed = true;
-                self.on_quic_event(ch, ev);
-            }
-            if let Some(ev) = drained {
-                self.forget(ch);
-                let _ = self.endpoint.handle_event(ConnectionHandle(ch), ev);
-                return;
-            }
-            if !progressed {
-                break;
-            }
-        }
-        self.follow_move(ch);
-        self.touch(ch);
-    }
-
-    /// The remote of an accepted connection now sends from a new address
-    /// (QUIC validated the migration, as after a NAT rebinding): remember it
-    /// and let the role tell the remote where it is seen now.
-    fn follow_move(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else { return };
-        let now_at = conn.quic.remote_address();
-        if conn.addr == now_at || is_mapped(&conn.addr) {
-            return;
-        }
-        conn.addr = now_at;
-        let established = conn.remote.filter(|id| self.links.get(id) == Some(&ch));
-        if let Some(id) = established {
-            self.role.remote_moved(id, now_at);
-        }
-    }
-
-    /// Removes a drained connection.
-    fn forget(&mut self, ch: usize) {
-        self.release_handshake(ch);
-        if let Some(conn) = self.conns.remove(&ch) {
-            if let Some(t) = conn.timer {
-                self.timers.remove(&(t, ch));
-            }
-            if let Some(id) = conn.remote
-                && self.links.get(&id) == Some(&ch)
-            {
-                self.links.remove(&id);
-            }
-        }
-        self.dirty.remove(&ch);
-    }
-
-    fn on_quic_event(&mut self, ch: usize, ev: quinn_proto::Event) {
-        use quinn_proto::Event as Q;
-        match ev {
-            Q::HandshakeDataReady | Q::DatagramsUnblocked => {}
-            Q::Connected => self.on_tls_done(ch),
-            Q::ConnectionLost { reason } => self.on_lost(ch, reason),
-            Q::Stream(StreamEvent::Opened { dir }) => {
-                let mut got = Vec::new();
-                let res = match self.conns.get_mut(&ch) {
-                    // Channel streams wait in QUIC until the remote is admitted
-                    // (it cannot open any before: its stream limit is zero).
-                    Some(c) if dir == Dir::Uni && c.phase != Phase::Established => return,
-                    Some(c) => c.accept_streams(dir, &mut got),
-                    None => return,
-                };
-                self.on_received(ch, got, res);
-            }
-            Q::Stream(StreamEvent::Readable { id }) => {
-                let mut got = Vec::new();
-                let res = match self.conns.get_mut(&ch) {
-                    Some(c) => c.read_stream(id, &mut got).and_then(|()| c.read_starved(&mut got)),
-                    None => return,
-                };
-                self.on_received(ch, got, res);
-            }
-            Q::Stream(StreamEvent::Writable { id }) => {
-                let res = self.conns.get_mut(&ch).map(|c| c.on_writable(id));
-                if let Some(Err(_)) = res {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
-                }
-            }
-            Q::Stream(StreamEvent::Available { dir: Dir::Uni }) => {
-                let res = self.conns.get_mut(&ch).map(|c| c.flush_all());
-                if let Some(Err(_)) = res {
-                    self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
-                }
-            }
-            Q::Stream(StreamEvent::Stopped { .. }) => {
-                self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "stream stopped by remote");
-            }
-            Q::Stream(_) => {}
-            Q::DatagramReceived => self.on_datagrams(ch),
-        }
-    }
-
-    fn on_datagrams(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
-            return;
-        };
-        let established = conn.phase == Phase::Established;
-        let from = conn.remote;
-        while let Some(d) = conn.quic.datagrams().recv() {
-            match (established, from, d.first()) {
-                (true, Some(from), Some(&channel)) => {
-                    self.events.push_back(Event::MessageReceived {
-                        from,
-                        channel,
-                        bytes: d.slice(1..),
-                        reliability: Reliability::Unreliable,
-                    });
-                }
-                _ => self.stats.dropped.unexpected += 1,
-            }
-        }
-    }
-
-    fn on_received(&mut self, ch: usize, got: Vec<Received>, res: Result<(), StreamViolation>) {
-        for r in got {
-            match r {
-                Received::Control(frame) => match postcard::from_bytes::<Control>(&frame) {
-                    Ok(msg) => self.on_control(ch, msg),
-                    Err(_) => {
-                        self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "malformed control message");
-                        return;
-                    }
-                },
-                Received::Message { channel, bytes } => {
-                    let Some(conn) = self.conns.get_mut(&ch) else { return };
-                    match (conn.phase, conn.remote) {
-                        (Phase::Established, Some(from)) => {
-                            self.events.push_back(Event::MessageReceived {
-                                from,
-                                channel,
-                                bytes,
-                                reliability: Reliability::Reliable,
-                            });
-                        }
-                        // Unreachable while the stream limit holds (no channel
-                        // stream before admission); a closing connection's
-                        // leftovers are dropped.
-                        (Phase::Closing, _) => self.stats.dropped.unexpected += 1,
-                        _ => {
-                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "message before admission");
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-        if let Err(v) = res {
-            let reason = v.to_string();
-            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, &reason);
-        }
-    }
-
-    /// Carries out what the role logic asked for.
-    fn run_role_actions(&mut self) {
-        if let Some(p) = self.role.peer() {
-            self.stats.directory_resyncs = p.resyncs();
-            let probes = p.probe_stats();
-            self.stats.path_pings = probes.pings;
-            self.stats.path_pongs = probes.pongs;
-            self.stats.path_probe_bytes = probes.bytes;
-            self.stats.dropped.probe_rejected = probes.rejected;
-        }
-        if let Some(s) = self.role.server() {
-            self.stats.dropped.raft_rejected = s.raft_view().rejected;
-        }
-        while let Some(action) = self.role.poll_action() {
-            match action {
-                Action::Send { to, msg } => {
-                    tracing::trace!(node = %self.name(), %to, kind = msg.kind(), "control message out");
-                    if let Some(&ch) = self.links.get(&to)
-                        && let Some(conn) = self.conns.get_mut(&ch)
-                    {
-                        if conn.send_control(proto::encode(&msg)).is_err() {
-                            self.close_conn(ch, close_code::PROTOCOL_VIOLATION, "control stream stopped");
-                        } else {
-                            self.touch(ch);
-                        }
-                    }
-                }
-                Action::Dial { expect, addr, join } => self.role_dial(expect, addr, join),
-                Action::DialPeer(id) => {
-                    let Some(addr) = self.role.peer_mut().map(|p| p.mapped(id)) else { continue };
-                    self.role_dial(Expect::Node(id), addr, false);
-                }
-                Action::Close(id) => {
-                    if let Some(&ch) = self.links.get(&id) {
-                        self.close_conn(ch, close_code::SHUTDOWN, "peer went offline");
-                    }
-                }
-                Action::Event(e) => self.events.push_back(e),
-                Action::Datagram { to, data } => {
-                    self.out.push_back(OutDatagram { destination: to, source: None, data });
-                }
-                Action::PathReset(peer) => {
-                    // The new path's RTT and capacity have nothing to do with
-                    // the old one's: let QUIC measure afresh (in-flight data is
-                    // kept and retransmitted as usual, so nothing is lost).
-                    let now = self.now;
-                    if let Some(&ch) = self.links.get(&peer)
-                        && let Some(conn) = self.conns.get_mut(&ch)
-                    {
-                        conn.quic.path_changed(now);
-                        self.touch(ch);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A dial the role logic asked for; its outcome goes back to the role.
-    fn role_dial(&mut self, expect: Expect, addr: SocketAddr, join: bool) {
-        let outcome = match expect {
-            // Already connected, or a connection (either way) is being set
-            // up: dialing again would only race it.
-            Expect::Node(id) if self.links.contains_key(&id) || self.in_progress(&id) => {
-                Some(DialOutcome::Superseded)
-            }
-            _ => self.dial(expect, addr, join, true).err().map(DialOutcome::Failed),
-        };
-        if let Some(outcome) = outcome {
-            self.role.dial_done(self.now, expect, addr, &outcome);
-        }
-    }
-
-    fn next_transmit(&mut self, max_datagrams: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
-        if let Some(d) = self.out.pop_front() {
-            buf.extend_from_slice(&d.data);
-            return Some(Transmit {
-                destination: d.destination,
-                source: d.source,
-                size: d.data.len(),
-                segment_size: None,
-            });
-        }
-        let now = self.now;
-        loop {
-            let ch = match self.dirty.range(self.cursor..).next() {
-                Some(&ch) => ch,
-                None => *self.dirty.first()?,
-            };
-            let Some(conn) = self.conns.get_mut(&ch) else {
-                self.dirty.remove(&ch);
-                continue;
-            };
-            // Relayed packets are wrapped one by one: no segmentation offload.
-            let mapped = is_mapped(&conn.addr);
-            let max = if mapped { 1 } else { max_datagrams };
-            match conn.quic.poll_transmit(now, max, buf) {
-                Some(t) if is_mapped(&t.destination) => {
-                    self.cursor = ch + 1;
-                    self.update_timer(ch);
-                    if let Some(t) = self.route_mapped(t.destination, t.size, buf) {
-                        return Some(t);
-                    }
-                    // No path now: drop it; QUIC retransmits once there is one.
-                    tracing::trace!(node = %self.cfg.name, ch, to = %t.destination, "unroutable packet");
-                    self.stats.unroutable += 1;
-                    buf.clear();
-                }
-                Some(t) => {
-                    self.cursor = ch + 1;
-                    self.update_timer(ch);
-                    return Some(Transmit {
-                        destination: t.destination,
-                        source: t.src_ip,
-                        size: t.size,
-                        segment_size: t.segment_size,
-                    });
-                }
-                None => {
-                    self.dirty.remove(&ch);
-                    self.update_timer(ch);
-                }
-            }
-        }
-    }
-
-    /// Sends the QUIC packet in `buf` (for mapped address `mapped`) on the
-    /// peer's current path: as is to a direct address, or wrapped in a relay
-    /// frame to its relay server.
-    fn route_mapped(&mut self, mapped: SocketAddr, size: usize, buf: &mut Vec<u8>) -> Option<Transmit> {
-        let now = self.now;
-        let (server, token, peer) = match self.role.peer_mut()?.route(now, &mapped)? {
-            Next::Direct(destination) => {
-                buf.truncate(size);
-                return Some(Transmit { destination, source: None, size, segment_size: None });
-            }
-            Next::Relay { server, token, peer } => (server, token, peer),
-        };
-        let mut framed = std::mem::take(&mut self.scratch);
-        framed.clear();
-        RelayFrame { token, node: peer, data: &buf[..size] }.encode(&mut framed).ok()?;
-        tracing::trace!(node = %self.cfg.name, to = %peer, via = %server, size, first = buf[0], "relay out");
-        std::mem::swap(buf, &mut framed);
-        self.scratch = framed;
-        Some(Transmit { destination: server, source: None, size: buf.len(), segment_size: None })
     }
 }

@@ -5,10 +5,10 @@
 //! list from it and connects to every server (redialing lost ones with
 //! backoff, like servers do — see `roster`). Each server sends a snapshot of
 //! its directory (the peers connected to it), then versioned deltas; the peer
-//! keeps one directory per server (the seed's tables E1..En) and sees a peer
-//! as online while any server lists it. It reports its own addresses (table
-//! D: its interface addresses and the addresses servers observed) to every
-//! server when they change, and its link table (table F) as deltas.
+//! keeps a copy of each server's directory and sees a peer as online while
+//! any server lists it. It reports its own addresses (its interface
+//! addresses and the addresses servers observed) to every server when they
+//! change, and its link table (how it reaches each node) as deltas.
 //!
 //! Peer-to-peer QUIC runs end to end over mapped addresses (see `paths`);
 //! every packet is relayed by a server both peers are connected to, chosen at
@@ -21,6 +21,7 @@ pub(crate) mod paths;
 use crate::config::{ConnectPolicy, PeerConfig};
 use crate::event::Event;
 use crate::identity::{NodeId, Role};
+use crate::info::{LinkRow, ObservedAddr, PeerInfo};
 use crate::proto::{Control, DirEntry, PathKind, PathMsg, PeerAddrs, PeerMsg};
 use crate::quic::Expect;
 use crate::rng::NodeRng;
@@ -33,19 +34,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A peer in the merged directory, as [`Node::peers`](crate::Node::peers) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// Its ID.
-    pub id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// Its addresses, merged from every server that lists it.
-    pub addrs: PeerAddrs,
-    /// The servers that list it (a peer is online while one does).
-    pub via: Vec<NodeId>,
-}
-
 /// Where a packet for a peer goes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -53,29 +41,6 @@ pub(crate) enum Next {
     Direct(SocketAddr),
     /// In a relay frame to this server.
     Relay { server: SocketAddr, token: [u8; TOKEN_LEN], peer: NodeId },
-}
-
-/// One row of the link table (the seed's table F).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkRow {
-    /// The node linked to.
-    pub id: NodeId,
-    /// How it is reached.
-    pub path: PathKind,
-}
-
-/// One peer as a server lists it (the seed's table A, with the peer's table
-/// B links), as [`Node::directory`](crate::Node::directory) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryRow {
-    /// The peer.
-    pub id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// The addresses it reported and the one the server observes.
-    pub addrs: PeerAddrs,
-    /// The links it reported to other peers.
-    pub links: Vec<LinkRow>,
 }
 
 #[derive(Debug)]
@@ -88,7 +53,7 @@ struct ServerLink {
     /// Our address as this server sees it.
     observed: Option<SocketAddr>,
     master: Option<MasterInfo>,
-    /// This server's directory (table E for this server).
+    /// Our copy of this server's directory.
     dir: BTreeMap<NodeId, DirEntry>,
     version: Option<u64>,
 }
@@ -108,20 +73,16 @@ pub(crate) struct Peer {
     /// See [`Peer::resyncs`].
     resyncs: u64,
     paths: Paths,
-    /// Established links to peers and their path (table F, peers part).
+    /// Established links to peers and their path (the peers part of the link table).
     links: BTreeMap<NodeId, PathKind>,
     /// Linked peers whose path is gone (`PathChanged { path: None }` told).
     pathless: BTreeSet<NodeId>,
     /// Peer dials in progress, and when a failed peer may be dialed again.
     dialing: BTreeSet<NodeId>,
     retry_at: BTreeMap<NodeId, (Instant, Duration)>,
-    next_check: Instant,
     rng: NodeRng,
     actions: VecDeque<Action>,
 }
-
-/// How often the peer re-checks which peers it should be connected to.
-const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Peer {
     pub(crate) fn new(
@@ -152,7 +113,6 @@ impl Peer {
             pathless: BTreeSet::new(),
             dialing: BTreeSet::new(),
             retry_at: BTreeMap::new(),
-            next_check: now,
             rng,
             actions: VecDeque::new(),
         };
@@ -169,8 +129,9 @@ impl Peer {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let servers = &self.servers;
         let dial = self.roster.next_due(|id| servers.contains_key(id), !servers.is_empty());
-        let next = dial.map_or(self.next_check, |d| d.min(self.next_check));
-        Some(self.paths.poll_timeout().map_or(next, |p| p.min(next)))
+        // Only real deadlines: a server redial, a failed peer dial's retry,
+        // the path layer's probes and keep-alives. An idle peer sleeps.
+        [dial, self.next_peer_retry(), self.paths.poll_timeout()].into_iter().flatten().min()
     }
 
     pub(crate) fn master(&self) -> MasterInfo {
@@ -230,7 +191,15 @@ impl Peer {
         addrs
     }
 
-    /// Our own addresses (table D): interfaces and what servers observe.
+    /// Our address as each connected server sees it.
+    pub(crate) fn observed_addrs(&self) -> Vec<ObservedAddr> {
+        self.servers
+            .iter()
+            .filter_map(|(server, link)| Some(ObservedAddr { server: *server, addr: link.observed? }))
+            .collect()
+    }
+
+    /// Our own addresses: interfaces and what servers observe.
     fn own_addrs(&self) -> PeerAddrs {
         let mut observed: Vec<SocketAddr> = self.servers.values().filter_map(|s| s.observed).collect();
         observed.sort();
@@ -253,7 +222,7 @@ impl Peer {
         LocalView { edm: paths::is_edm(&own.observed), local: own.local }
     }
 
-    /// The link table (table F): servers (direct) and peers.
+    /// The link table: servers (direct) and peers.
     pub(crate) fn link_table(&self) -> Vec<LinkRow> {
         let servers = self.servers.keys().map(|id| LinkRow { id: *id, path: PathKind::Direct });
         let peers = self.links.iter().map(|(id, path)| LinkRow { id: *id, path: *path });
@@ -268,6 +237,11 @@ impl Peer {
     /// The direct address in use for `peer`, if any.
     pub(crate) fn direct_addr(&self, peer: &NodeId) -> Option<SocketAddr> {
         self.paths.get(peer).and_then(|p| p.direct)
+    }
+
+    /// The server relaying to `peer`, if one is chosen.
+    pub(crate) fn relay_of(&self, peer: &NodeId) -> Option<NodeId> {
+        self.paths.get(peer).and_then(|p| p.relay)
     }
 
     /// The mapped address QUIC uses for `peer`.
@@ -360,7 +334,7 @@ impl Peer {
         }
     }
 
-    /// Reports `peer`'s current path (table F, servers, the user) if it changed.
+    /// Reports `peer`'s current path (to the link table, the servers and the user) if it changed.
     fn path_changed(&mut self, peer: NodeId) {
         if !self.links.contains_key(&peer) {
             return;
@@ -392,8 +366,7 @@ impl Peer {
     // ----- inputs ---------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if self.next_check <= now {
-            self.next_check = now + CHECK_INTERVAL;
+        if self.next_peer_retry().is_some_and(|t| t <= now) {
             self.connect_peers(now, None);
         }
         let servers = &self.servers;
@@ -413,15 +386,24 @@ impl Peer {
                 self.roster.on_link_up(now, &meta.id);
                 let fresh = !self.servers.contains_key(&meta.id);
                 let kept = self.servers.remove(&meta.id);
+                // A link that comes up again (a duplicate connection swapped
+                // in) keeps the server's directory until the snapshot it
+                // sends on every link-up replaces it: dropping it here would
+                // leave peers online that no directory lists. Its version is
+                // unknown until then, so deltas wait for the snapshot.
+                let (observed, dir) = match kept {
+                    Some(k) => (observed.or(k.observed), k.dir),
+                    None => (observed, BTreeMap::new()),
+                };
                 self.servers.insert(
                     meta.id,
                     ServerLink {
                         name: meta.name.clone(),
                         addr: meta.remote_addr,
                         token: None,
-                        observed: observed.or(kept.and_then(|k| k.observed)),
+                        observed,
                         master: None,
-                        dir: BTreeMap::new(),
+                        dir,
                         version: None,
                     },
                 );
@@ -507,10 +489,19 @@ impl Peer {
             && id.role() == Role::Peer
         {
             self.dialing.remove(&id);
-            if let DialOutcome::Failed(_) = outcome {
-                let backoff = self.retry_at.get(&id).map_or(Duration::from_millis(500), |(_, b)| *b * 2);
-                let backoff = backoff.min(Duration::from_secs(30));
-                self.retry_at.insert(id, (now + self.rng.jitter(backoff, 0.2), backoff));
+            match outcome {
+                DialOutcome::Failed(_) => {
+                    let backoff = self.retry_at.get(&id).map_or(Duration::from_millis(500), |(_, b)| *b * 2);
+                    let backoff = backoff.min(Duration::from_secs(30));
+                    self.retry_at.insert(id, (now + self.rng.jitter(backoff, 0.2), backoff));
+                }
+                // Another connection to it was already being set up; should
+                // that one fail, check again shortly (nothing else would).
+                DialOutcome::Superseded if !self.links.contains_key(&id) => {
+                    let first = Duration::from_millis(500);
+                    self.retry_at.entry(id).or_insert((now + first, first));
+                }
+                _ => {}
             }
             return;
         }
@@ -616,7 +607,8 @@ impl Peer {
     fn next_version(&mut self, server: NodeId, version: u64) -> bool {
         let Some(link) = self.servers.get_mut(&server) else { return false };
         match link.version {
-            Some(v) if version == v + 1 => {
+            // `checked_add`: a snapshot may carry any version, even u64::MAX.
+            Some(v) if v.checked_add(1) == Some(version) => {
                 link.version = Some(version);
                 true
             }
@@ -642,8 +634,8 @@ impl Peer {
 
     fn broadcast(&mut self, msg: PeerMsg) {
         let to: Vec<NodeId> = self.servers.keys().copied().collect();
-        for id in to {
-            self.send(id, msg.clone());
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Peer(msg) });
         }
     }
 
@@ -654,7 +646,7 @@ impl Peer {
         }
     }
 
-    /// Sends our addresses (table D) to every server if they changed.
+    /// Sends our addresses to every server if they changed.
     fn report_addrs(&mut self) {
         let addrs = self.own_addrs();
         if self.addrs_sent.as_ref() != Some(&addrs) {
@@ -750,6 +742,23 @@ impl Peer {
         self.paths
             .direct_kind(peer, &self.view())
             .or_else(|| self.paths.get(peer).and_then(|p| p.relay).map(|via| PathKind::Relayed { via }))
+    }
+
+    /// When the eager mesh next retries a failed peer dial, if any is waiting.
+    fn next_peer_retry(&self) -> Option<Instant> {
+        if self.cfg.connect != ConnectPolicy::Eager || !self.network_up {
+            return None;
+        }
+        self.retry_at
+            .iter()
+            .filter(|(id, _)| {
+                self.me > **id
+                    && self.online.contains_key(id)
+                    && !self.links.contains_key(id)
+                    && !self.dialing.contains(id)
+            })
+            .map(|(_, (t, _))| *t)
+            .min()
     }
 
     /// Eager mesh: the larger ID of each pair dials (the smaller dials only
@@ -858,7 +867,13 @@ mod tests {
 
     fn resync_requests(p: &mut Peer) -> usize {
         std::iter::from_fn(|| p.poll_action())
-            .filter(|a| matches!(a, Action::Send { msg: Control::Peer(PeerMsg::Resync), .. }))
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send { msg: Control::Peer(PeerMsg::Resync), .. }
+                        | Action::Broadcast { msg: Control::Peer(PeerMsg::Resync), .. }
+                )
+            })
             .count()
     }
 

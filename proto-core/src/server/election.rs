@@ -13,11 +13,11 @@
 //! it has a live connection to), so servers that can reach each other agree.
 
 use crate::identity::NodeId;
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Why a server is Master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum MasterBasis {
     /// It is the only live server.
     Solo,
@@ -45,7 +45,8 @@ impl fmt::Display for MasterBasis {
 }
 
 /// The Master as one node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MasterInfo {
     /// The Master, if there is one (during a Raft election there is none).
     pub master: Option<NodeId>,

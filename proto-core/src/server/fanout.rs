@@ -2,7 +2,7 @@
 
 use super::{Action, LinkMeta, Server};
 use crate::identity::NodeId;
-use crate::peer::{DirectoryRow, LinkRow};
+use crate::info::{DirectoryRow, LinkRow};
 use crate::proto::{Control, PeerMsg};
 use std::net::SocketAddr;
 
@@ -30,8 +30,8 @@ impl Server {
 
     pub(super) fn broadcast_peers(&mut self, msg: &PeerMsg) {
         let to: Vec<NodeId> = self.peers.ids().copied().collect();
-        for id in to {
-            self.send_peer(id, msg.clone());
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Peer(msg.clone()) });
         }
     }
 

@@ -2,11 +2,11 @@
 //! handover, dismissals, and the Master that results.
 
 use super::election::decide;
-use super::{Action, Server, election};
+use super::{Action, Server, TRANSFER_PAUSE, election};
 use crate::event::Event;
 use crate::identity::NodeId;
 use crate::proto::{ClusterMsg, PeerMsg, RaftStatus};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How Raft groups compare when they meet: the one with more voters present
 /// wins (least churn), then the smaller cluster ID. Only stable attributes
@@ -138,7 +138,7 @@ impl Server {
                     // Wait for an elder to found, but not forever (elder
                     // verdicts between three or more servers can be cyclic).
                     if !elder_waiting || now.saturating_duration_since(since) >= election * 2 {
-                        let term = self.consensus.max_term() + 1;
+                        let term = self.consensus.max_term().saturating_add(1);
                         self.consensus.found(term);
                     }
                 }
@@ -285,11 +285,10 @@ impl Server {
             return;
         }
         // Keep leadership where the Master rules put the Master.
-        let recently =
-            self.last_transfer.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2));
-        if recently {
+        if self.last_transfer.is_some_and(|t| now.saturating_duration_since(t) < TRANSFER_PAUSE) {
             return;
         }
+        self.last_transfer = None;
         let target = if self.live.len() == 1 {
             // Two live servers: the eldest should lead so growing to three keeps it Master.
             self.live.iter().find(|(_, l)| l.elder).and_then(|(_, l)| l.status.map(|s| s.raft_id))

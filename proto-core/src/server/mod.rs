@@ -31,7 +31,7 @@
 //! partition) is never re-founded: that is what makes the `raft` basis
 //! partition-safe.
 
-pub mod election;
+pub(crate) mod election;
 mod fanout;
 mod group;
 mod membership;
@@ -51,13 +51,20 @@ use election::MasterInfo;
 use raft::{Consensus, RaftTiming};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// After asking raft-rs to hand leadership over, wait this long before
+/// judging again (a transfer takes an election to complete).
+const TRANSFER_PAUSE: Duration = Duration::from_secs(2);
 
 /// What the role logic asks the node to do.
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Send a control message over the established connection to `to`.
     Send { to: NodeId, msg: Control },
+    /// Send one control message to each of `to`: encoded once, the same
+    /// bytes queued on every connection.
+    Broadcast { to: Vec<NodeId>, msg: Control },
     /// Dial a node (by ID, or any node of a role at an address).
     Dial { expect: Expect, addr: SocketAddr, join: bool },
     /// Dial a peer through its mapped address (peers only).
@@ -261,15 +268,78 @@ impl Server {
         self.actions.pop_front()
     }
 
+    /// The next real deadline: a redial, a Raft tick that acts (see
+    /// [`Consensus::ticks_until_due`]), the end of a leadership-transfer
+    /// pause, or — while the cluster is still forming or changing — every
+    /// tick, because group politics run on time-outs. A settled cluster
+    /// only wakes for Raft; a server alone never does. (Stale servers are
+    /// forgotten at the next wake-up: a known server is redialed anyway.)
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let dial = self.roster.next_due(|id| self.live.contains_key(id), !self.live.is_empty());
-        Some(dial.map_or(self.next_tick, |d| d.min(self.next_tick)))
+        let tick = self.cfg.raft_tick;
+        let raft = self.consensus.ticks_until_due().map(|k| {
+            let ahead = u32::try_from(k.saturating_sub(1)).unwrap_or(u32::MAX);
+            self.next_tick.checked_add(tick.saturating_mul(ahead)).unwrap_or(self.next_tick)
+        });
+        let politics = (!self.settled()).then_some(self.next_tick);
+        let transfer = self.last_transfer.map(|t| t + TRANSFER_PAUSE);
+        [dial, raft, politics, transfer].into_iter().flatten().min()
+    }
+
+    /// Whether group politics have nothing to do until an input comes: we
+    /// are in a group with a leader and no change pending, every live
+    /// server reports that group, and — as the leader sees it, which is
+    /// what decides membership — the group is exactly the live servers.
+    fn settled(&self) -> bool {
+        let Some(cluster) = self.consensus.cluster() else { return false };
+        let quiet = !self.consensus.is_joining()
+            && self.consensus.leader().is_some()
+            && !self.consensus.has_pending_conf()
+            && self.consensus.learners().is_empty()
+            && !self.dissolving
+            && self.leaderless_since.is_none()
+            && self.unaffiliated_since.is_none()
+            && self.target_lost_since.is_none();
+        let statuses = || self.live.values().map(|l| l.status);
+        let same_group = statuses().all(|s| s.is_some_and(|s| s.cluster == Some(cluster) && !s.joining));
+        let members_live = !self.consensus.is_leader() || {
+            let voters = self.consensus.voters();
+            voters.len() == self.live.len() + 1 && statuses().flatten().all(|s| voters.contains(&s.raft_id))
+        };
+        quiet && same_group && members_live
+    }
+
+    /// Applies the Raft ticks due by `now` (see
+    /// [`Consensus::ticks_until_due`]); called before every input, so
+    /// raft-rs sees ticks and messages in time order.
+    fn advance_ticks(&mut self, now: Instant) {
+        // Beyond three election timeouts more ticks change nothing that
+        // these do not: a long sleep costs a bounded number.
+        let mut budget = self.cfg.election_ticks.saturating_mul(3).saturating_add(1);
+        while self.next_tick <= now {
+            if budget == 0 {
+                self.next_tick = now + self.cfg.raft_tick;
+                break;
+            }
+            budget -= 1;
+            self.next_tick += self.cfg.raft_tick;
+            self.consensus.tick();
+        }
+    }
+
+    /// Tells the other servers our load when it changed.
+    fn flush_load(&mut self) {
+        if self.load != self.load_sent {
+            self.load_sent = self.load;
+            self.broadcast(ClusterMsg::Load(self.load), None);
+        }
     }
 
     /// Sets the load this server reports (number of peers, or an operator's value).
     pub(crate) fn set_load(&mut self, load: u32) {
         self.load_override = Some(load);
         self.load = load;
+        self.flush_load();
     }
 
     /// The peer behind a relay token, if it is connected here.
@@ -285,25 +355,22 @@ impl Server {
     // ----- inputs ---------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while self.next_tick <= now {
-            self.next_tick += self.cfg.raft_tick;
-            self.consensus.tick();
+        self.advance_ticks(now);
+        // A transfer pause that is over is no deadline any more.
+        if self.last_transfer.is_some_and(|t| now.saturating_duration_since(t) >= TRANSFER_PAUSE) {
+            self.last_transfer = None;
         }
-        if self.next_tick <= now {
-            self.next_tick = now + self.cfg.raft_tick;
-        }
-        if self.load != self.load_sent {
-            self.load_sent = self.load;
-            self.broadcast(ClusterMsg::Load(self.load), None);
-        }
+        self.flush_load();
         self.forget_stale(now);
         self.dial_due(now);
         self.reconcile(now);
     }
 
     pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta) {
+        self.advance_ticks(now);
         if meta.id.role() != Role::Server {
             self.peer_up(meta);
+            self.flush_load();
             return;
         }
         let entry = meta.server_entry();
@@ -334,6 +401,7 @@ impl Server {
     }
 
     pub(crate) fn on_link_down(&mut self, now: Instant, id: NodeId) {
+        self.advance_ticks(now);
         if id.role() != Role::Server {
             let mut out = Vec::new();
             self.peers.leave(&id, &mut out);
@@ -341,6 +409,7 @@ impl Server {
                 self.send_peer(to, msg);
             }
             self.peer_load_changed();
+            self.flush_load();
             return;
         }
         if self.live.remove(&id).is_none() {
@@ -370,6 +439,7 @@ impl Server {
         if !self.live.contains_key(&from) {
             return;
         }
+        self.advance_ticks(now);
         match msg {
             ClusterMsg::List(entries) => {
                 for e in entries.into_iter().take(4096) {
@@ -386,7 +456,11 @@ impl Server {
                 }
                 self.dial_due(now);
             }
-            ClusterMsg::Load(load) => self.roster.set_load(&from, load),
+            ClusterMsg::Load(load) => {
+                self.roster.set_load(&from, load);
+                // The least loaded voter may now be another.
+                self.reconcile(now);
+            }
             ClusterMsg::Status(st) => {
                 self.consensus.learn(st.raft_id, from);
                 if let Some(l) = self.live.get_mut(&from) {
@@ -419,8 +493,8 @@ impl Server {
 
     fn broadcast(&mut self, msg: ClusterMsg, except: Option<NodeId>) {
         let to: Vec<NodeId> = self.live.keys().copied().filter(|id| Some(*id) != except).collect();
-        for id in to {
-            self.send(id, msg.clone());
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Cluster(msg) });
         }
     }
 }
