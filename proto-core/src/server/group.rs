@@ -2,11 +2,15 @@
 //! handover, dismissals, and the Master that results.
 
 use super::election::decide;
-use super::{Action, Server, TRANSFER_PAUSE, election};
+use super::{Action, Server, election};
 use crate::event::Event;
 use crate::identity::NodeId;
 use crate::proto::{ClusterMsg, PeerMsg, RaftStatus};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// After asking raft-rs to hand leadership over, wait this long before
+/// judging again (a transfer takes an election to complete).
+pub(super) const TRANSFER_PAUSE: Duration = Duration::from_secs(2);
 
 /// How Raft groups compare when they meet: the one with more voters present
 /// wins (least churn), then the smaller cluster ID. Only stable attributes
@@ -31,6 +35,29 @@ impl Ord for GroupRank {
 }
 
 impl Server {
+    /// Whether group politics have nothing to do until an input comes: we
+    /// are in a group with a leader and no change pending, every live
+    /// server reports that group, and — as the leader sees it, which is
+    /// what decides membership — the group is exactly the live servers.
+    pub(super) fn settled(&self) -> bool {
+        let Some(cluster) = self.consensus.cluster() else { return false };
+        let quiet = !self.consensus.is_joining()
+            && self.consensus.leader().is_some()
+            && !self.consensus.has_pending_conf()
+            && self.consensus.learners().is_empty()
+            && !self.dissolving
+            && self.leaderless_since.is_none()
+            && self.unaffiliated_since.is_none()
+            && self.target_lost_since.is_none();
+        let statuses = || self.live.values().map(|l| l.status);
+        let same_group = statuses().all(|s| s.is_some_and(|s| s.cluster == Some(cluster) && !s.joining));
+        let members_live = !self.consensus.is_leader() || {
+            let voters = self.consensus.voters();
+            voters.len() == self.live.len() + 1 && statuses().flatten().all(|s| voters.contains(&s.raft_id))
+        };
+        quiet && same_group && members_live
+    }
+
     pub(super) fn status(&self) -> RaftStatus {
         RaftStatus {
             cluster: self.consensus.cluster(),

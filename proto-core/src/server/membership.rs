@@ -3,7 +3,7 @@
 
 use super::{Action, Server, ServerInfo};
 use crate::identity::NodeId;
-use crate::proto::ServerEntry;
+use crate::proto::{ClusterMsg, ServerEntry};
 use std::time::Instant;
 
 impl Server {
@@ -50,6 +50,14 @@ impl Server {
         let live = &self.live;
         for d in self.roster.due(now, |id| live.contains_key(id), !live.is_empty()) {
             self.actions.push_back(Action::Dial { expect: d.expect, addr: d.addr, join: d.join });
+        }
+    }
+
+    /// Tells the other servers our load when it changed.
+    pub(super) fn flush_load(&mut self) {
+        if self.load != self.load_sent {
+            self.load_sent = self.load;
+            self.broadcast(ClusterMsg::Load(self.load), None);
         }
     }
 }

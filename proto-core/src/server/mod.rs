@@ -48,14 +48,11 @@ use crate::rng::NodeRng;
 pub(crate) use crate::roster::DialOutcome;
 use crate::roster::{Backoff, Roster};
 use election::MasterInfo;
+use group::TRANSFER_PAUSE;
 use raft::{Consensus, RaftTiming};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-/// After asking raft-rs to hand leadership over, wait this long before
-/// judging again (a transfer takes an election to complete).
-const TRANSFER_PAUSE: Duration = Duration::from_secs(2);
+use std::time::Instant;
 
 /// What the role logic asks the node to do.
 #[derive(Debug)]
@@ -286,29 +283,6 @@ impl Server {
         [dial, raft, politics, transfer].into_iter().flatten().min()
     }
 
-    /// Whether group politics have nothing to do until an input comes: we
-    /// are in a group with a leader and no change pending, every live
-    /// server reports that group, and — as the leader sees it, which is
-    /// what decides membership — the group is exactly the live servers.
-    fn settled(&self) -> bool {
-        let Some(cluster) = self.consensus.cluster() else { return false };
-        let quiet = !self.consensus.is_joining()
-            && self.consensus.leader().is_some()
-            && !self.consensus.has_pending_conf()
-            && self.consensus.learners().is_empty()
-            && !self.dissolving
-            && self.leaderless_since.is_none()
-            && self.unaffiliated_since.is_none()
-            && self.target_lost_since.is_none();
-        let statuses = || self.live.values().map(|l| l.status);
-        let same_group = statuses().all(|s| s.is_some_and(|s| s.cluster == Some(cluster) && !s.joining));
-        let members_live = !self.consensus.is_leader() || {
-            let voters = self.consensus.voters();
-            voters.len() == self.live.len() + 1 && statuses().flatten().all(|s| voters.contains(&s.raft_id))
-        };
-        quiet && same_group && members_live
-    }
-
     /// Applies the Raft ticks due by `now` (see
     /// [`Consensus::ticks_until_due`]); called before every input, so
     /// raft-rs sees ticks and messages in time order.
@@ -324,14 +298,6 @@ impl Server {
             budget -= 1;
             self.next_tick += self.cfg.raft_tick;
             self.consensus.tick();
-        }
-    }
-
-    /// Tells the other servers our load when it changed.
-    fn flush_load(&mut self) {
-        if self.load != self.load_sent {
-            self.load_sent = self.load;
-            self.broadcast(ClusterMsg::Load(self.load), None);
         }
     }
 
