@@ -1,4 +1,14 @@
 //! What connected peers are sent, and what they report.
+//!
+//! A peer that connects gets a relay token, the live server list, the Master
+//! and a snapshot of the directory (the peers connected to this server);
+//! every other connected peer gets one versioned directory delta (`peers.rs`
+//! keeps the directory and builds those messages). Servers coming and going
+//! and Master changes go to every connected peer as one broadcast, encoded
+//! once. Peers report their addresses, their links (how they reach each
+//! node) and may ask for a fresh snapshot. Kept apart from the server-side
+//! concerns because its cost grows with the number of peers, not servers:
+//! what is sent to whom here decides the server's bandwidth.
 
 use super::{Action, LinkMeta, Server};
 use crate::identity::NodeId;
@@ -7,8 +17,8 @@ use crate::proto::{Control, PeerMsg};
 use std::net::SocketAddr;
 
 impl Server {
-    /// Peers connected to this server (the seed's table A), with their
-    /// reported links (table B).
+    /// The directory: the peers connected to this server, each with the
+    /// links it reported.
     pub(crate) fn directory(&self) -> Vec<DirectoryRow> {
         self.peers
             .ids()

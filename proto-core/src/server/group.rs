@@ -1,5 +1,52 @@
-//! Raft group politics: which group to join or found, merges, leadership
-//! handover, dismissals, and the Master that results.
+//! Raft group politics: which group to found, join or leave, how groups that
+//! meet are ranked, leadership handover, dismissals, and the Master that
+//! results.
+//!
+//! The Raft group exists to elect a partition-safe Master (for three or more
+//! live servers the Master is its leader, see `election.rs`); it replicates
+//! nothing but its own membership. A server belongs to at most one group.
+//!
+//! * **Founding.** Every server founds a one-voter group as it starts: a
+//!   server without introducers when it is created (at term 1), any other at
+//!   its first reconciliation — its first timer or its first server link,
+//!   whichever comes first — since no other server's group can be known
+//!   before a link is up and that server's status has arrived. Later, a
+//!   server that finds itself in no group (it was dismissed, or left a dead
+//!   group) joins the best group it sees, or founds a new one if there is
+//!   none and no elder server without a group is about to found one (it
+//!   waits at most two election timeouts for that elder). A group is named
+//!   by a random 64-bit cluster ID drawn when it is founded (the `epoch` of
+//!   Master mandates), and a new group starts above the highest term the
+//!   server has seen.
+//! * **Ranking** ([`GroupRank`]): the group with more voters present (as one
+//!   of its members reports them) ranks higher; between groups with as many,
+//!   the one with the smaller cluster ID. A server without a group joins the
+//!   highest-ranked group among its live servers' reports. A joiner (not
+//!   yet a voter, so it counts towards no quorum) moves to a group that ranks
+//!   higher than its target, or to any group if no live server reports its
+//!   target any more, and gives up after an election timeout with neither.
+//! * **Yielding.** When a leader sees a group that beats its own, it gives
+//!   its group up: it removes its members one at a time (learners first),
+//!   each of which is dismissed and joins the winner, then leaves and joins
+//!   the winner itself. A group beats ours if more of its voters are present;
+//!   with as many present, between two one-voter groups the one whose member
+//!   has run longer than this server wins (the agreed uptime verdict, which
+//!   keeps the eldest server Master as a cluster grows), otherwise the
+//!   smaller cluster ID.
+//! * **Membership of a group** is changed only by its leader, one server at
+//!   a time: it adds servers that want in as learners, promotes them once
+//!   caught up, and removes members whose server is down, came back under
+//!   another Raft ID (a restart), or — learners — moved to another group.
+//!   So a group never waits for a voter that walked away.
+//! * **Dead groups.** A member whose group has had no leader for an election
+//!   timeout leaves it only if a majority of its voters is provably gone
+//!   (their servers are live under another Raft ID or in another group); it
+//!   then joins or founds a group as above. A group whose missing voters may
+//!   still be alive elsewhere (a partition) is never left: that is what makes
+//!   the `raft` basis partition-safe.
+//! * **Leadership** is handed to the elder of two live servers, so growing
+//!   to three keeps the Master where it was; optionally
+//!   (`prefer_least_loaded`) to a far less loaded voter.
 
 use super::election::decide;
 use super::{Action, Server, election};
@@ -12,10 +59,13 @@ use std::time::{Duration, Instant};
 /// judging again (a transfer takes an election to complete).
 pub(super) const TRANSFER_PAUSE: Duration = Duration::from_secs(2);
 
-/// How Raft groups compare when they meet: the one with more voters present
-/// wins (least churn), then the smaller cluster ID. Only stable attributes
-/// count — a rank that moved with terms or leadership would make servers
-/// bounce between groups.
+/// How Raft groups compare: greater is better. More voters present ranks
+/// higher (joining the bigger group moves the fewest servers); with as many,
+/// the smaller cluster ID ranks higher. Only stable attributes count — a rank
+/// that moved with terms or leadership would make servers bounce between
+/// groups. A leader deciding whether to give its group up uses
+/// [`Server::beaten_by`], which breaks a tie between one-voter groups by age
+/// instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GroupRank {
     voters: u32,
@@ -58,6 +108,7 @@ impl Server {
         quiet && same_group && members_live
     }
 
+    /// Our standing as other servers see it (sent whenever it changes).
     pub(super) fn status(&self) -> RaftStatus {
         RaftStatus {
             cluster: self.consensus.cluster(),
@@ -116,9 +167,11 @@ impl Server {
             .max_by(|a, b| a.0.cmp(&b.0))
     }
 
-    /// Whether the group `theirs` beats ours (see [`GroupRank`]). Between
-    /// two one-voter groups the elder server's wins (a stable, agreed
-    /// verdict), which keeps the eldest Master as a cluster grows.
+    /// Whether the group `theirs`, reported by live server `member`, beats
+    /// ours: more voters present wins; with as many, between one-voter groups
+    /// `member`'s wins if it has run longer than this server (a stable,
+    /// agreed verdict, which keeps the eldest server Master as a cluster
+    /// grows), and otherwise the smaller cluster ID wins.
     fn beaten_by(&self, theirs: GroupRank, member: NodeId) -> bool {
         let mine = GroupRank {
             voters: self.present_voters() as u32,
@@ -224,6 +277,8 @@ impl Server {
             .max()
     }
 
+    /// Lets group politics react to whatever just changed, then sends what
+    /// Raft wants sent and updates the Master.
     pub(super) fn reconcile(&mut self, now: Instant) {
         self.manage_groups(now);
         self.leader_duties(now);
@@ -254,6 +309,11 @@ impl Server {
         }
     }
 
+    /// What only a leader does, one membership change at a time (raft-rs
+    /// takes single-server changes only): hand members over while giving
+    /// the group up, remove members that are gone, promote caught-up
+    /// learners, add servers that want in, and keep leadership where the
+    /// Master rules put the Master.
     fn leader_duties(&mut self, now: Instant) {
         if !self.consensus.is_leader() || self.consensus.has_pending_conf() {
             return;
@@ -333,6 +393,8 @@ impl Server {
         }
     }
 
+    /// With `prefer_least_loaded`: the least loaded voter, if our load is
+    /// more than `load_ratio` times its load and at least 10 more.
     fn least_loaded_voter(&self, voters: &[u64]) -> Option<u64> {
         let (rid, load) = self
             .live
@@ -346,6 +408,8 @@ impl Server {
         (mine > f64::from(load) * self.cfg.load_ratio && self.load >= load + 10).then_some(rid)
     }
 
+    /// Leaves a group that has had no leader for an election timeout and can
+    /// provably never elect one again.
     fn recover_stuck_group(&mut self, now: Instant) {
         if self.consensus.cluster().is_none()
             || self.consensus.is_joining()
@@ -384,6 +448,8 @@ impl Server {
         }
     }
 
+    /// Applies the Master rules to our view and tells peers and the user
+    /// when the Master changed.
     pub(super) fn update_master(&mut self) {
         let others: Vec<(NodeId, bool)> = self.live.iter().map(|(id, l)| (*id, l.elder)).collect();
         // A Raft leader counts only if its group holds a majority of the live

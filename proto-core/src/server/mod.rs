@@ -1,35 +1,32 @@
-//! The server role: cluster membership (the server list, the seed's table
-//! C), the full mesh, liveness, and Master election.
-//!
-//! This is a sans-IO machine inside the sans-IO node: it consumes link events
-//! and cluster messages and emits actions (send a message, dial, report an
+//! The server role: a sans-IO state machine inside the sans-IO node. It
+//! consumes link events, messages from other servers and messages from
+//! connected peers, and emits actions (send a message, dial, report an
 //! event) that the [`Node`](crate::Node) carries out.
 //!
-//! # Membership
+//! Its concerns live in separate files, because they change for different
+//! reasons and each is easier to check on its own:
 //!
-//! A server starts with an optional list of introducer addresses. It dials
-//! one by address, marking its Hello as a *join*; the introducer answers with
-//! its live server list, and the newcomer dials every server on it. Whenever a
-//! server learns of a server (or of a new incarnation of one) for the first
-//! time, it tells its other live servers once (`Joined`), so concurrent joins
-//! through different introducers still converge; nothing is ever re-sent on a
-//! timer. Every known server that is not connected is redialed with
-//! exponential backoff until it answers or has been unreachable for
-//! `forget_after`. Liveness comes from the QUIC connections themselves (see
-//! `Config::idle_timeout`): a server whose connection dies is down.
+//! * `membership.rs`: the server list and the mesh — which servers exist,
+//!   what a joining server is told, which servers to dial. It needs no
+//!   agreement: every server converges on the same list by gossip.
+//! * `group.rs`: Raft group politics — founding, joining and leaving groups,
+//!   how groups that meet are ranked, leadership handover, and the Master
+//!   that results. This is the partition-safe part.
+//! * `raft.rs` and `raft_wire.rs`: the Raft node (raft-rs) and the bounded
+//!   wire form of its messages; `election.rs`: the rules that name the Master.
+//! * `fanout.rs`: what connected peers are sent and what they report;
+//!   `peers.rs`: the directory of connected peers those messages maintain.
 //!
-//! # Raft groups
+//! This file holds the state, the timers, the getters and the inputs. An
+//! input applies the Raft ticks that are due before anything else (so
+//! raft-rs sees ticks and messages in time order), hands the event to the
+//! concern it belongs to, and — whenever something group politics depend on
+//! changed: a timer fired, a server came or went, a Raft status, load, Raft
+//! message or dismissal arrived — lets them react at once (`reconcile`).
 //!
-//! Every server founds a one-voter Raft group when it starts. When two
-//! servers in different groups meet, the smaller group (by voters) yields —
-//! between two one-voter groups, the younger server — and its member rejoins
-//! the other group under a fresh Raft ID; the group's leader adds live
-//! servers one at a time and removes voters whose server is down or was
-//! superseded by a restart. A group whose voters are provably gone (their
-//! servers came back under a new Raft ID) is re-founded with a higher term.
-//! A group that lost a majority of voters that *may* still be alive (a
-//! partition) is never re-founded: that is what makes the `raft` basis
-//! partition-safe.
+//! Relaying datagrams between peers is not done here: the node forwards
+//! relay frames itself and asks this role only which connected peer a relay
+//! token belongs to (`relay_source`, `relay_token`).
 
 pub(crate) mod election;
 mod fanout;
