@@ -477,3 +477,127 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::identity::{Identity, Role};
+    use crate::rng::NodeRng;
+    use crate::server::LinkMeta;
+    use std::cmp::Ordering;
+    use std::net::SocketAddr;
+
+    fn server_id(n: u8) -> NodeId {
+        Identity::from_seed(Role::Server, [n; 32]).id()
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, n], 4433))
+    }
+
+    fn server(n: u8, introducers: &[SocketAddr], now: Instant) -> Server {
+        let rng = NodeRng::from_seed([n; 32]);
+        Server::new(
+            server_id(n),
+            format!("s{n}"),
+            1,
+            vec![addr(n)],
+            introducers,
+            ClusterConfig::default(),
+            rng,
+            now,
+        )
+    }
+
+    /// Server `n` connected; `elder`: it has run longer than us.
+    fn link(n: u8, elder: bool) -> LinkMeta {
+        LinkMeta {
+            id: server_id(n),
+            name: format!("s{n}"),
+            incarnation: 1,
+            remote_addr: addr(n),
+            addrs: vec![addr(n)],
+            elder,
+            join: false,
+            probe_key: None,
+        }
+    }
+
+    /// The status a member of group `cluster` reports, with `voters` present.
+    fn member_of(cluster: u64, voters: u32, raft_id: u64) -> ClusterMsg {
+        ClusterMsg::Status(RaftStatus { cluster: Some(cluster), raft_id, voters, joining: false })
+    }
+
+    /// Asserts `s` leads a one-voter group of its own, and returns its cluster ID.
+    fn leads_alone(s: &Server, n: u8) -> u64 {
+        let v = s.raft_view();
+        assert!(!v.joining && v.voters.len() == 1, "{v:?}");
+        assert_eq!(v.leader, Some(server_id(n)), "{v:?}");
+        v.epoch.expect("a group")
+    }
+
+    #[test]
+    fn groups_rank_by_voters_present_then_smaller_cluster_id() {
+        let r = |voters, cluster| GroupRank { voters, cluster };
+        assert!(r(2, 9) > r(1, 1));
+        assert!(r(3, u64::MAX) > r(2, 0), "voters before cluster IDs");
+        assert!(r(2, 1) > r(2, 9));
+        assert_eq!(r(2, 5).cmp(&r(2, 5)), Ordering::Equal);
+        assert_eq!([r(1, 3), r(2, 8), r(2, 4), r(1, 0)].into_iter().max(), Some(r(2, 4)));
+    }
+
+    #[test]
+    fn a_server_without_introducers_founds_a_group_when_created() {
+        let s = server(1, &[], crate::test_support::epoch());
+        leads_alone(&s, 1);
+    }
+
+    #[test]
+    fn a_server_with_introducers_founds_its_own_group_before_it_can_hear_of_another() {
+        let now = crate::test_support::epoch();
+        // At its first timer, when nothing is connected yet...
+        let mut s = server(2, &[addr(1)], now);
+        assert_eq!(s.raft_view().epoch, None, "not when created: that is for the first server");
+        let first = s.poll_timeout().expect("a timer");
+        s.handle_timeout(first);
+        leads_alone(&s, 2);
+        // ...or at its first server link, if that comes first: the other
+        // server's status arrives only after the link is up.
+        let mut s = server(3, &[addr(1)], now);
+        s.on_link_up(now + Duration::from_millis(10), &link(1, true));
+        leads_alone(&s, 3);
+    }
+
+    #[test]
+    fn between_one_voter_groups_the_younger_server_yields_whatever_the_cluster_ids() {
+        let now = crate::test_support::epoch();
+        // The younger server yields even to a larger cluster ID...
+        let mut young = server(2, &[addr(1)], now);
+        young.on_link_up(now, &link(1, true));
+        let mine = leads_alone(&young, 2);
+        assert!(mine < u64::MAX);
+        young.on_message(now, server_id(1), member_of(u64::MAX, 1, 77));
+        let v = young.raft_view();
+        assert_eq!((v.epoch, v.joining), (Some(u64::MAX), true), "it joins the elder's group");
+        // ...and the elder keeps its group against a smaller one.
+        let mut elder = server(1, &[], now);
+        let mine = leads_alone(&elder, 1);
+        assert!(mine > 0);
+        elder.on_link_up(now, &link(2, false));
+        elder.on_message(now, server_id(2), member_of(0, 1, 88));
+        assert_eq!(leads_alone(&elder, 1), mine);
+    }
+
+    #[test]
+    fn a_group_with_more_voters_present_wins_whatever_the_ages() {
+        let now = crate::test_support::epoch();
+        let mut elder = server(1, &[], now);
+        let mine = leads_alone(&elder, 1);
+        elder.on_link_up(now, &link(2, false));
+        let theirs = mine.wrapping_add(1);
+        elder.on_message(now, server_id(2), member_of(theirs, 2, 88));
+        let v = elder.raft_view();
+        assert_eq!((v.epoch, v.joining), (Some(theirs), true));
+    }
+}
