@@ -94,17 +94,16 @@ impl Server {
         let quiet = !self.consensus.is_joining()
             && self.consensus.leader().is_some()
             && !self.consensus.has_pending_conf()
-            && self.consensus.learners().is_empty()
+            && !self.consensus.has_learners()
             && !self.dissolving
             && self.leaderless_since.is_none()
             && self.unaffiliated_since.is_none()
             && self.target_lost_since.is_none();
         let statuses = || self.live.values().map(|l| l.status);
         let same_group = statuses().all(|s| s.is_some_and(|s| s.cluster == Some(cluster) && !s.joining));
-        let members_live = !self.consensus.is_leader() || {
-            let voters = self.consensus.voters();
-            voters.len() == self.live.len() + 1 && statuses().flatten().all(|s| voters.contains(&s.raft_id))
-        };
+        let members_live = !self.consensus.is_leader()
+            || (self.consensus.voter_count() == self.live.len() + 1
+                && statuses().flatten().all(|s| self.consensus.is_voter(s.raft_id)));
         quiet && same_group && members_live
     }
 

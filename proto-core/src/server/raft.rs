@@ -215,6 +215,22 @@ impl Consensus {
         }
     }
 
+    /// How many voters our group's configuration has (no allocation: asked
+    /// on every `poll_timeout`).
+    pub(crate) fn voter_count(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.node.raft.prs().conf().voters().ids().len())
+    }
+
+    /// Whether `raft_id` is a voter of our group's configuration.
+    pub(crate) fn is_voter(&self, raft_id: u64) -> bool {
+        self.group.as_ref().is_some_and(|g| g.node.raft.prs().conf().voters().contains(raft_id))
+    }
+
+    /// Whether our group's configuration has learners.
+    pub(crate) fn has_learners(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| !g.node.raft.prs().conf().learners().is_empty())
+    }
+
     /// Learners (non-voting members catching up) of our group's configuration.
     pub(crate) fn learners(&self) -> Vec<u64> {
         match &self.group {
@@ -361,8 +377,7 @@ impl Consensus {
         let r = &self.group.as_ref()?.node.raft;
         match r.state {
             StateRole::Leader => {
-                let conf = r.prs().conf().to_conf_state();
-                (conf.voters.len() > 1 || !conf.learners.is_empty()).then_some(1)
+                (!r.prs().is_singleton() || !r.prs().conf().learners().is_empty()).then_some(1)
             }
             _ if !r.promotable() => None,
             _ => Some(r.randomized_election_timeout().saturating_sub(r.election_elapsed).max(1)),
