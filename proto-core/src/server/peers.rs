@@ -1,5 +1,6 @@
-//! What a server keeps about the peers connected to it: the directory (the
-//! seed's table A), their reported links (table B) and their relay sessions.
+//! What a server keeps about the peers connected to it: the directory (each
+//! connected peer and its addresses), the links each reported (how it
+//! reaches other nodes) and their relay sessions.
 //!
 //! A peer that connects gets a relay token, the live server list, the Master
 //! and a snapshot of the directory; every other connected peer gets one
@@ -17,7 +18,7 @@ pub(crate) struct PeerRecord {
     pub(crate) name: String,
     pub(crate) addrs: PeerAddrs,
     pub(crate) token: [u8; TOKEN_LEN],
-    /// The peer's reported links (table B).
+    /// The peer's reported links: how it reaches each node.
     pub(crate) links: BTreeMap<NodeId, PathKind>,
 }
 
@@ -113,7 +114,7 @@ impl PeerTable {
         }
     }
 
-    /// A peer reported a link (table B).
+    /// A peer reported a link: how it reaches another node.
     pub(crate) fn set_link(&mut self, id: NodeId, peer: NodeId, path: PathKind) {
         if let Some(r) = self.peers.get_mut(&id)
             && (r.links.len() < 65_536 || r.links.contains_key(&peer))

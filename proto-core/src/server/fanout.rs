@@ -1,0 +1,101 @@
+//! What connected peers are sent, and what they report.
+//!
+//! A peer that connects gets a relay token, the live server list, the Master
+//! and a snapshot of the directory (the peers connected to this server);
+//! every other connected peer gets one versioned directory delta (`peers.rs`
+//! keeps the directory and builds those messages). Servers coming and going
+//! and Master changes go to every connected peer as one broadcast, encoded
+//! once. Peers report their addresses, their links (how they reach each
+//! node) and may ask for a fresh snapshot. Kept apart from the server-side
+//! concerns because its cost grows with the number of peers, not servers:
+//! what is sent to whom here decides the server's bandwidth.
+
+use super::{Action, LinkMeta, Server};
+use crate::identity::NodeId;
+use crate::info::{DirectoryRow, LinkRow};
+use crate::proto::{Control, PeerMsg};
+use std::net::SocketAddr;
+
+impl Server {
+    /// The directory: the peers connected to this server, each with the
+    /// links it reported.
+    pub(crate) fn directory(&self) -> Vec<DirectoryRow> {
+        self.peers
+            .ids()
+            .filter_map(|id| {
+                let r = self.peers.get(id)?;
+                Some(DirectoryRow {
+                    id: *id,
+                    name: r.name.clone(),
+                    addrs: r.addrs.clone(),
+                    links: r.links.iter().map(|(k, v)| LinkRow { id: *k, path: *v }).collect(),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn send_peer(&mut self, to: NodeId, msg: PeerMsg) {
+        self.actions.push_back(Action::Send { to, msg: Control::Peer(msg) });
+    }
+
+    pub(super) fn broadcast_peers(&mut self, msg: &PeerMsg) {
+        let to: Vec<NodeId> = self.peers.ids().copied().collect();
+        if !to.is_empty() {
+            self.actions.push_back(Action::Broadcast { to, msg: Control::Peer(msg.clone()) });
+        }
+    }
+
+    pub(super) fn peer_load_changed(&mut self) {
+        if self.load_override.is_none() {
+            self.load = u32::try_from(self.peers.len()).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// A peer connected to this server.
+    pub(super) fn peer_up(&mut self, meta: &LinkMeta) {
+        let mut token = [0u8; crate::wire::TOKEN_LEN];
+        self.rng.fill(&mut token);
+        let mut out = Vec::new();
+        self.peers.join(meta.id, meta.name.clone(), meta.remote_addr, token, &mut out);
+        let mut servers = self.live_list(meta.id);
+        servers.sort_by_key(|e| e.id);
+        self.send_peer(meta.id, PeerMsg::Servers(servers));
+        self.send_peer(meta.id, PeerMsg::Master(self.master));
+        for (to, msg) in out {
+            self.send_peer(to, msg);
+        }
+        self.peer_load_changed();
+    }
+
+    /// The packets of a connected peer now come from `addr` (QUIC followed
+    /// the move): tell the peer, whose report updates everyone's directory.
+    pub(crate) fn on_remote_moved(&mut self, id: NodeId, addr: SocketAddr) {
+        if self.peers.get(&id).is_some() {
+            self.send_peer(id, PeerMsg::Observed(addr));
+        }
+    }
+
+    /// A message from a connected peer.
+    pub(crate) fn on_peer_message(&mut self, from: NodeId, msg: PeerMsg) {
+        if self.peers.get(&from).is_none() {
+            return;
+        }
+        match msg {
+            PeerMsg::Info(addrs) => {
+                let mut out = Vec::new();
+                self.peers.update(from, addrs, &mut out);
+                for (to, msg) in out {
+                    self.send_peer(to, msg);
+                }
+            }
+            PeerMsg::LinkSet { peer, path } => self.peers.set_link(from, peer, path),
+            PeerMsg::LinkDrop { peer } => self.peers.drop_link(from, peer),
+            PeerMsg::Resync => {
+                let snapshot = self.peers.snapshot(from);
+                self.send_peer(from, snapshot);
+            }
+            // Server-to-peer messages are not accepted from peers.
+            _ => {}
+        }
+    }
+}
