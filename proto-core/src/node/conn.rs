@@ -41,6 +41,13 @@ enum Chunk {
 }
 
 impl Chunk {
+    /// Up to four header bytes, kept inline.
+    fn inline(header: &[u8]) -> Self {
+        let mut buf = [0u8; 4];
+        buf[..header.len()].copy_from_slice(header);
+        Self::Inline { buf, start: 0, end: header.len() as u8 }
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             Self::Inline { buf, start, end } => &buf[usize::from(*start)..usize::from(*end)],
@@ -67,18 +74,16 @@ impl SendQueue {
 
     /// Queues up to four header bytes without allocating.
     fn push_header(&mut self, header: &[u8]) {
-        let mut buf = [0u8; 4];
-        buf[..header.len()].copy_from_slice(header);
+        let chunk = Chunk::inline(header);
         self.bytes += header.len();
-        self.chunks.push_back(Chunk::Inline { buf, start: 0, end: header.len() as u8 });
+        self.chunks.push_back(chunk);
     }
 
     /// Queues a header in front of everything already queued.
     fn push_header_front(&mut self, header: &[u8]) {
-        let mut buf = [0u8; 4];
-        buf[..header.len()].copy_from_slice(header);
+        let chunk = Chunk::inline(header);
         self.bytes += header.len();
-        self.chunks.push_front(Chunk::Inline { buf, start: 0, end: header.len() as u8 });
+        self.chunks.push_front(chunk);
     }
 
     pub(crate) fn bytes(&self) -> usize {
