@@ -36,17 +36,19 @@
 //! anyone.
 //!
 //! * `node/` — [`Node`], the driving contract and public API (`mod.rs`),
-//!   receive dispatch (`recv.rs`), connection driving and timers
+//!   receive dispatch (`recv.rs`: what each datagram is and which role
+//!   handles it), connection driving and timers
 //!   (`drive.rs`), output scheduling and I/O metadata (`io.rs`: [`Transmit`],
 //!   [`Ecn`]), the Hello/Welcome handshake and admission (`handshake.rs`),
 //!   per-connection state and channel streams (`conn.rs`), the role switch
 //!   (`role.rs`).
 //! * `server/` — the server role: the server list, the full mesh and
 //!   liveness, the Raft group and Master election, the peer directory it
-//!   keeps, relay sessions.
+//!   keeps, relay sessions and relay forwarding (`relay.rs`).
 //! * `peer/` — the peer role: the merged directory, links to servers and
-//!   peers, and `paths/` (direct, punched and relayed paths: candidates,
-//!   probes, punching rounds, liveness).
+//!   peers, `paths/` (direct, punched and relayed paths: candidates,
+//!   probes, punching rounds, liveness) and the peer's end of relayed paths
+//!   (`relay.rs`: wrapping packets, checking forwarded frames).
 //! * `info.rs` — the read-only views both roles hand out ([`PeerInfo`],
 //!   [`DirectoryRow`], [`LinkRow`], [`PathKind`], [`NatBehaviour`], ...).
 //! * `config.rs`, `error.rs`, `event.rs`, `stats.rs`, `identity.rs`,

@@ -182,14 +182,11 @@ impl Node {
         let source = server_link.and_then(|sc| self.conns.get(sc)).and_then(|c| c.quic.local_ip());
         let mut framed = std::mem::take(&mut self.scratch);
         framed.clear();
-        let stride = t.segment_size.unwrap_or(t.size).max(1);
-        for packet in buf[..t.size].chunks(stride) {
-            RelayFrame { token, node: peer, data: packet }.encode(&mut framed).ok()?;
-        }
+        let segment_size =
+            crate::peer::relay::wrap(token, peer, &buf[..t.size], t.segment_size, &mut framed).ok()?;
         tracing::trace!(node = %self.cfg.name, to = %peer, via = %server, size = t.size, first = buf[0], "relay out");
         std::mem::swap(buf, &mut framed);
         self.scratch = framed;
-        let segment_size = t.segment_size.filter(|&s| s < t.size).map(|s| s + wire::RELAY_OVERHEAD);
         Some(Transmit { destination: server, source, ecn, size: buf.len(), segment_size })
     }
 }

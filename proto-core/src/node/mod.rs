@@ -29,7 +29,7 @@ use crate::quic::{self, Expect, NodeClock, QuicSetup, TransportParams, with_tls_
 use crate::rng::{NodeRng, derive_seed};
 use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
-use crate::server::{Action, DialOutcome, Server, ServerInfo};
+use crate::server::{Action, DialOutcome, LinkAddr, Server, ServerInfo};
 use crate::stats::NodeStats;
 use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};

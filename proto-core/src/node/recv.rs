@@ -137,32 +137,35 @@ impl Node {
         let size = frame.len() - wire::RELAY_OVERHEAD;
         match &mut self.role {
             RoleState::Server(server) => {
-                // The token must belong to the connection the frame came from:
-                // nobody else can use this server as a relay.
-                let forward = server.relay_source(&token).and_then(|src| {
-                    let src_handle = *self.links.get(&src)?;
-                    (self.conns.get(&src_handle)?.quic.remote_address() == remote).then_some(())?;
-                    let token = server.relay_token(&node)?;
-                    let dst = self.conns.get(self.links.get(&node)?)?;
-                    Some((src, token, dst.quic.remote_address(), dst.quic.local_ip()))
-                });
-                let Some((src, dst_token, destination, source)) = forward else {
-                    tracing::trace!(node = %self.cfg.name, %remote, to = %node, "relay frame rejected");
-                    self.stats.dropped.relay_rejected += 1;
-                    return;
+                let (links, conns) = (&self.links, &self.conns);
+                let link = |id: &NodeId| {
+                    let conn = conns.get(links.get(id)?)?;
+                    Some(LinkAddr { remote: conn.quic.remote_address(), local: conn.quic.local_ip() })
                 };
-                RelayFrame::rewrite(&mut frame, &dst_token, &src);
-                self.stats.relayed_datagrams += 1;
-                self.stats.relayed_bytes += size as u64;
-                self.out.push_back(OutDatagram { destination, source, ecn, data: frame.freeze() });
+                match server.forward_relay(remote, &token, &node, &mut frame, link) {
+                    Ok(to) => {
+                        self.stats.relayed_datagrams += 1;
+                        self.stats.relayed_bytes += size as u64;
+                        let data = frame.freeze();
+                        self.out.push_back(OutDatagram {
+                            destination: to.remote,
+                            source: to.local,
+                            ecn,
+                            data,
+                        });
+                    }
+                    Err(why) => {
+                        tracing::trace!(node = %self.cfg.name, %remote, to = %node, ?why, "relay frame rejected");
+                        self.stats.dropped.relay_rejected += 1;
+                    }
+                }
             }
             RoleState::Peer(peer) => {
-                if !peer.accept_relay(remote, &token) || node.role() != Role::Peer {
+                let Some(mapped) = peer.accept_relay(remote, &token, node) else {
                     tracing::trace!(node = %self.cfg.name, %remote, from = %node, "relay frame rejected");
                     self.stats.dropped.relay_rejected += 1;
                     return;
-                }
-                let mapped = peer.mapped(node);
+                };
                 let packet = frame.split_off(wire::RELAY_OVERHEAD);
                 tracing::trace!(node = %self.cfg.name, from = %node, %remote, size, first = packet[0], "relay in");
                 // No local address: the one it came in on belongs to the

@@ -10,13 +10,15 @@
 //! addresses and the addresses servers observed) to every server when they
 //! change, and its link table (how it reaches each node) as deltas.
 //!
-//! Peer-to-peer QUIC runs end to end over mapped addresses (see `paths`);
-//! every packet is relayed by a server both peers are connected to, chosen at
-//! random among them and re-chosen when it stops being common. With no
+//! Peer-to-peer QUIC runs end to end over mapped addresses (see `paths`),
+//! on a direct path when one is proven and otherwise relayed (see `relay`) by
+//! a server both peers are connected to, chosen at random among them and
+//! re-chosen when it stops being common. With no
 //! server at all the network is down: `NetworkDown`, and sends fail until a
 //! server is back.
 
 pub(crate) mod paths;
+pub(crate) mod relay;
 
 use crate::config::{ConnectPolicy, PeerConfig};
 use crate::event::Event;
@@ -355,12 +357,6 @@ impl Peer {
                 }
             }
         }
-    }
-
-    /// Checks a relay frame that arrived from `from`: it must come from a
-    /// connected server and carry our token there.
-    pub(crate) fn accept_relay(&self, from: SocketAddr, token: &[u8; TOKEN_LEN]) -> bool {
-        self.servers.values().any(|s| s.addr == from && s.token.as_ref() == Some(token))
     }
 
     // ----- inputs ---------------------------------------------------------

@@ -23,10 +23,6 @@
 //! concern it belongs to, and — whenever something group politics depend on
 //! changed: a timer fired, a server came or went, a Raft status, load, Raft
 //! message or dismissal arrived — lets them react at once (`reconcile`).
-//!
-//! Relaying datagrams between peers is not done here: the node forwards
-//! relay frames itself and asks this role only which connected peer a relay
-//! token belongs to (`relay_source`, `relay_token`).
 
 pub(crate) mod election;
 mod fanout;
@@ -35,6 +31,7 @@ mod membership;
 mod peers;
 pub(crate) mod raft;
 pub(crate) mod raft_wire;
+mod relay;
 
 use crate::config::ClusterConfig;
 use crate::event::Event;
@@ -47,6 +44,7 @@ use crate::roster::{Backoff, Roster};
 use election::MasterInfo;
 use group::TRANSFER_PAUSE;
 use raft::{Consensus, RaftTiming};
+pub(crate) use relay::LinkAddr;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -303,16 +301,6 @@ impl Server {
         self.load_override = Some(load);
         self.load = load;
         self.flush_load();
-    }
-
-    /// The peer behind a relay token, if it is connected here.
-    pub(crate) fn relay_source(&self, token: &[u8; crate::wire::TOKEN_LEN]) -> Option<NodeId> {
-        self.peers.by_token(token)
-    }
-
-    /// The relay token of a peer connected here.
-    pub(crate) fn relay_token(&self, peer: &NodeId) -> Option<[u8; crate::wire::TOKEN_LEN]> {
-        self.peers.token_of(peer)
     }
 
     // ----- inputs ---------------------------------------------------------
