@@ -547,6 +547,7 @@ impl Consensus {
                 apply_committed(node, light.take_committed_entries(), &mut learned, &mut removed);
                 node.advance_apply();
                 compact(node);
+                step_down_if_removed(node);
                 (out, learned, removed)
             }));
             match outcome {
@@ -599,6 +600,21 @@ fn apply_committed(
         if let Ok(cs) = node.apply_conf_change(&cc) {
             node.mut_store().wl().set_conf_state(cs);
         }
+    }
+}
+
+/// A leader that an applied change removed (or demoted) keeps leading in
+/// raft-rs 0.7 (its `post_conf_change` leaves that branch "untested"), and
+/// its next append response or proposal looks up its own progress, which is
+/// gone: a panic. Such a leader steps down into the next term, as raft-rs's
+/// own comment says it should; the others elect a leader among themselves
+/// and the server sees it was removed. Called between Ready cycles (a term
+/// change inside one breaks raft-rs's hard-state bookkeeping).
+fn step_down_if_removed(node: &mut RawNode<MemStorage>) {
+    let r = &mut node.raft;
+    if r.state == StateRole::Leader && !r.prs().conf().voters().contains(r.id) {
+        let term = r.term.saturating_add(1);
+        r.become_follower(term, raft::INVALID_ID);
     }
 }
 

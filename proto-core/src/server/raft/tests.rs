@@ -1301,3 +1301,31 @@ proptest! {
         prop_assert!(nodes.iter().all(|n| n.panics == 0));
     }
 }
+
+/// raft-rs 0.7 lets a leader that applied its own removal keep leading; its
+/// next append response then panicked on the missing self-progress (found by
+/// the `raft` fuzz target: `fuzz/regressions/raft/leader-removes-itself`).
+/// It now steps down, the two others elect a leader and keep committing,
+/// and the removed server knows it was removed.
+#[test]
+fn a_leader_that_removes_itself_steps_down() {
+    let mut nodes = trio();
+    let old = nodes[0].raft_id();
+    let term = nodes[0].term();
+    nodes[0].propose_remove(old);
+    for _ in 0..50 {
+        pump(&mut nodes);
+        for n in nodes.iter_mut() {
+            n.tick();
+        }
+    }
+    pump(&mut nodes);
+    assert_eq!(nodes.iter().map(|n| n.panics).sum::<u64>(), 0, "raft-rs panicked");
+    assert!(!nodes[0].is_leader(), "the removed leader stepped down");
+    assert!(nodes[0].was_removed());
+    assert!(nodes[0].term() > term, "it stepped down into a later term");
+    let leaders: Vec<_> = nodes[1..].iter().filter(|n| n.is_leader()).collect();
+    assert_eq!(leaders.len(), 1, "the other two elected a leader");
+    assert!(!leaders[0].voters().contains(&old));
+    assert!(can_commit_a_change(&mut nodes[1..]));
+}
