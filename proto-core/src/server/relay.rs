@@ -80,7 +80,6 @@ mod tests {
     use crate::rng::NodeRng;
     use crate::server::LinkMeta;
     use crate::wire;
-    use std::time::Instant;
 
     fn peer_id(n: u8) -> NodeId {
         Identity::from_seed(Role::Peer, [n; 32]).id()
@@ -93,7 +92,7 @@ mod tests {
     /// A lone server with peers 1 and 2 connected (from `addr(1)`, `addr(2)`).
     fn server() -> Server {
         let id = Identity::from_seed(Role::Server, [9; 32]).id();
-        let now = Instant::now();
+        let now = crate::test_support::epoch();
         let mut s = Server::new(
             id,
             "s".into(),
