@@ -181,9 +181,21 @@ pub struct Config {
     pub hello_timeout: Duration,
     /// Largest reliable message, in bytes. Default 64 MiB.
     pub max_message_size: usize,
-    /// Most bytes queued for one destination before [`SendError::BufferFull`](crate::SendError::BufferFull).
-    /// Default 128 MiB.
+    /// Most bytes of reliable messages held for one destination until it
+    /// acknowledges them (waiting for a connection, queued, in flight, or
+    /// kept to be resent after a lost connection); beyond it `send` fails
+    /// with [`SendError::BufferFull`](crate::SendError::BufferFull). A
+    /// single message larger than this is accepted when nothing else is
+    /// held for that destination. Together with the round-trip time it
+    /// bounds one destination's reliable throughput (8 MiB over a 100 ms
+    /// round trip: about 80 MB/s). Default 8 MiB.
     pub send_buffer_limit: usize,
+    /// How long reliable messages wait for a lost connection to come back
+    /// (the same node, not restarted) before they are reported in
+    /// [`Event::SendFailed`](crate::Event::SendFailed); the receiving side
+    /// remembers what it delivered for twice as long, to drop what is
+    /// resent. Default 30 s.
+    pub resume_window: Duration,
     /// Bytes of unreliable datagrams buffered per connection in each direction. Default 1 MiB.
     pub datagram_buffer: usize,
     /// How this node proves membership and what it requires of others.
@@ -219,7 +231,8 @@ impl Config {
             keep_alive_interval: Duration::from_secs(1),
             hello_timeout: Duration::from_secs(5),
             max_message_size: 64 << 20,
-            send_buffer_limit: 128 << 20,
+            send_buffer_limit: 8 << 20,
+            resume_window: Duration::from_secs(30),
             datagram_buffer: 1 << 20,
             admission: Admission::Open,
             unix_time: None,
@@ -282,8 +295,11 @@ impl Config {
         if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize {
             return bad("max_message_size", "must be between 1 byte and 4 GiB - 1");
         }
-        if self.send_buffer_limit < self.max_message_size {
-            return bad("send_buffer_limit", "must be at least max_message_size");
+        if self.send_buffer_limit == 0 {
+            return bad("send_buffer_limit", "must be non-zero");
+        }
+        if self.resume_window.is_zero() || self.resume_window > Duration::from_secs(24 * 3600) {
+            return bad("resume_window", "must be between 1 ns and 24 hours");
         }
         if self.datagram_buffer < 1500 {
             return bad("datagram_buffer", "must hold at least one datagram (1500 bytes)");
@@ -368,15 +384,19 @@ mod tests {
         c.name = String::new();
         assert!(c.validate().unwrap_err().to_string().contains("name"));
         let mut c = base();
-        c.send_buffer_limit = 1;
+        c.send_buffer_limit = 0;
         assert!(c.validate().unwrap_err().to_string().contains("send_buffer_limit"));
+        let mut c = base();
+        c.resume_window = Duration::ZERO;
+        assert!(c.validate().unwrap_err().to_string().contains("resume_window"));
     }
 
     #[test]
     fn durations_that_would_overflow_instants_are_refused() {
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 7] = [
+        let cases: [(&str, Breaker); 8] = [
             ("idle_timeout", |c| c.idle_timeout = Duration::MAX),
+            ("resume_window", |c| c.resume_window = Duration::MAX),
             ("hello_timeout", |c| c.hello_timeout = Duration::from_secs(u64::MAX / 2)),
             ("cluster.reconnect_max", |c| c.cluster.reconnect_max = Duration::MAX),
             ("cluster.forget_after", |c| c.cluster.forget_after = Duration::from_secs(365 * 24 * 3600)),

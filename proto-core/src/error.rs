@@ -284,13 +284,14 @@ pub enum SendError {
         /// The largest size currently allowed.
         max: usize,
     },
-    /// Too much data is already queued for this destination; retry after
-    /// [`Event::SendReady`](crate::Event::SendReady).
-    #[error("send buffer for {to} is full ({buffered} of {limit} bytes queued)")]
+    /// Too many bytes of reliable messages to this destination are not
+    /// acknowledged yet ([`Config::send_buffer_limit`](crate::Config::send_buffer_limit));
+    /// retry after [`Event::SendReady`](crate::Event::SendReady).
+    #[error("send buffer for {to} is full ({buffered} of {limit} bytes unacknowledged)")]
     BufferFull {
         /// The destination.
         to: NodeId,
-        /// Bytes queued now.
+        /// Bytes held (not acknowledged) now.
         buffered: usize,
         /// The configured limit.
         limit: usize,
@@ -322,6 +323,46 @@ impl SendError {
             SendError::ShuttingDown => 6,
             SendError::NetworkDown => 7,
             SendError::UnknownPeer(_) => 8,
+        }
+    }
+}
+
+/// Why reliable messages that [`Node::send`](crate::Node::send) accepted were
+/// given up on ([`Event::SendFailed`](crate::Event::SendFailed)). Each has a
+/// stable [`code`](SendFailure::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// The connection the messages waited for could not be set up (no
+    /// connection to the destination had been established before).
+    #[error("the connection could not be set up: {0}")]
+    Connect(ConnectError),
+    /// The connection was lost and no new one came up within the resume
+    /// window ([`Config::resume_window`](crate::Config::resume_window)).
+    #[error("not reconnected within the resume window")]
+    ResumeTimeout,
+    /// The destination restarted (a new incarnation connected): the
+    /// messages were meant for its previous life and are not replayed.
+    #[error("the destination restarted")]
+    PeerRestarted,
+    /// This node disconnected the destination
+    /// ([`Node::disconnect`](crate::Node::disconnect)).
+    #[error("disconnected by this node")]
+    Disconnected,
+    /// This node closed ([`Node::close`](crate::Node::close)).
+    #[error("this node closed")]
+    Closed,
+}
+
+impl SendFailure {
+    /// A stable number for this kind of failure (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            SendFailure::Connect(_) => 1,
+            SendFailure::ResumeTimeout => 2,
+            SendFailure::PeerRestarted => 3,
+            SendFailure::Disconnected => 4,
+            SendFailure::Closed => 5,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the core tells its user.
 
-use crate::error::{ConnectError, DisconnectReason};
+use crate::error::{ConnectError, DisconnectReason, SendFailure};
 use crate::identity::NodeId;
 use crate::proto::{PathKind, RefuseReason};
 use crate::server::election::MasterBasis;
@@ -52,15 +52,25 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
-    /// Messages queued for a node could not be delivered because the
-    /// connection they waited for failed; they were discarded.
+    /// Reliable messages that [`Node::send`](crate::Node::send) accepted for
+    /// `to` on `channel` will not be delivered: they were given up on and
+    /// discarded. Reported once per channel, with the range of their sequence
+    /// numbers (what `send` returned): every message from `first` to `last`
+    /// that was not delivered — a message is either delivered or reported
+    /// here, never both, never neither.
     SendFailed {
         /// The destination.
         to: NodeId,
-        /// How many messages were discarded.
+        /// The channel.
+        channel: u8,
+        /// Sequence number of the first message given up on.
+        first: u64,
+        /// Sequence number of the last one (inclusive).
+        last: u64,
+        /// How many messages (`last - first + 1`).
         messages: usize,
-        /// Why the connection failed.
-        error: ConnectError,
+        /// Why.
+        reason: SendFailure,
     },
     /// A connection was refused after the TLS handshake (a credential was not
     /// accepted, or the protocol versions differ): either this node refused the

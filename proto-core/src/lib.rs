@@ -101,7 +101,7 @@ pub use admission::{
 };
 pub use config::{ClusterConfig, Config, ConnectPolicy, LimitsConfig, PeerConfig};
 pub use error::{
-    CertError, ConfigError, ConnectError, DisconnectReason, RefuseReason, SendError, SetupError,
+    CertError, ConfigError, ConnectError, DisconnectReason, RefuseReason, SendError, SendFailure, SetupError,
 };
 pub use event::{Event, Reliability};
 pub use identity::{

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version of the control protocol spoken on the control stream.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Length prefix size of every stream frame.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -178,6 +178,10 @@ pub(crate) enum Control {
     Peer(PeerMsg),
     /// Between two peers, over their end-to-end connection.
     Path(PathMsg),
+    /// Reliable delivery: for each `(channel, next)`, every message below
+    /// sequence number `next` of the receiver's current session with us
+    /// was handed to the application (see `node/session.rs`).
+    Ack(Vec<(u8, u64)>),
 }
 
 /// Peer-to-peer path coordination.
@@ -203,6 +207,7 @@ impl Control {
             Control::Cluster(_) => "Cluster",
             Control::Peer(_) => "Peer",
             Control::Path(_) => "Path",
+            Control::Ack(_) => "Ack",
         }
     }
 }

@@ -107,6 +107,14 @@ pub struct NodeStats {
     pub handshakes_refused: u64,
     /// QUIC Retry packets sent to make a dialer prove its address under load.
     pub retries_sent: u64,
+    /// Reliable messages written again to a new connection because the
+    /// previous one was lost before the receiver acknowledged them.
+    pub messages_resent: u64,
+    /// Reliable messages received a second time (resent after a lost
+    /// connection) and dropped: the application saw them once.
+    pub duplicates_dropped: u64,
+    /// Reliable messages given up on and reported in `Event::SendFailed`.
+    pub messages_failed: u64,
     /// Input datagrams dropped, by reason.
     pub dropped: DropCounters,
 }

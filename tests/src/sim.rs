@@ -302,7 +302,14 @@ pub struct MessageMetrics {
     pub duplicated: u64,
     /// Deliveries that arrived after a later message of the same flow.
     pub reordered: u64,
-    /// Accepted messages never delivered (`sent - delivered`).
+    /// Accepted messages the sender reported as given up on
+    /// (`Event::SendFailed`) and that were not delivered.
+    pub failed: u64,
+    /// Messages both delivered and reported as failed: a broken promise.
+    pub misreported: u64,
+    /// Accepted messages neither delivered nor reported
+    /// (`sent - delivered - failed`): silent losses. Reliable flows must
+    /// keep this at 0 once the run has settled.
     pub lost: u64,
 }
 
@@ -381,6 +388,8 @@ struct Flow {
     to: HostId,
     from_id: NodeId,
     seen: BTreeSet<u32>,
+    /// Messages the sender reported as failed.
+    failed: BTreeSet<u32>,
     highest: Option<u32>,
 }
 
@@ -446,6 +455,9 @@ pub struct Sim {
     trace_digest: ring::digest::Context,
     wire_digest: ring::digest::Context,
     flows: Vec<Flow>,
+    /// `(sender, destination, channel, sequence number from send)` → `(flow,
+    /// message number in the flow)`, to match `SendFailed` ranges.
+    sent_index: BTreeMap<(HostId, NodeId, u8, u64), (usize, u32)>,
     messages: MessageMetrics,
     /// Datagrams captured from tapped hosts: (sender, destination, bytes).
     tapped: Vec<(HostId, SocketAddr, Bytes)>,
@@ -511,6 +523,7 @@ impl Sim {
             trace_digest: ring::digest::Context::new(&ring::digest::SHA256),
             wire_digest: ring::digest::Context::new(&ring::digest::SHA256),
             flows: Vec::new(),
+            sent_index: BTreeMap::new(),
             messages: MessageMetrics::default(),
             pairs: BTreeMap::new(),
             tapped: Vec::new(),
@@ -773,7 +786,7 @@ impl Sim {
     /// Delivery accounting of tracked messages.
     pub fn message_metrics(&self) -> MessageMetrics {
         let mut m = self.messages;
-        m.lost = m.sent.saturating_sub(m.delivered);
+        m.lost = m.sent.saturating_sub(m.delivered + m.failed);
         m
     }
 
@@ -1041,6 +1054,7 @@ impl Sim {
             let (kind, detail) = describe(&e, |id| self.name_of(id));
             self.record(&name, kind, &detail);
             self.track_delivery(h, &e);
+            self.track_failure(h, &e);
             if let Event::MasterChanged { master, basis, term, epoch } = &e {
                 self.watch.masters.push(MasterObservation {
                     t_ms: elapsed.as_secs_f64() * 1000.0,
@@ -1402,10 +1416,17 @@ impl Sim {
         let to_id = self.hosts[spec.to].id();
         let from_id = self.hosts[spec.from].id();
         let flow = self.flows.len() as u32;
-        self.flows.push(Flow { to: spec.to, from_id, seen: BTreeSet::new(), highest: None });
+        self.flows.push(Flow {
+            to: spec.to,
+            from_id,
+            seen: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            highest: None,
+        });
         let size = spec.size.max(MSG_HEADER);
         let addr = self.public_addr(spec.to);
         let (mut sent, mut rejected) = (0u64, 0u64);
+        let mut numbered = Vec::new();
         // Without servers there is no directory: dial the receiver's public
         // address directly. With servers, nodes route by ID.
         let standalone = self.hosts[spec.from].bootstrap.is_empty();
@@ -1422,7 +1443,10 @@ impl Sim {
                 msg[4..8].copy_from_slice(&flow.to_be_bytes());
                 msg[8..12].copy_from_slice(&seq.to_be_bytes());
                 match node.send(now, to_id, spec.channel, msg, spec.reliability) {
-                    Ok(()) => sent += 1,
+                    Ok(number) => {
+                        sent += 1;
+                        numbered.extend(number.map(|n| (n, seq)));
+                    }
                     Err(_) => rejected += 1,
                 }
             }
@@ -1432,6 +1456,30 @@ impl Sim {
         }
         self.messages.sent += sent;
         self.messages.rejected += rejected;
+        let flow = flow as usize;
+        for (number, seq) in numbered {
+            self.sent_index.insert((spec.from, to_id, spec.channel, number), (flow, seq));
+        }
+    }
+
+    /// A sender reported reliable messages as given up on.
+    fn track_failure(&mut self, h: HostId, e: &Event) {
+        let Event::SendFailed { to, channel, first, last, .. } = e else {
+            return;
+        };
+        let tracked: Vec<(usize, u32)> = self
+            .sent_index
+            .range((h, *to, *channel, *first)..=(h, *to, *channel, *last))
+            .map(|(_, v)| *v)
+            .collect();
+        for (flow, seq) in tracked {
+            let Some(f) = self.flows.get_mut(flow) else { continue };
+            if f.seen.contains(&seq) {
+                self.messages.misreported += 1;
+            } else if f.failed.insert(seq) {
+                self.messages.failed += 1;
+            }
+        }
     }
 
     fn track_delivery(&mut self, h: HostId, e: &Event) {
@@ -1452,6 +1500,11 @@ impl Sim {
         if !f.seen.insert(seq) {
             self.messages.duplicated += 1;
             return;
+        }
+        if f.failed.remove(&seq) {
+            // Reported as failed, then delivered after all.
+            self.messages.failed -= 1;
+            self.messages.misreported += 1;
         }
         self.messages.delivered += 1;
         match f.highest {
@@ -1557,9 +1610,10 @@ pub fn describe(e: &Event, name: impl Fn(&NodeId) -> String) -> (&'static str, S
             format!("{} at {addr}: {error}", id.as_ref().map_or_else(|| "?".to_owned(), &name)),
         ),
         Event::Disconnected { id, reason } => ("Disconnected", format!("{}: {reason}", name(id))),
-        Event::SendFailed { to, messages, error } => {
-            ("SendFailed", format!("{messages} to {}: {error}", name(to)))
-        }
+        Event::SendFailed { to, channel, first, last, messages, reason } => (
+            "SendFailed",
+            format!("{messages} to {} on channel {channel} (#{first}..=#{last}): {reason}", name(to)),
+        ),
         Event::Refused { id, addr, reason, by_remote } => (
             "Refused",
             format!(

@@ -185,7 +185,11 @@ fn claimed_lengths_and_open_streams_cost_what_arrives_not_what_is_claimed() {
                 }
                 while let Some(id) = quic.streams().open(Dir::Uni) {
                     let mut st = quic.send_stream(id);
-                    let _ = st.write(&[7]);
+                    // A well-formed stream header: channel 7, a session
+                    // ID, the first message's sequence number.
+                    let mut header = [0u8; 17];
+                    header[0] = 7;
+                    let _ = st.write(&header);
                     let _ = st.write(&claim);
                     streams.push((id, 0));
                 }

@@ -32,18 +32,21 @@ pub(crate) struct SendQueue {
     bytes: usize,
 }
 
+/// Most header bytes a [`Chunk`] keeps inline: a channel stream's header.
+const INLINE: usize = STREAM_HEADER;
+
 /// A piece of a send queue: a few header bytes kept inline (a length
-/// prefix, a channel byte: no allocation per message) or shared payload.
+/// prefix, a stream header: no allocation per message) or shared payload.
 #[derive(Debug)]
 enum Chunk {
-    Inline { buf: [u8; 4], start: u8, end: u8 },
+    Inline { buf: [u8; INLINE], start: u8, end: u8 },
     Shared(Bytes),
 }
 
 impl Chunk {
-    /// Up to four header bytes, kept inline.
+    /// Up to [`INLINE`] header bytes, kept inline.
     fn inline(header: &[u8]) -> Self {
-        let mut buf = [0u8; 4];
+        let mut buf = [0u8; INLINE];
         buf[..header.len()].copy_from_slice(header);
         Self::Inline { buf, start: 0, end: header.len() as u8 }
     }
@@ -72,7 +75,7 @@ impl SendQueue {
         }
     }
 
-    /// Queues up to four header bytes without allocating.
+    /// Queues up to [`INLINE`] header bytes without allocating.
     fn push_header(&mut self, header: &[u8]) {
         let chunk = Chunk::inline(header);
         self.bytes += header.len();
@@ -117,19 +120,29 @@ impl SendQueue {
     }
 }
 
+/// A channel stream's header: the channel, the sender's session ID and the
+/// sequence number of the stream's first message (see `session.rs`); the
+/// messages that follow are numbered one by one from there.
+pub(crate) const STREAM_HEADER: usize = 1 + 8 + 8;
+
 /// One outgoing user channel: a unidirectional stream and its backlog.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TxChannel {
     /// `None` while the peer's stream limit keeps us from opening it.
     pub(crate) stream: Option<StreamId>,
     pub(crate) queue: SendQueue,
+    /// The stream's header, written when it opens.
+    header: [u8; STREAM_HEADER],
 }
 
 /// One incoming unidirectional stream.
 #[derive(Debug)]
 pub(crate) struct RxStream {
-    /// Learned from the stream's first byte.
-    channel: Option<u8>,
+    /// The header's bytes, until all of it arrived.
+    header: [u8; STREAM_HEADER],
+    have: usize,
+    /// From the header: channel, session, next message's sequence number.
+    start: Option<(u8, u64, u64)>,
     reader: FrameReader,
 }
 
@@ -137,7 +150,7 @@ pub(crate) struct RxStream {
 #[derive(Debug)]
 pub(crate) enum Received {
     Control(Bytes),
-    Message { channel: u8, bytes: Bytes },
+    Message { channel: u8, session: u64, seq: u64, bytes: Bytes },
 }
 
 impl From<StreamViolation> for crate::error::Violation {
@@ -161,13 +174,6 @@ pub(crate) enum StreamViolation {
     ControlClosed,
     #[error("unexpected bidirectional stream")]
     UnexpectedBidi,
-}
-
-/// A message accepted by `send` before its connection was ready.
-#[derive(Debug, Clone)]
-pub(crate) struct Queued {
-    pub(crate) channel: u8,
-    pub(crate) bytes: Bytes,
 }
 
 /// The handshake state of one side of a connection: the dialer and the
@@ -286,18 +292,31 @@ impl RxState {
         out: &mut Vec<Received>,
     ) -> Result<(), StreamViolation> {
         let Some(rx) = self.streams.get_mut(&id) else { return Ok(()) };
-        if rx.channel.is_none() && !data.is_empty() {
-            rx.channel = Some(data[0]);
-            data = &data[1..];
+        if rx.start.is_none() {
+            let n = (STREAM_HEADER - rx.have).min(data.len());
+            rx.header[rx.have..rx.have + n].copy_from_slice(&data[..n]);
+            rx.have += n;
+            data = &data[n..];
+            if rx.have == STREAM_HEADER {
+                let h = &rx.header;
+                let word = |at: usize| u64::from_be_bytes(h[at..at + 8].try_into().unwrap_or_default());
+                rx.start = Some((h[0], word(1), word(9)));
+            }
         }
         let before = rx.reader.buffered();
         rx.reader.push(data);
         let mut result = Ok(());
-        if let Some(channel) = rx.channel {
+        if let Some((channel, session, seq)) = &mut rx.start {
             loop {
                 match rx.reader.next_frame() {
                     Ok(Some(bytes)) => {
-                        out.push(Received::Message { channel, bytes });
+                        out.push(Received::Message {
+                            channel: *channel,
+                            session: *session,
+                            seq: *seq,
+                            bytes,
+                        });
+                        *seq = seq.wrapping_add(1);
                         if self.head == Some(id) {
                             // Its message is complete: the head's privilege ends.
                             self.head = None;
@@ -469,9 +488,24 @@ impl Conn {
         self.tx.values().map(|c| c.queue.bytes()).sum()
     }
 
-    /// Queues a reliable message on `channel`, opening its stream if needed.
-    pub(crate) fn send_reliable(&mut self, channel: u8, bytes: Bytes) -> Result<(), WriteError> {
-        let tx = self.tx.entry(channel).or_default();
+    /// Queues reliable message `seq` of our session `session` on `channel`,
+    /// opening its stream if needed. Messages of one channel must come in
+    /// sequence order, one after the other (the stream numbers them from
+    /// the first one's `seq`).
+    pub(crate) fn send_reliable(
+        &mut self,
+        channel: u8,
+        session: u64,
+        seq: u64,
+        bytes: Bytes,
+    ) -> Result<(), WriteError> {
+        let tx = self.tx.entry(channel).or_insert_with(|| {
+            let mut header = [0u8; STREAM_HEADER];
+            header[0] = channel;
+            header[1..9].copy_from_slice(&session.to_be_bytes());
+            header[9..].copy_from_slice(&seq.to_be_bytes());
+            TxChannel { stream: None, queue: SendQueue::default(), header }
+        });
         tx.queue.push_header(&(bytes.len() as u32).to_be_bytes());
         tx.queue.push(bytes);
         self.flush_channel(channel)
@@ -504,8 +538,8 @@ impl Conn {
                 return Ok(());
             };
             tx.stream = Some(id);
-            // The channel header goes before everything already queued.
-            tx.queue.push_header_front(&[channel]);
+            // The stream header goes before everything already queued.
+            tx.queue.push_header_front(&tx.header);
         }
         match tx.stream {
             Some(id) => tx.queue.flush(&mut self.quic, id),
@@ -547,7 +581,8 @@ impl Conn {
                 Dir::Bi => return Err(StreamViolation::UnexpectedBidi),
                 Dir::Uni => {
                     let reader = FrameReader::new(self.max_message);
-                    self.rx.streams.insert(id, RxStream { channel: None, reader });
+                    let stream = RxStream { header: [0; STREAM_HEADER], have: 0, start: None, reader };
+                    self.rx.streams.insert(id, stream);
                 }
             }
             self.read_stream(id, out)?;

@@ -249,6 +249,7 @@ impl Node {
         got: Vec<Received>,
         res: Result<(), StreamViolation>,
     ) {
+        let mut acks = None;
         for r in got {
             match r {
                 // A frame must be exactly one message: trailing bytes are
@@ -260,10 +261,24 @@ impl Node {
                         return;
                     }
                 },
-                Received::Message { channel, bytes } => {
+                Received::Message { channel, session, seq, bytes } => {
                     let Some(conn) = self.conns.get_mut(&handle) else { return };
                     match (conn.phase, conn.remote) {
                         (Phase::Established, Some(from)) => {
+                            let incarnation = conn.remote_incarnation;
+                            if !self.sessions.on_message(
+                                from,
+                                incarnation,
+                                session,
+                                channel,
+                                seq,
+                                &mut self.rng,
+                            ) {
+                                // Resent after a lost connection: seen already.
+                                self.stats.duplicates_dropped += 1;
+                                continue;
+                            }
+                            acks = Some(from);
                             self.events.push_back(Event::MessageReceived {
                                 from,
                                 channel,
@@ -283,8 +298,31 @@ impl Node {
                 }
             }
         }
+        if let Some(from) = acks {
+            self.send_acks(handle, from);
+        }
         if let Err(v) = res {
             self.close_conn(handle, Close::Violation(v.into()));
+        }
+    }
+
+    /// Acknowledges to `from`, on connection `handle`, the reliable messages
+    /// just handed to the application: one control message for everything
+    /// one read delivered (cumulative per channel).
+    fn send_acks(&mut self, handle: usize, from: NodeId) {
+        let acks = self.sessions.take_acks(&from);
+        if acks.is_empty() {
+            return;
+        }
+        let frame = proto::encode(&Control::Ack(acks));
+        if let Some(conn) = self.conns.get_mut(&handle)
+            && conn.phase == Phase::Established
+        {
+            if conn.send_control(frame).is_err() {
+                self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
+            } else {
+                self.touch(handle);
+            }
         }
     }
 

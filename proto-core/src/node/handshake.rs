@@ -92,6 +92,12 @@ impl Node {
             (Phase::Greeting, Control::Welcome(w)) if dialed => self.on_welcome(handle, w),
             (Phase::Greeting, Control::Ready) if !dialed && welcomed => self.establish(handle),
             (Phase::Greeting | Phase::Refusing, Control::Refuse(reason)) => self.on_refuse(handle, reason),
+            (Phase::Established, Control::Ack(acks)) => {
+                let Some(from) = remote else { return };
+                for (channel, next) in acks {
+                    self.sessions.on_ack(&from, channel, next);
+                }
+            }
             (Phase::Established, m @ (Control::Cluster(_) | Control::Peer(_) | Control::Path(_))) => {
                 let Some(from) = remote else { return };
                 if self.role.message(self.now, from, m) {
@@ -313,14 +319,8 @@ impl Node {
         self.dial_errors.remove(&remote);
         let addr = self.real_addr(Some(remote), addr);
         self.events.push_back(Event::Connected { id: remote, name, addr });
-        if let Some(q) = self.pending.remove(&remote) {
-            for m in q.msgs {
-                let Some(conn) = self.conns.get_mut(&handle) else { break };
-                if conn.send_reliable(m.channel, m.bytes).is_err() {
-                    self.close_conn(handle, Close::Violation(Violation::StreamStopped));
-                    return;
-                }
-            }
+        if !self.resume(remote, handle) {
+            return;
         }
         self.notify_dial(handle, DialOutcome::Connected(remote));
         let observed = self.conns.get(&handle).and_then(Conn::observed);
@@ -339,10 +339,54 @@ impl Node {
         let meta = link_meta(remote, conn);
         let observed = conn.observed();
         self.links.insert(remote, handle);
+        // What the old connection carried and the remote did not
+        // acknowledge goes out again on this one (it drops duplicates).
+        if !self.resume(remote, handle) {
+            return;
+        }
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
         self.notify_dial(handle, DialOutcome::Superseded);
         self.touch(handle);
+    }
+
+    /// `handle` became the connection to `remote`: reliable messages it has
+    /// not acknowledged are written to it, in order per channel — unless the
+    /// remote restarted, then they are reported instead. False if the
+    /// connection had to be closed (the remote broke the protocol).
+    fn resume(&mut self, remote: NodeId, handle: usize) -> bool {
+        let Some(conn) = self.conns.get(&handle) else { return false };
+        let incarnation = conn.remote_incarnation;
+        let (failed, session, resend) = self.sessions.link_up(remote, incarnation, &mut self.rng);
+        self.report_failed(remote, failed, SendFailure::PeerRestarted);
+        if !resend.is_empty() {
+            tracing::debug!(node = %self.cfg.name, %remote, messages = resend.len(), "resending unacknowledged messages");
+            self.stats.messages_resent += resend.len() as u64;
+        }
+        for (channel, seq, bytes) in resend {
+            let Some(conn) = self.conns.get_mut(&handle) else { return false };
+            if conn.send_reliable(channel, session, seq, bytes).is_err() {
+                self.close_conn(handle, Close::Violation(Violation::StreamStopped));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reports messages given up on, one event per channel.
+    pub(super) fn report_failed(&mut self, to: NodeId, failed: Vec<session::Failed>, reason: SendFailure) {
+        for f in failed {
+            tracing::debug!(node = %self.cfg.name, %to, channel = f.channel, messages = f.messages, %reason, "reliable messages given up on");
+            self.stats.messages_failed += f.messages as u64;
+            self.events.push_back(Event::SendFailed {
+                to,
+                channel: f.channel,
+                first: f.first,
+                last: f.last,
+                messages: f.messages,
+                reason: reason.clone(),
+            });
+        }
     }
 
     /// The remote of `handle` is admitted: the connection carries user traffic
@@ -384,8 +428,35 @@ impl Node {
             return;
         }
         self.links.remove(&id);
+        self.sessions.link_down(id, self.now);
         self.events.push_back(Event::Disconnected { id, reason });
         self.role.link_down(self.now, id);
+        self.run_role_actions();
+        self.reconnect_waiting();
+    }
+
+    /// Asks the peer role to reconnect to peers that reliable messages wait
+    /// for (the peer dials by ID once the other one is in the directory;
+    /// servers and nodes dialed by address are redialed by whoever dialed
+    /// them). Called when a link goes and every `session::RECONNECT_EVERY`
+    /// while messages wait.
+    pub(super) fn reconnect_waiting(&mut self) {
+        if self.closing || self.role.peer().is_none() {
+            return;
+        }
+        let waiting: Vec<NodeId> = self
+            .sessions
+            .waiting()
+            .filter(|id| id.role() == Role::Peer && !self.links.contains_key(id) && !self.in_progress(id))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        for id in waiting {
+            if let Some(p) = self.role.peer_mut() {
+                p.want(id);
+            }
+        }
         self.run_role_actions();
     }
 
@@ -490,21 +561,24 @@ impl Node {
         self.settle_pending();
     }
 
-    /// Fails queued messages whose destination has no connection left in progress.
+    /// Fails messages that wait for a first connection when none is left in
+    /// progress. (Messages to a node that was connected wait for the resume
+    /// window instead: a failed redial during an outage is not the end.)
     pub(super) fn settle_pending(&mut self) {
         let stale: Vec<NodeId> = self
-            .pending
-            .keys()
-            .filter(|id| !self.links.contains_key(id) && !self.in_progress(id))
-            .copied()
+            .sessions
+            .with_outstanding()
+            .into_iter()
+            .filter(|id| {
+                !self.sessions.was_connected(id) && !self.links.contains_key(id) && !self.in_progress(id)
+            })
             .collect();
         for to in stale {
-            if let Some(q) = self.pending.remove(&to) {
-                // The dial's own failure, when there was one; otherwise the
-                // peer left the directory before any dial could be made.
-                let error = self.dial_errors.remove(&to).unwrap_or(ConnectError::PeerOffline);
-                self.events.push_back(Event::SendFailed { to, messages: q.msgs.len(), error });
-            }
+            // The dial's own failure, when there was one; otherwise the
+            // peer left the directory before any dial could be made.
+            let error = self.dial_errors.remove(&to).unwrap_or(ConnectError::PeerOffline);
+            let failed = self.sessions.fail(&to);
+            self.report_failed(to, failed, SendFailure::Connect(error));
         }
     }
 }

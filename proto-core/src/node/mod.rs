@@ -12,6 +12,7 @@ mod hostile;
 mod io;
 mod recv;
 mod role;
+mod session;
 
 use io::OutDatagram;
 pub use io::{Ecn, Transmit};
@@ -19,7 +20,7 @@ pub use io::{Ecn, Transmit};
 use crate::close_code;
 use crate::config::Config;
 use crate::error::CertError;
-use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError, Violation};
+use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError, SendFailure, Violation};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
 use crate::info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PeerInfo};
@@ -33,7 +34,7 @@ use crate::server::{Action, DialOutcome, LinkAddr, Server, ServerInfo};
 use crate::stats::NodeStats;
 use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};
-use conn::{Acceptor, Conn, Dialer, Phase, Queued, Received, Side, StreamViolation};
+use conn::{Acceptor, Conn, Dialer, Phase, Received, Side, StreamViolation};
 use handshake::Close;
 use quinn_proto::{ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
 use rand::SeedableRng;
@@ -85,13 +86,6 @@ struct DrainCheck {
     any: bool,
 }
 
-/// Messages accepted before their connection was ready.
-#[derive(Debug, Default)]
-struct PendingQueue {
-    msgs: VecDeque<Queued>,
-    bytes: usize,
-}
-
 /// The protocol state machine of one node: one per UDP socket.
 ///
 /// # Contract
@@ -140,8 +134,8 @@ pub struct Node {
     conns: BTreeMap<usize, Conn>,
     /// Established connection per remote node.
     links: BTreeMap<NodeId, usize>,
-    /// Messages waiting for a connection that is being set up.
-    pending: BTreeMap<NodeId, PendingQueue>,
+    /// Reliable delivery per remote node, across its connections.
+    sessions: session::Sessions,
     /// `(deadline, connection)` for every connection with a timer.
     timers: BTreeSet<(Instant, usize)>,
     /// Connections that may have something to transmit.
@@ -243,6 +237,7 @@ impl Node {
             ))),
         };
         let local_addrs = config.advertise.clone();
+        let sessions = session::Sessions::new(config.resume_window);
         let mut node = Self {
             identity: config.identity.clone(),
             cfg: config,
@@ -255,7 +250,7 @@ impl Node {
             endpoint,
             conns: BTreeMap::new(),
             links: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            sessions,
             timers: BTreeSet::new(),
             dirty: BTreeSet::new(),
             cursor: 0,
@@ -339,10 +334,22 @@ impl Node {
         self.conns.get_mut(&handle)?.max_unreliable()
     }
 
-    /// Bytes queued for `to` and not yet handed to QUIC.
+    /// Bytes of reliable messages to `to` that it has not acknowledged yet:
+    /// waiting for a connection, queued, in flight, or delivered and not yet
+    /// acknowledged. This is what [`Config::send_buffer_limit`] bounds.
     pub fn buffered(&self, to: &NodeId) -> usize {
-        let linked = self.links.get(to).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::buffered);
-        linked + self.pending.get(to).map_or(0, |p| p.bytes)
+        self.sessions.outstanding(to)
+    }
+
+    /// Bytes of reliable messages to `to` queued on its connection and not
+    /// yet taken by QUIC (a part of [`Node::buffered`]).
+    pub fn queued(&self, to: &NodeId) -> usize {
+        self.links.get(to).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::buffered)
+    }
+
+    /// Reliable messages to `to` not acknowledged yet.
+    pub fn unacknowledged(&self, to: &NodeId) -> usize {
+        self.sessions.outstanding_messages(to)
     }
 
     /// Incoming connections accepted but not yet established (TLS, Hello,
@@ -568,6 +575,12 @@ impl Node {
                 n.role.handle_timeout(n.now);
                 n.run_role_actions();
             }
+            if !n.closing && n.sessions.poll_timeout().is_some_and(|t| t <= n.now) {
+                for (to, failed) in n.sessions.handle_timeout(n.now) {
+                    n.report_failed(to, failed, SendFailure::ResumeTimeout);
+                }
+                n.reconnect_waiting();
+            }
         });
     }
 
@@ -589,15 +602,31 @@ impl Node {
         self.dial(Expect::Node(id), addr, false, false)
     }
 
-    /// Sends `bytes` to `to` on `channel`.
+    /// Sends `bytes` to `to` on `channel`; returns the message's sequence
+    /// number for a reliable message (numbered per destination and channel,
+    /// from 0, never reused towards the same node while this node runs), and
+    /// `None` for an unreliable one.
     ///
     /// A peer reaches any peer in the directory by ID alone: if there is no
-    /// connection yet, one is set up through a relay server. Reliable messages
-    /// are delivered once and in order per channel; a message sent before the
-    /// connection is established waits for it (and is reported in
-    /// [`Event::SendFailed`] if the connection fails).
-    /// Unreliable messages need an established connection: without one they
-    /// fail with [`SendError::NotConnected`].
+    /// connection yet, one is set up through a relay server.
+    ///
+    /// **Reliable messages** are delivered to the application at the other
+    /// end exactly once and in order per channel, or reported: this node
+    /// keeps each one until the receiver acknowledges it, resends what is
+    /// unacknowledged when a connection to the same node comes back (after an
+    /// outage, a relay or path change, a NAT rebinding), and reports in
+    /// [`Event::SendFailed`] — once, with the sequence range — what could not
+    /// be delivered: the connection a message waited for could not be set
+    /// up, no connection came back within [`Config::resume_window`], the
+    /// receiver restarted, or this node disconnected it or closed. At most
+    /// [`Config::send_buffer_limit`] bytes per destination are held (a single
+    /// larger message is accepted when nothing else is held); beyond that
+    /// `send` fails with [`SendError::BufferFull`] until
+    /// [`Event::SendReady`].
+    ///
+    /// **Unreliable messages** are best effort: they need an established
+    /// connection (without one they fail with [`SendError::NotConnected`]),
+    /// may be lost or reordered, and are never reported.
     pub fn send(
         &mut self,
         now: Instant,
@@ -605,7 +634,7 @@ impl Node {
         channel: u8,
         bytes: impl Into<Bytes>,
         reliability: Reliability,
-    ) -> Result<(), SendError> {
+    ) -> Result<Option<u64>, SendError> {
         self.command(now);
         let bytes = bytes.into();
         if to == self.id() {
@@ -617,27 +646,32 @@ impl Node {
         if reliability == Reliability::Reliable && bytes.len() > self.cfg.max_message_size {
             return Err(SendError::TooLarge { size: bytes.len(), max: self.cfg.max_message_size });
         }
-        let limit = self.cfg.send_buffer_limit;
         // A peer reaches other peers only through servers: none, no sends.
         if to.role() == Role::Peer && self.role.peer().is_some_and(|p| p.uses_servers() && !p.network_up()) {
             return Err(SendError::NetworkDown);
+        }
+        if reliability == Reliability::Reliable {
+            let limit = self.cfg.send_buffer_limit;
+            let buffered = self.sessions.outstanding(&to);
+            if buffered > 0 && buffered + bytes.len() > limit {
+                self.send_blocked.insert(to);
+                return Err(SendError::BufferFull { to, buffered, limit });
+            }
         }
         if let Some(&handle) = self.links.get(&to) {
             let Some(conn) = self.conns.get_mut(&handle) else {
                 return Err(SendError::NotConnected(to));
             };
-            match reliability {
+            let seq = match reliability {
                 Reliability::Reliable => {
-                    let buffered = conn.buffered();
-                    if buffered + bytes.len() > limit {
-                        self.send_blocked.insert(to);
-                        return Err(SendError::BufferFull { to, buffered, limit });
-                    }
-                    if conn.send_reliable(channel, bytes).is_err() {
-                        // The remote stopped a stream we own: it broke the protocol.
+                    let (session, seq) =
+                        self.sessions.accept(self.now, to, channel, bytes.clone(), &mut self.rng);
+                    if conn.send_reliable(channel, session, seq, bytes).is_err() {
+                        // The remote stopped a stream we own: it broke the
+                        // protocol. The message stays held for a new connection.
                         self.scoped(|n| n.close_conn(handle, Close::Violation(Violation::StreamStopped)));
-                        return Err(SendError::NotConnected(to));
                     }
+                    Some(seq)
                 }
                 Reliability::Unreliable => {
                     let max = conn.max_unreliable().ok_or(SendError::DatagramsUnsupported)?;
@@ -652,12 +686,19 @@ impl Node {
                             _ => SendError::DatagramsUnsupported,
                         });
                     }
+                    None
                 }
-            }
+            };
             self.touch(handle);
-            return Ok(());
+            return Ok(seq);
         }
-        if !self.in_progress(&to) {
+        if reliability == Reliability::Unreliable {
+            return Err(SendError::NotConnected(to));
+        }
+        // Held for a connection: one coming back (the resume window runs),
+        // one being set up, or one set up now.
+        let resuming = self.sessions.was_connected(&to);
+        if !resuming && !self.in_progress(&to) {
             // A peer connects to peers by ID, through the directory.
             let wanted = match to.role() {
                 Role::Peer => self.role.peer_mut().map(|p| p.want(to)),
@@ -666,24 +707,13 @@ impl Node {
             };
             self.scoped(|n| n.run_role_actions());
             match wanted {
-                Some(true) if reliability == Reliability::Reliable && self.in_progress(&to) => {}
-                // Connecting now; unreliable messages need the connection.
-                Some(true) => return Err(SendError::NotConnected(to)),
+                Some(true) if self.in_progress(&to) => {}
                 Some(false) => return Err(SendError::UnknownPeer(to)),
-                None => return Err(SendError::NotConnected(to)),
+                _ => return Err(SendError::NotConnected(to)),
             }
-        } else if reliability == Reliability::Unreliable {
-            return Err(SendError::NotConnected(to));
         }
-        let q = self.pending.entry(to).or_default();
-        if q.bytes + bytes.len() > limit {
-            let buffered = q.bytes;
-            self.send_blocked.insert(to);
-            return Err(SendError::BufferFull { to, buffered, limit });
-        }
-        q.bytes += bytes.len();
-        q.msgs.push_back(Queued { channel, bytes });
-        Ok(())
+        let (_, seq) = self.sessions.accept(self.now, to, channel, bytes, &mut self.rng);
+        Ok(Some(seq))
     }
 
     /// Closes the connection to `id`, if any.
@@ -700,6 +730,8 @@ impl Node {
                 n.close_conn(handle, Close::User);
             }
         });
+        let failed = self.sessions.fail(&id);
+        self.report_failed(id, failed, SendFailure::Disconnected);
     }
 
     /// Shuts the node down: closes every connection gracefully. Keep driving
@@ -713,6 +745,10 @@ impl Node {
                 n.close_conn(handle, Close::Shutdown);
             }
         });
+        for to in self.sessions.with_outstanding() {
+            let failed = self.sessions.fail(&to);
+            self.report_failed(to, failed, SendFailure::Closed);
+        }
     }
 
     // ----- outputs -------------------------------------------------------
@@ -762,10 +798,10 @@ impl Node {
         );
         let conn = self.timers.first().map(|(t, _)| *t);
         let role = if self.closing { None } else { self.role.poll_timeout() };
-        match (conn, role) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A closing node has reported every held message; what is left of
+        // its sessions (what it delivered) no longer matters.
+        let sessions = if self.closing { None } else { self.sessions.poll_timeout() };
+        [conn, role, sessions].into_iter().flatten().min()
     }
 
     // ----- internals -----------------------------------------------------
