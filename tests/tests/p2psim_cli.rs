@@ -36,6 +36,11 @@ fn every_shipped_scenario_runs() {
         if sends {
             assert!(report.metrics.messages.sent > 0, "{}: the scenario sends messages", f.display());
         }
+        // The delivery guarantee: every accepted message delivered once or
+        // reported, in every shipped scenario.
+        let m = &report.metrics.messages;
+        assert_eq!((m.lost, m.duplicated, m.misreported), (0, 0, 0), "{}: {m:?}", f.display());
+        assert_eq!(m.delivered + m.failed, m.sent, "{}: {m:?}", f.display());
         let name = f.file_name().unwrap().to_string_lossy();
         if name.starts_with("cluster-") && name != "cluster-admission.toml" {
             assert!(report.metrics.cluster_formed_ms.is_some(), "{name}: the cluster forms");
@@ -46,6 +51,10 @@ fn every_shipped_scenario_runs() {
             let m = &report.metrics.messages;
             assert_eq!((m.sent, m.delivered, m.duplicated, m.lost), (3600, 3600, 0, 0), "{name}: {m:?}");
             assert!(report.metrics.pairs.iter().all(|p| p.path == "relayed" && p.via.is_some()), "{name}");
+        }
+        if name == "peers-outage-resume.toml" {
+            let m = &report.metrics.messages;
+            assert_eq!((m.sent, m.delivered, m.failed), (2201, 2201, 0), "{name}: {m:?}");
         }
         if name == "peers-all-servers-down.toml" {
             let m = &report.metrics.messages;
