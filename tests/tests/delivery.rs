@@ -16,10 +16,16 @@ use std::time::Duration;
 /// duplicates the receivers dropped (the sweep must exercise resumption,
 /// not only pass).
 static RESENT: AtomicU64 = AtomicU64::new(0);
+/// Per scenario (outage, relay death, restart, NAT reboot): seeds that resent.
+static RESUMED: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 static DUPLICATES: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
-fn tally(sim: &Sim, hosts: &[usize]) {
+fn tally(kind: usize, sim: &Sim, hosts: &[usize]) {
+    let resent: u64 = hosts.iter().filter_map(|&h| sim.node(h)).map(|n| n.stats().messages_resent).sum();
+    if resent > 0 {
+        RESUMED[kind].fetch_add(1, Ordering::Relaxed);
+    }
     for &h in hosts {
         if let Some(n) = sim.node(h) {
             RESENT.fetch_add(n.stats().messages_resent, Ordering::Relaxed);
@@ -43,6 +49,16 @@ fn accounted(m: &MessageMetrics) -> Result<(), String> {
     Ok(())
 }
 
+/// The default 20 ms links with 2 ms of jitter: transfers take many round
+/// trips, so outages and deaths catch messages in flight.
+fn wan() -> LinkParams {
+    LinkParams {
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(2),
+        ..LinkParams::default()
+    }
+}
+
 fn flow(sim: &mut Sim, from: usize, to: usize, count: u32, size: usize, channel: u8) {
     sim.send_messages(&SendSpec { from, to, count, size, reliability: Reliability::Reliable, channel });
 }
@@ -53,11 +69,8 @@ fn flow(sim: &mut Sim, from: usize, to: usize, count: u32, size: usize, channel:
 /// resume window.
 fn server_outage(seed: u64) -> Result<(), String> {
     let relayed = seed.is_multiple_of(2);
-    let (mut sim, servers, peers) = if relayed {
-        common::relay_mesh(seed, 2, LinkParams::default())
-    } else {
-        common::mesh(seed, 2, LinkParams::default())
-    };
+    let (mut sim, servers, peers) =
+        if relayed { common::relay_mesh(seed, 2, wan()) } else { common::mesh(seed, 2, wan()) };
     sim.run_for(Duration::from_secs(3));
     let (a, b) = (peers[0], peers[1]);
     flow(&mut sim, a, b, 200, 500, 0);
@@ -72,7 +85,7 @@ fn server_outage(seed: u64) -> Result<(), String> {
         sim.restart(s);
     }
     sim.run_for(Duration::from_secs(25));
-    tally(&sim, &peers);
+    tally(0, &sim, &peers);
     let m = sim.message_metrics();
     accounted(&m)?;
     if m.failed != 0 {
@@ -84,7 +97,7 @@ fn server_outage(seed: u64) -> Result<(), String> {
 /// The server relaying a 1.5 MB message and a stream of small ones dies
 /// mid-transfer; the pair moves to another server.
 fn relay_death(seed: u64) -> Result<(), String> {
-    let (mut sim, servers, peers) = common::relay_mesh(seed, 2, LinkParams::default());
+    let (mut sim, servers, peers) = common::relay_mesh(seed, 2, wan());
     sim.run_for(Duration::from_secs(3));
     let (a, b) = (peers[0], peers[1]);
     flow(&mut sim, a, b, 1, 1_500_000, 3);
@@ -100,7 +113,7 @@ fn relay_death(seed: u64) -> Result<(), String> {
     let victim = servers.iter().copied().find(|&s| Some(sim.host(s).id()) == via).unwrap_or(servers[0]);
     sim.kill(victim);
     sim.run_for(Duration::from_secs(20));
-    tally(&sim, &peers);
+    tally(1, &sim, &peers);
     let m = sim.message_metrics();
     accounted(&m)?;
     if m.failed != 0 {
@@ -114,7 +127,7 @@ fn relay_death(seed: u64) -> Result<(), String> {
 /// `ResumeTimeout`), never replayed into its new life; later messages reach
 /// the new incarnation.
 fn receiver_restart(seed: u64) -> Result<(), String> {
-    let (mut sim, _servers, peers) = common::mesh(seed, 2, LinkParams::default());
+    let (mut sim, _servers, peers) = common::mesh(seed, 2, wan());
     sim.run_for(Duration::from_secs(3));
     let (a, b) = (peers[0], peers[1]);
     flow(&mut sim, a, b, 400, 1000, 0);
@@ -125,7 +138,7 @@ fn receiver_restart(seed: u64) -> Result<(), String> {
     sim.run_for(Duration::from_secs(8));
     flow(&mut sim, a, b, 50, 1000, 0);
     sim.run_for(Duration::from_secs(35));
-    tally(&sim, &peers);
+    tally(2, &sim, &peers);
     accounted(&sim.message_metrics())
 }
 
@@ -146,7 +159,7 @@ fn nat_reboot(seed: u64) -> Result<(), String> {
     sim.run_for(Duration::from_millis(30 + seed % 200));
     sim.nat_reboot(lans[(seed % 2) as usize]);
     sim.run_for(Duration::from_secs(25));
-    tally(&sim, &[a, b]);
+    tally(3, &sim, &[a, b]);
     let m = sim.message_metrics();
     accounted(&m)?;
     if m.failed != 0 {
@@ -171,8 +184,10 @@ fn every_accepted_message_is_delivered_once_or_reported() {
     common::check_seeds(any);
     let (resent, duplicates, failed) =
         (RESENT.load(Ordering::Relaxed), DUPLICATES.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
+    let resumed: Vec<u64> = RESUMED.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     eprintln!(
-        "over the sweep: {resent} messages resent, {duplicates} duplicates dropped, {failed} reported failed"
+        "over the sweep: {resent} messages resent, {duplicates} duplicates dropped, {failed} reported failed; \
+         seeds that resent (outage, relay death, restart, NAT reboot): {resumed:?}"
     );
     let seeds: u64 = std::env::var("P2PCORE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
     if seeds >= 100 {
