@@ -307,10 +307,16 @@ pub struct MessageMetrics {
     pub failed: u64,
     /// Messages both delivered and reported as failed: a broken promise.
     pub misreported: u64,
-    /// Accepted messages neither delivered nor reported
-    /// (`sent - delivered - failed`): silent losses. Reliable flows must
-    /// keep this at 0 once the run has settled.
+    /// Reliable messages accepted and neither delivered nor reported:
+    /// silent losses, which the delivery guarantee rules out once the run
+    /// has settled.
     pub lost: u64,
+    /// Of `sent`, the unreliable ones (best effort: never reported).
+    pub unreliable_sent: u64,
+    /// Of `delivered`, the unreliable ones.
+    pub unreliable_delivered: u64,
+    /// Unreliable messages not delivered (expected on lossy links).
+    pub unreliable_lost: u64,
 }
 
 /// Counters of what the network did to datagrams.
@@ -391,6 +397,7 @@ struct Flow {
     /// Messages the sender reported as failed.
     failed: BTreeSet<u32>,
     highest: Option<u32>,
+    reliable: bool,
 }
 
 #[derive(Debug)]
@@ -786,7 +793,10 @@ impl Sim {
     /// Delivery accounting of tracked messages.
     pub fn message_metrics(&self) -> MessageMetrics {
         let mut m = self.messages;
-        m.lost = m.sent.saturating_sub(m.delivered + m.failed);
+        let (reliable_sent, reliable_delivered) =
+            (m.sent - m.unreliable_sent, m.delivered - m.unreliable_delivered);
+        m.lost = reliable_sent.saturating_sub(reliable_delivered + m.failed);
+        m.unreliable_lost = m.unreliable_sent.saturating_sub(m.unreliable_delivered);
         m
     }
 
@@ -1422,6 +1432,7 @@ impl Sim {
             seen: BTreeSet::new(),
             failed: BTreeSet::new(),
             highest: None,
+            reliable: spec.reliability == Reliability::Reliable,
         });
         let size = spec.size.max(MSG_HEADER);
         let addr = self.public_addr(spec.to);
@@ -1456,6 +1467,9 @@ impl Sim {
         }
         self.messages.sent += sent;
         self.messages.rejected += rejected;
+        if spec.reliability == Reliability::Unreliable {
+            self.messages.unreliable_sent += sent;
+        }
         let flow = flow as usize;
         for (number, seq) in numbered {
             self.sent_index.insert((spec.from, to_id, spec.channel, number), (flow, seq));
@@ -1507,6 +1521,9 @@ impl Sim {
             self.messages.misreported += 1;
         }
         self.messages.delivered += 1;
+        if !f.reliable {
+            self.messages.unreliable_delivered += 1;
+        }
         match f.highest {
             Some(hi) if seq < hi => self.messages.reordered += 1,
             _ => f.highest = Some(seq),

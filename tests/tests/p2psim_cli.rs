@@ -40,7 +40,7 @@ fn every_shipped_scenario_runs() {
         // reported, in every shipped scenario.
         let m = &report.metrics.messages;
         assert_eq!((m.lost, m.duplicated, m.misreported), (0, 0, 0), "{}: {m:?}", f.display());
-        assert_eq!(m.delivered + m.failed, m.sent, "{}: {m:?}", f.display());
+        assert_eq!(m.delivered + m.failed + m.unreliable_lost, m.sent, "{}: {m:?}", f.display());
         let name = f.file_name().unwrap().to_string_lossy();
         if name.starts_with("cluster-") && name != "cluster-admission.toml" {
             assert!(report.metrics.cluster_formed_ms.is_some(), "{name}: the cluster forms");
