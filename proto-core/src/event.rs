@@ -53,11 +53,17 @@ pub enum Event {
         reason: DisconnectReason,
     },
     /// Reliable messages that [`Node::send`](crate::Node::send) accepted for
-    /// `to` on `channel` will not be delivered: they were given up on and
-    /// discarded. Reported once per channel, with the range of their sequence
-    /// numbers (what `send` returned): every message from `first` to `last`
-    /// that was not delivered — a message is either delivered or reported
-    /// here, never both, never neither.
+    /// `to` on `channel` were given up on and discarded: `to` did not
+    /// acknowledge them, and they will not be sent again. Reported once per
+    /// channel, with the range of their sequence numbers (what `send`
+    /// returned), `first` to `last` inclusive. Every accepted message is
+    /// either acknowledged by the receiver or reported here, never neither.
+    /// A reported message was not handed to the receiving application —
+    /// except in one case no protocol can rule out: a message in flight when
+    /// the connection was cut (by [`Node::disconnect`](crate::Node::disconnect),
+    /// [`Node::close`](crate::Node::close), or the receiver crashing) may have
+    /// reached the receiver's application just before, without its
+    /// acknowledgement coming back.
     SendFailed {
         /// The destination.
         to: NodeId,

@@ -640,3 +640,79 @@ fn transmits_leave_from_the_address_the_remote_reached() {
     let from_s: Vec<_> = net.sent.iter().filter(|x| x.0 == saddr).collect();
     assert!(!from_s.is_empty() && from_s.iter().all(|x| x.2 == Some(saddr.ip())));
 }
+
+/// The `SendFailed` reports of `events`: `(to, channel, first, last, messages, reason)`.
+fn send_failures(events: &[Event]) -> Vec<(NodeId, u8, u64, u64, usize, SendFailure)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendFailed { to, channel, first, last, messages, reason } => {
+                Some((*to, *channel, *first, *last, *messages, reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn disconnect_and_close_report_what_they_cut_off() {
+    for closing in [false, true] {
+        let (mut net, a, b) = connected_pair();
+        let bid = net.id(b);
+        net.events(a);
+        let now = net.now;
+        // Delivered and acknowledged first: not reported later.
+        for i in 0..5u8 {
+            assert_eq!(
+                net.node(a).send(now, bid, 2, vec![i], Reliability::Reliable).unwrap(),
+                Some(u64::from(i))
+            );
+        }
+        net.run_for(Duration::from_millis(300));
+        assert_eq!(net.node(a).unacknowledged(&bid), 0, "acknowledged by the receiver");
+        assert_eq!(net.node(a).buffered(&bid), 0);
+        // Cut off: never handed to QUIC's wire.
+        let now = net.now;
+        for i in 0..20u8 {
+            net.node(a).send(now, bid, 2, vec![i], Reliability::Reliable).unwrap();
+        }
+        net.node(a).send(now, bid, 7, vec![1; 10], Reliability::Reliable).unwrap();
+        assert_eq!(net.node(a).unacknowledged(&bid), 21);
+        if closing {
+            net.node(a).close(now);
+        } else {
+            net.node(a).disconnect(now, bid);
+        }
+        net.run_for(Duration::from_secs(1));
+        let reason = if closing { SendFailure::Closed } else { SendFailure::Disconnected };
+        assert_eq!(
+            send_failures(&net.events(a)),
+            [(bid, 2, 5, 24, 20, reason.clone()), (bid, 7, 0, 0, 1, reason)],
+            "one report per channel, with the sequence range"
+        );
+        assert_eq!(net.node(a).stats().messages_failed, 21);
+        let got = net.events(b).iter().filter(|e| matches!(e, Event::MessageReceived { .. })).count();
+        assert_eq!(got, 5, "nothing after the cut was delivered");
+    }
+}
+
+#[test]
+fn the_budget_counts_unacknowledged_bytes_and_one_big_message_always_fits() {
+    let mut net = Net::new();
+    let a = net.add_with(Role::Peer, 1, "alice", |c| c.send_buffer_limit = 1000);
+    let b = net.add(Role::Peer, 2, "bob");
+    let (bid, baddr, now) = (net.id(b), net.addr(b), net.now);
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.run_for(Duration::from_millis(500));
+    let now = net.now;
+    // Larger than the budget, but nothing else is held: accepted.
+    assert_eq!(net.node(a).send(now, bid, 0, vec![0; 5000], Reliability::Reliable).unwrap(), Some(0));
+    let err = net.node(a).send(now, bid, 0, vec![1], Reliability::Reliable).unwrap_err();
+    assert_eq!(err, SendError::BufferFull { to: bid, buffered: 5000, limit: 1000 });
+    // Once acknowledged, room again, and the application is told.
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.node(a).buffered(&bid), 0);
+    assert!(net.events(a).contains(&Event::SendReady { to: bid }));
+    let now = net.now;
+    assert_eq!(net.node(a).send(now, bid, 0, vec![1], Reliability::Reliable).unwrap(), Some(1));
+}
