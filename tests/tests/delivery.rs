@@ -1,8 +1,8 @@
 //! No accepted message vanishes: every reliable message a sender's `send`
 //! accepted is delivered exactly once and in order per channel, or reported
-//! in `Event::SendFailed` — across total server outages, relay deaths,
-//! NAT reboots and receiver restarts. Checked per seed with the simulator's
-//! message accounting (`delivered + failed == sent`, `lost == 0`).
+//! in `Event::SendFailed` — across total server outages, relay deaths, direct
+//! path deaths, NAT reboots and receiver restarts. Checked per seed with the
+//! simulator's message accounting (`delivered + failed == sent`, `lost == 0`).
 
 mod common;
 
@@ -16,8 +16,10 @@ use std::time::Duration;
 /// duplicates the receivers dropped (the sweep must exercise resumption,
 /// not only pass).
 static RESENT: AtomicU64 = AtomicU64::new(0);
-/// Per scenario (outage, relay death, restart, NAT reboot): seeds that resent.
-static RESUMED: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// Per scenario (outage, relay death, restart, NAT reboot, direct path
+/// death): seeds that resent.
+static RESUMED: [AtomicU64; 5] =
+    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 static DUPLICATES: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
@@ -168,14 +170,38 @@ fn nat_reboot(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// One of the four scenarios per seed (`P2PCORE_SEEDS`, default 200 in
-/// all: 50 of each).
+/// Two public peers on a punched direct path; the path between them dies
+/// mid-transfer (everything else still works) and comes back later.
+fn direct_path_death(seed: u64) -> Result<(), String> {
+    let (mut sim, _servers, peers) = common::mesh(seed, 2, wan());
+    sim.run_for(Duration::from_secs(4));
+    let (a, b) = (peers[0], peers[1]);
+    flow(&mut sim, a, b, 400, 1000, 0);
+    flow(&mut sim, b, a, 1, 1_200_000, 5);
+    sim.run_for(Duration::from_millis(20 + seed % 150));
+    let names = [sim.host(a).name.clone(), sim.host(b).name.clone()];
+    sim.partition(&[vec![names[0].clone()], vec![names[1].clone()]]);
+    sim.run_for(Duration::from_secs(3 + seed % 8));
+    sim.heal();
+    sim.run_for(Duration::from_secs(20));
+    tally(4, &sim, &peers);
+    let m = sim.message_metrics();
+    accounted(&m)?;
+    if m.failed != 0 {
+        return Err(format!("a dead direct path lost messages: {m:?}"));
+    }
+    Ok(())
+}
+
+/// One of the five scenarios per seed (`P2PCORE_SEEDS`, default 200 in
+/// all: 40 of each).
 fn any(seed: u64) -> Result<(), String> {
-    match seed % 4 {
-        0 => server_outage(seed / 4 + 1),
-        1 => relay_death(seed / 4 + 1),
-        2 => receiver_restart(seed / 4 + 1),
-        _ => nat_reboot(seed / 4 + 1),
+    match seed % 5 {
+        0 => server_outage(seed / 5 + 1),
+        1 => relay_death(seed / 5 + 1),
+        2 => receiver_restart(seed / 5 + 1),
+        3 => nat_reboot(seed / 5 + 1),
+        _ => direct_path_death(seed / 5 + 1),
     }
 }
 
@@ -187,7 +213,7 @@ fn every_accepted_message_is_delivered_once_or_reported() {
     let resumed: Vec<u64> = RESUMED.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     eprintln!(
         "over the sweep: {resent} messages resent, {duplicates} duplicates dropped, {failed} reported failed; \
-         seeds that resent (outage, relay death, restart, NAT reboot): {resumed:?}"
+         seeds that resent (outage, relay death, restart, NAT reboot, direct path death): {resumed:?}"
     );
     let seeds: u64 = std::env::var("P2PCORE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
     if seeds >= 100 {
