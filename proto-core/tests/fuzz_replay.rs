@@ -92,3 +92,26 @@ fn raft_process_ready_loop_terminates() {
         "one raft input ran for more than 20 s (the whole corpus runs in ms each)"
     );
 }
+
+/// Crashes of target `pair` that need the inputs the crashed pair served
+/// before (`fuzz/regressions/pair/*-history/`, written by the AFL binary's
+/// `P2PCORE_FUZZ_HISTORY`): each directory is replayed in name order through
+/// one `PairFuzzer`, as the fuzzer ran them.
+#[test]
+fn pair_histories_replay() {
+    let dir = fuzz_dir().join("regressions/pair");
+    let mut histories: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("-history")))
+        .collect();
+    histories.sort();
+    assert!(histories.len() >= 2, "found the pair histories");
+    for h in histories {
+        let mut fuzzer = p2pcore::fuzz::PairFuzzer::new(Instant::now());
+        for f in files(&h) {
+            eprintln!("replaying {}", f.display());
+            fuzzer.run(&std::fs::read(&f).unwrap());
+        }
+    }
+}

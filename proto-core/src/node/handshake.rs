@@ -577,7 +577,7 @@ impl Node {
             // The dial's own failure, when there was one; otherwise the
             // peer left the directory before any dial could be made.
             let error = self.dial_errors.remove(&to).unwrap_or(ConnectError::PeerOffline);
-            let failed = self.sessions.fail(&to);
+            let failed = self.sessions.fail(&to, self.now);
             self.report_failed(to, failed, SendFailure::Connect(error));
         }
     }

@@ -730,7 +730,7 @@ impl Node {
                 n.close_conn(handle, Close::User);
             }
         });
-        let failed = self.sessions.fail(&id);
+        let failed = self.sessions.fail(&id, self.now);
         self.report_failed(id, failed, SendFailure::Disconnected);
     }
 
@@ -746,7 +746,7 @@ impl Node {
             }
         });
         for to in self.sessions.with_outstanding() {
-            let failed = self.sessions.fail(&to);
+            let failed = self.sessions.fail(&to, self.now);
             self.report_failed(to, failed, SendFailure::Closed);
         }
     }

@@ -264,13 +264,15 @@ impl Sessions {
     }
 
     /// Gives up on every message to `to` (this node disconnected it, or the
-    /// connection it waited for could not be made) and forgets the session.
-    pub(super) fn fail(&mut self, to: &NodeId) -> Vec<Failed> {
-        let Some(mut s) = self.peers.remove(to) else { return Vec::new() };
-        if let Some(d) = s.deadline {
-            self.deadlines.remove(&(d, *to));
-        }
-        s.fail_all()
+    /// connection it waited for could not be made). The session itself stays:
+    /// what we delivered from `to` must still be recognised if it resends
+    /// (its messages that we delivered but whose acknowledgement was cut off),
+    /// and our numbering towards it goes on.
+    pub(super) fn fail(&mut self, to: &NodeId, now: Instant) -> Vec<Failed> {
+        let Some(s) = self.peers.get_mut(to) else { return Vec::new() };
+        let failed = s.fail_all();
+        Self::schedule(&mut self.deadlines, self.window, *to, s, now);
+        failed
     }
 
     /// Every remote with messages outstanding.
@@ -417,6 +419,29 @@ mod tests {
         );
         assert_eq!(s.outstanding(&b), 0);
         assert!(!s.was_connected(&b));
+    }
+
+    /// Found by the `pair` fuzz target: a receiver that disconnected the
+    /// sender forgot what it had delivered, and the sender's resend of
+    /// messages whose acknowledgement had been cut off was delivered twice.
+    #[test]
+    fn giving_up_on_our_messages_keeps_what_we_delivered() {
+        let mut rng = NodeRng::from_seed([1; 32]);
+        let mut s = Sessions::new(Duration::from_secs(30));
+        let a = id(1);
+        s.link_up(a, 7, &mut rng);
+        assert!(s.on_message(a, 7, 100, 0, 0, &mut rng));
+        s.accept(t0(), a, 0, msg(1), &mut rng);
+        // We disconnect `a`: our messages are reported ...
+        s.link_down(a, t0());
+        assert_eq!(s.fail(&a, t0()).len(), 1);
+        assert_eq!(s.outstanding(&a), 0);
+        // ... and what `a` resends after reconnecting is still recognised.
+        s.link_up(a, 7, &mut rng);
+        assert!(!s.on_message(a, 7, 100, 0, 0, &mut rng), "a resent duplicate");
+        assert!(s.on_message(a, 7, 100, 0, 1, &mut rng));
+        // Our numbering towards `a` goes on.
+        assert_eq!(s.accept(t0(), a, 0, msg(2), &mut rng).1, 1);
     }
 
     #[test]
