@@ -604,8 +604,10 @@ impl Node {
 
     /// Sends `bytes` to `to` on `channel`; returns the message's sequence
     /// number for a reliable message (numbered per destination and channel,
-    /// from 0, never reused towards the same node while this node runs), and
-    /// `None` for an unreliable one.
+    /// from 0; numbering towards a node starts again only after it was
+    /// unreachable for twice [`Config::resume_window`] with nothing held for
+    /// it, and then under a new session the receiver tells apart), and `None`
+    /// for an unreliable one.
     ///
     /// A peer reaches any peer in the directory by ID alone: if there is no
     /// connection yet, one is set up through a relay server.
