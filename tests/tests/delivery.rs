@@ -61,6 +61,18 @@ fn wan() -> LinkParams {
     }
 }
 
+/// The end of a scenario the resume window covers: tallies it for the
+/// sweep, then checks the accounting and that nothing had to be given up.
+fn settled(kind: usize, sim: &Sim, hosts: &[usize], what: &str) -> Result<(), String> {
+    tally(kind, sim, hosts);
+    let m = sim.message_metrics();
+    accounted(&m)?;
+    if m.failed != 0 {
+        return Err(format!("{what} lost messages: {m:?}"));
+    }
+    Ok(())
+}
+
 fn flow(sim: &mut Sim, from: usize, to: usize, count: u32, size: usize, channel: u8) {
     sim.send_messages(&SendSpec { from, to, count, size, reliability: Reliability::Reliable, channel });
 }
@@ -87,13 +99,7 @@ fn server_outage(seed: u64) -> Result<(), String> {
         sim.restart(s);
     }
     sim.run_for(Duration::from_secs(25));
-    tally(0, &sim, &peers);
-    let m = sim.message_metrics();
-    accounted(&m)?;
-    if m.failed != 0 {
-        return Err(format!("an outage within the resume window lost messages: {m:?}"));
-    }
-    Ok(())
+    settled(0, &sim, &peers, "an outage within the resume window")
 }
 
 /// The server relaying a 1.5 MB message and a stream of small ones dies
@@ -115,13 +121,7 @@ fn relay_death(seed: u64) -> Result<(), String> {
     let victim = servers.iter().copied().find(|&s| Some(sim.host(s).id()) == via).unwrap_or(servers[0]);
     sim.kill(victim);
     sim.run_for(Duration::from_secs(20));
-    tally(1, &sim, &peers);
-    let m = sim.message_metrics();
-    accounted(&m)?;
-    if m.failed != 0 {
-        return Err(format!("a relay death lost messages: {m:?}"));
-    }
-    Ok(())
+    settled(1, &sim, &peers, "a relay death")
 }
 
 /// The receiver crashes and restarts while messages are in flight: what it
@@ -161,13 +161,7 @@ fn nat_reboot(seed: u64) -> Result<(), String> {
     sim.run_for(Duration::from_millis(30 + seed % 200));
     sim.nat_reboot(lans[(seed % 2) as usize]);
     sim.run_for(Duration::from_secs(25));
-    tally(3, &sim, &[a, b]);
-    let m = sim.message_metrics();
-    accounted(&m)?;
-    if m.failed != 0 {
-        return Err(format!("a NAT reboot lost messages: {m:?}"));
-    }
-    Ok(())
+    settled(3, &sim, &[a, b], "a NAT reboot")
 }
 
 /// Two public peers on a punched direct path; the path between them dies
@@ -184,13 +178,7 @@ fn direct_path_death(seed: u64) -> Result<(), String> {
     sim.run_for(Duration::from_secs(3 + seed % 8));
     sim.heal();
     sim.run_for(Duration::from_secs(20));
-    tally(4, &sim, &peers);
-    let m = sim.message_metrics();
-    accounted(&m)?;
-    if m.failed != 0 {
-        return Err(format!("a dead direct path lost messages: {m:?}"));
-    }
-    Ok(())
+    settled(4, &sim, &peers, "a dead direct path")
 }
 
 /// One of the five scenarios per seed (`P2PCORE_SEEDS`, default 200 in

@@ -314,33 +314,31 @@ impl Node {
         if acks.is_empty() {
             return;
         }
-        let frame = proto::encode(&Control::Ack(acks));
-        if let Some(conn) = self.conns.get_mut(&handle)
-            && conn.phase == Phase::Established
-        {
-            if conn.send_control(frame).is_err() {
-                self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
-            } else {
-                self.touch(handle);
-            }
+        if self.conns.get(&handle).is_some_and(|c| c.phase == Phase::Established) {
+            self.send_control_on(handle, proto::encode(&Control::Ack(acks)));
+        }
+    }
+
+    /// Queues an encoded control frame on the control stream of the link
+    /// to `to`, if there is one.
+    fn send_control_to(&mut self, to: NodeId, frame: Bytes) {
+        if let Some(&handle) = self.links.get(&to) {
+            self.send_control_on(handle, frame);
+        }
+    }
+
+    /// Queues an encoded control frame on connection `handle`'s control
+    /// stream; a stream that cannot take it is a protocol violation.
+    fn send_control_on(&mut self, handle: usize, frame: Bytes) {
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        if conn.send_control(frame).is_err() {
+            self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
+        } else {
+            self.touch(handle);
         }
     }
 
     /// Carries out what the role logic asked for.
-    /// Queues an encoded control frame on the control stream of the link
-    /// to `to`, if there is one.
-    fn send_control_to(&mut self, to: NodeId, frame: Bytes) {
-        if let Some(&handle) = self.links.get(&to)
-            && let Some(conn) = self.conns.get_mut(&handle)
-        {
-            if conn.send_control(frame).is_err() {
-                self.close_conn(handle, Close::Violation(Violation::ControlStreamUnavailable));
-            } else {
-                self.touch(handle);
-            }
-        }
-    }
-
     pub(super) fn run_role_actions(&mut self) {
         if let Some(p) = self.role.peer() {
             self.stats.directory_resyncs = p.resyncs();
