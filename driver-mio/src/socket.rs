@@ -19,6 +19,18 @@ use std::net::{IpAddr, SocketAddr};
 /// never exceeds it either.
 const MAX_DATAGRAM: usize = 65_527;
 
+/// Largest datagram a GSO batch is planned for: the core's QUIC packets
+/// are 1,200 bytes (path MTU discovery is off, as relayed paths need) plus
+/// a relay header, well under an Ethernet MTU.
+const MAX_SEGMENT: usize = 1500;
+
+/// Most segments one GSO batch may carry: the kernel refuses a batch whose
+/// total exceeds one UDP datagram's limit (EMSGSIZE), and quinn-udp
+/// reports the kernel's segment limit (64 on Linux), not that byte limit.
+/// Found by the loopback bench: uncapped 64 × 1,229-byte batches were
+/// refused and lost.
+const MAX_GSO_SEGMENTS: usize = 65_507 / MAX_SEGMENT;
+
 /// Size of the arena received datagrams are copied into (see
 /// `Socket::arena`).
 const ARENA: usize = 256 * 1024;
@@ -157,7 +169,7 @@ impl Socket {
     /// Datagrams one transmit may carry (the `max_datagrams` for
     /// `Node::poll_transmit`).
     pub(crate) fn max_segments(&self) -> usize {
-        if self.gso_allowed { self.state.max_gso_segments().max(1) } else { 1 }
+        if self.gso_allowed { self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS) } else { 1 }
     }
 
     /// Segments one receive buffer may hold (1 without GRO).
@@ -309,6 +321,20 @@ mod tests {
                 assert_eq!(&d.data[..], want, "datagram {i} (gso {gso})");
             }
         }
+    }
+
+    #[test]
+    fn the_largest_gso_batch_the_host_plans_is_accepted() {
+        let (mut a, mut b) = pair(true);
+        let segments = a.max_segments();
+        let contents = vec![0x42; segments * MAX_SEGMENT];
+        let t = transmit(b.local_addr(), contents.len(), (segments > 1).then_some(MAX_SEGMENT));
+        assert!(
+            matches!(a.send(&t, &contents), SendOutcome::Sent),
+            "{segments} segments of {MAX_SEGMENT} bytes"
+        );
+        let got = recv_n(&mut b, segments);
+        assert!(got.iter().all(|d| d.data.len() == MAX_SEGMENT));
     }
 
     #[test]

@@ -223,7 +223,11 @@ fn start_close(host: &mut Host, closing: &mut Option<Instant>) {
 impl Handle {
     /// Runs `f` on the network thread with the host, and returns its result.
     /// The general form of every other command: anything [`Host`] and
-    /// [`Node`] offer is reachable through it.
+    /// [`Node`](p2pcore::Node) offer is reachable through it.
+    ///
+    /// `f` runs on the network thread, between turns: keep it short, and do
+    /// not call this handle's methods inside it (they would wait for the
+    /// thread that is running `f`).
     pub fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Host) -> R + Send + 'static,

@@ -12,7 +12,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use p2pcore::{Event, NodeId, PathKind, Reliability, Role};
-use p2pcore_mio::{DataDir, DataDirError};
+use p2pcore_mio::{DataDir, DataDirError, HostConfig};
 use std::net::SocketAddr;
 
 const MESSAGES: u32 = 10_000;
@@ -40,10 +40,27 @@ fn message(channel: u8, i: u32) -> Bytes {
 
 #[test]
 fn a_cluster_on_real_sockets_elects_relays_goes_direct_delivers_and_fails_over() {
+    cluster(true);
+}
+
+/// The same with GSO off: the fallback path every host takes where the
+/// kernel or the NIC has no working segmentation offload.
+#[test]
+fn the_same_cluster_without_gso() {
+    cluster(false);
+}
+
+fn bind(addr: &str, gso: bool) -> HostConfig {
+    let mut c = HostConfig::new(addr.parse().unwrap());
+    c.gso = gso;
+    c
+}
+
+fn cluster(gso: bool) {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let s1 = Runner::start(server(dirs[0].path(), "s1", "127.0.0.1:0", &[]));
-    let s2 = Runner::start(server(dirs[1].path(), "s2", "127.0.0.1:0", &[s1.addr]));
-    let s3 = Runner::start(server(dirs[2].path(), "s3", "127.0.0.1:0", &[s1.addr]));
+    let s1 = Runner::start(server_with(dirs[0].path(), "s1", bind("127.0.0.1:0", gso), &[]));
+    let s2 = Runner::start(server_with(dirs[1].path(), "s2", bind("127.0.0.1:0", gso), &[s1.addr]));
+    let s3 = Runner::start(server_with(dirs[2].path(), "s3", bind("127.0.0.1:0", gso), &[s1.addr]));
     let server_addrs: Vec<SocketAddr> = vec![s1.addr, s2.addr, s3.addr];
     let mut servers = vec![s1, s2, s3];
 
@@ -53,8 +70,16 @@ fn a_cluster_on_real_sockets_elects_relays_goes_direct_delivers_and_fails_over()
     let master = agreed_master(&servers.iter().collect::<Vec<_>>()).unwrap();
 
     // Peers connect to every server and learn each other by ID.
-    let peers: Vec<Runner> =
-        (0..3).map(|i| Runner::start(peer(&format!("p{i}"), 10 + i as u8, &server_addrs))).collect();
+    let peers: Vec<Runner> = (0..3)
+        .map(|i| {
+            Runner::start(peer_with(
+                &format!("p{i}"),
+                10 + i as u8 + u8::from(!gso) * 10,
+                &server_addrs,
+                bind("127.0.0.1:0", gso),
+            ))
+        })
+        .collect();
     let ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
     wait_for("peers on every server and in every directory", || {
         peers.iter().all(|p| {
@@ -152,7 +177,8 @@ fn a_cluster_on_real_sockets_elects_relays_goes_direct_delivers_and_fails_over()
     // The killed server restarts from its data directory, on its address:
     // same ID, and it rejoins the cluster.
     let others: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let restarted = Runner::start(server(dirs[at].path(), "again", &killed_addr.to_string(), &others));
+    let restarted =
+        Runner::start(server_with(dirs[at].path(), "again", bind(&killed_addr.to_string(), gso), &others));
     assert_eq!(restarted.id, master, "the node ID survives the restart");
     servers.push(restarted);
     wait_for("the restarted server back in a full mesh", || servers.iter().all(|s| live_servers(s) == 2));

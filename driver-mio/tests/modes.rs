@@ -2,7 +2,8 @@
 //! `service(0)` never sleeps; the thread mode's handle sends and queries
 //! across threads, `close` ends it within its bound after telling the
 //! other side, and dropping the last handle closes too; `run` returns when
-//! a `Closer` from another thread closes it.
+//! a `Closer` from another thread closes it; a turn reads a bounded batch
+//! and the next one goes on; bind errors say what to do.
 
 mod common;
 
@@ -140,4 +141,28 @@ fn bind_errors_say_what_to_do() {
     let err = Host::bind(HostConfig::new(addr), config).unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&addr.to_string()) && text.contains("another process uses this port"), "{text}");
+}
+
+#[test]
+fn a_turn_reads_a_bounded_batch_and_the_next_turn_goes_on() {
+    let mut host_config = HostConfig::new("127.0.0.1:0".parse().unwrap());
+    host_config.max_turn_datagrams = 1;
+    let mut host = peer_with("bounded", 1, &[], host_config);
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // 200 datagrams wait in the socket before the first turn (loopback
+    // queues them synchronously).
+    for i in 0..200u32 {
+        junk.send_to(&i.to_be_bytes(), host.local_addr()).unwrap();
+    }
+    host.service(Duration::ZERO).unwrap();
+    let first = host.host_stats();
+    assert_eq!(first.bounded_turns, 1, "the turn stopped at its bound");
+    assert!(first.datagrams_received >= 1 && first.datagrams_received < 200, "{first:?}");
+    let start = Instant::now();
+    while host.host_stats().datagrams_received < 200 {
+        assert!(start.elapsed() < LIMIT, "the rest was never read");
+        host.service(Duration::ZERO).unwrap();
+    }
+    // Junk: counted as dropped, nothing else.
+    assert_eq!(host.node().stats().datagrams_in, 200);
 }

@@ -1,5 +1,6 @@
 //! Over real UDP sockets on loopback: one server and two peers, driven by a
-//! minimal single-threaded loop (the drivers proper are a later issue). The
+//! minimal single-threaded loop of std sockets: the core's contract needs no
+//! driver (the mio host's own real-socket tests are in `driver-mio/tests`). The
 //! peers register, find each other by ID, start on the relay, move to the
 //! direct path (both advertise their loopback address) and exchange reliable
 //! and unreliable messages. Deadlines are generous wall-clock limits on a

@@ -102,12 +102,16 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A server with its identity in `dir`, on `bind`, introduced to `join`.
 pub fn server(dir: &Path, name: &str, bind: &str, join: &[SocketAddr]) -> Host {
+    server_with(dir, name, HostConfig::new(bind.parse().unwrap()), join)
+}
+
+pub fn server_with(dir: &Path, name: &str, host: HostConfig, join: &[SocketAddr]) -> Host {
     let data = DataDir::open(dir, Role::Server).expect("data dir");
     let mut config = data.config(name).expect("config");
     config.bootstrap = join.to_vec();
     // A daemon keeps its data directory (and so its lock) open while its
     // host lives; here `DIRS` does, until `release_dir`.
-    let host = Host::bind(HostConfig::new(bind.parse().unwrap()), config).expect("bind");
+    let host = Host::bind(host, config).expect("bind");
     DIRS.lock().unwrap().push((host.id(), data));
     host
 }
