@@ -413,12 +413,26 @@ mod tests {
     /// What the child prints once it holds the lock.
     const CHILD_LOCKED: &str = "P2PCORE_CHILD_LOCKED";
 
+    /// Every test here holds this while it runs. A child process spawned by
+    /// `dead_process_lock_is_taken_over` inherits, between fork and exec,
+    /// every descriptor open at that moment, and with them the flock of any
+    /// data directory another test holds: that test would then see its own
+    /// released lock still held. (A real host that spawns processes while
+    /// another thread opens a data directory can see that too, for the
+    /// microseconds until the child's exec.)
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock_pid(dir: &Path) -> String {
         fs::read_to_string(dir.join(LOCK_FILE)).unwrap()
     }
 
     #[test]
     fn first_open_creates_identity() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a").join("node");
         let data = DataDir::open(&dir, Role::Peer).unwrap();
@@ -443,6 +457,7 @@ mod tests {
 
     #[test]
     fn reopen_keeps_node_id() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let first = DataDir::open(tmp.path(), Role::Server).unwrap();
         let id = first.id();
@@ -457,6 +472,7 @@ mod tests {
 
     #[test]
     fn second_open_while_held_is_locked() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let first = DataDir::open(tmp.path(), Role::Peer).unwrap();
         // flock locks belong to the open file description, so a second open
@@ -481,6 +497,7 @@ mod tests {
 
     #[test]
     fn locked_message_without_pid() {
+        let _serial = serial();
         let err = DataDirError::Locked { path: PathBuf::from("d/lock"), pid: None };
         assert_eq!(
             err.to_string(),
@@ -490,6 +507,7 @@ mod tests {
 
     #[test]
     fn stale_lock_file_is_taken_over() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join(LOCK_FILE), "999999\n").unwrap();
         let data = DataDir::open(tmp.path(), Role::Peer).unwrap();
@@ -500,6 +518,7 @@ mod tests {
 
     #[test]
     fn corrupt_identity_is_an_error_and_left_alone() {
+        let _serial = serial();
         let long = {
             let mut v = Identity::from_seed(Role::Peer, [7; 32]).to_bytes().to_vec();
             v.push(0);
@@ -541,6 +560,7 @@ mod tests {
 
     #[test]
     fn wrong_role_is_an_error() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let id = DataDir::open(tmp.path(), Role::Server).unwrap().id();
         let before = fs::read(tmp.path().join(IDENTITY_FILE)).unwrap();
@@ -559,6 +579,7 @@ mod tests {
 
     #[test]
     fn unreadable_identity_is_an_io_error() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(IDENTITY_FILE);
         fs::create_dir(&path).unwrap();
@@ -571,6 +592,7 @@ mod tests {
 
     #[test]
     fn data_dir_that_is_a_file_is_an_io_error() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("file");
         fs::write(&path, "x").unwrap();
@@ -583,6 +605,7 @@ mod tests {
 
     #[test]
     fn leftover_tmp_file_is_replaced() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let leftover = tmp.path().join(IDENTITY_TMP_FILE);
         fs::write(&leftover, b"half-written").unwrap();
@@ -606,6 +629,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn loose_identity_mode_is_used_and_kept() {
+        let _serial = serial();
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let id = DataDir::open(tmp.path(), Role::Peer).unwrap().id();
@@ -619,6 +643,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn dangling_identity_link_is_not_replaced() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(IDENTITY_FILE);
         let target = tmp.path().join("backup").join("identity");
@@ -631,6 +656,7 @@ mod tests {
 
     #[test]
     fn os_seed_is_random() {
+        let _serial = serial();
         let a = os_seed().unwrap();
         let b = os_seed().unwrap();
         assert_ne!(a, b);
@@ -639,6 +665,7 @@ mod tests {
 
     #[test]
     fn config_uses_identity_and_fresh_seed() {
+        let _serial = serial();
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path(), Role::Peer).unwrap();
         let a = data.config("alice").unwrap();
@@ -650,6 +677,7 @@ mod tests {
 
     #[test]
     fn io_messages_give_hints() {
+        let _serial = serial();
         let err = DataDirError::Io {
             path: PathBuf::from("d/identity"),
             action: "read",
@@ -680,6 +708,7 @@ mod tests {
 
     #[test]
     fn dead_process_lock_is_taken_over() {
+        let _serial = serial();
         use std::process::{Command, Stdio};
         let tmp = tempfile::tempdir().unwrap();
         let id = DataDir::open(tmp.path(), Role::Peer).unwrap().id();
