@@ -19,7 +19,7 @@
 //!    the deadline, readiness of the socket and a wake-up.
 
 use crate::local_addrs;
-use crate::socket::{Datagram, Out, SendOutcome, Socket};
+use crate::net::{Datagram, Out, SendOutcome, Socket};
 use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 use p2pcore::{Config, ConfigError, ConnectError, Event, Node, NodeId, Reliability, Role, SendError};

@@ -105,7 +105,7 @@
 mod data_dir;
 mod host;
 mod local_addrs;
-mod socket;
+pub mod net;
 mod thread;
 
 pub use data_dir::{DataDir, DataDirError, os_seed};

@@ -1,17 +1,25 @@
-//! The UDP socket of a host: a mio socket set up by socket2 (dual-stack
-//! when bound to `[::]`), read and written through quinn-udp's batched,
-//! metadata-carrying I/O (recvmmsg/GRO with the destination IP and ECN bits
-//! of every datagram; sendmsg with GSO, a source IP and ECN bits).
+//! Socket plumbing every p2pcore host shares (this crate's [`Host`] and the
+//! tokio driver): a UDP socket set up by socket2 (dual-stack when bound to
+//! `[::]`), and [`UdpBatch`], quinn-udp's batched, metadata-carrying I/O
+//! (recvmmsg/GRO with the destination IP and ECN bits of every datagram;
+//! sendmsg with GSO, a source IP and ECN bits) over any socket type that
+//! exposes its descriptor (mio's, tokio's, std's). A [`Host`] needs none of
+//! this directly.
 //!
 //! Addresses are canonical on the core's side: a dual-stack socket reports
 //! IPv4 senders as IPv4-mapped IPv6 addresses, which are turned back into
 //! IPv4 before the core sees them, and IPv4 destinations are mapped again on
 //! the way out (what quinn's endpoint does too), so one remote never has two
 //! spellings.
+//!
+//! [`Host`]: crate::Host
 
 use bytes::BytesMut;
 use p2pcore::{Ecn, Transmit};
-use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+/// quinn-udp's borrowed socket, which [`UdpBatch`] reads and writes
+/// through (`UdpSockRef::from(&socket)` for any socket type with a descriptor).
+pub use quinn_udp::UdpSockRef;
+use quinn_udp::{RecvMeta, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,23 +43,32 @@ const MAX_GSO_SEGMENTS: usize = 65_507 / MAX_SEGMENT;
 /// `Socket::arena`).
 const ARENA: usize = 256 * 1024;
 
-/// What one receive call produced for the host: datagrams in arrival order.
+/// One received datagram, ready for [`p2pcore::Node::handle_datagram`].
 #[derive(Debug)]
-pub(crate) struct Datagram {
-    pub(crate) remote: SocketAddr,
-    pub(crate) local: Option<IpAddr>,
-    pub(crate) ecn: Option<Ecn>,
-    pub(crate) data: BytesMut,
+pub struct Datagram {
+    /// Its source.
+    pub remote: SocketAddr,
+    /// The local IP it arrived on, where the platform reports it.
+    pub local: Option<IpAddr>,
+    /// The ECN codepoint of its IP header.
+    pub ecn: Option<Ecn>,
+    /// Its bytes.
+    pub data: BytesMut,
 }
 
 /// Where and how one transmit goes: the fields of the core's [`Transmit`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Out {
-    pub(crate) destination: SocketAddr,
-    pub(crate) source: Option<IpAddr>,
-    pub(crate) ecn: Option<Ecn>,
-    pub(crate) size: usize,
-    pub(crate) segment_size: Option<usize>,
+pub struct Out {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The local IP to send from, if it matters.
+    pub source: Option<IpAddr>,
+    /// ECN codepoint to set.
+    pub ecn: Option<Ecn>,
+    /// Bytes in the buffer.
+    pub size: usize,
+    /// GSO segment size, for a batch.
+    pub segment_size: Option<usize>,
 }
 
 impl From<Transmit> for Out {
@@ -68,7 +85,8 @@ impl From<Transmit> for Out {
 
 /// Why a send did not happen.
 #[derive(Debug)]
-pub(crate) enum SendOutcome {
+#[non_exhaustive]
+pub enum SendOutcome {
     /// Handed to the kernel.
     Sent,
     /// The socket buffer is full: keep the transmit and wait for writability.
@@ -79,15 +97,56 @@ pub(crate) enum SendOutcome {
     Dropped(io::Error),
 }
 
-pub(crate) struct Socket {
-    io: mio::net::UdpSocket,
+/// Binds a non-blocking UDP socket to `addr` for a host. An unspecified
+/// IPv6 address (`[::]`) is bound dual-stack on every platform (Windows and
+/// the BSDs default to IPv6-only). Buffer sizes are requests: the operating
+/// system may grant less.
+pub fn bind(
+    addr: SocketAddr,
+    recv_buffer: Option<usize>,
+    send_buffer: Option<usize>,
+) -> io::Result<std::net::UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // Best effort: a host without IPv4 refuses, and then `[::]` is
+        // simply IPv6 only.
+        let _ = sock.set_only_v6(false);
+    }
+    sock.set_nonblocking(true)?;
+    if let Some(bytes) = recv_buffer {
+        sock.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(bytes) = send_buffer {
+        sock.set_send_buffer_size(bytes)?;
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Whether `socket` is IPv6 and carries IPv4 too (dual-stack).
+pub fn is_dual_stack(socket: &std::net::UdpSocket) -> bool {
+    socket.local_addr().is_ok_and(|a| a.is_ipv6())
+        && socket2::SockRef::from(socket).only_v6().is_ok_and(|only| !only)
+}
+
+/// The addresses a socket bound to `bound` (its real local address) can be
+/// reached at, for [`p2pcore::Node::set_local_addrs`]: the bound IP, or for
+/// a wildcard the interface addresses of its family (both families when
+/// dual-stack), without loopback (unless bound to it) and link-local ones.
+pub fn local_addrs(bound: SocketAddr, dual_stack: bool) -> Vec<SocketAddr> {
+    crate::local_addrs::discover(bound, dual_stack)
+}
+
+/// quinn-udp's batched I/O with the buffers it needs, for one socket:
+/// receive buffers allocated once, an arena the datagrams handed to the core
+/// are split from, and the address mapping of IPv6 sockets.
+pub struct UdpBatch {
     state: UdpSocketState,
-    local: SocketAddr,
     /// The socket is IPv6 (possibly dual-stack): IPv4 destinations are mapped.
     v6: bool,
-    /// Most segments one transmit may carry: quinn-udp's GSO limit, or 1
-    /// when GSO is off (by configuration, or because quinn-udp turned it off
-    /// after the kernel refused a batch).
+    /// Whether GSO may be used (by configuration; quinn-udp may still turn
+    /// it off after the kernel refused a batch).
     gso_allowed: bool,
     /// One receive buffer per batch slot, each big enough for a full GRO
     /// batch, allocated (and zeroed) once.
@@ -101,51 +160,25 @@ pub(crate) struct Socket {
     meta: Vec<RecvMeta>,
 }
 
-impl std::fmt::Debug for Socket {
+impl std::fmt::Debug for UdpBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("local", &self.local).field("gso", &self.max_segments()).finish()
+        f.debug_struct("UdpBatch").field("v6", &self.v6).field("gso", &self.max_segments()).finish()
     }
 }
 
-impl Socket {
-    /// Binds `addr`. An unspecified IPv6 address (`[::]`) is bound
-    /// dual-stack, on every platform (Windows and the BSDs default to
-    /// IPv6-only).
-    pub(crate) fn bind(
-        addr: SocketAddr,
-        gso: bool,
-        recv_buffer: Option<usize>,
-        send_buffer: Option<usize>,
-    ) -> io::Result<Self> {
-        let domain = socket2::Domain::for_address(addr);
-        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-        if addr.is_ipv6() && addr.ip().is_unspecified() {
-            // Best effort: a host without IPv4 refuses, and then `[::]` is
-            // simply IPv6 only.
-            let _ = sock.set_only_v6(false);
-        }
-        sock.set_nonblocking(true)?;
-        if let Some(bytes) = recv_buffer {
-            sock.set_recv_buffer_size(bytes)?;
-        }
-        if let Some(bytes) = send_buffer {
-            sock.set_send_buffer_size(bytes)?;
-        }
-        sock.bind(&addr.into())?;
-        let std_sock: std::net::UdpSocket = sock.into();
-        let io = mio::net::UdpSocket::from_std(std_sock);
-        let state = UdpSocketState::new(UdpSockRef::from(&io))?;
-        let local = io.local_addr()?;
+impl UdpBatch {
+    /// Sets up `socket` for batched I/O (quinn-udp turns on PKTINFO, ECN
+    /// and GRO where it can). `v6`: the socket is an IPv6 one. `gso`: allow
+    /// segmentation offload.
+    pub fn new(socket: UdpSockRef<'_>, v6: bool, gso: bool) -> io::Result<Self> {
+        let state = UdpSocketState::new(socket)?;
         // A GRO batch is at most 64 KiB (the kernel's limit), as is one
         // datagram without GRO: one size fits both.
-        let chunk = MAX_DATAGRAM;
         let slots = quinn_udp::BATCH_SIZE;
-        let bufs = (0..slots).map(|_| vec![0u8; chunk].into_boxed_slice()).collect();
+        let bufs = (0..slots).map(|_| vec![0u8; MAX_DATAGRAM].into_boxed_slice()).collect();
         Ok(Self {
-            io,
             state,
-            local,
-            v6: addr.is_ipv6(),
+            v6,
             gso_allowed: gso,
             bufs,
             arena: BytesMut::new(),
@@ -153,39 +186,26 @@ impl Socket {
         })
     }
 
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// Whether an IPv6 socket also carries IPv4 (dual-stack).
-    pub(crate) fn dual_stack(&self) -> bool {
-        self.v6 && socket2::SockRef::from(&self.io).only_v6().is_ok_and(|only| !only)
-    }
-
-    pub(crate) fn mio(&mut self) -> &mut mio::net::UdpSocket {
-        &mut self.io
-    }
-
     /// Datagrams one transmit may carry (the `max_datagrams` for
-    /// `Node::poll_transmit`).
-    pub(crate) fn max_segments(&self) -> usize {
+    /// [`p2pcore::Node::poll_transmit`]).
+    pub fn max_segments(&self) -> usize {
         if self.gso_allowed { self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS) } else { 1 }
     }
 
     /// Segments one receive buffer may hold (1 without GRO).
-    pub(crate) fn gro_segments(&self) -> usize {
+    pub fn gro_segments(&self) -> usize {
         self.state.gro_segments()
     }
 
     /// One receive call: up to `BATCH_SIZE` buffers, each possibly a GRO
-    /// batch, split into datagrams and appended to `out`. `Ok(0)` never
-    /// happens; `WouldBlock` means the socket is drained.
-    pub(crate) fn recv(&mut self, out: &mut Vec<Datagram>) -> io::Result<usize> {
+    /// batch, split into datagrams and appended to `out`; returns how many.
+    /// `WouldBlock` means the socket is drained.
+    pub fn recv(&mut self, socket: UdpSockRef<'_>, out: &mut Vec<Datagram>) -> io::Result<usize> {
         let count = {
             let mut bufs = self.bufs.iter_mut();
             let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
                 std::array::from_fn(|_| IoSliceMut::new(bufs.next().map_or(&mut [], |b| &mut b[..])));
-            self.state.recv(UdpSockRef::from(&self.io), &mut slices, &mut self.meta)?
+            self.state.recv(socket, &mut slices, &mut self.meta)?
         };
         let mut datagrams = 0;
         for (meta, buf) in self.meta.iter().zip(self.bufs.iter()).take(count) {
@@ -209,8 +229,10 @@ impl Socket {
         Ok(datagrams)
     }
 
-    /// Sends one transmit from the core (`contents` is its buffer).
-    pub(crate) fn send(&mut self, t: &Out, contents: &[u8]) -> SendOutcome {
+    /// Sends one transmit from the core (`contents` is its buffer), as is:
+    /// `WouldBlock` and every other error come back to the caller (see
+    /// [`SendOutcome::of`]).
+    pub fn send(&self, socket: UdpSockRef<'_>, t: &Out, contents: &[u8]) -> io::Result<()> {
         let destination = if self.v6 { mapped(t.destination) } else { t.destination };
         let src_ip = t.source.map(|ip| if self.v6 { mapped_ip(ip) } else { ip });
         let transmit = quinn_udp::Transmit {
@@ -220,12 +242,72 @@ impl Socket {
             segment_size: t.segment_size.filter(|&s| s < t.size),
             src_ip,
         };
-        match self.state.try_send(UdpSockRef::from(&self.io), &transmit) {
+        self.state.try_send(socket, &transmit)
+    }
+}
+
+impl SendOutcome {
+    /// What a send's result means for a host.
+    pub fn of(result: io::Result<()>) -> Self {
+        match result {
             Ok(()) => SendOutcome::Sent,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => SendOutcome::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => SendOutcome::WouldBlock,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                SendOutcome::WouldBlock
+            }
             Err(e) => SendOutcome::Dropped(e),
         }
+    }
+}
+
+/// This crate's socket: a mio socket with its [`UdpBatch`].
+pub(crate) struct Socket {
+    io: mio::net::UdpSocket,
+    batch: UdpBatch,
+    local: SocketAddr,
+    dual_stack: bool,
+}
+
+impl Socket {
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        gso: bool,
+        recv_buffer: Option<usize>,
+        send_buffer: Option<usize>,
+    ) -> io::Result<Self> {
+        let std_sock = bind(addr, recv_buffer, send_buffer)?;
+        let dual_stack = is_dual_stack(&std_sock);
+        let io = mio::net::UdpSocket::from_std(std_sock);
+        let batch = UdpBatch::new(UdpSockRef::from(&io), addr.is_ipv6(), gso)?;
+        let local = io.local_addr()?;
+        Ok(Self { io, batch, local, dual_stack })
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub(crate) fn dual_stack(&self) -> bool {
+        self.dual_stack
+    }
+
+    pub(crate) fn mio(&mut self) -> &mut mio::net::UdpSocket {
+        &mut self.io
+    }
+
+    pub(crate) fn max_segments(&self) -> usize {
+        self.batch.max_segments()
+    }
+
+    pub(crate) fn gro_segments(&self) -> usize {
+        self.batch.gro_segments()
+    }
+
+    pub(crate) fn recv(&mut self, out: &mut Vec<Datagram>) -> io::Result<usize> {
+        self.batch.recv(UdpSockRef::from(&self.io), out)
+    }
+
+    pub(crate) fn send(&mut self, t: &Out, contents: &[u8]) -> SendOutcome {
+        SendOutcome::of(self.batch.send(UdpSockRef::from(&self.io), t, contents))
     }
 }
 
