@@ -22,13 +22,13 @@ use crate::local_addrs;
 use crate::net::{Datagram, Out, SendOutcome, Socket};
 use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
-use p2pcore::{Config, ConfigError, ConnectError, Event, Node, NodeId, Reliability, Role, SendError};
+use p2pcore::{Config, ConfigError, ConnectError, Event, Node, NodeId, Reliability, SendError};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -235,13 +235,7 @@ impl Host {
             .map_err(|source| HostError::Bind { addr: host.bind, source })?;
         let local = socket.local_addr();
         let local_addrs = local_addrs::discover(local, socket.dual_stack());
-        if config.unix_time.is_none() {
-            config.unix_time =
-                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs());
-        }
-        if config.identity.role() == Role::Server && config.advertise.is_empty() {
-            config.advertise.clone_from(&local_addrs);
-        }
+        crate::net::complete_config(&mut config, &local_addrs);
         let now = Instant::now();
         let mut node = Node::new(config, now)?;
         node.set_local_addrs(now, local_addrs.clone());

@@ -15,7 +15,7 @@
 //! [`Host`]: crate::Host
 
 use bytes::BytesMut;
-use p2pcore::{Ecn, Transmit};
+use p2pcore::{Config, Ecn, Role, Transmit};
 /// quinn-udp's borrowed socket, which [`UdpBatch`] reads and writes
 /// through (`UdpSockRef::from(&socket)` for any socket type with a descriptor).
 pub use quinn_udp::UdpSockRef;
@@ -83,9 +83,9 @@ impl From<Transmit> for Out {
     }
 }
 
-/// Why a send did not happen.
+/// What became of a send. Exhaustive on purpose: every host must handle
+/// each case (a new one would be a breaking change to how hosts send).
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum SendOutcome {
     /// Handed to the kernel.
     Sent,
@@ -136,6 +136,24 @@ pub fn is_dual_stack(socket: &std::net::UdpSocket) -> bool {
 /// dual-stack), without loopback (unless bound to it) and link-local ones.
 pub fn local_addrs(bound: SocketAddr, dual_stack: bool) -> Vec<SocketAddr> {
     crate::local_addrs::discover(bound, dual_stack)
+}
+
+/// Completes a node's configuration with what only its host knows, before
+/// `Node::new`: the wall-clock time at start (`unix_time`, when unset), and
+/// for a server without `advertise` addresses, `local_addrs` (the bound
+/// address, or for a wildcard the interface addresses). Every host kind
+/// calls this, so a server advertises the same addresses whichever driver
+/// runs it.
+pub fn complete_config(config: &mut Config, local_addrs: &[SocketAddr]) {
+    if config.unix_time.is_none() {
+        config.unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+    }
+    if config.identity.role() == Role::Server && config.advertise.is_empty() {
+        config.advertise = local_addrs.to_vec();
+    }
 }
 
 /// quinn-udp's batched I/O with the buffers it needs, for one socket:

@@ -414,6 +414,15 @@ impl Node {
         self.role.peer().is_none_or(|p| p.network_up() || !p.uses_servers())
     }
 
+    /// For peers: whether a connected server's directory has arrived (its
+    /// snapshot, not yet contradicted by a gap in its deltas), so
+    /// [`Node::peers`] lists the network and not just what trickled in. A
+    /// peer configured with no server, and every server: always true.
+    /// Drivers use it, with [`Node::network_up`], for "online".
+    pub fn directory_synced(&self) -> bool {
+        self.role.peer().is_none_or(|p| p.directory_synced() || !p.uses_servers())
+    }
+
     /// The peers connected to this server (its directory) and the links
     /// they reported. Empty on peers.
     pub fn directory(&self) -> Vec<DirectoryRow> {

@@ -144,6 +144,12 @@ impl Peer {
         self.network_up
     }
 
+    /// Whether a live server link holds a directory snapshot (its version
+    /// is known: not waiting for a resync).
+    pub(crate) fn directory_synced(&self) -> bool {
+        self.servers.values().any(|l| l.version.is_some())
+    }
+
     /// Whether this peer uses servers at all. A peer configured without any
     /// (a standalone node dialing others by address) is never "down".
     pub(crate) fn uses_servers(&self) -> bool {
