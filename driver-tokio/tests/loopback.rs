@@ -1,0 +1,248 @@
+//! The tokio driver over real loopback sockets: three servers on the mio
+//! host (each on its own thread) and tokio peers in one runtime. Every wait
+//! is on an event or a watcher, capped by a generous timeout that only a
+//! real failure hits.
+
+use p2pcore::{Config, Identity, NodeId, Reliability, Role};
+use p2pcore_mio::{Handle, Host, HostConfig};
+use p2pcore_tokio::{CloseReason, Endpoint, EndpointConfig, Error};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Three servers introduced to one another, each on a mio thread.
+fn servers() -> Vec<(Handle, SocketAddr)> {
+    let mut out: Vec<(Handle, SocketAddr)> = Vec::new();
+    for i in 0..3u8 {
+        let mut config =
+            Config::new(Identity::from_seed(Role::Server, [100 + i; 32]), format!("s{i}"), [i; 32]);
+        config.bootstrap = out.iter().map(|(_, a)| *a).collect();
+        let host = Host::bind(HostConfig::new(loopback()), config).expect("server bind");
+        let addr = host.local_addr();
+        let (handle, _events) = host.spawn().expect("server thread");
+        out.push((handle, addr));
+    }
+    out
+}
+
+async fn peer(
+    n: u8,
+    servers: &[SocketAddr],
+    tweak: impl FnOnce(&mut EndpointConfig, &mut Config),
+) -> Endpoint {
+    let mut config = Config::new(Identity::from_seed(Role::Peer, [n; 32]), format!("p{n}"), [n; 32]);
+    config.bootstrap = servers.to_vec();
+    let mut ep = EndpointConfig::new(loopback());
+    tweak(&mut ep, &mut config);
+    Endpoint::bind(ep, config).await.expect("peer bind")
+}
+
+/// Waits until `ep` lists every one of `ids` in its directory.
+async fn sees(ep: &Endpoint, ids: &[NodeId]) {
+    let mut events = ep.events();
+    while !ids.iter().all(|id| ep.peers().iter().any(|p| p.id == *id)) {
+        let _ = timeout(Duration::from_millis(200), events.recv()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_exchange_messages_by_id_exactly_once_and_in_order() {
+    let servers = servers();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let base = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let mut peers = Vec::new();
+    for n in 1..=4 {
+        peers.push(peer(n, &addrs, |_, _| {}).await);
+    }
+    assert_eq!(
+        tokio::runtime::Handle::current().metrics().num_alive_tasks() - base,
+        4,
+        "one task per endpoint"
+    );
+    for p in &peers {
+        timeout(LIMIT, p.online()).await.expect("online in time").expect("online");
+    }
+    let ids: Vec<NodeId> = peers.iter().map(Endpoint::id).collect();
+    for p in &peers {
+        timeout(LIMIT, sees(p, &ids[..].iter().copied().filter(|i| *i != p.id()).collect::<Vec<_>>()))
+            .await
+            .expect("directory in time");
+    }
+    // Peer 0 takes channel 2 of peer 1 through a Peer handle: those
+    // messages must come there, and only there.
+    let from_1 = peers[0].peer(ids[1]);
+    // The first receive routes the channel (nothing has been sent yet).
+    assert_eq!(from_1.try_recv(2), None);
+    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    const N: u64 = 40;
+    for (i, p) in peers.iter().enumerate() {
+        for (j, to) in ids.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for seq in 0..N {
+                for channel in 0..3u8 {
+                    let body = format!("{i}>{j} ch{channel} #{seq}");
+                    let got = p.send_wait(*to, channel, body.into_bytes(), Reliability::Reliable).await;
+                    assert_eq!(got.expect("send"), Some(seq), "sequence numbers per destination and channel");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+        tasks_before,
+        "a Peer handle spawns no task"
+    );
+    for (j, p) in peers.iter().enumerate() {
+        let mut next: BTreeMap<(NodeId, u8), u64> = BTreeMap::new();
+        let routed = if j == 0 { N } else { 0 };
+        let want = 3 * 3 * N - routed;
+        for _ in 0..want {
+            let m = timeout(LIMIT, p.recv()).await.expect("message in time").expect("endpoint alive");
+            assert!(
+                !(j == 0 && m.from == ids[1] && m.channel == 2),
+                "routed channel reached the merged queue"
+            );
+            let i = ids.iter().position(|id| *id == m.from).expect("a known sender");
+            let seq = next.entry((m.from, m.channel)).or_default();
+            assert_eq!(m.bytes, format!("{i}>{j} ch{} #{}", m.channel, *seq).into_bytes(), "in order, once");
+            *seq += 1;
+        }
+        if j == 0 {
+            for seq in 0..N {
+                let m = timeout(LIMIT, from_1.recv(2)).await.expect("routed in time").expect("alive");
+                assert_eq!(m.bytes, format!("1>0 ch2 #{seq}").into_bytes());
+            }
+        }
+        assert_eq!(p.try_recv(), None, "nothing twice");
+    }
+    drop(from_1);
+    for p in &peers {
+        assert!(matches!(timeout(LIMIT, p.close()).await.expect("close in time"), CloseReason::Closed));
+    }
+    for (h, _) in servers {
+        h.close().expect("server close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_waits_for_a_slow_receiver_and_loses_nothing() {
+    let servers = servers();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let sender = peer(11, &addrs, |_, c| c.send_buffer_limit = 64 * 1024).await;
+    let receiver = peer(12, &addrs, |e, _| e.inbox_per_peer = 32 * 1024).await;
+    timeout(LIMIT, sender.online()).await.unwrap().unwrap();
+    timeout(LIMIT, receiver.online()).await.unwrap().unwrap();
+    timeout(LIMIT, sees(&sender, &[receiver.id()])).await.unwrap();
+    const COUNT: usize = 400;
+    let body = vec![7u8; 4096];
+    let to = receiver.id();
+    let sending = {
+        let sender = sender.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            for _ in 0..COUNT {
+                sender.send_wait(to, 0, body.clone(), Reliability::Reliable).await.expect("send_wait");
+            }
+        })
+    };
+    // The receiver does not read until the sender is held back: its inbox
+    // fills, it pauses the sender, the sender's buffer fills.
+    let mut events = receiver.events();
+    while receiver.driver_stats().receive_pauses == 0 {
+        let _ = timeout(Duration::from_millis(100), events.recv()).await;
+    }
+    assert!(!sending.is_finished(), "1.6 MB cannot fit in 64 KiB + 32 KiB of buffers");
+    assert!(receiver.pending_bytes() <= 32 * 1024 + 64 * 1024, "the inbox stays bounded");
+    for _ in 0..COUNT {
+        let m = timeout(LIMIT, receiver.recv()).await.expect("in time").expect("alive");
+        assert_eq!(&m.bytes[..], &body[..]);
+    }
+    timeout(LIMIT, sending).await.expect("sender done in time").unwrap();
+    assert!(sender.stats().bytes_out > (COUNT * body.len()) as u64);
+    sender.close().await;
+    receiver.close().await;
+    for (h, _) in servers {
+        h.close().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_failover_paths_end_and_drop_does_not_hang() {
+    let servers = servers();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let a = peer(21, &addrs, |_, _| {}).await;
+    let b = peer(22, &addrs, |_, _| {}).await;
+    timeout(LIMIT, a.online()).await.unwrap().unwrap();
+    timeout(LIMIT, b.online()).await.unwrap().unwrap();
+    timeout(LIMIT, sees(&a, &[b.id()])).await.unwrap();
+
+    // The Master watcher: a Raft Master, then another one after it closes.
+    let mut master = a.master_watch();
+    let first = timeout(LIMIT, master.wait_for(|m| m.master.is_some())).await.unwrap().unwrap().clone();
+    let old = first.master.unwrap();
+    assert!(first.name.is_some(), "the watcher names the Master");
+    let (handle, _) = servers.iter().find(|(h, _)| h.id() == old).expect("the Master is one of ours");
+    handle.close().unwrap();
+    let next = timeout(LIMIT, master.wait_for(|m| m.master.is_some_and(|m| m != old)))
+        .await
+        .expect("failover in time")
+        .expect("endpoint alive")
+        .clone();
+    assert!(next.term > first.term || next.epoch != first.epoch, "{first:?} then {next:?}");
+
+    // A path watcher on b ends when b leaves.
+    a.send_wait(b.id(), 0, &b"hi"[..], Reliability::Reliable).await.unwrap();
+    let mut path = a.peer(b.id()).path_watch();
+    assert!(!path.is_ended());
+    let closed = timeout(LIMIT, b.close()).await.expect("close in time");
+    assert!(matches!(closed, CloseReason::Closed));
+    while timeout(LIMIT, path.next()).await.expect("path watcher ends in time").is_some() {}
+    assert!(path.is_ended());
+
+    // Dropping the last handle closes in the background: the event stream
+    // (which does not keep the endpoint alive) ends, and nothing hangs.
+    let mut events = a.events();
+    drop(master);
+    drop(a);
+    while timeout(LIMIT, events.recv()).await.expect("stream ends in time").is_some() {}
+    for (h, _) in servers {
+        let _ = h.close();
+    }
+}
+
+#[test]
+fn bind_outside_a_runtime_is_an_error_not_a_panic() {
+    let config = Config::new(Identity::from_seed(Role::Peer, [9; 32]), "outside", [9; 32]);
+    let fut = Endpoint::bind(EndpointConfig::new(loopback()), config);
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(e @ Error::NoRuntime)) => {
+            assert!(e.to_string().contains("tokio runtime"), "{e}");
+        }
+        other => panic!("expected NoRuntime, got {:?}", other.map(|r| r.map(|_| ()))),
+    }
+}
+
+#[tokio::test]
+async fn a_lone_server_is_online_at_once_and_closes_quickly() {
+    let config = Config::new(Identity::from_seed(Role::Server, [31; 32]), "solo", [31; 32]);
+    let ep = Endpoint::bind(EndpointConfig::new(loopback()), config).await.unwrap();
+    timeout(LIMIT, ep.online()).await.unwrap().unwrap();
+    assert_eq!(ep.master().master, Some(ep.id()), "one server: itself");
+    let events = ep.events();
+    assert!(matches!(ep.close().await, CloseReason::Closed));
+    assert!(matches!(ep.closed().await, CloseReason::Closed));
+    assert!(ep.send(ep.id(), 0, &b"x"[..], Reliability::Reliable).is_err());
+    drop(events);
+}
