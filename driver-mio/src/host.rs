@@ -19,7 +19,7 @@
 //!    the deadline, readiness of the socket and a wake-up.
 
 use crate::local_addrs;
-use crate::net::{Datagram, Out, SendOutcome, Socket};
+use crate::net::{Datagram, Out, RecvOutcome, SendOutcome, Socket};
 use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 use p2pcore::{Config, ConfigError, ConnectError, Event, Node, NodeId, Reliability, SendError};
@@ -501,7 +501,7 @@ impl Host {
             }
             self.rx.clear();
             match self.socket.recv(&mut self.rx) {
-                Ok(n) => {
+                RecvOutcome::Received(n) => {
                     self.stats.recv_calls += 1;
                     self.stats.datagrams_received += n as u64;
                     count += n;
@@ -510,20 +510,10 @@ impl Host {
                         self.node.handle_datagram(now, d.remote, d.local, d.ecn, d.data);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Windows reports an ICMP "port unreachable" for an earlier
-                // send as a reset on the next receive: about one datagram
-                // to one remote, never about the socket.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
-                    self.stats.recv_errors += 1;
-                }
-                Err(e) => return Err(HostError::Socket(e)),
+                RecvOutcome::Drained => return Ok(()),
+                RecvOutcome::Retry => {}
+                RecvOutcome::Skipped(_) => self.stats.recv_errors += 1,
+                RecvOutcome::Failed(e) => return Err(HostError::Socket(e)),
             }
         }
     }

@@ -264,6 +264,39 @@ impl UdpBatch {
     }
 }
 
+/// What a receive call's result means for a host: one classification, so
+/// every host treats the same errors alike.
+#[derive(Debug)]
+pub enum RecvOutcome {
+    /// This many datagrams were appended.
+    Received(usize),
+    /// The socket is empty (`WouldBlock`): wait for readability.
+    Drained,
+    /// Interrupted by a signal: call again.
+    Retry,
+    /// An error about one earlier datagram, not about the socket: Windows
+    /// reports an ICMP "port unreachable" for an earlier send as a reset on
+    /// the next receive. Count it and go on reading.
+    Skipped(io::Error),
+    /// The socket itself failed (closed under the host, say).
+    Failed(io::Error),
+}
+
+impl RecvOutcome {
+    /// What a receive's result means for a host.
+    pub fn of(result: io::Result<usize>) -> Self {
+        match result {
+            Ok(n) => RecvOutcome::Received(n),
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock => RecvOutcome::Drained,
+                io::ErrorKind::Interrupted => RecvOutcome::Retry,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused => RecvOutcome::Skipped(e),
+                _ => RecvOutcome::Failed(e),
+            },
+        }
+    }
+}
+
 impl SendOutcome {
     /// What a send's result means for a host.
     pub fn of(result: io::Result<()>) -> Self {
@@ -320,8 +353,8 @@ impl Socket {
         self.batch.gro_segments()
     }
 
-    pub(crate) fn recv(&mut self, out: &mut Vec<Datagram>) -> io::Result<usize> {
-        self.batch.recv(UdpSockRef::from(&self.io), out)
+    pub(crate) fn recv(&mut self, out: &mut Vec<Datagram>) -> RecvOutcome {
+        RecvOutcome::of(self.batch.recv(UdpSockRef::from(&self.io), out))
     }
 
     pub(crate) fn send(&mut self, t: &Out, contents: &[u8]) -> SendOutcome {
@@ -379,9 +412,9 @@ mod tests {
         while got.len() < n {
             assert!(start.elapsed() < std::time::Duration::from_secs(10), "got {} of {n}", got.len());
             match b.recv(&mut got) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(e) => panic!("recv: {e}"),
+                RecvOutcome::Received(_) | RecvOutcome::Retry => {}
+                RecvOutcome::Drained => std::thread::yield_now(),
+                RecvOutcome::Skipped(e) | RecvOutcome::Failed(e) => panic!("recv: {e}"),
             }
         }
         got

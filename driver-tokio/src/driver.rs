@@ -17,7 +17,7 @@ use crate::inbox::Pushed;
 use crate::peer::PathView;
 use p2pcore::{Event, Node, Role};
 use p2pcore_mio::DataDir;
-use p2pcore_mio::net::{self, Datagram, Out, SendOutcome, UdpBatch, UdpSockRef};
+use p2pcore_mio::net::{self, Datagram, Out, RecvOutcome, SendOutcome, UdpBatch, UdpSockRef};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -104,7 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: Setup) {
     let mut ending = Ending { shared: shared.clone(), reason: CloseReason::RuntimeShutdown };
     let now = Instant::now();
     let mut io = Io {
-        next_addr_check: setup.cfg.local_addrs_interval.and_then(|d| now.checked_add(d)),
+        next_addr_check: setup.cfg.host.local_addrs_interval.and_then(|d| now.checked_add(d)),
         socket: setup.socket,
         batch: setup.batch,
         cfg: setup.cfg,
@@ -198,7 +198,7 @@ impl Io {
 
     fn next_step(&self, st: &State, backlog: bool, now: Instant) -> Step {
         if let Some(since) = self.closing_since
-            && (st.node.is_closed() || now.saturating_duration_since(since) >= self.cfg.close_timeout)
+            && (st.node.is_closed() || now.saturating_duration_since(since) >= self.cfg.host.close_timeout)
         {
             let reason = if st.close_requested { CloseReason::Closed } else { CloseReason::Dropped };
             return Step::End(reason);
@@ -206,7 +206,7 @@ impl Io {
         // With a transmit waiting for room, the deadline read before it is
         // stale: writability ends the wait.
         let deadline = if self.pending.is_some() { None } else { self.deadline };
-        let close_by = self.closing_since.and_then(|t| t.checked_add(self.cfg.close_timeout));
+        let close_by = self.closing_since.and_then(|t| t.checked_add(self.cfg.host.close_timeout));
         let until = [deadline, self.next_addr_check, close_by].into_iter().flatten().min();
         Step::Wait { until, backlog }
     }
@@ -217,14 +217,16 @@ impl Io {
         let start = Instant::now();
         let mut count = 0;
         loop {
-            if count >= self.cfg.max_turn_datagrams || start.elapsed() >= self.cfg.max_turn_time {
+            if count >= self.cfg.host.max_turn_datagrams || start.elapsed() >= self.cfg.host.max_turn_time {
                 st.stats.bounded_turns += 1;
                 return Ok(true);
             }
             self.rx.clear();
             let (socket, batch, rx) = (&self.socket, &mut self.batch, &mut self.rx);
-            match socket.try_io(Interest::READABLE, || batch.recv(UdpSockRef::from(socket), rx)) {
-                Ok(n) => {
+            match RecvOutcome::of(
+                socket.try_io(Interest::READABLE, || batch.recv(UdpSockRef::from(socket), rx)),
+            ) {
+                RecvOutcome::Received(n) => {
                     st.stats.recv_calls += 1;
                     st.stats.datagrams_received += n as u64;
                     count += n;
@@ -233,19 +235,10 @@ impl Io {
                         st.node.handle_datagram(now, d.remote, d.local, d.ecn, d.data);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // An ICMP error for an earlier send, reported on a receive
-                // (Windows): about one remote, never the socket.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
-                    st.stats.recv_errors += 1;
-                }
-                Err(e) => return Err(e),
+                RecvOutcome::Drained => return Ok(false),
+                RecvOutcome::Retry => {}
+                RecvOutcome::Skipped(_) => st.stats.recv_errors += 1,
+                RecvOutcome::Failed(e) => return Err(e),
             }
         }
     }
@@ -365,7 +358,7 @@ impl Io {
     }
 
     fn check_local_addrs(&mut self, st: &mut State, now: Instant) {
-        self.next_addr_check = self.cfg.local_addrs_interval.and_then(|d| now.checked_add(d));
+        self.next_addr_check = self.cfg.host.local_addrs_interval.and_then(|d| now.checked_add(d));
         let addrs = net::local_addrs(self.local, self.dual_stack);
         if addrs != self.local_addrs {
             tracing::info!(?addrs, "interface addresses changed");

@@ -9,8 +9,8 @@ use p2pcore::{
     Config, ConfigError, ConnectError, Event, LinkInfo, LinkRow, MasterBasis, Node, NodeId, NodeStats,
     PeerInfo, Reliability, Role, SendError, ServerInfo,
 };
-use p2pcore_mio::DataDir;
 use p2pcore_mio::net::{self, UdpBatch, UdpSockRef};
+use p2pcore_mio::{DataDir, HostConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -28,28 +28,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EndpointConfig {
-    /// Address to bind: a specific IP, `0.0.0.0` (every IPv4 interface) or
-    /// `[::]` (dual-stack). Port 0 picks a free port.
-    pub bind: SocketAddr,
-    /// Send several datagrams per system call with UDP segmentation
-    /// offload where the platform has it. Default on.
-    pub gso: bool,
-    /// Most datagrams the driver reads before it runs timers, sends and
-    /// yields to other tasks. Default 1024.
-    pub max_turn_datagrams: usize,
-    /// Most time the driver spends reading before it does the same.
-    /// Default 2 ms.
-    pub max_turn_time: Duration,
-    /// How often the interface addresses are listed again (`None`: only at
-    /// start). Default 5 s.
-    pub local_addrs_interval: Option<Duration>,
-    /// How long [`Endpoint::close`] (or dropping every handle) keeps driving
-    /// the node to tell connected nodes, at most. Default 2 s.
-    pub close_timeout: Duration,
-    /// `SO_RCVBUF` to ask for (`None`: the system's default). Default 4 MiB.
-    pub recv_buffer: Option<usize>,
-    /// `SO_SNDBUF` to ask for. Default 4 MiB.
-    pub send_buffer: Option<usize>,
+    /// The socket and the loop's pacing, as for the mio host: the bind
+    /// address, GSO, the bounds of one turn, the interface re-read interval,
+    /// the close timeout ([`Endpoint::close`] and dropping every handle
+    /// keep driving the node at most that long) and the socket buffers.
+    pub host: HostConfig,
     /// Bytes of received messages held for the application per sender.
     /// Over it, the endpoint stops reading that sender's messages (they
     /// wait in QUIC, whose flow control stops the sender, whose
@@ -68,14 +51,7 @@ impl EndpointConfig {
     /// Defaults for an endpoint bound to `bind`.
     pub fn new(bind: SocketAddr) -> Self {
         Self {
-            bind,
-            gso: true,
-            max_turn_datagrams: 1024,
-            max_turn_time: Duration::from_millis(2),
-            local_addrs_interval: Some(Duration::from_secs(5)),
-            close_timeout: Duration::from_secs(2),
-            recv_buffer: Some(4 << 20),
-            send_buffer: Some(4 << 20),
+            host: HostConfig::new(bind),
             inbox_per_peer: 1 << 20,
             inbox_total: 64 << 20,
             event_capacity: 1024,
@@ -84,8 +60,8 @@ impl EndpointConfig {
 
     fn validate(&self) -> Result<(), Error> {
         let bad = |setting: &'static str, problem: &'static str| Err(Error::Endpoint { setting, problem });
-        if self.max_turn_datagrams == 0 {
-            return bad("max_turn_datagrams", "must be at least 1");
+        if self.host.max_turn_datagrams == 0 {
+            return bad("host.max_turn_datagrams", "must be at least 1");
         }
         if self.event_capacity == 0 || self.event_capacity > usize::MAX / 2 {
             return bad("event_capacity", "must be at least 1 (and at most usize::MAX / 2)");
@@ -93,8 +69,8 @@ impl EndpointConfig {
         if self.inbox_per_peer == 0 || self.inbox_total == 0 {
             return bad("inbox_per_peer / inbox_total", "must be at least 1 byte");
         }
-        if self.close_timeout > Duration::from_secs(3600) {
-            return bad("close_timeout", "must be at most an hour");
+        if self.host.close_timeout > Duration::from_secs(3600) {
+            return bad("host.close_timeout", "must be at most an hour");
         }
         Ok(())
     }
@@ -373,7 +349,6 @@ impl Endpoint {
         name: impl Into<String>,
         adjust: impl FnOnce(&mut Config),
     ) -> Result<Self, Error> {
-        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let mut config = dir.config(name)?;
         adjust(&mut config);
         Self::start(endpoint, config, Some(dir))
@@ -382,13 +357,14 @@ impl Endpoint {
     fn start(cfg: EndpointConfig, mut config: Config, dir: Option<DataDir>) -> Result<Self, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         cfg.validate()?;
-        let std_socket = net::bind(cfg.bind, cfg.recv_buffer, cfg.send_buffer)
-            .map_err(|source| Error::Bind { addr: cfg.bind, source })?;
+        let host = &cfg.host;
+        let std_socket = net::bind(host.bind, host.recv_buffer, host.send_buffer)
+            .map_err(|source| Error::Bind { addr: host.bind, source })?;
         let dual_stack = net::is_dual_stack(&std_socket);
         let local = std_socket.local_addr().map_err(Error::Socket)?;
         let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(Error::Socket)?;
         let batch =
-            UdpBatch::new(UdpSockRef::from(&socket), local.is_ipv6(), cfg.gso).map_err(Error::Socket)?;
+            UdpBatch::new(UdpSockRef::from(&socket), local.is_ipv6(), host.gso).map_err(Error::Socket)?;
         let local_addrs = net::local_addrs(local, dual_stack);
         net::complete_config(&mut config, &local_addrs);
         let inbox = Inbox::new(cfg.inbox_per_peer, cfg.inbox_total);
@@ -466,12 +442,19 @@ impl Endpoint {
         bytes: impl Into<Bytes>,
         reliability: Reliability,
     ) -> Result<Option<u64>, SendError> {
+        self.command(|node, now| {
+            node.map_or(Err(SendError::ShuttingDown), |n| n.send(now, to, channel, bytes, reliability))
+        })
+    }
+
+    /// Runs a command on the node (`None` once the endpoint ended: nothing
+    /// would send what it queues) and wakes the driver to send what it
+    /// queued.
+    fn command<R>(&self, f: impl FnOnce(Option<&mut Node>, Instant) -> R) -> R {
         let result = {
             let mut st = self.shared.lock();
-            if st.ended.is_some() {
-                return Err(SendError::ShuttingDown);
-            }
-            st.node.send(Instant::now(), to, channel, bytes, reliability)
+            let st = &mut *st;
+            f(st.ended.is_none().then_some(&mut st.node), Instant::now())
         };
         self.shared.wake.notify_one();
         result
@@ -679,27 +662,23 @@ impl Endpoint {
 
     /// Dials `id` at `addr` (see [`Node::connect`]).
     pub fn connect(&self, id: NodeId, addr: SocketAddr) -> Result<(), ConnectError> {
-        let result = self.shared.lock().node.connect(Instant::now(), id, addr);
-        self.shared.wake.notify_one();
-        result
+        self.command(|node, now| node.map_or(Err(ConnectError::ShuttingDown), |n| n.connect(now, id, addr)))
     }
 
     /// Closes the connection to `id` (see [`Node::disconnect`]).
     pub fn disconnect(&self, id: NodeId) {
-        self.shared.lock().node.disconnect(Instant::now(), id);
-        self.shared.wake.notify_one();
+        self.command(|node, now| node.map(|n| n.disconnect(now, id)));
     }
 
     /// Sets the load a server reports (see [`Node::set_load`]).
     pub fn set_load(&self, load: u32) {
-        self.shared.lock().node.set_load(Instant::now(), load);
-        self.shared.wake.notify_one();
+        self.command(|node, now| node.map(|n| n.set_load(now, load)));
     }
 
     // ----- shutdown ------------------------------------------------------
 
     /// Closes the endpoint: tells every connected node and returns once they
-    /// are told or [`EndpointConfig::close_timeout`] passed, with why the
+    /// are told or [`HostConfig::close_timeout`] passed, with why the
     /// endpoint ended (`Closed`, or an earlier reason if it had already
     /// ended). Sends fail with [`SendError::ShuttingDown`] from now on.
     /// Cancel-safe: the close goes on without the future.

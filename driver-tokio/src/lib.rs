@@ -31,7 +31,7 @@
 //!   [`Endpoint::stats`] snapshots; [`Endpoint::events`] streams every core
 //!   event in order, with an explicit [`Lagged`] for a slow consumer.
 //! * **Shutdown**: [`Endpoint::close`] tells connected nodes and returns
-//!   within [`EndpointConfig::close_timeout`]; [`Endpoint::closed`] resolves
+//!   within [`HostConfig::close_timeout`] (in [`EndpointConfig::host`]); [`Endpoint::closed`] resolves
 //!   when the endpoint ends for any reason; dropping every handle closes it
 //!   in the background without blocking the runtime.
 //!
@@ -76,7 +76,7 @@ mod peer;
 pub use endpoint::{
     CloseReason, DriverStats, Endpoint, EndpointConfig, Error, Events, Lagged, MasterView, Message,
 };
-pub use p2pcore_mio::{DataDir, DataDirError, os_seed};
+pub use p2pcore_mio::{DataDir, DataDirError, HostConfig, os_seed};
 pub use peer::{PathView, PathWatch, Peer};
 
 // The core's types every user of this crate names.
