@@ -34,6 +34,16 @@ pub enum PairKind {
 /// A reliable or unreliable message a side sent: `(disconnects seen when sent, channel, bytes)`.
 type Sent = (u64, u8, Bytes);
 
+/// A reliable message in flight: the harness's sequence number, the
+/// node's own sequence number (what `send` returned and `SendFailed`
+/// names), whether the node has reported it given up, and what was sent.
+struct InFlight {
+    seq: u64,
+    node_seq: u64,
+    given_up: bool,
+    sent: Sent,
+}
+
 struct Side {
     node: Node,
     addr: SocketAddr,
@@ -51,7 +61,7 @@ struct Side {
     network_up: bool,
     disconnects: u64,
     /// Messages sent by this side: reliable ones in order per channel.
-    reliable: BTreeMap<u8, VecDeque<(u64, Sent)>>,
+    reliable: BTreeMap<u8, VecDeque<InFlight>>,
     unreliable: BTreeMap<u64, Sent>,
     next_seq: u64,
 }
@@ -202,6 +212,7 @@ impl Pair {
     fn on_event(&mut self, k: usize, e: Event) {
         let me = self.id(k);
         let other = 1 - k;
+        let other_id = self.id(other);
         let side = &mut self.sides[k];
         match e {
             Event::Connected { id, .. } => {
@@ -241,19 +252,27 @@ impl Pair {
                 match reliability {
                     Reliability::Reliable => {
                         let q = sender.reliable.entry(channel).or_default();
-                        let pos = q.iter().position(|(s, _)| *s == seq);
+                        let pos = q.iter().position(|m| m.seq == seq);
                         let Some(pos) = pos else {
                             panic!(
                                 "{me}: reliable message {seq} on channel {channel} was not sent (or came twice)"
                             )
                         };
-                        for (lost, (at, _, _)) in q.drain(..pos) {
+                        // A message may be skipped only if the sender gave
+                        // it up (`SendFailed`, which the core may report
+                        // without any connection having been lost, e.g. a
+                        // `disconnect` during a redial) or a connection was
+                        // lost since it was sent.
+                        for lost in q.drain(..pos) {
                             assert!(
-                                disconnects > at,
-                                "{me}: reliable message {lost} on channel {channel} skipped without a disconnect"
+                                lost.given_up || disconnects > lost.sent.0,
+                                "{me}: reliable message {} on channel {channel} skipped without a disconnect \
+                                 or a SendFailed",
+                                lost.seq
                             );
                         }
-                        let (_, (_, ch, sent)) = q.pop_front().unwrap_or_else(|| unreachable!());
+                        let InFlight { sent: (_, ch, sent), .. } =
+                            q.pop_front().unwrap_or_else(|| unreachable!());
                         assert_eq!((ch, &sent), (channel, &bytes), "{me}: reliable message {seq} altered");
                     }
                     Reliability::Unreliable => {
@@ -264,8 +283,20 @@ impl Pair {
                     }
                 }
             }
+            Event::SendFailed { to, channel, first, last, messages, .. } => {
+                assert_eq!(to, other_id, "{me}: SendFailed for a stranger");
+                assert!(first <= last, "{me}: SendFailed range {first}..={last} is empty");
+                assert_eq!(Some(messages as u64), (last - first).checked_add(1), "{me}: SendFailed count");
+                // Given up is not lost: a message in flight when the
+                // sender gave up may still arrive, so it is excused, not
+                // removed.
+                for m in side.reliable.entry(channel).or_default() {
+                    if (first..=last).contains(&m.node_seq) {
+                        m.given_up = true;
+                    }
+                }
+            }
             Event::ConnectFailed { .. }
-            | Event::SendFailed { .. }
             | Event::Refused { .. }
             | Event::BootstrapFailed { .. }
             | Event::MasterChanged { .. }
@@ -353,12 +384,18 @@ impl Pair {
         let mut bytes = seq.to_be_bytes().to_vec();
         bytes.extend_from_slice(payload);
         let bytes = Bytes::from(bytes);
-        if s.node.send(self.now, to, channel, bytes.clone(), reliability).is_ok() {
-            match reliability {
-                Reliability::Reliable => {
-                    s.reliable.entry(channel).or_default().push_back((seq, (disconnects, channel, bytes)))
+        if let Ok(node_seq) = s.node.send(self.now, to, channel, bytes.clone(), reliability) {
+            match (reliability, node_seq) {
+                (Reliability::Reliable, Some(node_seq)) => {
+                    s.reliable.entry(channel).or_default().push_back(InFlight {
+                        seq,
+                        node_seq,
+                        given_up: false,
+                        sent: (disconnects, channel, bytes),
+                    })
                 }
-                Reliability::Unreliable => {
+                (Reliability::Reliable, None) => panic!("reliable send accepted without a sequence number"),
+                (Reliability::Unreliable, _) => {
                     s.unreliable.insert(seq, (disconnects, channel, bytes));
                 }
             }
