@@ -163,6 +163,24 @@ pub struct Closer {
     waker: Arc<Waker>,
 }
 
+/// Ends a [`Host`]'s wait early, from any thread: a [`Host::service`] or
+/// [`Host::run`] sleeping in its poll returns to its loop at once (and the
+/// host's descriptor, see [`Host::as_raw_fd`](std::os::fd::AsRawFd), turns
+/// readable). Cheap to clone; waking a host that is not waiting makes its
+/// next wait return at once.
+#[derive(Debug, Clone)]
+pub struct Wakeup {
+    waker: Arc<Waker>,
+}
+
+impl Wakeup {
+    /// Wakes the host. Fails only if the operating system's wake-up
+    /// primitive (an eventfd, a pipe) does.
+    pub fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
+    }
+}
+
 impl Closer {
     /// Asks the host to close and wakes its loop.
     pub fn close(&self) {
@@ -217,6 +235,19 @@ impl std::fmt::Debug for Host {
             .field("local_addr", &self.socket.local_addr())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// The host's event-loop descriptor (epoll on Linux, kqueue on the BSDs and
+/// Apple platforms): it turns readable when the host has work — a datagram
+/// arrived, or a [`Wakeup`] fired. A caller that waits in its own loop
+/// (`poll`, `select`, an engine's reactor) waits on it for at most the time
+/// to [`Host::next_turn`], then calls `service(Duration::ZERO)`. Only read
+/// readiness: never read from, close or register anything on it.
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Host {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.poll.as_raw_fd()
     }
 }
 
@@ -333,6 +364,27 @@ impl Host {
         Closer { flag: self.close_flag.clone(), waker: self.waker.clone() }
     }
 
+    /// A handle that ends this host's waits early, from any thread.
+    pub fn wakeup(&self) -> Wakeup {
+        Wakeup { waker: self.waker.clone() }
+    }
+
+    /// When the host next needs a turn if nothing arrives on its socket:
+    /// now when it has queued events or a backlog (a turn stopped at its
+    /// bound, or a transmit waits for room), else the earlier of the node's
+    /// deadline, the next interface re-read and, while closing, the close
+    /// timeout; `None` when nothing is scheduled. For callers that wait in
+    /// their own loop (on [`Host::as_raw_fd`](std::os::fd::AsRawFd)'s
+    /// descriptor) rather than in [`Host::service`].
+    pub fn next_turn(&self) -> Option<Instant> {
+        if self.backlog || !self.events.is_empty() {
+            return Some(Instant::now());
+        }
+        let deadline = if self.pending.is_some() { None } else { self.deadline };
+        let closing = self.closing_since.map(|t| t + self.cfg.close_timeout);
+        [deadline, self.next_addr_check, closing].into_iter().flatten().min()
+    }
+
     pub(crate) fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
     }
@@ -423,8 +475,8 @@ impl Host {
 
     /// For a game loop: handles everything ready now, then waits for more
     /// for at most `max_wait` in total (the whole call, not per event) and
-    /// returns as soon as events wait. `Duration::ZERO` never blocks: one
-    /// turn and back. In steady state a call allocates nothing (received
+    /// returns as soon as events wait, or a [`Wakeup`] (or [`Closer`]) fires.
+    /// `Duration::ZERO` never blocks: one turn and back. In steady state a call allocates nothing (received
     /// datagrams are copied into a reused arena; events go to a reused
     /// queue).
     pub fn service(&mut self, max_wait: Duration) -> Result<(), HostError> {
@@ -435,8 +487,10 @@ impl Host {
                 return Ok(());
             }
             if end.is_none_or(|end| Instant::now() < end) {
-                if !self.backlog {
-                    self.wait(end)?;
+                if !self.backlog && self.wait(end)? {
+                    // A Wakeup (or a Closer): the caller wants control back.
+                    self.turn()?;
+                    return Ok(());
                 }
             } else {
                 return Ok(());
@@ -579,8 +633,9 @@ impl Host {
     }
 
     /// Sleeps until the node's deadline, `limit`, the next address check,
-    /// the socket becoming ready or a wake-up, whichever is first.
-    pub(crate) fn wait(&mut self, limit: Option<Instant>) -> Result<(), HostError> {
+    /// the socket becoming ready or a wake-up, whichever is first. True when
+    /// a wake-up ended it.
+    pub(crate) fn wait(&mut self, limit: Option<Instant>) -> Result<bool, HostError> {
         let now = Instant::now();
         let mut until = limit;
         // With a transmit waiting for room, the deadline read before it is
@@ -595,8 +650,8 @@ impl Host {
             self.stats.sleeps += 1;
         }
         match self.poll.poll(&mut self.mio_events, timeout) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Ok(()) => Ok(self.mio_events.iter().any(|e| e.token() == WAKER)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
             Err(e) => Err(HostError::Poll(e)),
         }
     }

@@ -109,6 +109,6 @@ pub mod net;
 mod thread;
 
 pub use data_dir::{DataDir, DataDirError, os_seed};
-pub use host::{Closer, Host, HostConfig, HostError, HostStats};
+pub use host::{Closer, Host, HostConfig, HostError, HostStats, Wakeup};
 pub use std::sync::mpsc::TryRecvError;
-pub use thread::{EventReceiver, Handle, HandleError, RecvTimeoutError};
+pub use thread::{EventReceiver, Handle, HandleError, RecvTimeoutError, SpawnOptions};

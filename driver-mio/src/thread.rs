@@ -155,19 +155,54 @@ impl EventReceiver {
     }
 }
 
+/// Extras for [`Host::spawn_with`].
+#[derive(Default)]
+#[non_exhaustive]
+pub struct SpawnOptions {
+    /// Called on the network thread after each turn that queued events for
+    /// the [`EventReceiver`] (once per turn, not per event): to signal a
+    /// descriptor or a condition variable another loop waits on. Keep it
+    /// short; it must not call the [`Handle`].
+    pub on_events: Option<Box<dyn FnMut() + Send>>,
+    /// The `tracing` dispatcher the network thread logs to, instead of the
+    /// process's global one (a per-node log sink, say).
+    pub dispatch: Option<tracing::Dispatch>,
+}
+
+impl std::fmt::Debug for SpawnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnOptions")
+            .field("on_events", &self.on_events.is_some())
+            .field("dispatch", &self.dispatch.is_some())
+            .finish()
+    }
+}
+
 impl Host {
     /// Moves the host to a network thread of its own. The socket is already
     /// bound (bind errors came from [`Host::bind`]); the thread runs until
     /// [`Handle::close`] or until every handle is dropped.
     pub fn spawn(self) -> Result<(Handle, EventReceiver), HostError> {
+        self.spawn_with(SpawnOptions::default())
+    }
+
+    /// [`Host::spawn`] with a notification of queued events and a log
+    /// dispatcher of the caller's (see [`SpawnOptions`]).
+    pub fn spawn_with(self, options: SpawnOptions) -> Result<(Handle, EventReceiver), HostError> {
         let (commands, command_rx) = mpsc::channel();
         let (event_tx, rx) = mpsc::channel();
         let waker = self.waker();
         let id = self.id();
         let local_addr = self.local_addr();
+        let SpawnOptions { on_events, dispatch } = options;
         let thread = std::thread::Builder::new()
             .name(format!("p2pcore {}", id.short()))
-            .spawn(move || network_thread(self, command_rx, event_tx))
+            .spawn(move || match dispatch {
+                Some(d) => tracing::dispatcher::with_default(&d, || {
+                    network_thread(self, command_rx, event_tx, on_events)
+                }),
+                None => network_thread(self, command_rx, event_tx, on_events),
+            })
             .map_err(HostError::Thread)?;
         let inner = Inner { commands, waker, thread: Mutex::new(Some(thread)), id, local_addr };
         Ok((Handle { inner: Arc::new(inner) }, EventReceiver { rx }))
@@ -178,6 +213,7 @@ fn network_thread(
     mut host: Host,
     commands: Receiver<Command>,
     events: Sender<Event>,
+    mut on_events: Option<Box<dyn FnMut() + Send>>,
 ) -> Result<(), HostError> {
     let close_timeout = host.close_timeout();
     let mut closing: Option<Instant> = None;
@@ -200,9 +236,13 @@ fn network_thread(
             }
         }
         host.turn()?;
+        let mut queued = false;
         while let Some(e) = host.poll_event() {
             // Nobody listening any more: the events have no one to go to.
-            let _ = events.send(e);
+            queued |= events.send(e).is_ok();
+        }
+        if queued && let Some(notify) = on_events.as_mut() {
+            notify();
         }
         if host.is_closed() {
             return Ok(());
