@@ -423,6 +423,17 @@ pub enum RefuseReason {
     Admission(AdmissionError),
 }
 
+impl RefuseReason {
+    /// A stable number for this reason (1-based; never reused).
+    pub fn code(&self) -> u32 {
+        match self {
+            RefuseReason::ProtocolVersion { .. } => 1,
+            RefuseReason::Duplicate => 2,
+            RefuseReason::Admission(_) => 3,
+        }
+    }
+}
+
 impl std::fmt::Display for RefuseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
