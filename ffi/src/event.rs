@@ -1,0 +1,370 @@
+//! `p2p_event` and `p2p_message`: the core's events as flat, blittable
+//! structures (no unions, no pointers but the owned message), so Unity's
+//! P/Invoke, Python's ctypes and C all read them the same way.
+
+use crate::result::call_void;
+use crate::types::{name_field, p2p_addr, p2p_node_id};
+use bytes::Bytes;
+use p2pcore::{Event, MasterBasis, PathKind, Reliability};
+use std::ffi::c_char;
+
+/// An event kind this header does not know (a newer library): skip it.
+pub const P2P_EVENT_UNKNOWN: u32 = 0;
+/// A connection to `id` (`name`) is ready; `addr` is where its packets go.
+pub const P2P_EVENT_CONNECTED: u32 = 1;
+/// A dial failed: `id` (if `flags & P2P_EVENT_FLAG_HAS_ID`), `addr`, `code`
+/// (the connect error's code), `text`.
+pub const P2P_EVENT_CONNECT_FAILED: u32 = 2;
+/// A connection to `id` ended; `code` is the reason's code, `text` says it.
+pub const P2P_EVENT_DISCONNECTED: u32 = 3;
+/// Reliable messages to `id` on `channel`, sequence numbers `first` to
+/// `last` (`count` of them), were given up on (`code`: why; `text`).
+pub const P2P_EVENT_SEND_FAILED: u32 = 4;
+/// A connection with `id` at `addr` was refused after TLS (`code`: why;
+/// `flags & P2P_EVENT_FLAG_BY_REMOTE`: the remote refused this node).
+pub const P2P_EVENT_REFUSED: u32 = 5;
+/// A bootstrap server at `addr` could not be reached (`code`, `text`); it
+/// is retried in `first` ms.
+pub const P2P_EVENT_BOOTSTRAP_FAILED: u32 = 6;
+/// Server `id` (`name`) joined this node's view of the cluster.
+pub const P2P_EVENT_SERVER_UP: u32 = 7;
+/// Server `id` (`name`) left it.
+pub const P2P_EVENT_SERVER_DOWN: u32 = 8;
+/// The Master changed: `id` (all zero while there is none), `code` its
+/// basis (`P2P_MASTER_*`), `first` the Raft term, `last` the Raft group
+/// (epoch); `(last, first)` is a fencing token.
+pub const P2P_EVENT_MASTER_CHANGED: u32 = 9;
+/// Peer `id` (`name`) came online.
+pub const P2P_EVENT_PEER_ONLINE: u32 = 10;
+/// Peer `id` (`name`) went offline.
+pub const P2P_EVENT_PEER_OFFLINE: u32 = 11;
+/// The first server connection is up: peers can be reached.
+pub const P2P_EVENT_NETWORK_UP: u32 = 12;
+/// The last server connection is lost: sends to peers fail with
+/// `P2P_ERR_NETWORK_DOWN` until `P2P_EVENT_NETWORK_UP`.
+pub const P2P_EVENT_NETWORK_DOWN: u32 = 13;
+/// The path to peer `id` changed: `path` (`P2P_PATH_*`), `via` the relaying
+/// server.
+pub const P2P_EVENT_PATH_CHANGED: u32 = 14;
+/// The send buffer for `id` has room again after `P2P_ERR_BUFFER_FULL`.
+pub const P2P_EVENT_SEND_READY: u32 = 15;
+/// A message arrived from `id` on `channel` with `reliability`: `message`
+/// holds it and must be released with `p2p_message_release`.
+pub const P2P_EVENT_MESSAGE: u32 = 16;
+
+/// `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
+pub const P2P_EVENT_FLAG_HAS_ID: u8 = 1;
+/// `p2p_event.flags`: the remote refused this node (`P2P_EVENT_REFUSED`).
+pub const P2P_EVENT_FLAG_BY_REMOTE: u8 = 2;
+
+/// Reliable: exactly once, in order within its channel.
+pub const P2P_RELIABLE: u8 = 0;
+/// Unreliable: at most once, in no particular order; must fit one packet.
+pub const P2P_UNRELIABLE: u8 = 1;
+
+/// No path (not linked, or none at this moment).
+pub const P2P_PATH_NONE: u8 = 0;
+/// Straight to the peer's address.
+pub const P2P_PATH_DIRECT: u8 = 1;
+/// Straight to the peer's address, after UDP hole punching.
+pub const P2P_PATH_PUNCHED: u8 = 2;
+/// Through a server (`via`) that forwards the end-to-end encrypted packets.
+pub const P2P_PATH_RELAYED: u8 = 3;
+
+/// No Master.
+pub const P2P_MASTER_NONE: u32 = 0;
+/// The only live server.
+pub const P2P_MASTER_SOLO: u32 = 1;
+/// The elder of two live servers.
+pub const P2P_MASTER_ELDEST: u32 = 2;
+/// The Raft leader of three or more servers: the only partition-safe basis.
+pub const P2P_MASTER_RAFT: u32 = 3;
+
+/// A received message. The library owns it until `p2p_message_release`;
+/// `data` stays valid until then, from any thread.
+#[repr(C)]
+#[derive(Debug)]
+pub struct p2p_message {
+    /// The payload (`len` bytes; NULL when `len` is 0).
+    pub data: *const u8,
+    /// Bytes in `data`.
+    pub len: u32,
+    /// The channel it was sent on.
+    pub channel: u8,
+    /// `P2P_RELIABLE` or `P2P_UNRELIABLE`.
+    pub reliability: u8,
+    /// The sender.
+    pub from: p2p_node_id,
+}
+
+/// The library's allocation behind a `p2p_message *`: the public header
+/// first (so the pointer converts both ways), then what keeps `data` alive.
+#[repr(C)]
+struct OwnedMessage {
+    header: p2p_message,
+    bytes: Bytes,
+}
+
+/// One event. Which fields mean something depends on `kind` (see the
+/// `P2P_EVENT_*` constants); the others are zero. 328 bytes on 64-bit
+/// platforms, 324 on 32-bit ones; only `message` differs.
+#[repr(C)]
+#[derive(Debug)]
+pub struct p2p_event {
+    /// `P2P_EVENT_*`.
+    pub kind: u32,
+    /// A reason or error code, stable across versions (the Rust
+    /// documentation of p2pcore's `code()` methods lists them), or the
+    /// Master's basis.
+    pub code: u32,
+    /// First sequence number (`SEND_FAILED`), Raft term (`MASTER_CHANGED`),
+    /// retry delay in ms (`BOOTSTRAP_FAILED`).
+    pub first: u64,
+    /// Last sequence number (`SEND_FAILED`), Raft group (`MASTER_CHANGED`).
+    pub last: u64,
+    /// Messages given up on (`SEND_FAILED`).
+    pub count: u32,
+    /// The channel (`MESSAGE`, `SEND_FAILED`).
+    pub channel: u8,
+    /// `P2P_RELIABLE` or `P2P_UNRELIABLE` (`MESSAGE`).
+    pub reliability: u8,
+    /// `P2P_PATH_*` (`PATH_CHANGED`).
+    pub path: u8,
+    /// `P2P_EVENT_FLAG_*`.
+    pub flags: u8,
+    /// The node the event is about (sender, destination, remote, Master).
+    pub id: p2p_node_id,
+    /// The relaying server (`PATH_CHANGED` with `P2P_PATH_RELAYED`).
+    pub via: p2p_node_id,
+    /// Padding; zero.
+    pub reserved: [u8; 2],
+    /// An address (`CONNECTED`, `CONNECT_FAILED`, `REFUSED`,
+    /// `BOOTSTRAP_FAILED`).
+    pub addr: p2p_addr,
+    /// The node's name, NUL-terminated (`CONNECTED`, `SERVER_*`, `PEER_*`).
+    pub name: [c_char; 68],
+    /// A human-readable description of a failure, NUL-terminated, cut to
+    /// fit (the failure events).
+    pub text: [c_char; 160],
+    /// `P2P_EVENT_MESSAGE`: the message, now the caller's: release it with
+    /// `p2p_message_release` (from any thread). NULL otherwise.
+    pub message: *mut p2p_message,
+}
+
+impl p2p_event {
+    fn empty(kind: u32) -> Self {
+        Self {
+            kind,
+            code: 0,
+            first: 0,
+            last: 0,
+            count: 0,
+            channel: 0,
+            reliability: 0,
+            path: P2P_PATH_NONE,
+            flags: 0,
+            id: p2p_node_id::default(),
+            via: p2p_node_id::default(),
+            reserved: [0; 2],
+            addr: p2p_addr::default(),
+            name: [0; 68],
+            text: [0; 160],
+            message: std::ptr::null_mut(),
+        }
+    }
+}
+
+pub(crate) fn reliability_code(r: Reliability) -> u8 {
+    if r == Reliability::Unreliable { P2P_UNRELIABLE } else { P2P_RELIABLE }
+}
+
+pub(crate) fn path_code(p: Option<PathKind>) -> (u8, p2p_node_id) {
+    match p {
+        None => (P2P_PATH_NONE, p2p_node_id::default()),
+        Some(PathKind::Direct) => (P2P_PATH_DIRECT, p2p_node_id::default()),
+        Some(PathKind::Punched) => (P2P_PATH_PUNCHED, p2p_node_id::default()),
+        Some(PathKind::Relayed { via }) => (P2P_PATH_RELAYED, via.into()),
+        // A path kind this library version does not name.
+        Some(_) => (P2P_PATH_NONE, p2p_node_id::default()),
+    }
+}
+
+pub(crate) fn basis_code(b: Option<MasterBasis>) -> u32 {
+    match b {
+        None => P2P_MASTER_NONE,
+        Some(MasterBasis::Solo) => P2P_MASTER_SOLO,
+        Some(MasterBasis::Eldest) => P2P_MASTER_ELDEST,
+        Some(MasterBasis::Raft) => P2P_MASTER_RAFT,
+        // A basis this library version does not name: there is a Master.
+        Some(_) => P2P_MASTER_SOLO,
+    }
+}
+
+/// A core event as a `p2p_event`. A message's bytes move into a library
+/// allocation the caller now owns (no copy).
+pub(crate) fn to_c(event: Event) -> p2p_event {
+    use P2P_EVENT_MESSAGE as MESSAGE;
+    match event {
+        Event::MessageReceived { from, channel, bytes, reliability } => {
+            let mut e = p2p_event::empty(MESSAGE);
+            e.id = from.into();
+            e.channel = channel;
+            e.reliability = reliability_code(reliability);
+            let header = p2p_message {
+                data: if bytes.is_empty() { std::ptr::null() } else { bytes.as_ptr() },
+                // Messages are at most Config::max_message_size, far below 4 GiB.
+                len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                channel,
+                reliability: e.reliability,
+                from: e.id,
+            };
+            let owned = Box::new(OwnedMessage { header, bytes });
+            e.message = Box::into_raw(owned).cast::<p2p_message>();
+            e
+        }
+        Event::Connected { id, name, addr } => {
+            let mut e = p2p_event::empty(P2P_EVENT_CONNECTED);
+            e.id = id.into();
+            e.name = name_field(&name);
+            e.addr = addr.into();
+            e
+        }
+        Event::ConnectFailed { id, addr, error } => {
+            let mut e = p2p_event::empty(P2P_EVENT_CONNECT_FAILED);
+            if let Some(id) = id {
+                e.id = id.into();
+                e.flags |= P2P_EVENT_FLAG_HAS_ID;
+            }
+            e.addr = addr.into();
+            e.code = error.code();
+            e.text = name_field(&error.to_string());
+            e
+        }
+        Event::Disconnected { id, reason } => {
+            let mut e = p2p_event::empty(P2P_EVENT_DISCONNECTED);
+            e.id = id.into();
+            e.code = reason.code();
+            e.text = name_field(&reason.to_string());
+            e
+        }
+        Event::SendFailed { to, channel, first, last, messages, reason } => {
+            let mut e = p2p_event::empty(P2P_EVENT_SEND_FAILED);
+            e.id = to.into();
+            e.channel = channel;
+            e.first = first;
+            e.last = last;
+            e.count = u32::try_from(messages).unwrap_or(u32::MAX);
+            e.code = reason.code();
+            e.text = name_field(&reason.to_string());
+            e
+        }
+        Event::Refused { id, addr, reason, by_remote } => {
+            let mut e = p2p_event::empty(P2P_EVENT_REFUSED);
+            e.id = id.into();
+            e.addr = addr.into();
+            e.code = reason.code();
+            e.text = name_field(&reason.to_string());
+            if by_remote {
+                e.flags |= P2P_EVENT_FLAG_BY_REMOTE;
+            }
+            e
+        }
+        Event::BootstrapFailed { addr, error, retry_in } => {
+            let mut e = p2p_event::empty(P2P_EVENT_BOOTSTRAP_FAILED);
+            e.addr = addr.into();
+            e.code = error.code();
+            e.text = name_field(&error.to_string());
+            e.first = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
+            e
+        }
+        Event::ServerUp { id, name } => named(P2P_EVENT_SERVER_UP, id.into(), &name),
+        Event::ServerDown { id, name } => named(P2P_EVENT_SERVER_DOWN, id.into(), &name),
+        Event::PeerOnline { id, name } => named(P2P_EVENT_PEER_ONLINE, id.into(), &name),
+        Event::PeerOffline { id, name } => named(P2P_EVENT_PEER_OFFLINE, id.into(), &name),
+        Event::MasterChanged { master, basis, term, epoch } => {
+            let mut e = p2p_event::empty(P2P_EVENT_MASTER_CHANGED);
+            e.id = master.map(p2p_node_id::from).unwrap_or_default();
+            e.code = basis_code(basis);
+            e.first = term;
+            e.last = epoch;
+            e
+        }
+        Event::NetworkUp => p2p_event::empty(P2P_EVENT_NETWORK_UP),
+        Event::NetworkDown => p2p_event::empty(P2P_EVENT_NETWORK_DOWN),
+        Event::PathChanged { peer, path } => {
+            let mut e = p2p_event::empty(P2P_EVENT_PATH_CHANGED);
+            e.id = peer.into();
+            (e.path, e.via) = path_code(path);
+            e
+        }
+        Event::SendReady { to } => {
+            let mut e = p2p_event::empty(P2P_EVENT_SEND_READY);
+            e.id = to.into();
+            e
+        }
+        other => {
+            let mut e = p2p_event::empty(P2P_EVENT_UNKNOWN);
+            e.text = name_field(&format!("{other:?}"));
+            e
+        }
+    }
+}
+
+fn named(kind: u32, id: p2p_node_id, name: &str) -> p2p_event {
+    let mut e = p2p_event::empty(kind);
+    e.id = id;
+    e.name = name_field(name);
+    e
+}
+
+/// Releases a message taken from a `P2P_EVENT_MESSAGE` event (its `data`
+/// is invalid afterwards). NULL is fine; releasing twice is not.
+///
+/// Thread safety: any thread, also after the node that produced it was
+/// freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn p2p_message_release(message: *mut p2p_message) {
+    call_void(|| {
+        if !message.is_null() {
+            // SAFETY: every `p2p_message *` the library hands out is a
+            // boxed `OwnedMessage` (header first), released once.
+            drop(unsafe { Box::from_raw(message.cast::<OwnedMessage>()) });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2pcore::{Identity, Role};
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        assert_eq!(std::mem::offset_of!(p2p_event, id), 32);
+        assert_eq!(std::mem::offset_of!(p2p_event, addr), 68);
+        assert_eq!(std::mem::offset_of!(p2p_event, name), 92);
+        assert_eq!(std::mem::offset_of!(p2p_event, text), 160);
+        assert_eq!(std::mem::offset_of!(p2p_event, message), 320);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<p2p_event>(), 328);
+        assert_eq!(std::mem::size_of::<p2p_addr>(), 24);
+        assert_eq!(std::mem::size_of::<p2p_node_id>(), 17);
+    }
+
+    #[test]
+    fn a_message_event_owns_its_bytes_without_a_copy() {
+        let from = Identity::from_seed(Role::Peer, [1; 32]).id();
+        let bytes = Bytes::from(vec![1, 2, 3]);
+        let ptr = bytes.as_ptr();
+        let e = to_c(Event::MessageReceived { from, channel: 4, bytes, reliability: Reliability::Reliable });
+        assert_eq!(e.kind, P2P_EVENT_MESSAGE);
+        assert_eq!(e.id, p2p_node_id::from(from));
+        // SAFETY: a live message from to_c.
+        let m = unsafe { &*e.message };
+        assert_eq!((m.data, m.len, m.channel, m.from), (ptr, 3, 4, e.id));
+        // SAFETY: released once.
+        unsafe { p2p_message_release(e.message) };
+        // SAFETY: NULL is fine.
+        unsafe { p2p_message_release(std::ptr::null_mut()) };
+    }
+}

@@ -1,0 +1,130 @@
+//! The C ABI from C, C++ and Python, as engines use it: the examples and a
+//! C++ program are compiled against the checked-in header with warnings as
+//! errors (`-std=c99 -pedantic`, `-std=c++17 -pedantic`), linked against the
+//! `cdylib` (and once the `staticlib`), and run over loopback; `chat.c` also
+//! under AddressSanitizer; a Python `ctypes` script loads the shared
+//! library the way Unity's P/Invoke does. Needs `cc`, `c++` and `python3`
+//! (`.ci/run` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `target/<profile>`, where cargo put the library this test was built with.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/c_abi-<hash>
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn ffi_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn out_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_abi");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not start: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Compiles `sources` into `name`, linked against the shared library (or
+/// the static one), with `extra` flags.
+fn build(
+    compiler: &str,
+    std: &str,
+    sources: &[&str],
+    name: &str,
+    static_lib: bool,
+    extra: &[&str],
+) -> PathBuf {
+    let lib = lib_dir();
+    let exe = out_dir().join(name);
+    let mut cmd = Command::new(compiler);
+    cmd.args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+        .arg("-I")
+        .arg(ffi_dir().join("include"))
+        .args(sources.iter().map(|s| ffi_dir().join(s)))
+        .args(extra)
+        .arg("-o")
+        .arg(&exe);
+    if static_lib {
+        // The staticlib needs the system libraries Rust's std uses.
+        cmd.arg(lib.join("libp2pcore_ffi.a")).args(["-lpthread", "-ldl", "-lm"]);
+    } else {
+        cmd.arg("-L").arg(&lib).arg("-lp2pcore_ffi").arg(format!("-Wl,-rpath,{}", lib.display()));
+    }
+    run(&mut cmd, &format!("compiling {name}"));
+    exe
+}
+
+/// Runs a program with a time limit (coreutils `timeout`), so a hang fails
+/// the test instead of stalling it.
+fn exec(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").arg(exe).args(args).envs(env.iter().copied());
+    run(&mut cmd, &exe.display().to_string())
+}
+
+#[test]
+fn chat_in_c_frame_loop_and_thread_mode() {
+    let exe = build("cc", "-std=c99", &["examples/chat.c"], "chat", false, &[]);
+    let out = exec(&exe, &[], &[]);
+    assert!(out.contains("alice: from") && out.contains("bob: from") && out.contains("chat: done"), "{out}");
+    assert!(out.contains("the Master is server (basis 1"), "{out}");
+    let out = exec(&exe, &["thread"], &[]);
+    assert!(out.contains("chat: done"), "{out}");
+}
+
+#[test]
+fn chat_under_address_sanitizer() {
+    let exe = build(
+        "cc",
+        "-std=c99",
+        &["examples/chat.c"],
+        "chat_asan",
+        false,
+        &["-fsanitize=address", "-fno-omit-frame-pointer"],
+    );
+    // Leak detection on: every message and node the example took must have
+    // been released (Rust's allocations go through the intercepted malloc).
+    let env = [("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")];
+    let out = exec(&exe, &["thread"], &env);
+    assert!(out.contains("chat: done"), "{out}");
+    let out = exec(&exe, &[], &env);
+    assert!(out.contains("chat: done"), "{out}");
+}
+
+#[test]
+fn raw_core_mode_with_the_examples_own_socket_linked_statically() {
+    let exe = build("cc", "-std=c99", &["examples/raw_loop.c"], "raw_loop", true, &[]);
+    let out = exec(&exe, &[], &[]);
+    assert!(out.contains("raw_loop: 100 messages echoed in order"), "{out}");
+}
+
+#[test]
+fn header_compiles_and_works_as_cpp17() {
+    let exe = build("c++", "-std=c++17", &["tests/header.cpp"], "header_cpp", false, &[]);
+    let out = exec(&exe, &[], &[]);
+    assert!(out.contains("parsed back"), "{out}");
+}
+
+#[test]
+fn python_ctypes_loads_the_shared_library_like_pinvoke() {
+    let lib =
+        lib_dir().join(if cfg!(target_os = "macos") { "libp2pcore_ffi.dylib" } else { "libp2pcore_ffi.so" });
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").arg("python3").arg(ffi_dir().join("tests/ctypes_chat.py")).arg(&lib);
+    let out = run(&mut cmd, "ctypes_chat.py");
+    assert!(out.contains("ann and ben exchanged 6 messages"), "{out}");
+}
