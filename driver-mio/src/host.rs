@@ -165,8 +165,7 @@ pub struct Closer {
 
 /// Ends a [`Host`]'s wait early, from any thread: a [`Host::service`] or
 /// [`Host::run`] sleeping in its poll returns to its loop at once (and the
-/// host's descriptor, see [`Host::as_raw_fd`](std::os::fd::AsRawFd), turns
-/// readable). Cheap to clone; waking a host that is not waiting makes its
+/// host's descriptor, see `Host::waitable`, turns readable). Cheap to clone; waking a host that is not waiting makes its
 /// next wait return at once.
 #[derive(Debug, Clone)]
 pub struct Wakeup {
@@ -226,6 +225,10 @@ pub struct Host {
     stats: HostStats,
     close_flag: Arc<AtomicBool>,
     closing_since: Option<Instant>,
+    /// The poll's descriptor was handed out ([`Host::waitable`]): `service`
+    /// must consume the readiness it handles, or the descriptor would stay
+    /// readable (mio is edge-triggered; only a poll clears the ready list).
+    waitable: bool,
 }
 
 impl std::fmt::Debug for Host {
@@ -235,19 +238,6 @@ impl std::fmt::Debug for Host {
             .field("local_addr", &self.socket.local_addr())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
-    }
-}
-
-/// The host's event-loop descriptor (epoll on Linux, kqueue on the BSDs and
-/// Apple platforms): it turns readable when the host has work — a datagram
-/// arrived, or a [`Wakeup`] fired. A caller that waits in its own loop
-/// (`poll`, `select`, an engine's reactor) waits on it for at most the time
-/// to [`Host::next_turn`], then calls `service(Duration::ZERO)`. Only read
-/// readiness: never read from, close or register anything on it.
-#[cfg(unix)]
-impl std::os::fd::AsRawFd for Host {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.poll.as_raw_fd()
     }
 }
 
@@ -303,6 +293,7 @@ impl Host {
             stats: HostStats::default(),
             close_flag: Arc::new(AtomicBool::new(false)),
             closing_since: None,
+            waitable: false,
         };
         // The node has work from its start (dials to bootstrap servers).
         host.drain();
@@ -364,6 +355,20 @@ impl Host {
         Closer { flag: self.close_flag.clone(), waker: self.waker.clone() }
     }
 
+    /// The host's event-loop descriptor (epoll on Linux, kqueue on the BSDs
+    /// and Apple platforms), for a caller that waits in its own loop (`poll`,
+    /// `select`, an engine's reactor) rather than in [`Host::service`]: it
+    /// turns readable when the host has work (a datagram arrived, a
+    /// [`Wakeup`] fired). Wait on it for at most the time to
+    /// [`Host::next_turn`], then call `service(Duration::ZERO)`, which from
+    /// now on also clears the readiness it handled. Only wait for
+    /// readability: never read from, close or register anything on it.
+    #[cfg(unix)]
+    pub fn waitable(&mut self) -> std::os::fd::RawFd {
+        self.waitable = true;
+        std::os::fd::AsRawFd::as_raw_fd(&self.poll)
+    }
+
     /// A handle that ends this host's waits early, from any thread.
     pub fn wakeup(&self) -> Wakeup {
         Wakeup { waker: self.waker.clone() }
@@ -374,8 +379,8 @@ impl Host {
     /// bound, or a transmit waits for room), else the earlier of the node's
     /// deadline, the next interface re-read and, while closing, the close
     /// timeout; `None` when nothing is scheduled. For callers that wait in
-    /// their own loop (on [`Host::as_raw_fd`](std::os::fd::AsRawFd)'s
-    /// descriptor) rather than in [`Host::service`].
+    /// their own loop (on [`Host::waitable`]) rather than in
+    /// [`Host::service`].
     pub fn next_turn(&self) -> Option<Instant> {
         if self.backlog || !self.events.is_empty() {
             return Some(Instant::now());
@@ -481,6 +486,14 @@ impl Host {
     /// queue).
     pub fn service(&mut self, max_wait: Duration) -> Result<(), HostError> {
         let end = Instant::now().checked_add(max_wait);
+        if self.waitable {
+            // Clear the readiness the turn below handles (one epoll_wait).
+            if let Err(e) = self.poll.poll(&mut self.mio_events, Some(Duration::ZERO))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(HostError::Poll(e));
+            }
+        }
         loop {
             self.turn()?;
             if !self.events.is_empty() || self.is_closed() {
