@@ -208,7 +208,8 @@ fn sends(count: u64) -> (f64, f64) {
         let mut count = 8u32;
         let mut peers = [std::mem::MaybeUninit::<p2p_peer_info>::uninit(); 8];
         // SAFETY: an array of 8 and its count.
-        let c_sees = unsafe { p2p_node_peers(c, peers.as_mut_ptr().cast(), &mut count) } == P2P_OK && count >= 2;
+        let c_sees =
+            unsafe { p2p_node_peers(c, peers.as_mut_ptr().cast(), &mut count) } == P2P_OK && count >= 2;
         if a_sees && c_sees {
             break;
         }
@@ -216,19 +217,32 @@ fn sends(count: u64) -> (f64, f64) {
     // Sends are timed alone, in bursts the buffer holds; the nodes are
     // serviced (untimed) in between so the buffers drain.
     let (mut rust, mut cc, mut n) = (Duration::ZERO, Duration::ZERO, 0);
-    while n < count {
+    let rust_burst = |a: &mut Host| {
         let t = Instant::now();
         for _ in 0..64 {
             a.send(to, 1, bytes::Bytes::copy_from_slice(&payload), Reliability::Reliable).unwrap();
         }
-        rust += t.elapsed();
+        t.elapsed()
+    };
+    let c_burst = || {
         let t = Instant::now();
         for _ in 0..64 {
             // SAFETY: a live node, an ID and 64 bytes.
             let seq = unsafe { p2p_send(c, &to_c, 1, payload.as_ptr(), 64, P2P_SEND_RELIABLE) };
             assert!(seq >= 0, "p2p_send: {seq}");
         }
-        cc += t.elapsed();
+        t.elapsed()
+    };
+    while n < count {
+        // Alternate which goes first, so neither always finds the caches
+        // warmed (or cooled) by the other.
+        if (n / 64).is_multiple_of(2) {
+            rust += rust_burst(&mut a);
+            cc += c_burst();
+        } else {
+            cc += c_burst();
+            rust += rust_burst(&mut a);
+        }
         n += 64;
         for _ in 0..4 {
             server.service(Duration::ZERO).unwrap();
@@ -247,7 +261,8 @@ fn sends(count: u64) -> (f64, f64) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (calls, messages, send_count) = if quick { (20_000, 20_000, 5_000) } else { (200_000, 200_000, 50_000) };
+    let (calls, messages, send_count) =
+        if quick { (20_000, 20_000, 5_000) } else { (200_000, 200_000, 50_000) };
     println!("p2pcore C ABI overhead ({} run)", if quick { "quick" } else { "full" });
     println!();
     println!("| figure | Rust API ns | C API ns | C / Rust |");
@@ -258,5 +273,8 @@ fn main() {
     let c = receive(true, messages);
     println!("| per message taken ({messages} messages) | {rust:.0} | {c:.0} | {:.2} |", c / rust);
     let (rust_send, c_send) = sends(send_count);
-    println!("| send of 64 B ({send_count} sends) | {rust_send:.0} | {c_send:.0} | {:.2} |", c_send / rust_send);
+    println!(
+        "| send of 64 B ({send_count} sends) | {rust_send:.0} | {c_send:.0} | {:.2} |",
+        c_send / rust_send
+    );
 }

@@ -865,7 +865,9 @@ p2p_result p2p_node_wake(struct p2p_node *node);
 // engines that wait in their own loop: in hosted mode, when datagrams
 // arrived or `p2p_node_wake` was called: then call `p2p_node_service(node,
 // 0)`, and never wait longer than `p2p_node_timeout` says; in thread mode,
-// when events wait for `p2p_poll_events` (or `p2p_node_wake`).
+// when events wait for `p2p_poll_events` (or `p2p_node_wake`). A wake-up
+// may find nothing to do (an event already taken by an earlier poll can
+// leave one behind): poll, and wait again.
 //
 // Unix: an epoll/kqueue file descriptor owned by the node; only wait for
 // it to be readable; never read, close or register anything on it.

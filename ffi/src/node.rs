@@ -106,13 +106,21 @@ impl p2p_node {
     /// The host (hosted mode) or the network thread's side (thread mode).
     /// A hosted host held by a thread waiting in `service` is woken first.
     fn side(&self) -> Result<Side<'_>, Error> {
+        self.side_waking(true)
+    }
+
+    /// [`p2p_node::side`]; `wake_holder: false` for `service` itself, whose
+    /// wake-up would otherwise end its own wait.
+    fn side_waking(&self, wake_holder: bool) -> Result<Side<'_>, Error> {
         if let Some(t) = self.threaded.get() {
             return Ok(Side::Thread(t));
         }
         let guard = match self.host.try_lock() {
             Ok(g) => g,
             Err(TryLockError::WouldBlock) => {
-                let _ = self.wakeup.wake();
+                if wake_holder {
+                    let _ = self.wakeup.wake();
+                }
                 self.host.lock().map_err(|_| poisoned())?
             }
             Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
@@ -223,7 +231,7 @@ pub unsafe extern "C" fn p2p_node_service(node: *mut p2p_node, max_wait_ms: u32)
         // SAFETY: the caller passes a live node (or NULL).
         let node = unsafe { node_arg(node) }?;
         let wait = Duration::from_millis(u64::from(max_wait_ms));
-        let result = match node.side()? {
+        let result = match node.side_waking(false)? {
             Side::Hosted(mut g) => {
                 let host = g.as_mut().ok_or_else(Error::closed)?;
                 node.logger.scope(|| host.service(wait)).map_err(Error::from)
@@ -328,7 +336,9 @@ pub unsafe extern "C" fn p2p_node_wake(node: *mut p2p_node) -> p2p_result {
 /// engines that wait in their own loop: in hosted mode, when datagrams
 /// arrived or `p2p_node_wake` was called: then call `p2p_node_service(node,
 /// 0)`, and never wait longer than `p2p_node_timeout` says; in thread mode,
-/// when events wait for `p2p_poll_events` (or `p2p_node_wake`).
+/// when events wait for `p2p_poll_events` (or `p2p_node_wake`). A wake-up
+/// may find nothing to do (an event already taken by an earlier poll can
+/// leave one behind): poll, and wait again.
 ///
 /// Unix: an epoll/kqueue file descriptor owned by the node; only wait for
 /// it to be readable; never read, close or register anything on it.
@@ -352,9 +362,9 @@ fn waitable(node: &p2p_node) -> Result<p2p_waitable, Error> {
         return Ok(t.fd);
     }
     match node.side()? {
-        Side::Hosted(g) => {
-            let host = g.as_ref().ok_or_else(Error::closed)?;
-            Ok(i64::from(std::os::fd::AsRawFd::as_raw_fd(host)))
+        Side::Hosted(mut g) => {
+            let host = g.as_mut().ok_or_else(Error::closed)?;
+            Ok(i64::from(host.waitable()))
         }
         Side::Thread(t) => Ok(t.fd),
     }
@@ -779,4 +789,55 @@ pub unsafe extern "C" fn p2p_node_stats(node: *mut p2p_node, out: *mut p2p_stats
         let stats = node.query(query::stats)?;
         unsafe { query::fill_stats(stats, out) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::P2P_ROLE_SERVER;
+    use std::ffi::CString;
+
+    #[test]
+    fn a_call_from_another_thread_wakes_a_waiting_service_and_goes_through() {
+        let name = CString::new("s").unwrap();
+        let bind = CString::new("127.0.0.1:0").unwrap();
+        let mut cfg = std::mem::MaybeUninit::<p2p_config>::uninit();
+        let mut node = std::ptr::null_mut();
+        // SAFETY: a writable config; strings outlive the create call.
+        unsafe {
+            crate::config::p2p_config_default(cfg.as_mut_ptr());
+            let mut cfg = cfg.assume_init();
+            cfg.role = P2P_ROLE_SERVER;
+            cfg.name = name.as_ptr();
+            cfg.bind = bind.as_ptr();
+            assert_eq!(p2p_node_create(&cfg, &mut node), P2P_OK);
+            // Settle, and take every event: a waiting one ends `service` at once.
+            let mut events: Vec<p2p_event> = Vec::with_capacity(16);
+            for _ in 0..10 {
+                p2p_node_service(node, 0);
+                while p2p_poll_events(node, events.as_mut_ptr(), 16) > 0 {}
+            }
+        }
+        let ptr = node as usize;
+        let waiter = std::thread::spawn(move || {
+            let t = Instant::now();
+            // SAFETY: the node outlives the thread (joined below).
+            assert_eq!(unsafe { p2p_node_service(ptr as *mut p2p_node, 60_000) }, P2P_OK);
+            t.elapsed()
+        });
+        // SAFETY: a live node.
+        let n = unsafe { &*node };
+        // Wait (without a clock) until the other thread holds the host: it
+        // is inside p2p_node_service.
+        while n.host.try_lock().is_ok() {
+            assert!(!waiter.is_finished(), "the service returned before anything woke it");
+            std::thread::yield_now();
+        }
+        let mut stats = p2p_stats { size: std::mem::size_of::<p2p_stats>() as u32, ..Default::default() };
+        // SAFETY: a live node and a sized struct.
+        assert_eq!(unsafe { p2p_node_stats(node, &mut stats) }, P2P_OK);
+        assert!(waiter.join().unwrap() < Duration::from_secs(30), "the service was woken, not timed out");
+        // SAFETY: freed once.
+        unsafe { p2p_node_free(node) };
+    }
 }
