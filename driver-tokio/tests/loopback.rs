@@ -246,3 +246,93 @@ async fn a_lone_server_is_online_at_once_and_closes_quickly() {
     assert!(ep.send(ep.id(), 0, &b"x"[..], Reliability::Reliable).is_err());
     drop(events);
 }
+
+/// A server on a mio thread of its own that can vanish without a word: its
+/// loop stops and its socket closes, nobody is told (a crash, a pulled
+/// cable).
+struct SilentServer {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wake: p2pcore_mio::Wakeup,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SilentServer {
+    fn start(seed: u8) -> Self {
+        let config = Config::new(Identity::from_seed(Role::Server, [seed; 32]), "silent", [seed; 32]);
+        let mut host = Host::bind(HostConfig::new(loopback()), config).expect("server bind");
+        let addr = host.local_addr();
+        let wake = host.wakeup();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut events = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                host.service(Duration::from_secs(10)).expect("server loop");
+                host.drain_events(&mut events);
+                events.clear();
+            }
+            // Dropped without closing: no goodbye goes out.
+        });
+        Self { addr, stop, wake, thread }
+    }
+
+    fn vanish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.wake.wake().unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_bounded_while_the_remotes_are_unreachable() {
+    let server = SilentServer::start(41);
+    let a = peer(42, &[server.addr], |ep, _| ep.host.close_timeout = Duration::from_millis(500)).await;
+    timeout(LIMIT, a.online()).await.unwrap().unwrap();
+    server.vanish();
+    // Nobody will answer the goodbye: close gives up at its bound.
+    let start = std::time::Instant::now();
+    let reason = timeout(LIMIT, a.close()).await.expect("close returns");
+    assert!(matches!(reason, CloseReason::Closed), "{reason:?}");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(500) + Duration::from_secs(2), "close took {took:?}");
+    assert!(matches!(timeout(LIMIT, a.closed()).await.expect("closed resolves"), CloseReason::Closed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_without_close_tells_the_remote_and_blocks_nothing() {
+    let servers = servers();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let a = peer(43, &addrs, |_, _| {}).await;
+    let b = peer(44, &addrs, |_, _| {}).await;
+    timeout(LIMIT, a.online()).await.unwrap().unwrap();
+    timeout(LIMIT, b.online()).await.unwrap().unwrap();
+    timeout(LIMIT, sees(&b, &[a.id()])).await.unwrap();
+    // A connection between the two.
+    b.send_wait(a.id(), 0, &b"hello"[..], Reliability::Reliable).await.unwrap();
+    let m = timeout(LIMIT, a.recv()).await.unwrap().unwrap();
+    assert_eq!(m.from, b.id());
+    let b_id = b.id();
+    let mut events = a.events();
+    // The last handle of b goes: its driver says goodbye in the background,
+    // and a hears it (a close, not a timeout) while this task runs on.
+    drop(b);
+    let reason = loop {
+        match timeout(LIMIT, events.recv()).await.expect("a hears b leave").expect("a alive") {
+            Ok(p2pcore::Event::Disconnected { id, reason }) if id == b_id => break reason,
+            _ => {}
+        }
+    };
+    // Told by b itself, or by the servers that b left: not a timeout.
+    assert!(
+        matches!(
+            reason,
+            p2pcore::DisconnectReason::ClosedByRemote { .. } | p2pcore::DisconnectReason::PeerOffline
+        ),
+        "{reason:?}"
+    );
+    a.close().await;
+    for (h, _) in servers {
+        let _ = h.close();
+    }
+}
