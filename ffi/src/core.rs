@@ -9,10 +9,8 @@ use crate::node::reliability_of;
 use crate::query::{
     self, p2p_link_info, p2p_master_info, p2p_path_info, p2p_peer_info, p2p_server_info, p2p_stats,
 };
-use crate::result::{
-    Error, P2P_DONE, P2P_ERR_BUFFER_TOO_SMALL, P2P_ERR_NOT_FOUND, P2P_OK, call, call_void, p2p_result,
-};
-use crate::types::{arg, arg_mut, bytes_arg, fill, p2p_addr, p2p_node_id};
+use crate::result::{Error, P2P_DONE, P2P_ERR_BUFFER_TOO_SMALL, P2P_OK, call, call_void, p2p_result};
+use crate::types::{arg, arg_mut, bytes_arg, p2p_addr, p2p_node_id};
 use bytes::{Bytes, BytesMut};
 use p2pcore::{Ecn, Node};
 use p2pcore_mio::DataDir;
@@ -70,6 +68,15 @@ impl CoreState {
     fn us(&self, t: Instant) -> u64 {
         let since = t.saturating_duration_since(self.epoch);
         self.base_us.saturating_add(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+impl query::Source for p2p_core {
+    fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node, Option<p2pcore_mio::HostStats>) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        Ok(f(&self.lock()?.node, None))
     }
 }
 
@@ -442,12 +449,8 @@ pub unsafe extern "C" fn p2p_core_peers(
     out: *mut p2p_peer_info,
     count: *mut u32,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live core, an array and its capacity (or NULL).
-        let core = unsafe { core_arg(core) }?;
-        let peers = query::peers(&core.lock()?.node);
-        unsafe { fill(peers, out, count) }
-    })
+    // SAFETY: the caller passes a live core and valid pointers (or NULL).
+    call(|| unsafe { query::peers_into(core_arg(core)?, out, count) })
 }
 
 /// The path to `peer`, as `p2p_node_path`.
@@ -459,15 +462,8 @@ pub unsafe extern "C" fn p2p_core_path(
     peer: *const p2p_node_id,
     out: *mut p2p_path_info,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live core, an ID and a writable struct (or NULL).
-        let core = unsafe { core_arg(core) }?;
-        let peer = unsafe { arg(peer, "peer") }?.to_id()?;
-        let out = unsafe { arg_mut(out, "out") }?;
-        let path = query::path(&core.lock()?.node, peer);
-        *out = path.ok_or_else(|| Error::new(P2P_ERR_NOT_FOUND, format!("no link to {peer}")))?;
-        Ok(P2P_OK)
-    })
+    // SAFETY: the caller passes a live core and valid pointers (or NULL).
+    call(|| unsafe { query::path_into(core_arg(core)?, peer, out) })
 }
 
 /// The established connections, as `p2p_node_links`.
@@ -479,12 +475,8 @@ pub unsafe extern "C" fn p2p_core_links(
     out: *mut p2p_link_info,
     count: *mut u32,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live core, an array and its capacity (or NULL).
-        let core = unsafe { core_arg(core) }?;
-        let links = query::links(&core.lock()?.node);
-        unsafe { fill(links, out, count) }
-    })
+    // SAFETY: the caller passes a live core and valid pointers (or NULL).
+    call(|| unsafe { query::links_into(core_arg(core)?, out, count) })
 }
 
 /// The Master, as `p2p_node_master`.
@@ -492,13 +484,8 @@ pub unsafe extern "C" fn p2p_core_links(
 /// Thread safety: one thread at a time per core.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn p2p_core_master(core: *mut p2p_core, out: *mut p2p_master_info) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live core and a writable struct (or NULL).
-        let core = unsafe { core_arg(core) }?;
-        let out = unsafe { arg_mut(out, "out") }?;
-        *out = query::master(&core.lock()?.node);
-        Ok(P2P_OK)
-    })
+    // SAFETY: the caller passes a live core and valid pointers (or NULL).
+    call(|| unsafe { query::master_into(core_arg(core)?, out) })
 }
 
 /// The servers, as `p2p_node_servers`.
@@ -510,12 +497,8 @@ pub unsafe extern "C" fn p2p_core_servers(
     out: *mut p2p_server_info,
     count: *mut u32,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live core, an array and its capacity (or NULL).
-        let core = unsafe { core_arg(core) }?;
-        let servers = query::servers(&core.lock()?.node);
-        unsafe { fill(servers, out, count) }
-    })
+    // SAFETY: the caller passes a live core and valid pointers (or NULL).
+    call(|| unsafe { query::servers_into(core_arg(core)?, out, count) })
 }
 
 /// The counters, as `p2p_node_stats` (the hosted-mode ones stay 0).
@@ -523,10 +506,6 @@ pub unsafe extern "C" fn p2p_core_servers(
 /// Thread safety: one thread at a time per core.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn p2p_core_stats(core: *mut p2p_core, out: *mut p2p_stats) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live core and a sized struct (or NULL).
-        let core = unsafe { core_arg(core) }?;
-        let stats = query::stats(&core.lock()?.node, None);
-        unsafe { query::fill_stats(stats, out) }
-    })
+    // SAFETY: the caller passes a live core and valid pointers (or NULL).
+    call(|| unsafe { query::stats_into(core_arg(core)?, out) })
 }

@@ -16,10 +16,8 @@ use crate::log::{Logger, p2p_log_fn};
 use crate::query::{
     self, p2p_link_info, p2p_master_info, p2p_path_info, p2p_peer_info, p2p_server_info, p2p_stats,
 };
-use crate::result::{
-    Error, P2P_DONE, P2P_ERR_NOT_FOUND, P2P_ERR_WRONG_MODE, P2P_OK, call, call_void, p2p_result,
-};
-use crate::types::{arg, arg_mut, bytes_arg, fill, fill_bytes, p2p_addr, p2p_node_id};
+use crate::result::{Error, P2P_DONE, P2P_ERR_WRONG_MODE, P2P_OK, call, call_void, p2p_result};
+use crate::types::{arg, arg_mut, bytes_arg, fill_bytes, p2p_addr, p2p_node_id};
 use bytes::Bytes;
 use p2pcore::{Event, Node, NodeId, Reliability};
 use p2pcore_mio::{DataDir, EventReceiver, Handle, Host, HostStats, SpawnOptions, Wakeup};
@@ -137,8 +135,9 @@ impl p2p_node {
             )
         })
     }
+}
 
-    /// Runs a query on the node, wherever it lives.
+impl query::Source for p2p_node {
     fn query<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Node, Option<HostStats>) -> R + Send + 'static,
@@ -694,12 +693,8 @@ pub unsafe extern "C" fn p2p_node_peers(
     out: *mut p2p_peer_info,
     count: *mut u32,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live node, an array and its capacity (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let peers = node.query(|n, _| query::peers(n))?;
-        unsafe { fill(peers, out, count) }
-    })
+    // SAFETY: the caller passes a live node and valid pointers (or NULL).
+    call(|| unsafe { query::peers_into(node_arg(node)?, out, count) })
 }
 
 /// How this node reaches `peer` now (kind, relaying server, RTT), in
@@ -712,19 +707,8 @@ pub unsafe extern "C" fn p2p_node_path(
     peer: *const p2p_node_id,
     out: *mut p2p_path_info,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live node, an ID and a writable struct (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let peer = unsafe { arg(peer, "peer") }?.to_id()?;
-        let out = unsafe { arg_mut(out, "out") }?;
-        match node.query(move |n, _| query::path(n, peer))? {
-            Some(p) => {
-                *out = p;
-                Ok(P2P_OK)
-            }
-            None => Err(Error::new(P2P_ERR_NOT_FOUND, format!("no link to {peer}"))),
-        }
-    })
+    // SAFETY: the caller passes a live node and valid pointers (or NULL).
+    call(|| unsafe { query::path_into(node_arg(node)?, peer, out) })
 }
 
 /// The established connections (servers and peers), length-in/length-out
@@ -737,12 +721,8 @@ pub unsafe extern "C" fn p2p_node_links(
     out: *mut p2p_link_info,
     count: *mut u32,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live node, an array and its capacity (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let links = node.query(|n, _| query::links(n))?;
-        unsafe { fill(links, out, count) }
-    })
+    // SAFETY: the caller passes a live node and valid pointers (or NULL).
+    call(|| unsafe { query::links_into(node_arg(node)?, out, count) })
 }
 
 /// The Master as this node sees it (ID, name, basis, Raft term and group),
@@ -751,13 +731,8 @@ pub unsafe extern "C" fn p2p_node_links(
 /// Thread safety: as `p2p_poll_events`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn p2p_node_master(node: *mut p2p_node, out: *mut p2p_master_info) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live node and a writable struct (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let out = unsafe { arg_mut(out, "out") }?;
-        *out = node.query(|n, _| query::master(n))?;
-        Ok(P2P_OK)
-    })
+    // SAFETY: the caller passes a live node and valid pointers (or NULL).
+    call(|| unsafe { query::master_into(node_arg(node)?, out) })
 }
 
 /// The servers this node knows, length-in/length-out as `p2p_node_peers`.
@@ -769,12 +744,8 @@ pub unsafe extern "C" fn p2p_node_servers(
     out: *mut p2p_server_info,
     count: *mut u32,
 ) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live node, an array and its capacity (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let servers = node.query(|n, _| query::servers(n))?;
-        unsafe { fill(servers, out, count) }
-    })
+    // SAFETY: the caller passes a live node and valid pointers (or NULL).
+    call(|| unsafe { query::servers_into(node_arg(node)?, out, count) })
 }
 
 /// The node's counters, into `*out` (set `out->size = sizeof(p2p_stats)`
@@ -783,12 +754,8 @@ pub unsafe extern "C" fn p2p_node_servers(
 /// Thread safety: as `p2p_poll_events`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn p2p_node_stats(node: *mut p2p_node, out: *mut p2p_stats) -> p2p_result {
-    call(|| {
-        // SAFETY: the caller passes a live node and a sized struct (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let stats = node.query(query::stats)?;
-        unsafe { query::fill_stats(stats, out) }
-    })
+    // SAFETY: the caller passes a live node and valid pointers (or NULL).
+    call(|| unsafe { query::stats_into(node_arg(node)?, out) })
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! copied into the caller's buffers.
 
 use crate::event::{basis_code, path_code};
-use crate::result::{Error, P2P_OK, p2p_result};
-use crate::types::{name_field, p2p_addr, p2p_node_id};
+use crate::result::{Error, P2P_ERR_NOT_FOUND, P2P_OK, p2p_result};
+use crate::types::{arg, arg_mut, fill, name_field, p2p_addr, p2p_node_id};
 use p2pcore::{Node, NodeId};
 use p2pcore_mio::HostStats;
 use std::collections::BTreeMap;
@@ -156,6 +156,88 @@ pub struct p2p_stats {
     pub recv_calls: u64,
 }
 
+/// Where a query runs: the hosted node (on the caller's thread or its
+/// network thread) or the raw core.
+pub(crate) trait Source {
+    /// Runs `f` on the node, with the host's counters when there is a host.
+    fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node, Option<HostStats>) -> R + Send + 'static,
+    ) -> Result<R, Error>;
+}
+
+/// The exported queries of both modes, after their node argument was
+/// checked.
+///
+/// # Safety
+/// The pointers are NULL or valid for what they point to (the C contract).
+pub(crate) unsafe fn peers_into(
+    s: &impl Source,
+    out: *mut p2p_peer_info,
+    count: *mut u32,
+) -> Result<p2p_result, Error> {
+    let peers = s.query(|n, _| peers(n))?;
+    // SAFETY: the caller's promise.
+    unsafe { fill(peers, out, count) }
+}
+
+/// # Safety
+/// As [`peers_into`].
+pub(crate) unsafe fn path_into(
+    s: &impl Source,
+    peer: *const p2p_node_id,
+    out: *mut p2p_path_info,
+) -> Result<p2p_result, Error> {
+    // SAFETY: the caller's promise.
+    let peer = unsafe { arg(peer, "peer") }?.to_id()?;
+    let out = unsafe { arg_mut(out, "out") }?;
+    *out = s
+        .query(move |n, _| path(n, peer))?
+        .ok_or_else(|| Error::new(P2P_ERR_NOT_FOUND, format!("no link to {peer}")))?;
+    Ok(P2P_OK)
+}
+
+/// # Safety
+/// As [`peers_into`].
+pub(crate) unsafe fn links_into(
+    s: &impl Source,
+    out: *mut p2p_link_info,
+    count: *mut u32,
+) -> Result<p2p_result, Error> {
+    let links = s.query(|n, _| links(n))?;
+    // SAFETY: the caller's promise.
+    unsafe { fill(links, out, count) }
+}
+
+/// # Safety
+/// As [`peers_into`].
+pub(crate) unsafe fn master_into(s: &impl Source, out: *mut p2p_master_info) -> Result<p2p_result, Error> {
+    // SAFETY: the caller's promise.
+    let out = unsafe { arg_mut(out, "out") }?;
+    *out = s.query(|n, _| master(n))?;
+    Ok(P2P_OK)
+}
+
+/// # Safety
+/// As [`peers_into`].
+pub(crate) unsafe fn servers_into(
+    s: &impl Source,
+    out: *mut p2p_server_info,
+    count: *mut u32,
+) -> Result<p2p_result, Error> {
+    let servers = s.query(|n, _| servers(n))?;
+    // SAFETY: the caller's promise.
+    unsafe { fill(servers, out, count) }
+}
+
+/// # Safety
+/// As [`peers_into`].
+pub(crate) unsafe fn stats_into(s: &impl Source, out: *mut p2p_stats) -> Result<p2p_result, Error> {
+    let stats = s.query(stats)?;
+    // SAFETY: the caller's promise.
+    unsafe { fill_stats(stats, out) }
+}
+
 fn rtt_us(rtt: Duration) -> u64 {
     u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)
 }
@@ -180,7 +262,7 @@ fn paths(node: &Node) -> BTreeMap<NodeId, p2p_path_info> {
         .collect()
 }
 
-pub(crate) fn peers(node: &Node) -> Vec<p2p_peer_info> {
+fn peers(node: &Node) -> Vec<p2p_peer_info> {
     let paths = paths(node);
     node.peers()
         .into_iter()
@@ -193,7 +275,7 @@ pub(crate) fn peers(node: &Node) -> Vec<p2p_peer_info> {
         .collect()
 }
 
-pub(crate) fn path(node: &Node, id: NodeId) -> Option<p2p_path_info> {
+fn path(node: &Node, id: NodeId) -> Option<p2p_path_info> {
     paths(node).remove(&id).or_else(|| {
         // Connected without a path entry (a server, or a peer between paths).
         node.links().find(|l| l.id == id).map(|l| p2p_path_info {
@@ -206,7 +288,7 @@ pub(crate) fn path(node: &Node, id: NodeId) -> Option<p2p_path_info> {
     })
 }
 
-pub(crate) fn links(node: &Node) -> Vec<p2p_link_info> {
+fn links(node: &Node) -> Vec<p2p_link_info> {
     node.links()
         .map(|l| {
             let (kind, via) = path_code(l.path);
@@ -225,7 +307,7 @@ pub(crate) fn links(node: &Node) -> Vec<p2p_link_info> {
         .collect()
 }
 
-pub(crate) fn master(node: &Node) -> p2p_master_info {
+fn master(node: &Node) -> p2p_master_info {
     let m = node.master();
     let name = m
         .master
@@ -243,7 +325,7 @@ pub(crate) fn master(node: &Node) -> p2p_master_info {
     }
 }
 
-pub(crate) fn servers(node: &Node) -> Vec<p2p_server_info> {
+fn servers(node: &Node) -> Vec<p2p_server_info> {
     node.servers()
         .into_iter()
         .map(|s| p2p_server_info {
@@ -257,7 +339,7 @@ pub(crate) fn servers(node: &Node) -> Vec<p2p_server_info> {
         .collect()
 }
 
-pub(crate) fn stats(node: &Node, host: Option<HostStats>) -> p2p_stats {
+fn stats(node: &Node, host: Option<HostStats>) -> p2p_stats {
     let s = node.stats();
     let h = host.unwrap_or_default();
     p2p_stats {
@@ -287,7 +369,7 @@ pub(crate) fn stats(node: &Node, host: Option<HostStats>) -> p2p_stats {
 ///
 /// # Safety
 /// `out` is NULL or a writable `p2p_stats` of at least `out->size` bytes.
-pub(crate) unsafe fn fill_stats(stats: p2p_stats, out: *mut p2p_stats) -> Result<p2p_result, Error> {
+unsafe fn fill_stats(stats: p2p_stats, out: *mut p2p_stats) -> Result<p2p_result, Error> {
     if out.is_null() {
         return Err(Error::invalid("`out` is NULL"));
     }
