@@ -5,6 +5,7 @@
 use crate::identity::NodeId;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// A peer in the merged directory, as [`Node::peers`](crate::Node::peers) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,11 @@ pub struct LinkRow {
     pub id: NodeId,
     /// How it is reached.
     pub path: PathKind,
+    /// The connection's round-trip time, for links to peers: on a peer,
+    /// QUIC's current estimate; in a server's directory, the last value the
+    /// peer reported (it reports when it moves by a quarter and 2 ms, at
+    /// most every 5 s per link). `None` when not known.
+    pub rtt: Option<Duration>,
 }
 
 /// One peer as a server lists it, with the links it reported, as

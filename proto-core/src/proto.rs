@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version of the control protocol spoken on the control stream.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Length prefix size of every stream frame.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -164,6 +164,10 @@ pub(crate) enum PeerMsg {
     /// Server → peer: the peer's packets now come from this address (its
     /// NAT gave it a new mapping, or its address changed).
     Observed(SocketAddr),
+    /// Peer → server: the round-trip time of the peer's connection to a
+    /// linked peer, in µs, when it moved noticeably (for the servers' view
+    /// of who reaches whom how fast; protocol 3).
+    LinkRtt { peer: NodeId, rtt_us: u32 },
 }
 
 /// Messages of the control stream.

@@ -178,7 +178,7 @@ impl Pool<'_> {
 
     /// A server → peer or peer → server message.
     pub(crate) fn peer_msg(&self, i: &mut Input<'_>, next_version: u64) -> PeerMsg {
-        match i.u8() % 14 {
+        match i.u8() % 15 {
             0 => PeerMsg::Session { token: i.array() },
             1 => {
                 let n = i.below(6);
@@ -201,6 +201,7 @@ impl Pool<'_> {
             10 => PeerMsg::LinkSet { peer: self.id(i), path: self.path_kind(i) },
             11 => PeerMsg::LinkDrop { peer: self.id(i) },
             12 => PeerMsg::Resync,
+            13 => PeerMsg::LinkRtt { peer: self.id(i), rtt_us: i.u32() },
             _ => PeerMsg::Observed(self.addr(i)),
         }
     }

@@ -138,7 +138,24 @@ impl Node {
             }
         }
         self.follow_move(handle);
+        self.report_rtt(handle);
         self.touch(handle);
+    }
+
+    /// Hands an established peer-to-peer connection's round-trip time to the
+    /// peer role, which reports it to the servers when it moved (this runs
+    /// after every input on the connection: a comparison, no new timer).
+    fn report_rtt(&mut self, handle: usize) {
+        let Some(conn) = self.conns.get(&handle) else { return };
+        let Some(remote) = conn.remote else { return };
+        if remote.role() != Role::Peer || self.links.get(&remote) != Some(&handle) {
+            return;
+        }
+        let rtt = conn.quic.rtt();
+        let now = self.now;
+        if let Some(p) = self.role.peer_mut() {
+            p.link_rtt(remote, rtt, now);
+        }
     }
 
     /// The remote of an accepted connection now sends from a new address

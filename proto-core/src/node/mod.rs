@@ -405,7 +405,11 @@ impl Node {
     /// The link table: how this node reaches the
     /// servers and peers it is linked to. Empty on servers.
     pub fn link_table(&self) -> Vec<LinkRow> {
-        self.role.peer().map_or_else(Vec::new, Peer::link_table)
+        let mut rows = self.role.peer().map_or_else(Vec::new, Peer::link_table);
+        for row in rows.iter_mut().filter(|r| r.id.role() == Role::Peer) {
+            row.rtt = self.links.get(&row.id).and_then(|h| self.conns.get(h)).map(|c| c.quic.rtt());
+        }
+        rows
     }
 
     /// For peers: whether at least one server is connected (a peer configured

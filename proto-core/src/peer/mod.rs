@@ -60,6 +60,9 @@ struct ServerLink {
     version: Option<u64>,
 }
 
+/// Shortest time between two round-trip reports for one link.
+const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The peer role state machine.
 pub(crate) struct Peer {
     me: NodeId,
@@ -79,6 +82,9 @@ pub(crate) struct Peer {
     links: BTreeMap<NodeId, PathKind>,
     /// Linked peers whose path is gone (`PathChanged { path: None }` told).
     pathless: BTreeSet<NodeId>,
+    /// The round-trip time last reported to the servers per linked peer (µs)
+    /// and when.
+    rtt_reported: BTreeMap<NodeId, (u32, Instant)>,
     /// Peer dials in progress, and when a failed peer may be dialed again.
     dialing: BTreeSet<NodeId>,
     retry_at: BTreeMap<NodeId, (Instant, Duration)>,
@@ -113,6 +119,7 @@ impl Peer {
             paths,
             links: BTreeMap::new(),
             pathless: BTreeSet::new(),
+            rtt_reported: BTreeMap::new(),
             dialing: BTreeSet::new(),
             retry_at: BTreeMap::new(),
             rng,
@@ -230,11 +237,30 @@ impl Peer {
         LocalView { edm: paths::is_edm(&own.observed), local: own.local }
     }
 
-    /// The link table: servers (direct) and peers.
+    /// The link table: servers (direct) and peers (their round-trip times
+    /// are the node's to fill in).
     pub(crate) fn link_table(&self) -> Vec<LinkRow> {
-        let servers = self.servers.keys().map(|id| LinkRow { id: *id, path: PathKind::Direct });
-        let peers = self.links.iter().map(|(id, path)| LinkRow { id: *id, path: *path });
+        let servers = self.servers.keys().map(|id| LinkRow { id: *id, path: PathKind::Direct, rtt: None });
+        let peers = self.links.iter().map(|(id, path)| LinkRow { id: *id, path: *path, rtt: None });
         servers.chain(peers).collect()
+    }
+
+    /// A linked peer's connection measured `rtt`: tell the servers when it
+    /// moved by a quarter and 2 ms since the last report, at most every
+    /// `RTT_REPORT_INTERVAL` per link (the first measurement at once).
+    pub(crate) fn link_rtt(&mut self, peer: NodeId, rtt: Duration, now: Instant) {
+        if !self.links.contains_key(&peer) {
+            return;
+        }
+        let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+        if let Some(&(old, at)) = self.rtt_reported.get(&peer) {
+            let moved = us.abs_diff(old);
+            if now.saturating_duration_since(at) < RTT_REPORT_INTERVAL || moved < 2_000 || moved < old / 4 {
+                return;
+            }
+        }
+        self.rtt_reported.insert(peer, (us, now));
+        self.broadcast(PeerMsg::LinkRtt { peer, rtt_us: us });
     }
 
     /// How the connection to `peer` is carried, if there is one.
@@ -424,6 +450,11 @@ impl Peer {
                 for (peer, path) in links {
                     self.send(meta.id, PeerMsg::LinkSet { peer, path });
                 }
+                let rtts: Vec<(NodeId, u32)> =
+                    self.rtt_reported.iter().map(|(k, (us, _))| (*k, *us)).collect();
+                for (peer, rtt_us) in rtts {
+                    self.send(meta.id, PeerMsg::LinkRtt { peer, rtt_us });
+                }
                 self.dial_servers(now);
             }
             Role::Peer => {
@@ -470,6 +501,7 @@ impl Peer {
                 self.dialing.remove(&id);
                 self.paths.disconnected(id);
                 let had_path = !self.pathless.remove(&id);
+                self.rtt_reported.remove(&id);
                 if self.links.remove(&id).is_some() {
                     self.broadcast(PeerMsg::LinkDrop { peer: id });
                     if had_path {
@@ -580,7 +612,11 @@ impl Peer {
                 self.report_addrs();
             }
             // Peer-to-server messages are not accepted from servers.
-            PeerMsg::Info(_) | PeerMsg::LinkSet { .. } | PeerMsg::LinkDrop { .. } | PeerMsg::Resync => {}
+            PeerMsg::Info(_)
+            | PeerMsg::LinkSet { .. }
+            | PeerMsg::LinkDrop { .. }
+            | PeerMsg::LinkRtt { .. }
+            | PeerMsg::Resync => {}
         }
     }
 

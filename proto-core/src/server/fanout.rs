@@ -15,6 +15,7 @@ use crate::identity::NodeId;
 use crate::info::{DirectoryRow, LinkRow};
 use crate::proto::{Control, PeerMsg};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 impl Server {
     /// The directory: the peers connected to this server, each with the
@@ -28,7 +29,15 @@ impl Server {
                     id: *id,
                     name: r.name.clone(),
                     addrs: r.addrs.clone(),
-                    links: r.links.iter().map(|(k, v)| LinkRow { id: *k, path: *v }).collect(),
+                    links: r
+                        .links
+                        .iter()
+                        .map(|(k, v)| LinkRow {
+                            id: *k,
+                            path: *v,
+                            rtt: r.rtts.get(k).map(|us| Duration::from_micros(u64::from(*us))),
+                        })
+                        .collect(),
                 })
             })
             .collect()
@@ -90,6 +99,7 @@ impl Server {
             }
             PeerMsg::LinkSet { peer, path } => self.peers.set_link(from, peer, path),
             PeerMsg::LinkDrop { peer } => self.peers.drop_link(from, peer),
+            PeerMsg::LinkRtt { peer, rtt_us } => self.peers.set_rtt(from, peer, rtt_us),
             PeerMsg::Resync => {
                 let snapshot = self.peers.snapshot(from);
                 self.send_peer(from, snapshot);

@@ -20,6 +20,8 @@ pub(crate) struct PeerRecord {
     pub(crate) token: [u8; TOKEN_LEN],
     /// The peer's reported links: how it reaches each node.
     pub(crate) links: BTreeMap<NodeId, PathKind>,
+    /// The round-trip times it reported for some of those links, in µs.
+    pub(crate) rtts: BTreeMap<NodeId, u32>,
 }
 
 /// The server's peer tables.
@@ -66,7 +68,7 @@ impl PeerTable {
             self.tokens.remove(&old.token);
         }
         let addrs = PeerAddrs { local: Vec::new(), observed: vec![observed] };
-        let record = PeerRecord { name, addrs, token, links: BTreeMap::new() };
+        let record = PeerRecord { name, addrs, token, links: BTreeMap::new(), rtts: BTreeMap::new() };
         self.version += 1;
         let entry = Self::entry(id, &record);
         for other in self.peers.keys() {
@@ -127,6 +129,17 @@ impl PeerTable {
     pub(crate) fn drop_link(&mut self, id: NodeId, peer: NodeId) {
         if let Some(r) = self.peers.get_mut(&id) {
             r.links.remove(&peer);
+            r.rtts.remove(&peer);
+        }
+    }
+
+    /// A peer reported a link's round-trip time (kept only for a link it
+    /// reported, so the table stays as bounded as its links).
+    pub(crate) fn set_rtt(&mut self, id: NodeId, peer: NodeId, rtt_us: u32) {
+        if let Some(r) = self.peers.get_mut(&id)
+            && r.links.contains_key(&peer)
+        {
+            r.rtts.insert(peer, rtt_us);
         }
     }
 
