@@ -1,0 +1,545 @@
+//! The `p2pcore` command, driven as a user drives it: real processes on
+//! loopback. The demo and its JSON; two servers and two console peers
+//! exchanging a scripted message; every bad input giving one clear line and
+//! a non-zero exit; SIGTERM closing within its bound; `/metrics` as
+//! Prometheus text; the network map in a real headless browser (Debian's
+//! `chromium`, which `.ci/run` installs).
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2pcore");
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A child process killed (and reaped) when the test ends, even failing.
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[&str]) -> Self {
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start p2pcore");
+        Self { child, name: name.to_owned() }
+    }
+
+    /// Lines of stdout, on a channel (a reader thread).
+    fn stdout_lines(&mut self) -> mpsc::Receiver<String> {
+        let out = self.child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    fn stdin(&mut self) -> ChildStdin {
+        self.child.stdin.take().expect("stdin")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the exit, at most `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {limit:?}", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr_text(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn wait_ready(admin: SocketAddr) {
+    let deadline = Instant::now() + LIMIT;
+    while http_get(admin, "/readyz", None).map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "the server at {admin} never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    secret: PathBuf,
+}
+
+impl Net {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        let out = Command::new(BIN).args(["secret", "new", "--out"]).arg(&secret).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Self { dir, secret }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    /// A server; `admin` for readiness, metrics and the map.
+    fn server(&self, name: &str, listen: SocketAddr, join: &[SocketAddr], admin: Option<SocketAddr>) -> Proc {
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--name".into(),
+            name.into(),
+            "--data-dir".into(),
+            self.path(name),
+            "--listen".into(),
+            listen.to_string(),
+            "--secret-file".into(),
+            self.secret.to_str().unwrap().into(),
+        ];
+        for j in join {
+            args.extend(["--join".into(), j.to_string()]);
+        }
+        if let Some(a) = admin {
+            args.extend(["--admin".into(), a.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(name, &args)
+    }
+
+    fn peer(&self, name: &str, join: SocketAddr, exec: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "peer".into(),
+            "--name".into(),
+            name.into(),
+            "--join".into(),
+            join.to_string(),
+            "--secret-file".into(),
+            self.secret.to_str().unwrap().into(),
+        ];
+        for e in exec {
+            args.extend(["--exec".into(), (*e).into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(name, &args)
+    }
+}
+
+/// Reads lines until one contains `needle` (within `LIMIT`); returns what
+/// was read.
+fn expect_line(lines: &mpsc::Receiver<String>, needle: &str, who: &str) -> Vec<String> {
+    let deadline = Instant::now() + LIMIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => {
+                let found = l.contains(needle);
+                seen.push(l);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("{who} never printed `{needle}`; it printed:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+#[test]
+fn demo_runs_every_step_and_reports_json() {
+    let t = Instant::now();
+    let out = Command::new(BIN).args(["demo", "--json"]).output().unwrap();
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "demo failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["ok"], true);
+    let steps: Vec<&str> =
+        doc["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        [
+            "cluster formed",
+            "Master elected",
+            "peers online",
+            "paths",
+            "messages",
+            "failover",
+            "messages after failover"
+        ]
+    );
+    assert!(doc["steps"].as_array().unwrap().iter().all(|s| s["ok"] == true));
+    assert_eq!(doc["pairs"].as_array().unwrap().len(), 6);
+    assert_eq!(doc["failover"]["basis"], "eldest");
+    assert!(took < Duration::from_secs(15), "the demo took {took:?}");
+}
+
+#[test]
+fn two_servers_and_two_console_peers_exchange_a_scripted_message() {
+    let net = Net::new();
+    let (a1, a2, admin) = (free_udp(), free_udp(), free_tcp());
+    let _s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let _s2 = net.server("s2", a2, &[a1], None);
+    let mut bob = net.peer("bob", a1, &[]);
+    let bob_out = bob.stdout_lines();
+    let mut bob_in = bob.stdin();
+    expect_line(&bob_out, "joined as bob", "bob");
+    let mut alice = net.peer("alice", a2, &["wait bob 20", "send bob hello from alice", "peers", "quit"]);
+    let alice_out = alice.stdout_lines();
+    let seen = expect_line(&bob_out, "[alice] hello from alice", "bob");
+    assert!(seen.iter().any(|l| l.contains("alice") && l.contains("is online")), "{seen:?}");
+    let status = alice.wait_exit(LIMIT);
+    assert!(status.success(), "alice: {status}: {}", alice.stderr_text());
+    let alice_lines: Vec<String> = alice_out.try_iter().collect();
+    assert!(alice_lines.iter().any(|l| l == "bob is online"), "{alice_lines:?}");
+    assert!(
+        alice_lines.iter().any(|l| l.starts_with("bob ") && l.contains('C')),
+        "peers lists bob: {alice_lines:?}"
+    );
+    // Bob answers by command on stdin, then leaves at end of input.
+    writeln!(bob_in, "servers").unwrap();
+    writeln!(bob_in, "send nobody hi").unwrap();
+    expect_line(&bob_out, "no online peer is named `nobody`", "bob");
+    drop(bob_in);
+    assert!(bob.wait_exit(LIMIT).success());
+}
+
+/// Runs the command expecting failure: exit code 1, one line on stderr
+/// naming the problem, nothing like a panic.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("p2pcore: error:")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one error line expected:\n{stderr}");
+    assert!(lines[0].contains(needle), "{args:?}: `{needle}` not in `{}`", lines[0]);
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn bad_input_prints_one_clear_line_and_exits_non_zero() {
+    let net = Net::new();
+    let dir = net.path("d");
+    let secret = net.secret.to_str().unwrap().to_owned();
+    let base = ["server", "--data-dir", &dir, "--secret-file", &secret];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+
+    fails_with(
+        &["server", "--config", "/nonexistent/server.toml"],
+        "cannot read the config file /nonexistent",
+    );
+    let cfg = net.path("bad.toml");
+    std::fs::write(&cfg, "name = \"x\"\nlisten = \"0.0.0.0:7400\"\nlistne = \"typo\"\n").unwrap();
+    fails_with(&["server", "--config", &cfg], "(line 3): unknown field `listne`");
+    fails_with(&with(&base, &["--listen", "nonsense"]), "`nonsense` is not an address");
+    fails_with(&with(&base, &["--join", "10.0.0.1"]), "--join: `10.0.0.1` is not an address");
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    fails_with(&with(&base, &["--listen", &taken]), "another process uses this port");
+    fails_with(&with(&base, &["--listen", "192.0.2.1:7400"]), "no interface of this machine has that IP");
+    let file = net.path("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    fails_with(&["server", "--data-dir", &file, "--secret-file", &secret], &file);
+    fails_with(&["server", "--data-dir", &dir], "no admission given");
+    fails_with(
+        &["server", "--data-dir", &dir, "--secret-file", "/nonexistent"],
+        "cannot read the network secret file",
+    );
+    fails_with(&with(&base, &["--admin", "0.0.0.0:9400"]), "--admin-token-file");
+    fails_with(
+        &["token", "issue", "--issuer-key", &secret, "--role", "server", "--node", "nope", "--expires", "1d"],
+        "`nope` is not a node ID",
+    );
+    // A join address where nothing answers.
+    let silent = free_udp().to_string();
+    fails_with(
+        &with(&base, &["--listen", "127.0.0.1:0", "--join", &silent, "--join-timeout", "1"]),
+        "no server answered",
+    );
+    fails_with(
+        &["peer", "--name", "p", "--join", &silent, "--secret-file", &secret, "--join-timeout", "1"],
+        "no server answered",
+    );
+
+    // A data directory held by a live server, and a wrong secret.
+    let (a1, admin) = (free_udp(), free_tcp());
+    let _s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let held = net.path("s1");
+    fails_with(
+        &["server", "--data-dir", &held, "--secret-file", &secret, "--listen", "127.0.0.1:0"],
+        "is using this data directory",
+    );
+    let wrong = net.path("wrong-secret");
+    std::fs::write(&wrong, "a different secret, long enough\n").unwrap();
+    let a1 = a1.to_string();
+    fails_with(
+        &[
+            "server",
+            "--data-dir",
+            &net.path("s9"),
+            "--secret-file",
+            &wrong,
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            &a1,
+        ],
+        "refused",
+    );
+    // Usage mistakes are clap's: exit code 2 with a usage line.
+    let out = Command::new(BIN).args(["server", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn sigterm_closes_the_server_within_its_bound() {
+    let net = Net::new();
+    let (a1, admin) = (free_udp(), free_tcp());
+    let mut s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let t = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &s1.pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = s1.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}: {}", s1.stderr_text());
+    assert!(t.elapsed() < Duration::from_secs(3), "closed in {:?}", t.elapsed());
+    assert!(s1.stderr_text().contains("server closed"));
+}
+
+/// Checks the text exposition format (version 0.0.4) line by line: every
+/// sample belongs to a family declared by `# TYPE`, names and labels are
+/// well formed, values are numbers.
+fn check_prometheus(text: &str) -> usize {
+    let mut declared = std::collections::BTreeSet::new();
+    let mut samples = 0;
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(name_ok(name) && ["counter", "gauge"].contains(&kind), "{line}");
+            declared.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "value: {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(name_ok(name), "name: {line}");
+        assert!(declared.contains(name), "undeclared family: {line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).expect("braces");
+            for pair in inner.split("\",") {
+                let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("label: {line}"));
+                assert!(name_ok(k), "label name: {line}");
+                assert!(!v.trim_end_matches('"').contains('\n'), "{line}");
+            }
+        }
+        samples += 1;
+    }
+    samples
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_health_answers() {
+    let net = Net::new();
+    let (a1, admin) = (free_udp(), free_tcp());
+    let _s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let (status, body) = http_get(admin, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(check_prometheus(&body) > 20, "{body}");
+    assert!(body.contains("p2pcore_is_master 1"), "a lone server is Master:\n{body}");
+    assert!(body.contains("p2pcore_dropped_total{reason=\"bad_magic\"} 0"));
+    assert_eq!(http_get(admin, "/healthz", None).unwrap().0, 200);
+    assert_eq!(http_get(admin, "/nope", None).unwrap().0, 404);
+}
+
+#[test]
+fn the_admin_address_off_localhost_requires_its_token() {
+    let net = Net::new();
+    let token = net.path("admin-token");
+    std::fs::write(&token, "s3cret-admin-token\n").unwrap();
+    let admin = free_tcp();
+    let a1 = free_udp().to_string();
+    let mut p = Proc::spawn(
+        "s1",
+        &[
+            "server",
+            "--data-dir",
+            &net.path("s1"),
+            "--listen",
+            &a1,
+            "--secret-file",
+            net.secret.to_str().unwrap(),
+            "--admin",
+            &admin.to_string(),
+            "--admin-token-file",
+            &token,
+        ],
+    );
+    let deadline = Instant::now() + LIMIT;
+    while http_get(admin, "/healthz", Some("s3cret-admin-token")).map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never healthy: {}", p.stderr_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(admin, "/metrics", None).unwrap().0, 401);
+    assert_eq!(http_get(admin, "/metrics", Some("wrong")).unwrap().0, 401);
+    assert_eq!(http_get(admin, "/metrics?token=s3cret-admin-token", None).unwrap().0, 200);
+}
+
+fn chromium() -> PathBuf {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = Command::new("which").arg(c).output()
+            && out.status.success()
+        {
+            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    panic!("this test needs a headless browser: install Debian's chromium (apt-get install chromium)");
+}
+
+/// The page's DOM after its script ran, as a headless browser sees it.
+fn dump_dom(browser: &Path, url: &str, profile: &Path) -> String {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run the browser");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_network_map_shows_the_cluster_in_a_browser_and_follows_it() {
+    let browser = chromium();
+    let net = Net::new();
+    let (a1, a2, a3, admin) = (free_udp(), free_udp(), free_udp(), free_tcp());
+    let _s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let _s2 = net.server("s2", a2, &[a1], None);
+    let mut s3 = net.server("s3", a3, &[a1], None);
+    let mut ann = net.peer("ann", a1, &[]);
+    let mut ben = net.peer("ben", a1, &[]);
+    let (ann_out, ben_out) = (ann.stdout_lines(), ben.stdout_lines());
+    let (_ann_in, _ben_in) = (ann.stdin(), ben.stdin());
+    expect_line(&ann_out, "ben (", "ann");
+    expect_line(&ben_out, "path to ann", "ben");
+    // The map's JSON sees 3 live servers and the pair before the page is
+    // loaded, so the page is checked against a settled cluster.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let map = http_get(admin, "/map.json", None).map(|r| r.1).unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(&map).unwrap_or_default();
+        let live = doc["servers"].as_array().map_or(0, |s| s.iter().filter(|s| s["live"] == true).count());
+        if live == 3 && doc["pairs"].as_array().is_some_and(|p| p.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not settle: {map}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{admin}/map");
+    let profile = tempfile::tempdir().unwrap();
+    let dom = dump_dom(&browser, &url, profile.path());
+    assert!(dom.contains("data-loaded=\"yes\""), "the page's script did not render:\n{dom}");
+    for name in ["s1", "s2", "s3"] {
+        assert!(dom.contains(&format!("data-name=\"{name}\" data-live=\"true\"")), "{name} live:\n{dom}");
+    }
+    assert!(dom.contains("★ Master"), "the Master is marked:\n{dom}");
+    assert!(
+        dom.contains("Master: s1 · basis raft") || dom.contains("basis raft"),
+        "raft basis shown:\n{dom}"
+    );
+    assert!(dom.contains("data-name=\"ann\"") && dom.contains("data-name=\"ben\""), "peers:\n{dom}");
+    assert!(dom.contains("class=\"pair\""), "the pair's path:\n{dom}");
+
+    // A server goes away: the page follows.
+    Command::new("kill").args(["-TERM", &s3.pid().to_string()]).status().unwrap();
+    s3.wait_exit(Duration::from_secs(5));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let dom = dump_dom(&browser, &url, profile.path());
+        if dom.contains("data-name=\"s3\" data-live=\"false\"")
+            && dom.contains("data-name=\"s1\" data-live=\"true\"")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page never showed s3 down:\n{dom}");
+    }
+}
