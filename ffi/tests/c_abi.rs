@@ -9,11 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `target/<profile>`, where cargo put the library this test was built with.
+/// Where cargo put the library this test was built with:
+/// `target/<profile>/deps`, beside the test itself. (`cargo test` builds the
+/// cdylib and staticlib there but copies them up to `target/<profile>`
+/// only on `cargo build`, so that copy may be missing or stale.)
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/c_abi-<hash>
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+    exe.parent().unwrap().to_path_buf()
 }
 
 fn ffi_dir() -> PathBuf {
