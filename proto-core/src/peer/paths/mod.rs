@@ -32,7 +32,10 @@
 //!   addresses, for peers on one LAN).
 //! * **Selection**: a pong validates a path and measures its RTT. Traffic
 //!   starts on the relay; it moves to the first validated direct path, and
-//!   from one direct path to another only if that is [`HYSTERESIS`] faster.
+//!   from one direct path to another only if that is [`HYSTERESIS`] faster
+//!   — except to an address on the remote's own interfaces (a LAN path),
+//!   which is preferred over a translated one unless over a third and
+//!   [`LAN_SLACK`] slower.
 //! * **Liveness**: a direct path whose sends go unanswered for a few RTTs is
 //!   pinged; if the pings go unanswered too, traffic falls back to the relay
 //!   and a new round starts. An idle direct path is kept open by pings every
@@ -68,6 +71,12 @@ use std::time::{Duration, Instant};
 /// Another direct path must be this much faster to take over (new RTT below
 /// 3/4 of the current one).
 pub(crate) const HYSTERESIS: (u32, u32) = (3, 4);
+
+/// How much slower than a translated path (beyond a third) a LAN path may
+/// measure and still be preferred: round trips of a few hundred µs on a LAN
+/// vary by more than they differ, and a path through no NAT survives what a
+/// NAT's mappings do not.
+pub(crate) const LAN_SLACK: Duration = Duration::from_millis(10);
 
 /// Where the next packet for a peer goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,9 +167,28 @@ impl PeerPath {
         }
     }
 
-    /// The best validated candidate and its RTT.
+    /// The best validated candidate and its RTT: the fastest, except that
+    /// an address on the remote's own interfaces (a LAN path, through no
+    /// NAT) wins over a translated one unless it is over a third and
+    /// [`LAN_SLACK`] slower. Two
+    /// peers behind one router that hairpins otherwise kept whichever path
+    /// validated first, often the one through the router's public address
+    /// (the round trips are nearly equal), and then depended on the router's
+    /// mapping and hairpinning — and the two sides could disagree (the
+    /// real-NAT lab saw one side direct, the other punched).
     fn best(&self) -> Option<(SocketAddr, Duration)> {
-        self.cands.iter().filter_map(|(a, c)| Some((*a, c.rtt?))).min_by_key(|(a, rtt)| (*rtt, *a))
+        self.cands.iter().filter_map(|(a, c)| Some((*a, c.rtt?))).min_by_key(|(a, rtt)| (self.weighted(a, *rtt), *a))
+    }
+
+    /// Whether `addr` is one of the remote's own interface addresses.
+    fn is_local(&self, addr: &SocketAddr) -> bool {
+        self.remote.local.contains(addr)
+    }
+
+    /// The RTT paths are compared by: a local address's counts
+    /// [`LAN_SLACK`] and a quarter less.
+    fn weighted(&self, addr: &SocketAddr, rtt: Duration) -> Duration {
+        if self.is_local(addr) { rtt.saturating_sub(LAN_SLACK).mul_f64(0.75) } else { rtt }
     }
 }
 
@@ -333,9 +361,16 @@ impl Paths {
         let switch = match p.direct {
             None => true,
             Some(cur) if cur == best => false,
+            // From a translated path to a LAN one: taken unless the LAN path
+            // is over a third and LAN_SLACK slower (a one-way upgrade, so no
+            // flapping).
+            Some(cur) if p.is_local(&best) && !p.is_local(&cur) => {
+                let cur_rtt = p.cands.get(&cur).and_then(|c| c.rtt).unwrap_or(Duration::MAX);
+                rtt.saturating_sub(LAN_SLACK).saturating_mul(3) <= cur_rtt.saturating_mul(4)
+            }
             Some(cur) => {
                 let cur_rtt = p.cands.get(&cur).and_then(|c| c.rtt).unwrap_or(Duration::MAX);
-                rtt * HYSTERESIS.1 < cur_rtt.saturating_mul(HYSTERESIS.0)
+                p.weighted(&best, rtt) * HYSTERESIS.1 < p.weighted(&cur, cur_rtt).saturating_mul(HYSTERESIS.0)
             }
         };
         if switch {
@@ -374,6 +409,42 @@ mod tests {
             Some(net.sides[0].paths.get(&id(2)).unwrap().live.last_tx.unwrap() + Duration::from_secs(25)),
             "only the keep-alive remains"
         );
+    }
+
+    /// b is reached through its NAT's public address (at 2) at once; its
+    /// LAN address (at 3) answers only later, with a one-way latency of
+    /// `lan_ms`. Where a's traffic to b goes then.
+    fn lan_against_nat(lan_ms: u64) -> (Net, Option<SocketAddr>) {
+        let mut net = Net::new(vec![(at(1), ms(5))], vec![(at(2), ms(5)), (at(3), None)]);
+        net.sides[1].observed = vec![at(2)];
+        net.connect();
+        net.run_for(Duration::from_secs(5));
+        assert_eq!(net.direct(0), Some(at(2)));
+        net.sides[1].addrs[1].1 = ms(lan_ms);
+        let b = net.report(1);
+        net.sides[0].paths.on_candidates(net.now, id(2), &b, false, &LocalView::default());
+        net.run_for(Duration::from_secs(5));
+        let direct = net.direct(0);
+        (net, direct)
+    }
+
+    #[test]
+    fn a_lan_path_takes_over_a_translated_one_though_a_little_slower() {
+        // 12 ms against 10: taken, it crosses no NAT.
+        let (mut net, direct) = lan_against_nat(7);
+        assert_eq!(direct, Some(at(3)), "the LAN path takes over");
+        // The translated path does not win it back by being a little faster.
+        net.sides[1].addrs[0].1 = ms(4);
+        let b = net.report(1);
+        net.sides[0].paths.on_candidates(net.now, id(2), &b, false, &LocalView::default());
+        net.run_for(Duration::from_secs(5));
+        assert_eq!(net.direct(0), Some(at(3)), "no flap back");
+    }
+
+    #[test]
+    fn a_much_slower_lan_path_does_not_take_over() {
+        // 25 ms against 10: over a third and LAN_SLACK slower.
+        assert_eq!(lan_against_nat(20).1, Some(at(2)));
     }
 
     #[test]

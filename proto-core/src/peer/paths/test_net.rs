@@ -24,6 +24,9 @@ pub(super) struct Side {
     pub(super) id: NodeId,
     pub(super) addrs: Vec<(SocketAddr, Option<Duration>)>,
     pub(super) view: LocalView,
+    /// Of `addrs`, those reported as server-observed (translated by a NAT)
+    /// rather than as interface addresses.
+    pub(super) observed: Vec<SocketAddr>,
     pub(super) switched: usize,
     pub(super) rounds: Vec<Instant>,
 }
@@ -59,6 +62,7 @@ impl Net {
             id: id(n),
             addrs,
             view: LocalView::default(),
+            observed: Vec::new(),
             switched: 0,
             rounds: Vec::new(),
         };
@@ -72,10 +76,12 @@ impl Net {
         }
     }
 
-    /// What side `i` reports about itself (interface addresses, all public).
+    /// What side `i` reports about itself: interface addresses (all public
+    /// unless listed in `observed`) and server-observed ones.
     pub(super) fn report(&self, i: usize) -> PeerAddrs {
-        let addrs: Vec<SocketAddr> = self.sides[i].addrs.iter().map(|(a, _)| *a).collect();
-        PeerAddrs { local: addrs, observed: Vec::new() }
+        let s = &self.sides[i];
+        let (observed, local) = s.addrs.iter().map(|(a, _)| *a).partition(|a| s.observed.contains(a));
+        PeerAddrs { local, observed }
     }
 
     /// Both sides learn each other and connect (as after the relayed
