@@ -6,84 +6,17 @@
 //! `chromium`, which `.ci/run` installs).
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2pcore");
+mod procs;
+
+use procs::{BIN, Proc};
+
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A child process killed (and reaped) when the test ends, even failing.
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[&str]) -> Self {
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start p2pcore");
-        Self { child, name: name.to_owned() }
-    }
-
-    /// Lines of stdout, on a channel (a reader thread).
-    fn stdout_lines(&mut self) -> mpsc::Receiver<String> {
-        let out = self.child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    }
-
-    fn stdin(&mut self) -> ChildStdin {
-        self.child.stdin.take().expect("stdin")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the exit, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {limit:?}", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr_text(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
 
 fn free_udp() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
@@ -152,7 +85,7 @@ impl Net {
             args.extend(["--admin".into(), a.to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(name, &args)
+        Proc::p2pcore(name, &args)
     }
 
     fn peer(&self, name: &str, join: SocketAddr, exec: &[&str]) -> Proc {
@@ -169,27 +102,7 @@ impl Net {
             args.extend(["--exec".into(), (*e).into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(name, &args)
-    }
-}
-
-/// Reads lines until one contains `needle` (within `LIMIT`); returns what
-/// was read.
-fn expect_line(lines: &mpsc::Receiver<String>, needle: &str, who: &str) -> Vec<String> {
-    let deadline = Instant::now() + LIMIT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) => {
-                let found = l.contains(needle);
-                seen.push(l);
-                if found {
-                    return seen;
-                }
-            }
-            Err(_) => panic!("{who} never printed `{needle}`; it printed:\n{}", seen.join("\n")),
-        }
+        Proc::p2pcore(name, &args)
     }
 }
 
@@ -234,35 +147,31 @@ fn two_servers_and_two_console_peers_exchange_a_scripted_message() {
     wait_ready(admin);
     let _s2 = net.server("s2", a2, &[a1], None);
     let mut bob = net.peer("bob", a1, &[]);
-    let bob_out = bob.stdout_lines();
-    let mut bob_in = bob.stdin();
-    expect_line(&bob_out, "joined as bob", "bob");
+    bob.expect("joined as bob", LIMIT);
     let mut alice = net.peer("alice", a2, &["wait bob 20", "send bob hello from alice", "peers", "quit"]);
-    let alice_out = alice.stdout_lines();
-    let seen = expect_line(&bob_out, "[alice] hello from alice", "bob");
+    let seen = bob.expect("[alice] hello from alice", LIMIT);
     assert!(seen.iter().any(|l| l.contains("alice") && l.contains("is online")), "{seen:?}");
     let status = alice.wait_exit(LIMIT);
     assert!(status.success(), "alice: {status}: {}", alice.stderr_text());
-    let alice_lines: Vec<String> = alice_out.try_iter().collect();
+    let alice_lines: Vec<String> = alice.lines().into_iter().map(|(_, l)| l).collect();
     assert!(alice_lines.iter().any(|l| l == "bob is online"), "{alice_lines:?}");
     assert!(
         alice_lines.iter().any(|l| l.starts_with("bob ") && l.contains('C')),
         "peers lists bob: {alice_lines:?}"
     );
     // Bob answers by command on stdin, then leaves at end of input.
-    writeln!(bob_in, "servers").unwrap();
-    writeln!(bob_in, "send nobody hi").unwrap();
-    expect_line(&bob_out, "no online peer is named `nobody`", "bob");
+    bob.say("servers");
+    bob.say("send nobody hi");
+    bob.expect("no online peer is named `nobody`", LIMIT);
     // Two peers answer to one name: the console lists them instead of
     // guessing.
-    let mut twins = [net.peer("twin", a1, &[]), net.peer("twin", a2, &[])];
-    let _twin_in: Vec<ChildStdin> = twins.iter_mut().map(Proc::stdin).collect();
-    expect_line(&bob_out, "twin (", "bob");
-    expect_line(&bob_out, "twin (", "bob");
-    writeln!(bob_in, "send twin hi").unwrap();
-    let seen = expect_line(&bob_out, "`twin` names 2 peers", "bob");
+    let _twins = [net.peer("twin", a1, &[]), net.peer("twin", a2, &[])];
+    bob.expect("twin (", LIMIT);
+    bob.expect("twin (", LIMIT);
+    bob.say("send twin hi");
+    let seen = bob.expect("`twin` names 2 peers", LIMIT);
     assert_eq!(seen.last().unwrap().matches(", C").count() + 1, 2, "both IDs listed: {seen:?}");
-    drop(bob_in);
+    bob.close_stdin();
     assert!(bob.wait_exit(LIMIT).success());
 }
 
@@ -363,8 +272,7 @@ fn sigterm_closes_the_server_within_its_bound() {
     let mut s1 = net.server("s1", a1, &[], Some(admin));
     wait_ready(admin);
     let t = Instant::now();
-    let killed = Command::new("kill").args(["-TERM", &s1.pid().to_string()]).status().unwrap();
-    assert!(killed.success());
+    s1.signal("TERM");
     let status = s1.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status}: {}", s1.stderr_text());
     assert!(t.elapsed() < Duration::from_secs(3), "closed in {:?}", t.elapsed());
@@ -434,7 +342,7 @@ fn the_admin_address_off_localhost_requires_its_token() {
     std::fs::write(&token, "s3cret-admin-token\n").unwrap();
     let admin = free_tcp();
     let a1 = free_udp().to_string();
-    let mut p = Proc::spawn(
+    let p = Proc::p2pcore(
         "s1",
         &[
             "server",
@@ -504,12 +412,10 @@ fn the_network_map_shows_the_cluster_in_a_browser_and_follows_it() {
     wait_ready(admin);
     let _s2 = net.server("s2", a2, &[a1], None);
     let mut s3 = net.server("s3", a3, &[a1], None);
-    let mut ann = net.peer("ann", a1, &[]);
-    let mut ben = net.peer("ben", a1, &[]);
-    // Their output is read (so their pipes never fill) but not waited on:
-    // whichever joins second already sees the other when it starts.
-    let (_ann_out, _ben_out) = (ann.stdout_lines(), ben.stdout_lines());
-    let (_ann_in, _ben_in) = (ann.stdin(), ben.stdin());
+    // Their output is not waited on: whichever joins second already sees
+    // the other when it starts.
+    let _ann = net.peer("ann", a1, &[]);
+    let _ben = net.peer("ben", a1, &[]);
     // The map's JSON sees 3 live servers and the pair before the page is
     // loaded, so the page is checked against a settled cluster.
     let deadline = Instant::now() + LIMIT;
@@ -540,7 +446,7 @@ fn the_network_map_shows_the_cluster_in_a_browser_and_follows_it() {
     assert!(dom.contains("class=\"pair\""), "the pair's path:\n{dom}");
 
     // A server goes away: the page follows.
-    Command::new("kill").args(["-TERM", &s3.pid().to_string()]).status().unwrap();
+    s3.signal("TERM");
     s3.wait_exit(Duration::from_secs(5));
     let deadline = Instant::now() + LIMIT;
     loop {

@@ -257,7 +257,12 @@ impl Console {
             }
             "peers" => self.peers(),
             "send" => match rest.split_once(char::is_whitespace) {
-                Some((who, text)) => self.resolve(who).and_then(|to| self.send(to, text.trim())),
+                // A refusal names the message, so a script knows which of
+                // its sends were accepted.
+                Some((who, text)) => self
+                    .resolve(who)
+                    .and_then(|to| self.send(to, text.trim()))
+                    .map_err(|e| format!("not sent to {who}: {e} [{}]", text.trim())),
                 None => Err("usage: send NAME|ID TEXT".into()),
             },
             "broadcast" if !rest.is_empty() => {

@@ -177,7 +177,10 @@ impl PeerPath {
     /// mapping and hairpinning — and the two sides could disagree (the
     /// real-NAT lab saw one side direct, the other punched).
     fn best(&self) -> Option<(SocketAddr, Duration)> {
-        self.cands.iter().filter_map(|(a, c)| Some((*a, c.rtt?))).min_by_key(|(a, rtt)| (self.weighted(a, *rtt), *a))
+        self.cands
+            .iter()
+            .filter_map(|(a, c)| Some((*a, c.rtt?)))
+            .min_by_key(|(a, rtt)| (self.weighted(a, *rtt), *a))
     }
 
     /// Whether `addr` is one of the remote's own interface addresses.
