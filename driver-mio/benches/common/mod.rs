@@ -30,13 +30,13 @@ pub(crate) fn process_cpu() -> Duration {
 }
 
 /// What a node's thread does between turns.
-trait App: Send + 'static {
+pub(crate) trait App: Send + 'static {
     /// Called after every turn with the events it produced; `false` ends
     /// the thread.
     fn step(&mut self, host: &mut Host, events: &mut Vec<Event>) -> bool;
 }
 
-struct Idle;
+pub(crate) struct Idle;
 impl App for Idle {
     fn step(&mut self, _: &mut Host, events: &mut Vec<Event>) -> bool {
         events.clear();
@@ -44,14 +44,15 @@ impl App for Idle {
     }
 }
 
-struct Node {
+/// A host serviced on a thread of its own, with an [`App`] in its loop.
+pub(crate) struct Node {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Duration>>,
-    id: NodeId,
+    pub(crate) id: NodeId,
 }
 
 impl Node {
-    fn start(mut host: Host, mut app: impl App, wait: Duration) -> Self {
+    pub(crate) fn start(mut host: Host, mut app: impl App, wait: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let id = host.id();
         let thread = {
@@ -75,7 +76,7 @@ impl Node {
     }
 
     /// Stops the thread; returns the CPU time it used.
-    fn stop(mut self) -> Duration {
+    pub(crate) fn stop(mut self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().map_or(Duration::ZERO, |t| t.join().expect("node thread"))
     }
@@ -226,14 +227,17 @@ impl App for Echo {
     }
 }
 
-/// Sends 64-byte messages one at a time, timing each round trip.
+/// Sends `size`-byte messages one at a time, timing each round trip, once
+/// the path to `to` is the one wanted.
 struct Pinger {
     to: NodeId,
     left: usize,
+    size: usize,
     sent: Option<Instant>,
     rtts: Vec<Duration>,
     done: mpsc::Sender<Vec<Duration>>,
-    direct: bool,
+    relayed: bool,
+    ready: bool,
 }
 
 impl App for Pinger {
@@ -244,10 +248,14 @@ impl App for Pinger {
                 back = true;
             }
         }
-        if !self.direct {
+        if !self.ready {
             let path = host.node().link_table().into_iter().find(|l| l.id == self.to).map(|l| l.path);
-            self.direct = path == Some(PathKind::Direct);
-            if !self.direct
+            self.ready = match path {
+                Some(PathKind::Direct) => !self.relayed,
+                Some(PathKind::Relayed { .. }) => self.relayed,
+                _ => false,
+            };
+            if !self.ready
                 && host.node().peers().iter().any(|p| p.id == self.to)
                 && !host.node().is_connected(&self.to)
             {
@@ -265,34 +273,40 @@ impl App for Pinger {
         }
         if self.sent.is_none() {
             self.sent = Some(Instant::now());
-            host.send(self.to, 2, vec![7u8; 64], Reliability::Reliable).expect("ping");
+            host.send(self.to, 2, vec![7u8; self.size], Reliability::Reliable).expect("ping");
             host.flush();
         }
         true
     }
 }
 
-pub(crate) fn round_trips(gso: bool, count: usize) -> (Duration, Duration) {
+/// `count` round trips of `size`-byte reliable messages between two peers
+/// on a direct path (or relayed through their server), one at a time.
+/// Sorted samples.
+pub(crate) fn round_trip_samples(gso: bool, count: usize, size: usize, relayed: bool) -> Vec<Duration> {
     let server = host(Role::Server, "s", gso, &[], true);
     let addr = server.local_addr();
     let s = Node::start(server, Idle, Duration::from_millis(5));
-    let a = host(Role::Peer, "a", gso, &[addr], true);
-    let b = host(Role::Peer, "b", gso, &[addr], true);
+    let a = host(Role::Peer, "a", gso, &[addr], !relayed);
+    let b = host(Role::Peer, "b", gso, &[addr], !relayed);
     let b_id = b.id();
     // Both ends wait in the poll (the wait is a bound, not a tick): a
     // message wakes them at once.
     let rb = Node::start(b, Echo, Duration::from_millis(50));
     let (tx, rx) = mpsc::channel();
-    let ra = Node::start(
-        a,
-        Pinger { to: b_id, left: count, sent: None, rtts: Vec::new(), done: tx, direct: false },
-        Duration::from_millis(50),
-    );
+    let pinger = Pinger { to: b_id, left: count, size, sent: None, rtts: Vec::new(), done: tx, relayed, ready: false };
+    let ra = Node::start(a, pinger, Duration::from_millis(50));
     let mut rtts = rx.recv_timeout(Duration::from_secs(120)).expect("round trips");
     ra.stop();
     rb.stop();
     s.stop();
     rtts.sort();
+    rtts
+}
+
+/// p50 and p99 of 64-byte round trips on a direct path.
+pub(crate) fn round_trips(gso: bool, count: usize) -> (Duration, Duration) {
+    let rtts = round_trip_samples(gso, count, 64, false);
     let pct = |p: f64| rtts[((rtts.len() as f64 - 1.0) * p) as usize];
     (pct(0.5), pct(0.99))
 }

@@ -1,0 +1,94 @@
+//! What every system's measurements produce, and the arithmetic on them.
+
+use serde::Serialize;
+use std::time::Duration;
+
+pub(crate) use crate::p2p::common::thread_cpu;
+
+/// CPU time of the whole process, user and system, to the microsecond
+/// (`getrusage`; `/proc`'s 10 ms ticks are too coarse for short runs).
+#[allow(unsafe_code)]
+pub(crate) fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid out-pointer for one `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded, so it filled `usage`.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Bulk reliable transfer: goodput and the CPU it cost (every thread of the
+/// process, sender and receiver together).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Throughput {
+    pub(crate) mb_per_s: f64,
+    pub(crate) cpu_ms_per_100mb: f64,
+}
+
+/// A blast of unreliable messages: how many the sender handed over, how
+/// many arrived, over how long the sender sent.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Rate {
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) seconds: f64,
+}
+
+impl Rate {
+    /// Messages delivered per second.
+    pub(crate) fn delivered_per_s(&self) -> f64 {
+        self.received as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Share of handed-over messages that never arrived.
+    pub(crate) fn loss(&self) -> f64 {
+        if self.sent == 0 { 0.0 } else { 1.0 - (self.received.min(self.sent) as f64 / self.sent as f64) }
+    }
+}
+
+/// What a forwarder (p2pcore's relay or the bare one) did during a blast.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Forwarding {
+    pub(crate) forwarded: u64,
+    pub(crate) bytes: u64,
+    pub(crate) seconds: f64,
+    /// CPU time of the forwarding thread.
+    pub(crate) cpu: Duration,
+}
+
+impl Forwarding {
+    pub(crate) fn per_s(&self) -> f64 {
+        self.forwarded as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Datagrams one core forwards per second at the measured cost: the
+    /// forwarder's capacity, whatever the sender could offer.
+    pub(crate) fn per_core_s(&self) -> f64 {
+        self.forwarded as f64 / self.cpu.as_secs_f64().max(1e-9)
+    }
+
+    pub(crate) fn cpu_ms_per_mb(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e3 / (self.bytes as f64 / 1e6).max(1e-9)
+    }
+}
+
+/// The `p`-quantile (0..=1) of sorted samples.
+pub(crate) fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub(crate) fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The median of a few samples.
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    quantile(&samples, 0.5)
+}
