@@ -716,3 +716,110 @@ fn the_budget_counts_unacknowledged_bytes_and_one_big_message_always_fits() {
     let now = net.now;
     assert_eq!(net.node(a).send(now, bid, 0, vec![1], Reliability::Reliable).unwrap(), Some(1));
 }
+
+/// Steps until node `i` has delivered a message on `channel`; returns how
+/// many datagrams node `i` sent in the step that delivered it.
+fn step_until_delivered(net: &mut Net, i: usize, channel: u8) -> usize {
+    let addr = net.addr(i);
+    loop {
+        let before = net.sent.iter().filter(|s| s.0 == addr).count();
+        assert!(net.step(), "the network went idle before the delivery");
+        net.flush();
+        if net.nodes[i]
+            .2
+            .iter()
+            .any(|e| matches!(e, Event::MessageReceived { channel: c, .. } if *c == channel))
+        {
+            return net.sent.iter().filter(|s| s.0 == addr).count() - before;
+        }
+    }
+}
+
+#[test]
+fn an_acknowledgement_rides_with_the_reply() {
+    let (mut net, a, b) = connected_pair();
+    let (aid, bid, baddr) = (net.id(a), net.id(b), net.addr(b));
+    // A first exchange opens the channel's streams (new streams earn QUIC
+    // flow-control updates of their own) and settles QUIC's ACKs.
+    for (from, to) in [(a, bid), (b, aid)] {
+        let now = net.now;
+        net.node(from).send(now, to, 3, Bytes::from_static(b"warm-up"), Reliability::Reliable).unwrap();
+    }
+    net.run_for(Duration::from_millis(200));
+    net.events(a);
+    net.events(b);
+    let now = net.now;
+    net.node(a).send(now, bid, 3, Bytes::from_static(b"ping"), Reliability::Reliable).unwrap();
+    // Delivered: the acknowledgement waits for the turn's end (see the
+    // next test) for a reply to ride with. Whatever b sent as it delivered (QUIC
+    // may acknowledge the packet at once) is lost on the way: a lone
+    // acknowledgement sent then would be lost with it.
+    step_until_delivered(&mut net, b, 3);
+    net.wire.retain(|d| d.2 != baddr);
+    // The reply goes in one datagram and carries the acknowledgement: a has
+    // it all the moment the reply arrives.
+    let before = net.sent.iter().filter(|s| s.0 == baddr).count();
+    let now = net.now;
+    net.node(b).send(now, aid, 3, Bytes::from_static(b"pong"), Reliability::Reliable).unwrap();
+    net.flush();
+    assert_eq!(net.sent.iter().filter(|s| s.0 == baddr).count() - before, 1);
+    step_until_delivered(&mut net, a, 3);
+    assert_eq!(net.node(a).buffered(&bid), 0, "the reply did not acknowledge the ping");
+}
+
+#[test]
+fn a_lone_delivery_is_acknowledged_at_the_end_of_the_turn() {
+    let (mut net, a, b) = connected_pair();
+    let (bid, baddr) = (net.id(b), net.addr(b));
+    let now = net.now;
+    net.node(a).send(now, bid, 3, Bytes::from_static(b"one way"), Reliability::Reliable).unwrap();
+    net.flush();
+    // The message reaches b (no timer of b's runs at that instant).
+    let at = net.wire.front().expect("the message on the wire").0;
+    net.now = at;
+    let local = net.pass_local.then_some(baddr.ip());
+    while let Some((_, to, from, data, ecn)) = net.wire.pop_front() {
+        assert_eq!(to, baddr);
+        net.node(b).handle_datagram(at, from, local, ecn, BytesMut::from(&data[..]));
+    }
+    net.flush();
+    assert!(net.events(b).iter().any(|e| matches!(e, Event::MessageReceived { channel: 3, .. })));
+    // Nothing to reply with: the node asks for a timeout at once, and that
+    // timeout sends the acknowledgement alone (no delay timer a crash could
+    // fall into). It takes the 10 ms latency.
+    assert_eq!(net.timeouts[b], Some(at), "the owed acknowledgement waits");
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.node(a).buffered(&bid), 0, "the acknowledgement did not go at once");
+}
+
+#[test]
+fn a_bulk_transfer_is_acknowledged_as_it_arrives() {
+    // 2 MiB in 16 KiB messages with a 512 KiB send buffer: acknowledgements
+    // every quarter of it keep the sender going without waiting for timers.
+    let mut net = Net::new();
+    let a = net.add_with(Role::Peer, 1, "alice", |c| c.send_buffer_limit = 512 << 10);
+    let b = net.add_with(Role::Peer, 2, "bob", |c| c.send_buffer_limit = 512 << 10);
+    let (bid, baddr, now) = (net.id(b), net.addr(b), net.now);
+    net.node(a).connect(now, bid, baddr).unwrap();
+    net.run_for(Duration::from_millis(500));
+    let msg = Bytes::from(vec![7u8; 16 << 10]);
+    let (mut sent, mut got) = (0, 0);
+    let start = net.now;
+    while got < 128 {
+        while sent < 128 {
+            let now = net.now;
+            match net.node(a).send(now, bid, 1, msg.clone(), Reliability::Reliable) {
+                Ok(_) => sent += 1,
+                Err(SendError::BufferFull { .. }) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(net.step());
+        net.flush();
+        got +=
+            net.events(b).iter().filter(|e| matches!(e, Event::MessageReceived { channel: 1, .. })).count();
+    }
+    // 4 windows of 512 KiB at a 20 ms round trip, give or take slow start:
+    // well under a second of virtual time.
+    assert!(net.now - start < Duration::from_secs(1), "took {:?}", net.now - start);
+}

@@ -267,6 +267,7 @@ impl Node {
         res: Result<(), StreamViolation>,
     ) {
         let mut acks = None;
+        let mut delivered = 0;
         for r in got {
             match r {
                 // A frame must be exactly one message: trailing bytes are
@@ -296,6 +297,7 @@ impl Node {
                                 continue;
                             }
                             acks = Some(from);
+                            delivered += bytes.len();
                             self.events.push_back(Event::MessageReceived {
                                 from,
                                 channel,
@@ -316,22 +318,40 @@ impl Node {
             }
         }
         if let Some(from) = acks {
-            self.send_acks(handle, from);
+            self.owe_acks(from, delivered);
         }
         if let Err(v) = res {
             self.close_conn(handle, Close::Violation(v.into()));
         }
     }
 
-    /// Acknowledges to `from`, on connection `handle`, the reliable messages
-    /// just handed to the application: one control message for everything
-    /// one read delivered (cumulative per channel).
-    fn send_acks(&mut self, handle: usize, from: NodeId) {
-        let acks = self.sessions.take_acks(&from);
-        if acks.is_empty() {
+    /// Reliable messages from `from` (`bytes` of them) were just handed to
+    /// the application: acknowledge them with the next thing sent to `from`
+    /// in this turn, or alone at the next timeout (due at once), or right
+    /// now past [`ACK_BYTES`] (or a quarter of the send buffer limit, if
+    /// smaller) delivered.
+    fn owe_acks(&mut self, from: NodeId, bytes: usize) {
+        let owed = self.acks_owed.entry(from).or_insert(0);
+        *owed += bytes;
+        if *owed >= ACK_BYTES.min(self.cfg.send_buffer_limit / 4) {
+            self.send_owed_acks(from);
+        }
+    }
+
+    /// Sends the acknowledgement owed to `to`, if any: one control message
+    /// for everything delivered since the last (cumulative per channel), on
+    /// its current connection. Without one the next delivery acknowledges
+    /// it all.
+    pub(super) fn send_owed_acks(&mut self, to: NodeId) {
+        if self.acks_owed.remove(&to).is_none() {
             return;
         }
-        if self.conns.get(&handle).is_some_and(|c| c.phase == Phase::Established) {
+        let Some(&handle) = self.links.get(&to) else { return };
+        if !self.conns.get(&handle).is_some_and(|c| c.phase == Phase::Established) {
+            return;
+        }
+        let acks = self.sessions.take_acks(&to);
+        if !acks.is_empty() {
             self.send_control_on(handle, proto::encode(&Control::Ack(acks)));
         }
     }

@@ -49,6 +49,8 @@ use std::time::{Duration, Instant};
 /// (256) plus headroom for streams that are finishing.
 const MAX_CHANNEL_STREAMS: u32 = 256 + 8;
 
+const ACK_BYTES: usize = 256 << 10;
+
 /// A connection as seen from [`Node::links`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -163,6 +165,9 @@ pub struct Node {
     dial_errors: BTreeMap<NodeId, ConnectError>,
     /// Destinations whose `send` hit `BufferFull`, awaiting `SendReady`.
     send_blocked: BTreeSet<NodeId>,
+    /// Remotes owed an acknowledgement of delivered messages, and the bytes
+    /// it covers ([`ACK_BYTES`]).
+    acks_owed: BTreeMap<NodeId, usize>,
     /// Remotes the application paused receiving from.
     recv_paused: BTreeSet<NodeId>,
     /// While the role answers a probe: the prober and the local IP the
@@ -267,6 +272,7 @@ impl Node {
             handshakes_by_ip: BTreeMap::new(),
             dial_errors: BTreeMap::new(),
             send_blocked: BTreeSet::new(),
+            acks_owed: BTreeMap::new(),
             recv_paused: BTreeSet::new(),
             reply_from: None,
             local_addrs,
@@ -584,6 +590,10 @@ impl Node {
             for handle in due {
                 n.on_conn_timeout(handle);
             }
+            let acks: Vec<NodeId> = n.acks_owed.keys().copied().collect();
+            for to in acks {
+                n.send_owed_acks(to);
+            }
             if !n.closing && n.role.poll_timeout().is_some_and(|t| t <= n.now) {
                 n.role.handle_timeout(n.now);
                 n.run_role_actions();
@@ -674,6 +684,8 @@ impl Node {
             }
         }
         if let Some(&handle) = self.links.get(&to) {
+            // An acknowledgement owed to `to` rides in the same packet.
+            self.send_owed_acks(to);
             let Some(conn) = self.conns.get_mut(&handle) else {
                 return Err(SendError::NotConnected(to));
             };
@@ -816,7 +828,9 @@ impl Node {
         // A closing node has reported every held message; what is left of
         // its sessions (what it delivered) no longer matters.
         let sessions = if self.closing { None } else { self.sessions.poll_timeout() };
-        [conn, role, sessions].into_iter().flatten().min()
+        // Owed acknowledgements go at once (see [`ACK_BYTES`]).
+        let acks = (!self.acks_owed.is_empty()).then_some(self.now);
+        [conn, role, sessions, acks].into_iter().flatten().min()
     }
 
     // ----- internals -----------------------------------------------------
