@@ -6,6 +6,8 @@ fn main() {
     println!("cargo::rerun-if-env-changed=PKG_CONFIG_PATH");
     match pkg_config::Config::new().atleast_version("1.3").probe("libenet") {
         Ok(_) => println!("cargo::rustc-cfg=have_enet"),
-        Err(e) => println!("cargo::warning=ENet not found ({e}); the benchmark skips it: apt-get install libenet-dev"),
+        Err(e) => println!(
+            "cargo::warning=ENet not found ({e}); the benchmark skips it: apt-get install libenet-dev"
+        ),
     }
 }

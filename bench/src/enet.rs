@@ -60,7 +60,12 @@ unsafe extern "C" {
         outgoing_bandwidth: u32,
     ) -> *mut c_void;
     fn enet_host_destroy(host: *mut c_void);
-    fn enet_host_connect(host: *mut c_void, address: *const EnetAddress, channels: usize, data: u32) -> *mut c_void;
+    fn enet_host_connect(
+        host: *mut c_void,
+        address: *const EnetAddress,
+        channels: usize,
+        data: u32,
+    ) -> *mut c_void;
     fn enet_host_service(host: *mut c_void, event: *mut EnetEvent, timeout_ms: u32) -> i32;
     fn enet_host_check_events(host: *mut c_void, event: *mut EnetEvent) -> i32;
     fn enet_host_flush(host: *mut c_void);
@@ -81,7 +86,10 @@ pub(crate) enum Event {
     Connect(Peer),
     Disconnect,
     /// A packet, copied out (as p2pcore hands over an owned message).
-    Receive { peer: Peer, data: Vec<u8> },
+    Receive {
+        peer: Peer,
+        data: Vec<u8>,
+    },
 }
 
 /// An ENet host, used from one thread at a time.

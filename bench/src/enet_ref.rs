@@ -105,7 +105,10 @@ pub(crate) fn throughput(size: usize, total: usize) -> io::Result<Throughput> {
     join(server)?;
     let (first, last) = outcome?;
     let seconds = last.duration_since(first).as_secs_f64().max(1e-9);
-    Ok(Throughput { mb_per_s: total as f64 / 1e6 / seconds, cpu_ms_per_100mb: cpu.as_secs_f64() * 1e3 * 100e6 / total as f64 })
+    Ok(Throughput {
+        mb_per_s: total as f64 / 1e6 / seconds,
+        cpu_ms_per_100mb: cpu.as_secs_f64() * 1e3 * 100e6 / total as f64,
+    })
 }
 
 /// `count` round trips of `size`-byte reliable packets.

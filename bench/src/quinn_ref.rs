@@ -18,24 +18,34 @@ use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-fn transport() -> Arc<TransportConfig> {
+/// quinn's defaults with p2pcore's windows; `pmtud: false` also stays at
+/// QUIC's minimum packet size (1200 bytes) as p2pcore does, to tell that
+/// difference apart from the rest.
+fn transport(pmtud: bool) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.receive_window(VarInt::from_u32(8 << 20));
     t.stream_receive_window(VarInt::from_u32(4 << 20));
     t.send_window(8 << 20);
+    if !pmtud {
+        t.mtu_discovery_config(None);
+    }
     Arc::new(t)
 }
 
 fn configs() -> io::Result<(ServerConfig, ClientConfig)> {
+    configs_with(true)
+}
+
+fn configs_with(pmtud: bool) -> io::Result<(ServerConfig, ClientConfig)> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).map_err(io::Error::other)?;
     let der = CertificateDer::from(cert.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
     let mut server = ServerConfig::with_single_cert(vec![der.clone()], key).map_err(io::Error::other)?;
-    server.transport_config(transport());
+    server.transport_config(transport(pmtud));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).map_err(io::Error::other)?;
     let mut client = ClientConfig::with_root_certificates(Arc::new(roots)).map_err(io::Error::other)?;
-    client.transport_config(transport());
+    client.transport_config(transport(pmtud));
     Ok((server, client))
 }
 
@@ -62,7 +72,8 @@ async fn read_messages(recv: &mut RecvStream, mut each: impl FnMut(Bytes) -> boo
         match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
             // The remote finished or closed: the end of the messages.
-            Ok(None) | Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(_))) => {
+            Ok(None)
+            | Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(_))) => {
                 return Ok(());
             }
             Err(e) => return Err(io::Error::other(e)),
@@ -79,7 +90,10 @@ fn frame(size: usize) -> Bytes {
 
 /// A server endpoint on its own thread, running `serve` on the first
 /// connection it accepts.
-fn spawn_server<F, Fut>(config: ServerConfig, serve: F) -> io::Result<(SocketAddr, std::thread::JoinHandle<()>)>
+fn spawn_server<F, Fut>(
+    config: ServerConfig,
+    serve: F,
+) -> io::Result<(SocketAddr, std::thread::JoinHandle<()>)>
 where
     F: FnOnce(quinn::Connection) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = io::Result<()>>,
@@ -115,13 +129,15 @@ where
 async fn connect(config: ClientConfig, server: SocketAddr) -> io::Result<(Endpoint, quinn::Connection)> {
     let mut endpoint = Endpoint::client("127.0.0.1:0".parse().expect("literal"))?;
     endpoint.set_default_client_config(config);
-    let conn = endpoint.connect(server, "localhost").map_err(io::Error::other)?.await.map_err(io::Error::other)?;
+    let conn =
+        endpoint.connect(server, "localhost").map_err(io::Error::other)?.await.map_err(io::Error::other)?;
     Ok((endpoint, conn))
 }
 
-/// Reliable throughput of `size`-byte messages on one stream.
-pub(crate) fn throughput(size: usize, total: usize) -> io::Result<Throughput> {
-    let (server_cfg, client_cfg) = configs()?;
+/// Reliable throughput of `size`-byte messages on one stream; `pmtud`
+/// false keeps quinn at 1200-byte packets like p2pcore.
+pub(crate) fn throughput(size: usize, total: usize, pmtud: bool) -> io::Result<Throughput> {
+    let (server_cfg, client_cfg) = configs_with(pmtud)?;
     let (done_tx, done_rx) = mpsc::channel();
     let (addr, server) = spawn_server(server_cfg, move |conn| async move {
         let mut recv = conn.accept_uni().await.map_err(io::Error::other)?;
@@ -161,7 +177,10 @@ pub(crate) fn throughput(size: usize, total: usize) -> io::Result<Throughput> {
     client.join().map_err(|_| io::Error::other("quinn client panicked"))??;
     let _ = server.join();
     let seconds = last.duration_since(first).as_secs_f64().max(1e-9);
-    Ok(Throughput { mb_per_s: total as f64 / 1e6 / seconds, cpu_ms_per_100mb: cpu.as_secs_f64() * 1e3 * 100e6 / total as f64 })
+    Ok(Throughput {
+        mb_per_s: total as f64 / 1e6 / seconds,
+        cpu_ms_per_100mb: cpu.as_secs_f64() * 1e3 * 100e6 / total as f64,
+    })
 }
 
 /// `count` round trips of `size`-byte messages on one bidirectional stream.

@@ -17,6 +17,9 @@ pub(crate) struct Results {
     pub(crate) machine: String,
     /// `(message size, p2pcore, quinn, ENet)`.
     pub(crate) throughput: Vec<(usize, Throughput, Throughput, Option<Throughput>)>,
+    /// quinn without path MTU discovery (1200-byte packets, as p2pcore), at
+    /// the largest size.
+    pub(crate) throughput_quinn_1200: Option<(usize, Throughput)>,
     /// Sorted round-trip samples of 64-byte messages.
     pub(crate) rtt_p2pcore: Vec<Duration>,
     pub(crate) rtt_quinn: Vec<Duration>,
@@ -92,7 +95,21 @@ impl Results {
                 });
             }
         }
-        if let Some((_, p, q, _)) = self.throughput.iter().find(|t| t.0 == 64 << 10).or(self.throughput.last()) {
+        if let (Some((size, q)), Some((_, p, _, _))) = (&self.throughput_quinn_1200, self.throughput.last()) {
+            rows.push(Row {
+                ratio: Some(p.mb_per_s / q.mb_per_s),
+                goal: String::new(),
+                what: format!(
+                    "reliable throughput, {} messages, quinn also at 1200-byte packets (MB/s)",
+                    size_label(*size)
+                ),
+                p2pcore: format!("{:.0}", p.mb_per_s),
+                reference: format!("quinn, no PMTUD {:.0}", q.mb_per_s),
+            });
+        }
+        if let Some((_, p, q, _)) =
+            self.throughput.iter().find(|t| t.0 == 64 << 10).or(self.throughput.last())
+        {
             rows.push(Row {
                 ratio: Some(p.cpu_ms_per_100mb / q.cpu_ms_per_100mb),
                 goal: String::new(),
@@ -211,7 +228,11 @@ impl Results {
                 goal: String::new(),
                 what: format!("server memory per connected peer at {n} peers (RSS delta)"),
                 p2pcore: format!("{:.1} KiB", per / 1024.0),
-                reference: format!("RSS {:.1} MiB, {:.1} MiB with none", *rss as f64 / 1048576.0, self.memory_base as f64 / 1048576.0),
+                reference: format!(
+                    "RSS {:.1} MiB, {:.1} MiB with none",
+                    *rss as f64 / 1048576.0,
+                    self.memory_base as f64 / 1048576.0
+                ),
             });
         }
         if self.startup_p2pcore.is_empty() {
@@ -260,7 +281,10 @@ impl Results {
         std::fs::create_dir_all(dir)?;
         let md = format!("p2pcore benchmark, {} run, {}\n\n{}", self.mode, self.machine, self.table());
         std::fs::write(dir.join("report.md"), md)?;
-        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self).map_err(io::Error::other)?)?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(self).map_err(io::Error::other)?,
+        )?;
         if !self.throughput.is_empty() {
             self.plot_throughput(&dir.join("throughput.svg")).map_err(|e| io::Error::other(e.to_string()))?;
         }
@@ -283,7 +307,10 @@ impl Results {
             self.throughput.last().map_or(1 << 20, |t| t.0) as f64 * 1.5,
         );
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("Reliable throughput, one channel, loopback ({} run)", self.mode), ("sans-serif", 20))
+            .caption(
+                format!("Reliable throughput, one channel, loopback ({} run)", self.mode),
+                ("sans-serif", 20),
+            )
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
@@ -297,7 +324,11 @@ impl Results {
         let series: [Series; 3] = [
             ("p2pcore", RED, self.throughput.iter().map(|t| (t.0 as f64, t.1.mb_per_s)).collect()),
             ("quinn", BLUE, self.throughput.iter().map(|t| (t.0 as f64, t.2.mb_per_s)).collect()),
-            ("ENet", GREEN, self.throughput.iter().filter_map(|t| t.3.map(|e| (t.0 as f64, e.mb_per_s))).collect()),
+            (
+                "ENet",
+                GREEN,
+                self.throughput.iter().filter_map(|t| t.3.map(|e| (t.0 as f64, e.mb_per_s))).collect(),
+            ),
         ];
         for (name, color, points) in series {
             if points.is_empty() {
@@ -309,7 +340,12 @@ impl Results {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
         }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
         root.present()?;
         Ok(())
     }
@@ -323,15 +359,24 @@ impl Results {
             systems.push(("ENet", GREEN, e));
         }
         systems.push(("bare UDP", BLACK, &self.rtt_udp));
-        let lo = systems.iter().filter_map(|s| s.2.first()).map(|d| micros(*d)).fold(f64::MAX, f64::min).max(1.0);
+        let lo =
+            systems.iter().filter_map(|s| s.2.first()).map(|d| micros(*d)).fold(f64::MAX, f64::min).max(1.0);
         let hi = systems.iter().filter_map(|s| s.2.last()).map(|d| micros(*d)).fold(1.0, f64::max);
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("Round trips of 64-byte messages, loopback ({} run)", self.mode), ("sans-serif", 20))
+            .caption(
+                format!("Round trips of 64-byte messages, loopback ({} run)", self.mode),
+                ("sans-serif", 20),
+            )
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
             .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..1.0)?;
-        chart.configure_mesh().x_desc("round trip (µs, log scale)").y_desc("share of round trips ≤ x").draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("round trip (µs, log scale)")
+            .y_desc("share of round trips ≤ x")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()?;
         for (name, color, samples) in systems {
             let n = samples.len().max(1) as f64;
             let points: Vec<(f64, f64)> =

@@ -40,11 +40,8 @@ pub(crate) fn ping_pong(count: usize, size: usize, through_forwarder: bool) -> i
     let stop = Arc::new(AtomicBool::new(false));
     let server_addr = server.local_addr()?;
     let echo = echo(server, stop.clone());
-    let forwarder = if through_forwarder {
-        Some(Forwarder::start(client.local_addr()?, server_addr)?)
-    } else {
-        None
-    };
+    let forwarder =
+        if through_forwarder { Some(Forwarder::start(client.local_addr()?, server_addr)?) } else { None };
     let target = forwarder.as_ref().map_or(server_addr, |f| f.addr);
     client.set_read_timeout(Some(Duration::from_secs(1)))?;
     let payload = vec![7u8; size];
@@ -70,7 +67,11 @@ pub(crate) fn ping_pong(count: usize, size: usize, through_forwarder: bool) -> i
 /// Sends `size`-byte datagrams as fast as one thread can for `seconds`
 /// (to a receiver directly, or through a forwarder). Returns what was sent
 /// and received, and the forwarder's work when there was one.
-pub(crate) fn blast(seconds: f64, size: usize, through_forwarder: bool) -> io::Result<(Rate, Option<Forwarding>)> {
+pub(crate) fn blast(
+    seconds: f64,
+    size: usize,
+    through_forwarder: bool,
+) -> io::Result<(Rate, Option<Forwarding>)> {
     let tx = socket()?;
     let rx = socket()?;
     let rx_addr = rx.local_addr()?;
@@ -181,7 +182,13 @@ impl Forwarder {
     }
 }
 
-fn forward_loop(sock: &UdpSocket, a: libc::sockaddr_in, b: libc::sockaddr_in, stop: &AtomicBool, forwarded: &[AtomicU64; 2]) {
+fn forward_loop(
+    sock: &UdpSocket,
+    a: libc::sockaddr_in,
+    b: libc::sockaddr_in,
+    stop: &AtomicBool,
+    forwarded: &[AtomicU64; 2],
+) {
     let fd = sock.as_raw_fd();
     let mut bufs = vec![[0u8; MAX_DATAGRAM]; BATCH];
     // SAFETY: these C structs are plain data; zero is valid for each.
@@ -211,7 +218,8 @@ fn forward_loop(sock: &UdpSocket, a: libc::sockaddr_in, b: libc::sockaddr_in, st
         for i in 0..n {
             let from_a = names[i].sin_port == a.sin_port && names[i].sin_addr.s_addr == a.sin_addr.s_addr;
             dests[i] = if from_a { b } else { a };
-            out_iovs[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: msgs[i].msg_len as usize };
+            out_iovs[i] =
+                libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: msgs[i].msg_len as usize };
             out[i].msg_hdr.msg_name = (&mut dests[i] as *mut libc::sockaddr_in).cast();
             out[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             out[i].msg_hdr.msg_iov = &mut out_iovs[i];
@@ -232,4 +240,3 @@ fn forward_loop(sock: &UdpSocket, a: libc::sockaddr_in, b: libc::sockaddr_in, st
         forwarded[1].fetch_add(bytes, Ordering::Relaxed);
     }
 }
-

@@ -19,7 +19,10 @@ fn quick_mode_measures_every_system_and_writes_the_report() {
     assert!(out.status.success(), "bench --quick failed:\n{stdout}\n{stderr}");
 
     let table = std::fs::read_to_string(dir.path().join("report.md")).expect("report.md");
-    assert!(stdout.contains(&table[table.find("| ratio").expect("a table")..]), "stdout holds the same table");
+    assert!(
+        stdout.contains(&table[table.find("| ratio").expect("a table")..]),
+        "stdout holds the same table"
+    );
     let mut wanted = vec![
         "reliable throughput, 64 B messages",
         "reliable throughput, 1 MiB messages",

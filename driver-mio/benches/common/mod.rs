@@ -294,7 +294,8 @@ pub(crate) fn round_trip_samples(gso: bool, count: usize, size: usize, relayed: 
     // message wakes them at once.
     let rb = Node::start(b, Echo, Duration::from_millis(50));
     let (tx, rx) = mpsc::channel();
-    let pinger = Pinger { to: b_id, left: count, size, sent: None, rtts: Vec::new(), done: tx, relayed, ready: false };
+    let pinger =
+        Pinger { to: b_id, left: count, size, sent: None, rtts: Vec::new(), done: tx, relayed, ready: false };
     let ra = Node::start(a, pinger, Duration::from_millis(50));
     let mut rtts = rx.recv_timeout(Duration::from_secs(120)).expect("round trips");
     ra.stop();
