@@ -148,7 +148,10 @@ fn a_nat_reboot_mid_transfer_loses_nothing() {
         let sim = run(seed, 20_000, moving, PRC, events);
         assert_path(&sim, "punched", &format!("seed {seed}"));
         assert_exactly_once(&sim, 4000, &format!("seed {seed}"));
-        let f = fallbacks(&sim, "a");
+        // The side that notices the dead path first falls back (b may
+        // re-punch before a's own liveness check fires, and a then keeps
+        // its punched path throughout).
+        let f = fallbacks(&sim, "a").max(fallbacks(&sim, "b"));
         assert!((2..=4).contains(&f), "seed {seed}: {f} fallbacks");
     }
 }
