@@ -7,8 +7,8 @@ pub(crate) mod common;
 
 use crate::measure::{Forwarding, Rate, Throughput, process_cpu, thread_cpu};
 use bytes::Bytes;
-use common::{App, Idle, Node, host};
-use p2pcore::{Config, Event, Identity, NodeId, PathKind, Reliability, Role};
+use common::{App, Idle, Node, host, host_with};
+use p2pcore::{Config, ConnectPolicy, Event, Identity, NodeId, PathKind, Reliability, Role};
 use p2pcore_mio::{Host, HostConfig, os_seed};
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
@@ -365,7 +365,13 @@ impl Swarm {
     }
 
     fn add(&mut self, server: SocketAddr) -> io::Result<()> {
-        let mut h = host(Role::Peer, &format!("p{}", self.hosts.len()), true, &[server], true);
+        // On-demand peer connections, the setting for large networks: the
+        // default eager mesh would have the swarm dial n²/2 connections
+        // among its own peers, which is not what is measured here.
+        let name = format!("p{}", self.hosts.len());
+        let mut h = host_with(Role::Peer, &name, true, &[server], true, |c| {
+            c.peer.connect = ConnectPolicy::OnDemand;
+        });
         let fd = h.waitable();
         self.poll.registry().register(
             &mut mio::unix::SourceFd(&fd),
@@ -448,9 +454,13 @@ pub(crate) fn server_memory(counts: &[usize]) -> io::Result<(u64, Vec<(usize, u6
             }
             if said.elapsed() > Duration::from_secs(10) {
                 said = Instant::now();
+                let up = swarm.hosts.iter().filter(|h| h.node().network_up()).count();
+                let known: usize = swarm.hosts.iter().map(|h| h.node().peers().len()).sum();
+                let links: usize = swarm.hosts.iter().map(|h| h.node().links().count()).sum();
                 eprintln!(
-                    "   {settled} of {n} peers see all the others after {:.0} s",
-                    start.elapsed().as_secs_f64()
+                    "   {settled} of {n} peers see all the others after {:.0} s ({up} up, {} known on average, {links} links)",
+                    start.elapsed().as_secs_f64(),
+                    known / n.max(1)
                 );
             }
             if start.elapsed() > Duration::from_secs(300) {

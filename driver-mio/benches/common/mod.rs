@@ -83,9 +83,22 @@ impl Node {
 }
 
 pub(crate) fn host(role: Role, name: &str, gso: bool, servers: &[SocketAddr], hole_punching: bool) -> Host {
+    host_with(role, name, gso, servers, hole_punching, |_| {})
+}
+
+/// [`host`] with further settings.
+pub(crate) fn host_with(
+    role: Role,
+    name: &str,
+    gso: bool,
+    servers: &[SocketAddr],
+    hole_punching: bool,
+    tweak: impl FnOnce(&mut Config),
+) -> Host {
     let mut config = Config::new(Identity::from_seed(role, os_seed().unwrap()), name, os_seed().unwrap());
     config.bootstrap = servers.to_vec();
     config.peer.hole_punching = hole_punching;
+    tweak(&mut config);
     let mut host_config = HostConfig::new("127.0.0.1:0".parse().unwrap());
     host_config.gso = gso;
     Host::bind(host_config, config).expect("bind")
