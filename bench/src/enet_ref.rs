@@ -9,7 +9,7 @@
 //! control does for the other two.
 
 use crate::enet::{Event, Host, RELIABLE, UNSEQUENCED};
-use crate::measure::{Rate, Throughput, process_cpu};
+use crate::measure::{Rate, Throughput, pin_thread, process_cpu};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +40,9 @@ fn join(t: std::thread::JoinHandle<io::Result<()>>) -> io::Result<()> {
 pub(crate) fn throughput(size: usize, total: usize) -> io::Result<Throughput> {
     let (done_tx, done_rx) = mpsc::channel();
     let (port, server) = spawn_server(move |host| {
+        // The receiver on the second CPU, the sender on the first (see
+        // `pin_thread`).
+        pin_thread(1);
         let (mut got, mut reported, mut first) = (0usize, 0usize, None);
         loop {
             match host.service(1)? {
@@ -71,6 +74,7 @@ pub(crate) fn throughput(size: usize, total: usize) -> io::Result<Throughput> {
     let client = {
         let finished = finished.clone();
         std::thread::spawn(move || -> io::Result<()> {
+            pin_thread(0);
             let (mut host, _) = Host::new(false, CHANNELS)?;
             let peer = host.connect(port, CHANNELS)?;
             host.wait_connected()?;

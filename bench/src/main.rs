@@ -196,10 +196,14 @@ fn run(args: &Args) -> io::Result<Results> {
 
     let t = step("round trips, 64 B");
     if wanted(Part::Rtt) {
-        r.rtt_p2pcore = p2p::round_trips(plan.pings, 64, false);
-        r.rtt_quinn = quinn_ref::round_trips(plan.pings, 64)?;
-        r.rtt_enet = enet(enet_side::round_trips(plan.pings, 64))?;
-        r.rtt_udp = udp::ping_pong(plan.pings, 64, false)?;
+        // Both ends on one CPU (see `on_one_cpu`).
+        measure::on_one_cpu(|| -> io::Result<()> {
+            r.rtt_p2pcore = p2p::round_trips(plan.pings, 64, false);
+            r.rtt_quinn = quinn_ref::round_trips(plan.pings, 64)?;
+            r.rtt_enet = enet(enet_side::round_trips(plan.pings, 64))?;
+            r.rtt_udp = udp::ping_pong(plan.pings, 64, false)?;
+            Ok(())
+        })?;
     }
     eprintln!("   {:.1} s", t.elapsed().as_secs_f64());
 
@@ -216,17 +220,20 @@ fn run(args: &Args) -> io::Result<Results> {
     if wanted(Part::Relay) {
         r.relay_p2pcore = p2p::blast(plan.blast_seconds, 0, true).1;
         r.relay_floor = udp::blast(plan.blast_seconds, 1200, true)?.1;
-        // p2pcore messages of 1100 bytes travel in ~1200-byte relayed frames.
-        r.relay_rtt = Some((
-            (
-                measure::quantile(&p2p::round_trips(plan.relay_pings, 1100, false), 0.5),
-                measure::quantile(&p2p::round_trips(plan.relay_pings, 1100, true), 0.5),
-            ),
-            (
-                measure::quantile(&udp::ping_pong(plan.relay_pings, 1200, false)?, 0.5),
-                measure::quantile(&udp::ping_pong(plan.relay_pings, 1200, true)?, 0.5),
-            ),
-        ));
+        // p2pcore messages of 1100 bytes travel in ~1200-byte relayed
+        // frames. All three parties on one CPU (see `on_one_cpu`).
+        r.relay_rtt = Some(measure::on_one_cpu(|| -> io::Result<_> {
+            Ok((
+                (
+                    measure::quantile(&p2p::round_trips(plan.relay_pings, 1100, false), 0.5),
+                    measure::quantile(&p2p::round_trips(plan.relay_pings, 1100, true), 0.5),
+                ),
+                (
+                    measure::quantile(&udp::ping_pong(plan.relay_pings, 1200, false)?, 0.5),
+                    measure::quantile(&udp::ping_pong(plan.relay_pings, 1200, true)?, 0.5),
+                ),
+            ))
+        })?);
     }
     eprintln!("   {:.1} s", t.elapsed().as_secs_f64());
 

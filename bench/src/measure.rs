@@ -20,6 +20,65 @@ pub(crate) fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// Runs `f` with the calling thread, and so every thread it starts, held
+/// to one CPU (the first it may use), then restores the mask.
+///
+/// Round trips are measured this way: with the two ends on different
+/// cores of this 2-vCPU VM, a sample either stays fast or pays a cross-core
+/// wakeup of ~50 µs, bimodally and at a share that changes from system to
+/// system and run to run, so medians compared luck. On one core a round
+/// trip is the software path of both ends and two context switches.
+#[allow(unsafe_code)]
+pub(crate) fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `cpu_set_t` is plain data (a bit array); zero is a valid empty set.
+    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `old` is a valid `cpu_set_t` of `size` bytes; pid 0 is this thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut old) } != 0 {
+        return f();
+    }
+    // SAFETY: CPU_ISSET reads a bit of the valid set `old`.
+    let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&c| unsafe { libc::CPU_ISSET(c, &old) }) else {
+        return f();
+    };
+    // SAFETY: as above, a zeroed set is valid, and CPU_SET writes one bit of it.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid set of `size` bytes.
+    let pinned = unsafe { libc::sched_setaffinity(0, size, &one) } == 0;
+    let out = f();
+    if pinned {
+        // SAFETY: `old` is the valid set read above.
+        unsafe { libc::sched_setaffinity(0, size, &old) };
+    }
+    out
+}
+
+/// Pins the calling thread to the `i`-th CPU it may use (modulo their
+/// number). Bulk transfers put the sender on the first and the receiver on
+/// the second, for every system alike — a core each, as two hosts would
+/// have — so where the scheduler happens to place the two ends is not one
+/// more variable between runs and systems.
+#[allow(unsafe_code)]
+pub(crate) fn pin_thread(i: usize) {
+    // SAFETY: `cpu_set_t` is plain data (a bit array); zero is a valid empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `allowed` is a valid `cpu_set_t` of `size` bytes; pid 0 is this thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut allowed) } != 0 {
+        return;
+    }
+    // SAFETY: CPU_ISSET reads a bit of the valid set `allowed`.
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) }).collect();
+    let Some(&cpu) = cpus.get(i % cpus.len().max(1)) else { return };
+    // SAFETY: a zeroed set is valid; CPU_SET writes one bit of it.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid set of `size` bytes.
+    unsafe { libc::sched_setaffinity(0, size, &one) };
+}
+
 /// Bulk reliable transfer: goodput and the CPU it cost (every thread of the
 /// process, sender and receiver together).
 #[derive(Debug, Clone, Copy, Serialize)]

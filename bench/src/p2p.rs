@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// Reliable throughput of `size`-byte messages on one channel, direct path.
 pub(crate) fn throughput(size: usize, total: usize) -> Throughput {
     let cpu0 = process_cpu();
-    let t = common::transfer(true, total, size, false);
+    let t = common::transfer_placed(true, total, size, false, crate::measure::pin_thread);
     // The CPU of the whole transfer, setup included as for the others
     // (the shared harness's own figure counts in 10 ms ticks).
     let cpu = process_cpu().saturating_sub(cpu0);

@@ -9,7 +9,7 @@
 //! `write_chunk` (no copy) and parsed out of `read_chunk`s, as a careful
 //! quinn user would.
 
-use crate::measure::{Throughput, process_cpu};
+use crate::measure::{Throughput, pin_thread, process_cpu};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quinn::{ClientConfig, Endpoint, RecvStream, ServerConfig, TransportConfig, VarInt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -140,6 +140,9 @@ pub(crate) fn throughput(size: usize, total: usize, pmtud: bool) -> io::Result<T
     let (server_cfg, client_cfg) = configs_with(pmtud)?;
     let (done_tx, done_rx) = mpsc::channel();
     let (addr, server) = spawn_server(server_cfg, move |conn| async move {
+        // The receiver on the second CPU, the sender on the first (see
+        // `pin_thread`).
+        pin_thread(1);
         let mut recv = conn.accept_uni().await.map_err(io::Error::other)?;
         let (mut got, mut first) = (0usize, None);
         read_messages(&mut recv, |m| {
@@ -156,6 +159,7 @@ pub(crate) fn throughput(size: usize, total: usize, pmtud: bool) -> io::Result<T
     })?;
     let cpu0 = process_cpu();
     let client = std::thread::spawn(move || -> io::Result<()> {
+        pin_thread(0);
         runtime()?.block_on(async move {
             let (endpoint, conn) = connect(client_cfg, addr).await?;
             let mut send = conn.open_uni().await.map_err(io::Error::other)?;

@@ -132,7 +132,7 @@ impl Results {
         let extra = micros(pp50) - micros(qp50);
         rows.push(Row {
             ratio: Some(micros(pp50) / micros(qp50)),
-            goal: goal(extra <= 10.0, &format!("≤ quinn + 10 µs (+{extra:.0})")),
+            goal: goal(extra <= 10.0, &format!("≤ quinn + 10 µs ({extra:+.0} µs)")),
             what: "round trip p50, 64 B reliable (lower is better)".into(),
             p2pcore: us(pp50),
             reference: format!("quinn {}", us(qp50)),

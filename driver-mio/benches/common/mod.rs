@@ -52,12 +52,24 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn start(mut host: Host, mut app: impl App, wait: Duration) -> Self {
+    pub(crate) fn start(host: Host, app: impl App, wait: Duration) -> Self {
+        Self::start_with(host, app, wait, || {})
+    }
+
+    /// [`Node::start`], running `first` on the new thread before anything
+    /// else (to pin it to a CPU, say).
+    pub(crate) fn start_with(
+        mut host: Host,
+        mut app: impl App,
+        wait: Duration,
+        first: impl FnOnce() + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let id = host.id();
         let thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
+                first();
                 let cpu = thread_cpu();
                 let mut events = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -184,6 +196,18 @@ pub(crate) struct Transfer {
 }
 
 pub(crate) fn transfer(gso: bool, total: usize, size: usize, relayed: bool) -> Transfer {
+    transfer_placed(gso, total, size, relayed, |_| {})
+}
+
+/// [`transfer`], calling `place` on the sender's thread with 0 and on the
+/// receiver's with 1 as they start (the benchmark suite pins them to CPUs).
+pub(crate) fn transfer_placed(
+    gso: bool,
+    total: usize,
+    size: usize,
+    relayed: bool,
+    place: fn(usize),
+) -> Transfer {
     let server = host(Role::Server, "s", gso, &[], true);
     let server_addr = server.local_addr();
     let server_counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -200,15 +224,21 @@ pub(crate) fn transfer(gso: bool, total: usize, size: usize, relayed: bool) -> T
     let b = host(Role::Peer, "b", gso, &[server_addr], !relayed);
     let b_id = b.id();
     let (done_tx, done) = mpsc::channel();
-    let rb = Node::start(b, Receiver { total, got: 0, first: None, done: done_tx }, Duration::from_millis(5));
+    let rb = Node::start_with(
+        b,
+        Receiver { total, got: 0, first: None, done: done_tx },
+        Duration::from_millis(5),
+        move || place(1),
+    );
     let wanted = if relayed { PathKind::Relayed { via: s.id } } else { PathKind::Direct };
     let payload = Bytes::from(vec![0x5a; size]);
     let cpu0 = process_cpu();
     let relayed0 = server_counter.load(Ordering::Relaxed);
-    let ra = Node::start(
+    let ra = Node::start_with(
         a,
         Sender { to: b_id, size, left: total, payload, wanted_path: Some(wanted), started: false },
         Duration::from_millis(1),
+        move || place(0),
     );
     let (first, last) = done.recv_timeout(Duration::from_secs(300)).expect("transfer finished");
     let cpu = process_cpu().saturating_sub(cpu0);
