@@ -248,3 +248,45 @@ fn servers_list_the_punched_links_in_table_b() {
         }
     }
 }
+
+#[test]
+fn the_move_to_a_direct_path_loses_no_packet() {
+    // Streams flow both ways while two public peers move from the relay to
+    // their direct path, on links that neither lose nor reorder: QUIC must
+    // not see a single packet lost in the move. (Here each side's pong
+    // reaches the other before its first direct QUIC packet; on loopback
+    // the order can differ — see BENCHMARKS.md, "the first packets on a new
+    // direct path".)
+    let events = both_ways(150, 3000, 1000, 3);
+    let mut lost = Vec::new();
+    for seed in 1..=12 {
+        let text = format!(
+            r#"
+            duration_ms = 8000
+            [link]
+            latency_ms = 20
+            jitter_ms = 0
+            [[server]]
+            name = "s1"
+            [[peer]]
+            name = "a"
+            [[peer]]
+            name = "b"
+            {events}
+            "#
+        );
+        let loaded = Loaded::parse(&text).unwrap();
+        let mut sim = loaded.build(seed);
+        sim.run_until(loaded.duration());
+        assert_path(&sim, "direct", &format!("seed {seed}"));
+        assert_exactly_once(&sim, 6000, &format!("seed {seed}"));
+        for (me, other) in [("a", "b"), ("b", "a")] {
+            let node = sim.node(sim.find(me).unwrap()).unwrap();
+            let link = node.links().find(|l| l.name == other).unwrap();
+            if link.lost_packets != 0 {
+                lost.push(format!("seed {seed}: {me} lost {}", link.lost_packets));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "{lost:?}");
+}
