@@ -20,6 +20,37 @@ pub(crate) fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// The calling thread's CPU mask, and the CPUs in it (none if unknown).
+#[allow(unsafe_code)]
+fn affinity() -> Option<(libc::cpu_set_t, Vec<usize>)> {
+    // SAFETY: `cpu_set_t` is plain data (a bit array); zero is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size given; pid 0 is this thread.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return None;
+    }
+    // SAFETY: CPU_ISSET reads a bit of the valid set `set`.
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    (!cpus.is_empty()).then_some((set, cpus))
+}
+
+/// Sets the calling thread's CPU mask; false if the OS refused.
+#[allow(unsafe_code)]
+fn set_affinity(set: &libc::cpu_set_t) -> bool {
+    // SAFETY: `set` is a valid `cpu_set_t` of the size given; pid 0 is this thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+/// A mask holding one CPU.
+#[allow(unsafe_code)]
+fn only(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: a zeroed set is valid; CPU_SET writes one bit of it.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    one
+}
+
 /// Runs `f` with the calling thread, and so every thread it starts, held
 /// to one CPU (the first it may use), then restores the mask.
 ///
@@ -28,28 +59,12 @@ pub(crate) fn process_cpu() -> Duration {
 /// wakeup of ~50 µs, bimodally and at a share that changes from system to
 /// system and run to run, so medians compared luck. On one core a round
 /// trip is the software path of both ends and two context switches.
-#[allow(unsafe_code)]
 pub(crate) fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: `cpu_set_t` is plain data (a bit array); zero is a valid empty set.
-    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `old` is a valid `cpu_set_t` of `size` bytes; pid 0 is this thread.
-    if unsafe { libc::sched_getaffinity(0, size, &mut old) } != 0 {
-        return f();
-    }
-    // SAFETY: CPU_ISSET reads a bit of the valid set `old`.
-    let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&c| unsafe { libc::CPU_ISSET(c, &old) }) else {
-        return f();
-    };
-    // SAFETY: as above, a zeroed set is valid, and CPU_SET writes one bit of it.
-    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut one) };
-    // SAFETY: `one` is a valid set of `size` bytes.
-    let pinned = unsafe { libc::sched_setaffinity(0, size, &one) } == 0;
+    let Some((old, cpus)) = affinity() else { return f() };
+    let pinned = set_affinity(&only(cpus[0]));
     let out = f();
     if pinned {
-        // SAFETY: `old` is the valid set read above.
-        unsafe { libc::sched_setaffinity(0, size, &old) };
+        set_affinity(&old);
     }
     out
 }
@@ -59,24 +74,10 @@ pub(crate) fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
 /// the second, for every system alike — a core each, as two hosts would
 /// have — so where the scheduler happens to place the two ends is not one
 /// more variable between runs and systems.
-#[allow(unsafe_code)]
 pub(crate) fn pin_thread(i: usize) {
-    // SAFETY: `cpu_set_t` is plain data (a bit array); zero is a valid empty set.
-    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `allowed` is a valid `cpu_set_t` of `size` bytes; pid 0 is this thread.
-    if unsafe { libc::sched_getaffinity(0, size, &mut allowed) } != 0 {
-        return;
+    if let Some((_, cpus)) = affinity() {
+        set_affinity(&only(cpus[i % cpus.len()]));
     }
-    // SAFETY: CPU_ISSET reads a bit of the valid set `allowed`.
-    let cpus: Vec<usize> =
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) }).collect();
-    let Some(&cpu) = cpus.get(i % cpus.len().max(1)) else { return };
-    // SAFETY: a zeroed set is valid; CPU_SET writes one bit of it.
-    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut one) };
-    // SAFETY: `one` is a valid set of `size` bytes.
-    unsafe { libc::sched_setaffinity(0, size, &one) };
 }
 
 /// Bulk reliable transfer: goodput and the CPU it cost (every thread of the
