@@ -141,6 +141,10 @@ pub(crate) struct PeerPath {
     mapped_addrs: Vec<SocketAddr>,
     round: Option<Round>,
     next_round: Option<Instant>,
+    /// A ping back owed to an address whose ping we answered while our own
+    /// last ping to it was too recent to repeat ([`probes::TRIGGER_GAP`]):
+    /// when, and where.
+    ping_back: Option<(Instant, SocketAddr)>,
     failures: u32,
     live: Liveness,
     keepalive: Duration,
@@ -161,6 +165,7 @@ impl PeerPath {
             mapped_addrs: Vec::new(),
             round: None,
             next_round: None,
+            ping_back: None,
             failures: 0,
             live: Liveness::default(),
             keepalive,
@@ -341,6 +346,14 @@ impl Paths {
         let Some(p) = self.by_peer.get_mut(&peer) else { return };
         p.expire_pings(now);
         let mut targets = p.due_round_pings(now, view);
+        if let Some((at, addr)) = p.ping_back
+            && at <= now
+        {
+            p.ping_back = None;
+            if p.cands.get(&addr).is_none_or(|c| c.rtt.is_none()) {
+                targets.push(addr);
+            }
+        }
         match p.due_liveness(now) {
             LiveDue::Lost => {
                 self.lost_direct(now, peer, view);

@@ -101,10 +101,12 @@ impl Paths {
     /// A ping arrived from `from`. An authentic, fresh ping (its counter not
     /// seen before under this session's key) is answered with a pong to
     /// `from` and teaches a peer-reflexive candidate; from an address not
-    /// validated yet it also triggers a ping back. A ping alone never maps
-    /// `from` to the peer: only a round trip we started and that came back
-    /// from the address we pinged does (see [`Paths::on_pong`]), so a
-    /// captured ping replayed from a spoofed source teaches nothing.
+    /// validated yet it also triggers a ping back — at once, or if we pinged
+    /// that address less than [`TRIGGER_GAP`] ago, when the gap ends. A ping
+    /// alone never maps `from` to the peer: only a round trip we started and
+    /// that came back from the address we pinged does (see
+    /// [`Paths::on_pong`]), so a captured ping replayed from a spoofed source
+    /// teaches nothing.
     /// `reserved` says whether `from` belongs to a server or another
     /// established connection: such addresses are never a peer's path.
     pub(crate) fn on_ping(
@@ -151,13 +153,23 @@ impl Paths {
             p.live.heard(now);
         }
         let validated = p.cands.get(&from).is_some_and(|c| c.rtt.is_some());
-        let recently = p
-            .cands
-            .get(&from)
-            .and_then(|c| c.last_ping)
-            .is_some_and(|t| now.saturating_duration_since(t) < TRIGGER_GAP);
-        if self.enabled && !validated && !recently {
-            self.ping(now, peer, from);
+        let last = p.cands.get(&from).and_then(|c| c.last_ping);
+        if !self.enabled || validated {
+            return;
+        }
+        match last.map(|t| t + TRIGGER_GAP).filter(|at| *at > now) {
+            // The remote may send QUIC here as soon as this pong reaches it,
+            // and until our own round trip maps the address those packets
+            // are dropped: our ping back cannot wait for the next round tick
+            // (100 ms away), only for the gap that bounds triggered pings.
+            // (Our recent ping may have gone before the remote could answer
+            // it, as when both sides start a round at once.)
+            Some(at) => {
+                if p.ping_back.is_none_or(|(t, _)| t > at) {
+                    p.ping_back = Some((at, from));
+                }
+            }
+            None => self.ping(now, peer, from),
         }
     }
 
@@ -250,8 +262,8 @@ pub(super) fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::paths::PathOut;
     use crate::peer::paths::test_net::*;
+    use crate::peer::paths::{LocalView, PathOut};
     use crate::wire;
 
     #[test]
@@ -303,6 +315,43 @@ mod tests {
         // A reserved source (a server's address) is never answered.
         p.on_ping(net.now, at(9), &ping_new, |a| *a == at(9));
         assert_eq!(p.stats.pongs, 2);
+    }
+
+    #[test]
+    fn a_ping_inside_the_trigger_gap_is_pinged_back_when_the_gap_ends() {
+        // Both sides start a round at once: a's first ping to b arrives
+        // before b could answer it (here: never), and b's ping reaches a
+        // right after a pinged. a must ping b back soon — b validated the
+        // path with a's pong and may already be sending there — not at its
+        // next round tick 100 ms later.
+        let mut net = Net::new(vec![(at(1), None)], vec![(at(2), None)]);
+        net.connect();
+        let (t0, b) = (net.now, net.sides[1].id);
+        let p = &mut net.sides[0].paths;
+        p.take_out();
+        let last = p.by_peer[&b].cands.get(&at(2)).and_then(|c| c.last_ping);
+        assert_eq!(last, Some(t0), "a pinged b as the round started");
+        let pings = p.stats.pings;
+        let ping = signed_ping(&net, 1, 1_000);
+        let p = &mut net.sides[0].paths;
+        p.on_ping(t0 + Duration::from_millis(1), at(2), &ping, |_| false);
+        assert_eq!((p.stats.pongs, p.stats.pings), (1, pings), "answered; no ping inside the gap");
+        let back = t0 + TRIGGER_GAP;
+        assert_eq!(p.poll_timeout(), Some(back), "a wakes when the gap ends");
+        p.handle_timeout(back, &LocalView::default());
+        assert_eq!(p.stats.pings, pings + 1, "and pings b back");
+        let out = p.take_out();
+        assert!(out.iter().any(|o| matches!(o, PathOut::Datagram { to, .. } if *to == at(2))));
+        p.check_deadlines();
+        // Once the address is validated, an owed ping back is not sent.
+        let p = &mut net.sides[0].paths;
+        let owed = t0 + TRIGGER_GAP * 2;
+        p.by_peer.get_mut(&b).unwrap().ping_back = Some((owed, at(2)));
+        p.by_peer.get_mut(&b).unwrap().cands.get_mut(&at(2)).unwrap().rtt = Some(Duration::from_millis(3));
+        p.reschedule(b);
+        let pings = p.stats.pings;
+        p.handle_timeout(owed, &LocalView::default());
+        assert_eq!(p.stats.pings, pings);
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl PeerPath {
     /// logic's and the direct path's deadlines. `None`: nothing to do until
     /// some input arrives.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        [self.round_deadline(), self.liveness_deadline()].into_iter().flatten().min()
+        let ping_back = self.ping_back.map(|(at, _)| at);
+        [self.round_deadline(), self.liveness_deadline(), ping_back].into_iter().flatten().min()
     }
 }
 
