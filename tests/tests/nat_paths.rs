@@ -35,7 +35,12 @@ fn run(seed: u64, duration_ms: u64, nat_a: &str, nat_b: &str, events: &str) -> S
         {events}
         "#
     );
-    let loaded = Loaded::parse(&text).unwrap();
+    run_scenario(seed, &text)
+}
+
+/// Runs scenario `text` (p2psim's TOML) to its end with `seed`.
+fn run_scenario(seed: u64, text: &str) -> Sim {
+    let loaded = Loaded::parse(text).unwrap();
     let mut sim = loaded.build(seed);
     sim.run_until(loaded.duration());
     sim
@@ -255,8 +260,7 @@ fn the_move_to_a_direct_path_loses_no_packet() {
     // their direct path, on links that neither lose nor reorder: QUIC must
     // not see a single packet lost in the move. (Here each side's pong
     // reaches the other before its first direct QUIC packet; on loopback
-    // the order can differ — see BENCHMARKS.md, "the first packets on a new
-    // direct path".)
+    // the order can differ — see BENCHMARKS.md, "Bulk throughput".)
     let events = both_ways(150, 3000, 1000, 3);
     let mut lost = Vec::new();
     for seed in 1..=12 {
@@ -275,9 +279,7 @@ fn the_move_to_a_direct_path_loses_no_packet() {
             {events}
             "#
         );
-        let loaded = Loaded::parse(&text).unwrap();
-        let mut sim = loaded.build(seed);
-        sim.run_until(loaded.duration());
+        let sim = run_scenario(seed, &text);
         assert_path(&sim, "direct", &format!("seed {seed}"));
         assert_exactly_once(&sim, 6000, &format!("seed {seed}"));
         for (me, other) in [("a", "b"), ("b", "a")] {
