@@ -76,6 +76,7 @@ mod rng;
 mod roster;
 mod server;
 mod stats;
+mod store;
 // Raw UDP frame formats, public for tests, benchmarks and fuzzing only: not
 // part of the API and not covered by semver.
 #[doc(hidden)]
@@ -113,6 +114,10 @@ pub use node::{Ecn, LinkInfo, Node, Transmit};
 pub use server::election::{MasterBasis, MasterInfo};
 pub use server::{RaftView, ServerInfo};
 pub use stats::{DropCounters, NodeStats};
+pub use store::{
+    CompareOp, KEY_OVERHEAD, KvAnswer, KvCompare, KvEntry, KvError, KvGuarantee, KvOptions, KvRequest, KvResponse,
+    MAX_KEY_LEN, MAX_READ_LEN, MAX_REQUEST_LEN, MAX_STORE_BYTES, MAX_TXN_OPS, MAX_VALUE_LEN,
+};
 
 /// Application close codes p2pcore puts on QUIC connections it closes.
 pub mod close_code {

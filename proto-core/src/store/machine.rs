@@ -1,0 +1,471 @@
+//! The store's state machine: what every server applies, in log order.
+//!
+//! Everything here is deterministic — ordered maps, no clock, no
+//! randomness — so two servers that applied the same entries hold equal
+//! stores and give equal answers, and a snapshot restores exactly.
+//!
+//! *Exactly once.* Every write arrives as a [`Command`] carrying the client
+//! (the peer's node ID), a per-client sequence number and the client's
+//! acknowledgement (every sequence number below it has been answered and
+//! will not be retried). The store keeps the answer of each unacknowledged
+//! request (at most [`MAX_CLIENT_ANSWERS`] per client, at most
+//! [`MAX_CACHE_BYTES`] in all, least recently active clients forgotten
+//! first); a retry — through another server, after a failover — gets the
+//! kept answer instead of being applied again (Raft dissertation §6.3).
+
+use super::{
+    Compare, KEY_OVERHEAD, KvEntry, KvError, KvResponse, MAX_READ_LEN, MAX_STORE_BYTES, Op, Range, Target,
+    TxnOp, WireCmp, check_op,
+};
+use crate::identity::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Answers kept per client for retries.
+pub(crate) const MAX_CLIENT_ANSWERS: usize = 64;
+/// Bytes of kept answers in all (keys, values and answers of reads inside
+/// transactions are what makes them big).
+pub(crate) const MAX_CACHE_BYTES: usize = 1024 * 1024;
+/// Most bytes the reads inside one transaction return together, so a kept
+/// answer stays small.
+pub(crate) const MAX_TXN_READ_LEN: usize = 64 * 1024;
+
+/// A write as it travels in a log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Command {
+    /// The peer that asked.
+    pub(crate) client: NodeId,
+    /// Its sequence number for this request (retries reuse it).
+    pub(crate) seq: u64,
+    /// Every sequence number below this one has been answered to the client.
+    pub(crate) ack: u64,
+    /// The request.
+    pub(crate) op: Op,
+}
+
+/// One key's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Rec {
+    value: Vec<u8>,
+    create: u64,
+    modified: u64,
+    version: u64,
+}
+
+/// An answer of an operation inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Leaf {
+    Get { entries: Vec<(Vec<u8>, Rec)>, more: bool },
+    Put,
+    Delete { deleted: u64 },
+}
+
+/// A response's wire form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Res {
+    Leaf(Leaf),
+    Txn { succeeded: bool, responses: Vec<Leaf> },
+}
+
+/// Names of the parts [`KvError::TooLarge`] reports, indexed on the wire.
+const PARTS: [&str; 7] = ["key", "value", "success", "failure", "compared value", "request", "comparisons"];
+/// Texts of [`KvError::Invalid`], indexed on the wire.
+const INVALID: [&str; 3] = [
+    "a put needs a non-empty key",
+    "a transaction has at most MAX_TXN_OPS comparisons and no nested transaction",
+    "the request does not decode",
+];
+
+/// A failure's wire form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Fail {
+    Unavailable,
+    TooLarge { part: u8, len: u64, max: u64 },
+    Invalid(u8),
+    StoreFull { used: u64, max: u64 },
+    Stale,
+}
+
+impl From<&KvError> for Fail {
+    fn from(e: &KvError) -> Self {
+        let index = |table: &[&str], s: &str| table.iter().position(|t| *t == s).unwrap_or(0) as u8;
+        match e {
+            KvError::TooLarge { what, len, max } => {
+                Fail::TooLarge { part: index(&PARTS, what), len: *len as u64, max: *max as u64 }
+            }
+            KvError::Invalid(s) => Fail::Invalid(index(&INVALID, s)),
+            KvError::StoreFull { used, max } => Fail::StoreFull { used: *used as u64, max: *max as u64 },
+            KvError::Stale => Fail::Stale,
+            // Local errors never travel; an unknown outcome is "unavailable".
+            KvError::Unavailable | KvError::NotAPeer | KvError::TooManyInFlight(_) => Fail::Unavailable,
+        }
+    }
+}
+
+impl From<Fail> for KvError {
+    fn from(f: Fail) -> Self {
+        let pick = |table: &[&'static str], i: u8| table.get(usize::from(i)).copied().unwrap_or("request");
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        match f {
+            Fail::Unavailable => KvError::Unavailable,
+            Fail::TooLarge { part, len, max } => {
+                KvError::TooLarge { what: pick(&PARTS, part), len: size(len), max: size(max) }
+            }
+            Fail::Invalid(i) => KvError::Invalid(pick(&INVALID, i)),
+            Fail::StoreFull { used, max } => KvError::StoreFull { used: size(used), max: size(max) },
+            Fail::Stale => KvError::Stale,
+        }
+    }
+}
+
+/// What the store answered: the revision and the response, or why not.
+pub(crate) type Outcome = Result<(u64, Res), Fail>;
+
+fn entry(key: Vec<u8>, r: Rec) -> KvEntry {
+    KvEntry { key, value: r.value, create_revision: r.create, mod_revision: r.modified, version: r.version }
+}
+
+impl From<Leaf> for KvResponse {
+    fn from(l: Leaf) -> Self {
+        match l {
+            Leaf::Get { entries, more } => {
+                KvResponse::Get { entries: entries.into_iter().map(|(k, r)| entry(k, r)).collect(), more }
+            }
+            Leaf::Put => KvResponse::Put,
+            Leaf::Delete { deleted } => KvResponse::Delete { deleted },
+        }
+    }
+}
+
+impl From<Res> for KvResponse {
+    fn from(r: Res) -> Self {
+        match r {
+            Res::Leaf(l) => l.into(),
+            Res::Txn { succeeded, responses } => {
+                KvResponse::Txn { succeeded, responses: responses.into_iter().map(Into::into).collect() }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Client {
+    /// Sequence number → kept answer.
+    answers: BTreeMap<u64, Outcome>,
+    /// Every sequence number below this was acknowledged by the client.
+    acked: u64,
+    /// The log index of its latest command (least recent is forgotten first).
+    touched: u64,
+}
+
+/// The whole state, as a snapshot carries it.
+#[derive(Serialize, Deserialize)]
+struct Image {
+    revision: u64,
+    applied: u64,
+    kvs: Vec<(Vec<u8>, Rec)>,
+    clients: Vec<(NodeId, Client)>,
+}
+
+/// The replicated store's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Store {
+    kvs: BTreeMap<Vec<u8>, Rec>,
+    /// The revision of the latest change (0: nothing was ever written).
+    revision: u64,
+    /// Bytes counted against [`MAX_STORE_BYTES`].
+    used: usize,
+    clients: BTreeMap<NodeId, Client>,
+    /// (touched, client), to forget the least recently active first.
+    lru: BTreeSet<(u64, NodeId)>,
+    /// Bytes of kept answers.
+    cached: usize,
+    /// The log index of the latest applied entry.
+    applied: u64,
+    /// The revision the latest change was made at (`revision + 1` while a
+    /// request that changed something is being executed).
+    last_write: u64,
+}
+
+fn answer_cost(o: &Outcome) -> usize {
+    postcard::experimental::serialized_size(o).unwrap_or(0) + 16
+}
+
+fn rec_cost(key: &[u8], r: &Rec) -> usize {
+    key.len() + r.value.len() + KEY_OVERHEAD
+}
+
+impl Store {
+    /// The revision of the latest change.
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The log index of the latest entry applied.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Records that log entries up to `index` were applied (entries that
+    /// carry no command: leader no-ops, membership changes).
+    pub(crate) fn set_applied(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.kvs.len()
+    }
+
+    /// Bytes counted against [`MAX_STORE_BYTES`].
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Applies a committed command at log index `index`.
+    pub(crate) fn apply(&mut self, index: u64, cmd: Command) -> Outcome {
+        self.applied = self.applied.max(index);
+        let client = self.touch(cmd.client, index);
+        // The client has every answer below `ack`: forget them.
+        if cmd.ack > client.acked {
+            client.acked = cmd.ack;
+            let keep = client.answers.split_off(&cmd.ack);
+            let freed: usize = client.answers.values().map(answer_cost).sum();
+            client.answers = keep;
+            self.cached -= freed.min(self.cached);
+        }
+        let client = self.clients.entry(cmd.client).or_default();
+        if cmd.seq < client.acked {
+            return Err(Fail::Stale);
+        }
+        if let Some(kept) = client.answers.get(&cmd.seq) {
+            return kept.clone();
+        }
+        let outcome = self.execute(&cmd.op);
+        let client = self.clients.entry(cmd.client).or_default();
+        if client.answers.len() >= MAX_CLIENT_ANSWERS
+            && let Some((_, old)) = client.answers.pop_first()
+        {
+            self.cached -= answer_cost(&old).min(self.cached);
+        }
+        self.cached += answer_cost(&outcome);
+        client.answers.insert(cmd.seq, outcome.clone());
+        self.forget_clients(cmd.client);
+        outcome
+    }
+
+    /// Serves a read (`Op::Get`) from this copy.
+    pub(crate) fn read(&self, op: &Op) -> Outcome {
+        match op {
+            Op::Get { range, limit } => {
+                Ok((self.revision, Res::Leaf(self.get(range, *limit, MAX_READ_LEN))))
+            }
+            _ => Err(Fail::Invalid(2)),
+        }
+    }
+
+    fn touch(&mut self, id: NodeId, index: u64) -> &mut Client {
+        let client = self.clients.entry(id).or_default();
+        self.lru.remove(&(client.touched, id));
+        client.touched = index;
+        self.lru.insert((index, id));
+        client
+    }
+
+    /// Forgets the least recently active clients (never `keep`) while the
+    /// kept answers are over budget or there are too many clients.
+    fn forget_clients(&mut self, keep: NodeId) {
+        const MAX_CLIENTS: usize = 4096;
+        while self.cached > MAX_CACHE_BYTES || self.clients.len() > MAX_CLIENTS {
+            let Some(&(t, id)) = self.lru.iter().find(|(_, id)| *id != keep) else { break };
+            self.lru.remove(&(t, id));
+            if let Some(c) = self.clients.remove(&id) {
+                let freed: usize = c.answers.values().map(answer_cost).sum();
+                self.cached -= freed.min(self.cached);
+            }
+        }
+    }
+
+    fn execute(&mut self, op: &Op) -> Outcome {
+        if let Err(e) = check_op(op) {
+            return Err(Fail::from(&e));
+        }
+        let next = self.revision + 1;
+        let res = match op {
+            Op::Get { range, limit } => Res::Leaf(self.get(range, *limit, MAX_READ_LEN)),
+            Op::Put { key, value } => {
+                self.room_for(std::iter::once((key, value)))?;
+                self.put(key, value, next);
+                Res::Leaf(Leaf::Put)
+            }
+            Op::Delete { range } => Res::Leaf(Leaf::Delete { deleted: self.delete(range, next) }),
+            Op::Txn { compare, success, failure } => {
+                let succeeded = compare.iter().all(|c| self.holds(c));
+                let ops = if succeeded { success } else { failure };
+                self.room_for(ops.iter().filter_map(|o| match o {
+                    TxnOp::Put { key, value } => Some((key, value)),
+                    _ => None,
+                }))?;
+                let mut responses = Vec::with_capacity(ops.len());
+                let mut read_budget = MAX_TXN_READ_LEN;
+                for o in ops {
+                    responses.push(match o {
+                        TxnOp::Get { range, limit } => {
+                            let leaf = self.get(range, *limit, read_budget);
+                            if let Leaf::Get { entries, .. } = &leaf {
+                                let spent: usize = entries.iter().map(|(k, r)| rec_cost(k, r)).sum();
+                                read_budget = read_budget.saturating_sub(spent);
+                            }
+                            leaf
+                        }
+                        TxnOp::Put { key, value } => {
+                            self.put(key, value, next);
+                            Leaf::Put
+                        }
+                        TxnOp::Delete { range } => Leaf::Delete { deleted: self.delete(range, next) },
+                    });
+                }
+                Res::Txn { succeeded, responses }
+            }
+        };
+        // Every change of one request shares its revision.
+        if self.kvs_changed_at(next) {
+            self.revision = next;
+        }
+        Ok((self.revision, res))
+    }
+
+    /// Whether anything was written at `rev` (by the request being executed).
+    fn kvs_changed_at(&self, rev: u64) -> bool {
+        self.last_write == rev
+    }
+
+    /// Refuses a write whose puts could take the store over its bound
+    /// (counting every put as growth, deletes in the same transaction not
+    /// subtracted: an upper bound).
+    fn room_for<'a>(&self, puts: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> Result<(), Fail> {
+        let growth: usize = puts
+            .map(|(k, v)| match self.kvs.get(k) {
+                Some(r) => v.len().saturating_sub(r.value.len()),
+                None => k.len() + v.len() + KEY_OVERHEAD,
+            })
+            .sum();
+        if self.used + growth > MAX_STORE_BYTES {
+            return Err(Fail::StoreFull { used: self.used as u64, max: MAX_STORE_BYTES as u64 });
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], rev: u64) {
+        self.last_write = rev;
+        match self.kvs.get_mut(key) {
+            Some(r) => {
+                self.used = self.used - r.value.len() + value.len();
+                r.value = value.to_vec();
+                r.modified = rev;
+                r.version += 1;
+            }
+            None => {
+                let r = Rec { value: value.to_vec(), create: rev, modified: rev, version: 1 };
+                self.used += rec_cost(key, &r);
+                self.kvs.insert(key.to_vec(), r);
+            }
+        }
+    }
+
+    fn delete(&mut self, range: &Range, rev: u64) -> u64 {
+        let keys: Vec<Vec<u8>> = match range {
+            Range::Key(k) => self.kvs.contains_key(k).then(|| k.clone()).into_iter().collect(),
+            Range::Prefix(p) => {
+                self.kvs.range(p.clone()..).take_while(|(k, _)| k.starts_with(p)).map(|(k, _)| k.clone()).collect()
+            }
+        };
+        for k in &keys {
+            if let Some(r) = self.kvs.remove(k) {
+                self.used -= rec_cost(k, &r).min(self.used);
+            }
+        }
+        if !keys.is_empty() {
+            self.last_write = rev;
+        }
+        keys.len() as u64
+    }
+
+    fn get(&self, range: &Range, limit: u32, budget: usize) -> Leaf {
+        let cap = if limit == 0 { usize::MAX } else { limit as usize };
+        let mut entries = Vec::new();
+        let mut spent = 0usize;
+        let mut more = false;
+        let mut push = |k: &Vec<u8>, r: &Rec| -> bool {
+            let cost = rec_cost(k, r);
+            if entries.len() >= cap || (spent + cost > budget && !entries.is_empty()) {
+                more = true;
+                return false;
+            }
+            spent += cost;
+            entries.push((k.clone(), r.clone()));
+            true
+        };
+        match range {
+            Range::Key(k) => {
+                if let Some(r) = self.kvs.get(k) {
+                    push(k, r);
+                }
+            }
+            Range::Prefix(p) => {
+                for (k, r) in self.kvs.range(p.clone()..).take_while(|(k, _)| k.starts_with(p)) {
+                    if !push(k, r) {
+                        break;
+                    }
+                }
+            }
+        }
+        Leaf::Get { entries, more }
+    }
+
+    fn holds(&self, c: &Compare) -> bool {
+        let rec = self.kvs.get(&c.key);
+        let ord = match (&c.target, rec) {
+            // etcd: a value comparison on a missing key is false.
+            (Target::Value(_), None) => return false,
+            (Target::Value(v), Some(r)) => r.value.as_slice().cmp(v.as_slice()),
+            (Target::Version(v), r) => r.map_or(0, |r| r.version).cmp(v),
+            (Target::CreateRevision(v), r) => r.map_or(0, |r| r.create).cmp(v),
+            (Target::ModRevision(v), r) => r.map_or(0, |r| r.modified).cmp(v),
+        };
+        match c.op {
+            WireCmp::Equal => ord.is_eq(),
+            WireCmp::NotEqual => ord.is_ne(),
+            WireCmp::Less => ord.is_lt(),
+            WireCmp::Greater => ord.is_gt(),
+        }
+    }
+
+    /// The whole state, encoded for a Raft snapshot.
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        let image = Image {
+            revision: self.revision,
+            applied: self.applied,
+            kvs: self.kvs.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
+            clients: self.clients.iter().map(|(id, c)| (*id, c.clone())).collect(),
+        };
+        postcard::to_allocvec(&image).unwrap_or_default()
+    }
+
+    /// A store from [`Store::snapshot`]'s bytes; `None` if they do not decode.
+    pub(crate) fn restore(bytes: &[u8]) -> Option<Self> {
+        let image: Image = postcard::from_bytes(bytes).ok()?;
+        let mut s = Store { revision: image.revision, applied: image.applied, ..Store::default() };
+        for (k, r) in image.kvs {
+            s.used += rec_cost(&k, &r);
+            s.kvs.insert(k, r);
+        }
+        for (id, c) in image.clients {
+            s.cached += c.answers.values().map(answer_cost).sum::<usize>();
+            s.lru.insert((c.touched, id));
+            s.clients.insert(id, c);
+        }
+        s.last_write = s.revision;
+        Some(s)
+    }
+}
