@@ -4,6 +4,7 @@ use crate::error::{ConnectError, DisconnectReason, SendFailure};
 use crate::identity::NodeId;
 use crate::proto::{PathKind, RefuseReason};
 use crate::server::election::MasterBasis;
+use crate::store::{KvAnswer, KvError};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,5 +173,13 @@ pub enum Event {
         bytes: Bytes,
         /// How it was sent.
         reliability: Reliability,
+    },
+    /// A store request ([`Node::kv`](crate::Node::kv)) finished: its answer,
+    /// or why not. Every request id gets exactly one.
+    KvDone {
+        /// The id `kv` returned.
+        id: u64,
+        /// The answer or the failure.
+        result: Result<KvAnswer, KvError>,
     },
 }

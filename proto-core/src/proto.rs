@@ -12,12 +12,14 @@ pub(crate) use crate::error::RefuseReason;
 use crate::identity::NodeId;
 pub(crate) use crate::info::{PathKind, PeerAddrs};
 use crate::server::election::{MasterBasis, MasterInfo};
+use crate::store::Op;
+use crate::store::machine::Outcome;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version of the control protocol spoken on the control stream.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
 /// Length prefix size of every stream frame.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -117,6 +119,35 @@ pub(crate) enum ClusterMsg {
     /// A raft-rs message for group `cluster`, in the bounded encoding of
     /// `server::raft_wire` (never protobuf on the wire).
     Raft { cluster: u64, msg: Vec<u8> },
+    /// A store request of a peer connected to the sender, for the leader.
+    KvForward(KvAsk, NodeId),
+    /// Leader → the server that forwarded a read: the read's answer.
+    KvRead { client: NodeId, seq: u64, outcome: Outcome },
+}
+
+/// A store request as a peer sends it (and a server forwards it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KvAsk {
+    /// The peer's sequence number for it (a retry reuses it).
+    pub(crate) seq: u64,
+    /// Every sequence number below this one has its answer.
+    pub(crate) ack: u64,
+    /// The request.
+    pub(crate) op: Op,
+    /// Reads only: serve from the server's own copy once it has applied
+    /// this revision, instead of confirming with the leader.
+    pub(crate) at_least: Option<u64>,
+}
+
+/// A server's answer to a peer's store request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KvReply {
+    pub(crate) seq: u64,
+    pub(crate) outcome: Outcome,
+    /// Confirmed by the leader (or a write), as opposed to an at-least read.
+    pub(crate) linearizable: bool,
+    /// Voters of the group that answered.
+    pub(crate) voters: u32,
 }
 
 /// One peer in a server's directory (and in a peer's copy of it).
@@ -166,8 +197,13 @@ pub(crate) enum PeerMsg {
     Observed(SocketAddr),
     /// Peer → server: the round-trip time of the peer's connection to a
     /// linked peer, in µs, when it moved noticeably (for the servers' view
-    /// of who reaches whom how fast; protocol 3).
+    /// of who reaches whom how fast; protocol 3). Protocol 4 added the
+    /// store requests below and store images in Raft snapshots.
     LinkRtt { peer: NodeId, rtt_us: u32 },
+    /// Peer → server: a request to the replicated store.
+    Kv(KvAsk),
+    /// Server → peer: the answer to a store request.
+    KvReply(KvReply),
 }
 
 /// Messages of the control stream.

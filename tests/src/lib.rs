@@ -9,6 +9,7 @@
 //! network namespaces and Linux netfilter NATs that real p2pcore processes
 //! run behind.
 
+pub mod history;
 pub mod log;
 pub mod nat;
 pub mod netlab;

@@ -302,6 +302,8 @@ impl Pair {
             | Event::MasterChanged { .. }
             | Event::PathChanged { .. }
             | Event::SendReady { .. } => {}
+            // The harness makes no store requests; an answer to none is a bug.
+            Event::KvDone { id, .. } => panic!("{me}: store answer {id} without a request"),
         }
     }
 

@@ -32,6 +32,7 @@ use crate::roster::Backoff;
 use crate::server::election::MasterInfo;
 use crate::server::{Action, DialOutcome, LinkAddr, Server, ServerInfo};
 use crate::stats::NodeStats;
+use crate::store::{KvError, KvOptions, KvRequest};
 use crate::wire::{self, FrameType, ProbeFrame, RelayFrame};
 use bytes::{Bytes, BytesMut};
 use conn::{Acceptor, Conn, Dialer, Phase, Received, Side, StreamViolation};
@@ -400,6 +401,33 @@ impl Node {
             s.set_load(load);
         }
         self.scoped(|n| n.run_role_actions());
+    }
+
+    /// Sends a request to the cluster's replicated store (peers only) with
+    /// the default options: linearizable, 5 s to find a server, a leader
+    /// and a quorum. Returns the request id; the answer comes as
+    /// [`Event::KvDone`](crate::Event::KvDone) with that id. Retries go
+    /// through any server, and a write is applied at most once.
+    ///
+    /// ```
+    /// # use p2pcore::{Config, Identity, KvRequest, Node, Role};
+    /// # let now = std::time::Instant::now();
+    /// # let mut node = Node::new(Config::new(Identity::from_seed(Role::Peer, [7; 32]), "a", [1; 32]), now).unwrap();
+    /// let id = node.kv(now, KvRequest::put("rooms/42", "alice")).unwrap();
+    /// # let _ = id;
+    /// ```
+    pub fn kv(&mut self, now: Instant, req: KvRequest) -> Result<u64, KvError> {
+        self.kv_with(now, req, KvOptions::default())
+    }
+
+    /// [`Node::kv`] with options: a timeout, or a read served by the
+    /// nearest server at a revision ([`KvOptions::at_least`]).
+    pub fn kv_with(&mut self, now: Instant, req: KvRequest, opts: KvOptions) -> Result<u64, KvError> {
+        self.command(now);
+        let Some(p) = self.role.peer_mut() else { return Err(KvError::NotAPeer) };
+        let id = p.kv_request(now, req.0, opts)?;
+        self.scoped(|n| n.run_role_actions());
+        Ok(id)
     }
 
     /// Peers online in the merged directory (every server's list of its

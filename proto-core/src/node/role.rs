@@ -82,7 +82,7 @@ impl RoleState {
                 true
             }
             (RoleState::Server(s), Control::Peer(m)) if from.role() == Role::Peer => {
-                s.on_peer_message(from, m);
+                s.on_peer_message(now, from, m);
                 true
             }
             (RoleState::Peer(p), Control::Peer(m)) if from.role() == Role::Server => {

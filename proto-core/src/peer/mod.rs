@@ -17,6 +17,7 @@
 //! server at all the network is down: `NetworkDown`, and sends fail until a
 //! server is back.
 
+mod kv;
 pub(crate) mod paths;
 pub(crate) mod relay;
 
@@ -90,6 +91,8 @@ pub(crate) struct Peer {
     retry_at: BTreeMap<NodeId, (Instant, Duration)>,
     rng: NodeRng,
     actions: VecDeque<Action>,
+    /// Store requests in flight.
+    kv: kv::KvClient,
 }
 
 impl Peer {
@@ -124,6 +127,7 @@ impl Peer {
             retry_at: BTreeMap::new(),
             rng,
             actions: VecDeque::new(),
+            kv: kv::KvClient::default(),
         };
         p.dial_servers(now);
         p
@@ -140,7 +144,10 @@ impl Peer {
         let dial = self.roster.next_due(|id| servers.contains_key(id), !servers.is_empty());
         // Only real deadlines: a server redial, a failed peer dial's retry,
         // the path layer's probes and keep-alives. An idle peer sleeps.
-        [dial, self.next_peer_retry(), self.paths.poll_timeout()].into_iter().flatten().min()
+        [dial, self.next_peer_retry(), self.paths.poll_timeout(), self.kv.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub(crate) fn master(&self) -> MasterInfo {
@@ -394,6 +401,9 @@ impl Peer {
     // ----- inputs ---------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.kv.next_deadline().is_some_and(|t| t <= now) {
+            self.kv_timeout(now);
+        }
         if self.next_peer_retry().is_some_and(|t| t <= now) {
             self.connect_peers(now, None);
         }
@@ -456,6 +466,7 @@ impl Peer {
                     self.send(meta.id, PeerMsg::LinkRtt { peer, rtt_us });
                 }
                 self.dial_servers(now);
+                self.kv_links_changed(now, None);
             }
             Role::Peer => {
                 self.dialing.remove(&meta.id);
@@ -496,6 +507,7 @@ impl Peer {
                 self.update_master();
                 self.report_addrs();
                 self.dial_servers(now);
+                self.kv_links_changed(now, Some(id));
             }
             Role::Peer => {
                 self.dialing.remove(&id);
@@ -616,7 +628,9 @@ impl Peer {
             | PeerMsg::LinkSet { .. }
             | PeerMsg::LinkDrop { .. }
             | PeerMsg::LinkRtt { .. }
-            | PeerMsg::Resync => {}
+            | PeerMsg::Resync
+            | PeerMsg::Kv(_) => {}
+            PeerMsg::KvReply(reply) => self.on_kv_reply(reply),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::identity::NodeId;
 use crate::info::{DirectoryRow, LinkRow};
 use crate::proto::{Control, PeerMsg};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Server {
     /// The directory: the peers connected to this server, each with the
@@ -85,7 +85,7 @@ impl Server {
     }
 
     /// A message from a connected peer.
-    pub(crate) fn on_peer_message(&mut self, from: NodeId, msg: PeerMsg) {
+    pub(crate) fn on_peer_message(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
         if self.peers.get(&from).is_none() {
             return;
         }
@@ -104,6 +104,7 @@ impl Server {
                 let snapshot = self.peers.snapshot(from);
                 self.send_peer(from, snapshot);
             }
+            PeerMsg::Kv(ask) => self.on_kv_ask(now, from, ask),
             // Server-to-peer messages are not accepted from peers.
             _ => {}
         }

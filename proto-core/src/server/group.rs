@@ -149,6 +149,7 @@ impl Server {
             self.last_status = Some(st);
             self.broadcast(ClusterMsg::Status(st), None);
         }
+        self.kv_pump();
     }
 
     /// The best group among live servers' statuses (members, not joiners),

@@ -27,9 +27,11 @@
 pub(crate) mod election;
 mod fanout;
 mod group;
+mod kv;
 mod membership;
 mod peers;
 pub(crate) mod raft;
+mod raft_log;
 pub(crate) mod raft_wire;
 mod relay;
 
@@ -181,6 +183,8 @@ pub(crate) struct Server {
     dissolving: bool,
     rng: NodeRng,
     actions: VecDeque<Action>,
+    /// Store requests in progress.
+    kv: kv::KvTables,
 }
 
 impl Server {
@@ -225,6 +229,7 @@ impl Server {
             dissolving: false,
             rng,
             actions: VecDeque::new(),
+            kv: kv::KvTables::default(),
         };
         if bootstrap.is_empty() {
             // The first server of a cluster: nobody to join.
@@ -354,6 +359,7 @@ impl Server {
     pub(crate) fn on_link_down(&mut self, now: Instant, id: NodeId) {
         self.advance_ticks(now);
         if id.role() != Role::Server {
+            self.kv_peer_gone(id);
             let mut out = Vec::new();
             self.peers.leave(&id, &mut out);
             for (to, msg) in out {
@@ -425,6 +431,10 @@ impl Server {
                     self.reconcile(now);
                 }
             }
+            ClusterMsg::KvForward(ask, client) => {
+                self.on_kv_forward(now, from, ask, client);
+            }
+            ClusterMsg::KvRead { client, seq, outcome } => self.on_kv_read(client, seq, outcome),
             ClusterMsg::Raft { cluster, msg } => {
                 let from_raft = self.live.get(&from).and_then(|l| l.status).map(|s| s.raft_id);
                 if let Some(rid) = from_raft {

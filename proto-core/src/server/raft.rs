@@ -1,7 +1,7 @@
 //! The Raft group of the server cluster (tikv raft-rs).
 //!
-//! The group exists to elect a partition-safe Master; it replicates nothing
-//! but its own membership. This module wraps `RawNode` so the rest of the
+//! The group elects a partition-safe Master and replicates the cluster's
+//! store along with its own membership. This module wraps `RawNode` so the rest of the
 //! server code never touches raft-rs directly.
 //!
 //! # Ready, persist, advance
@@ -20,6 +20,11 @@
 //!    which must never claim something that is not yet stored);
 //! 5. `advance`, record the new commit index, send the light ready's
 //!    messages, apply its committed entries, `advance_apply`.
+//!
+//! The group also replicates the store (`crate::store`): normal entries are
+//! store commands, applied in log order on every server; snapshots carry the
+//! store's image (`raft_log.rs`), and confirmed reads come back as read
+//! states (ReadIndex).
 //!
 //! Storage is in memory, so a restarted server has lost its Raft state; it
 //! therefore never reuses its old Raft ID (the ID is derived from the node
@@ -57,13 +62,15 @@
 //! [`Consensus::panics`] — but validation is meant to keep it from ever
 //! firing, which matters where the embedding builds with `panic = "abort"`.
 
-use super::raft_wire::{self, Local, Members, WireMsg};
+use super::raft_log::RaftLog;
+use super::raft_wire::{self, Local, Members, WireKind, WireMsg};
 use crate::identity::NodeId;
 use crate::rng::NodeRng;
+use crate::store::machine::Outcome;
+use crate::store::{Command, Store};
 use protobuf::Message as _;
+use raft::StateRole;
 use raft::prelude::*;
-use raft::storage::MemStorage;
-use raft::{StateRole, Storage};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -87,7 +94,20 @@ pub(crate) struct Outgoing {
 
 struct Group {
     cluster: u64,
-    node: RawNode<MemStorage>,
+    node: RawNode<RaftLog>,
+    /// The replicated store, as of the applied index.
+    store: Store,
+}
+
+/// A command this server applied, with what the store answered.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    /// The command's client.
+    pub(crate) client: NodeId,
+    /// Its sequence number.
+    pub(crate) seq: u64,
+    /// The answer.
+    pub(crate) outcome: Outcome,
 }
 
 /// Where this server stands with respect to Raft groups.
@@ -117,6 +137,11 @@ pub(crate) struct Consensus {
     /// Number of received Raft messages dropped as malformed or inconsistent
     /// with our state (see [`raft_wire::check`]); stays 0 among correct servers.
     pub(crate) rejected: u64,
+    /// Commands applied since the last [`Consensus::take_applied`].
+    applied: Vec<Applied>,
+    /// Read indexes confirmed since the last [`Consensus::take_reads`]:
+    /// (context, index).
+    reads: Vec<(u64, u64)>,
     /// Every message handed to the encoder, for the round-trip tests.
     #[cfg(test)]
     sent: Vec<Message>,
@@ -158,6 +183,8 @@ impl Consensus {
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             panics: 0,
             rejected: 0,
+            applied: Vec::new(),
+            reads: Vec::new(),
             #[cfg(test)]
             sent: Vec::new(),
         }
@@ -288,17 +315,17 @@ impl Consensus {
     pub(crate) fn found(&mut self, min_term: u64) {
         self.fresh_raft_id();
         let cluster = self.rng.next_u64();
-        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![self.raft_id], vec![])));
+        let mut storage = RaftLog::with_conf(ConfState::from((vec![self.raft_id], vec![])));
         // Terms beyond the wire's limit are refused from the network, so
         // none reaches here from outside; the clamp keeps raft-rs's own
         // `term + 1` in `campaign` far from overflow whatever the caller.
-        storage.wl().mut_hard_state().term = min_term.min(raft_wire::LIMIT);
+        storage.set_term(min_term.min(raft_wire::LIMIT));
         let Ok(mut node) = RawNode::new(&self.config(), storage, &self.logger) else {
             self.group = None;
             return;
         };
         let _ = node.campaign();
-        self.group = Some(Group { cluster, node });
+        self.group = Some(Group { cluster, node, store: Store::default() });
         self.joining = false;
         self.after_call();
         self.process();
@@ -308,11 +335,11 @@ impl Consensus {
     /// us, first as a learner.
     pub(crate) fn join(&mut self, cluster: u64) {
         self.fresh_raft_id();
-        let Ok(node) = RawNode::new(&self.config(), MemStorage::new(), &self.logger) else {
+        let Ok(node) = RawNode::new(&self.config(), RaftLog::empty(), &self.logger) else {
             self.group = None;
             return;
         };
-        self.group = Some(Group { cluster, node });
+        self.group = Some(Group { cluster, node, store: Store::default() });
         self.joining = true;
         self.after_call();
     }
@@ -349,7 +376,7 @@ impl Consensus {
         self.last_role = (0, StateRole::Follower);
     }
 
-    fn guarded<R>(&mut self, f: impl FnOnce(&mut RawNode<MemStorage>) -> R) -> Option<R> {
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut RawNode<RaftLog>) -> R) -> Option<R> {
         let g = self.group.as_mut()?;
         match catch_unwind(AssertUnwindSafe(|| f(&mut g.node))) {
             Ok(r) => Some(r),
@@ -401,6 +428,16 @@ impl Consensus {
         let Some(local) = self.local() else { return false };
         if let Err(reason) = raft_wire::check(&wire, from, &local) {
             tracing::debug!(?reason, from, kind = ?wire.kind, "raft message rejected");
+            self.rejected += 1;
+            return false;
+        }
+        // A snapshot's store image must decode before raft-rs takes the
+        // snapshot: afterwards there is no way back to the log it replaces.
+        if wire.kind == WireKind::Snapshot
+            && let Some(snap) = &wire.snapshot
+            && Store::restore(&snap.data.0).is_none()
+        {
+            tracing::debug!(from, "raft snapshot with an undecodable store image rejected");
             self.rejected += 1;
             return false;
         }
@@ -501,6 +538,54 @@ impl Consensus {
         self.process();
     }
 
+    /// Proposes a store command (leader only). Returns whether raft-rs
+    /// took it; it is answered once applied ([`Consensus::take_applied`])
+    /// on every server, or lost with a leadership change (the client retries).
+    pub(crate) fn propose_command(&mut self, cmd: &Command) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let Ok(data) = postcard::to_allocvec(cmd) else { return false };
+        let ok = self.guarded(|n| n.propose(Vec::new(), data).is_ok()).unwrap_or(false);
+        self.after_call();
+        self.process();
+        ok
+    }
+
+    /// Whether this leader can confirm reads now: raft-rs 0.7 drops read
+    /// requests until the leader has committed an entry of its own term.
+    pub(crate) fn can_read(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| {
+            let r = &g.node.raft;
+            r.state == StateRole::Leader && r.raft_log.term(r.raft_log.committed).ok() == Some(r.term)
+        })
+    }
+
+    /// Asks the group to confirm this server's leadership for a read
+    /// (ReadIndex, Raft dissertation §6.4): the index comes back through
+    /// [`Consensus::take_reads`] with `ctx` once a quorum answered a
+    /// heartbeat sent after the request. Only when [`Consensus::can_read`].
+    pub(crate) fn read_index(&mut self, ctx: u64) {
+        self.guarded(|n| n.read_index(ctx.to_be_bytes().to_vec()));
+        self.after_call();
+        self.process();
+    }
+
+    /// The replicated store as this server has applied it.
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.group.as_ref().map(|g| &g.store)
+    }
+
+    /// Commands applied since the last call.
+    pub(crate) fn take_applied(&mut self) -> Vec<Applied> {
+        std::mem::take(&mut self.applied)
+    }
+
+    /// Read indexes confirmed since the last call: (context, index).
+    pub(crate) fn take_reads(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.reads)
+    }
+
     /// Re-draws the randomized election timeout from the seeded RNG whenever
     /// raft-rs may have reset it (term or role changed).
     fn after_call(&mut self) {
@@ -523,39 +608,49 @@ impl Consensus {
             }
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let mut out = Vec::new();
-                let mut learned = Vec::new();
-                let mut removed = Vec::new();
+                let mut done = Done::default();
                 let node = &mut g.node;
+                let store = &mut g.store;
                 let mut rd = node.ready();
                 out.extend(rd.take_messages());
                 if !rd.snapshot().is_empty() {
-                    let _ = node.mut_store().wl().apply_snapshot(rd.snapshot().clone());
+                    // Checked in `step`: the image decodes.
+                    if let Some(image) = Store::restore(&rd.snapshot().data) {
+                        *store = image;
+                    }
+                    node.mut_store().apply_snapshot(rd.snapshot().clone());
                 }
-                apply_committed(node, rd.take_committed_entries(), &mut learned, &mut removed);
+                apply_committed(node, store, rd.take_committed_entries(), &mut done);
                 if !rd.entries().is_empty() {
-                    let _ = node.mut_store().wl().append(rd.entries());
+                    node.mut_store().append(rd.entries());
                 }
                 if let Some(hs) = rd.hs() {
-                    node.mut_store().wl().set_hardstate(hs.clone());
+                    node.mut_store().set_hard_state(hs.clone());
                 }
+                done.reads.extend(rd.take_read_states().into_iter().filter_map(|r| {
+                    let ctx: [u8; 8] = r.request_ctx.as_slice().try_into().ok()?;
+                    Some((u64::from_be_bytes(ctx), r.index))
+                }));
                 out.extend(rd.take_persisted_messages());
                 let mut light = node.advance(rd);
                 if let Some(commit) = light.commit_index() {
-                    node.mut_store().wl().mut_hard_state().set_commit(commit);
+                    node.mut_store().set_commit(commit);
                 }
                 out.extend(light.take_messages());
-                apply_committed(node, light.take_committed_entries(), &mut learned, &mut removed);
+                apply_committed(node, store, light.take_committed_entries(), &mut done);
                 node.advance_apply();
-                compact(node);
+                compact(node, store);
                 step_down_if_removed(node);
-                (out, learned, removed)
+                (out, done)
             }));
             match outcome {
-                Ok((msgs, learned, removed)) => {
-                    for (id, node) in learned {
+                Ok((msgs, done)) => {
+                    for (id, node) in done.learned {
                         self.names.insert(id, node);
                     }
-                    self.removed.extend(removed);
+                    self.removed.extend(done.removed);
+                    self.applied.extend(done.applied);
+                    self.reads.extend(done.reads);
                     // A member once it is a voter; learners are still joining.
                     if self.joining && self.voters().contains(&self.raft_id) {
                         self.joining = false;
@@ -578,27 +673,45 @@ impl Consensus {
     }
 }
 
-fn apply_committed(
-    node: &mut RawNode<MemStorage>,
-    entries: Vec<Entry>,
-    learned: &mut Vec<(u64, NodeId)>,
-    removed: &mut Vec<u64>,
-) {
+/// What one Ready cycle applied and learned.
+#[derive(Default)]
+struct Done {
+    learned: Vec<(u64, NodeId)>,
+    removed: Vec<u64>,
+    applied: Vec<Applied>,
+    reads: Vec<(u64, u64)>,
+}
+
+fn apply_committed(node: &mut RawNode<RaftLog>, store: &mut Store, entries: Vec<Entry>, done: &mut Done) {
     for e in entries {
-        if e.entry_type != EntryType::EntryConfChangeV2 || e.data.is_empty() {
+        store.set_applied(e.index);
+        if e.data.is_empty() {
+            continue;
+        }
+        if e.entry_type == EntryType::EntryNormal {
+            // Every server decodes the same bytes the same way: an entry
+            // that is not a command is skipped everywhere.
+            if let Ok(cmd) = postcard::from_bytes::<Command>(&e.data) {
+                let (client, seq) = (cmd.client, cmd.seq);
+                let outcome = store.apply(e.index, cmd);
+                done.applied.push(Applied { client, seq, outcome });
+            }
+            continue;
+        }
+        if e.entry_type != EntryType::EntryConfChangeV2 {
             continue;
         }
         // Our own bytes: proposed here or re-encoded from the structured
         // wire form by `raft_wire` (never protobuf from the network).
         let Ok(cc) = ConfChangeV2::parse_from_bytes(&e.data) else { continue };
         if let Ok(members) = postcard::from_bytes::<Members>(&cc.context) {
-            learned.extend(members);
+            done.learned.extend(members);
         }
-        removed.extend(
+        done.removed.extend(
             cc.changes.iter().filter(|c| c.change_type == ConfChangeType::RemoveNode).map(|c| c.node_id),
         );
         if let Ok(cs) = node.apply_conf_change(&cc) {
-            node.mut_store().wl().set_conf_state(cs);
+            node.mut_store().set_conf(cs);
         }
     }
 }
@@ -610,7 +723,7 @@ fn apply_committed(
 /// own comment says it should; the others elect a leader among themselves
 /// and the server sees it was removed. Called between Ready cycles (a term
 /// change inside one breaks raft-rs's hard-state bookkeeping).
-fn step_down_if_removed(node: &mut RawNode<MemStorage>) {
+fn step_down_if_removed(node: &mut RawNode<RaftLog>) {
     let r = &mut node.raft;
     if r.state == StateRole::Leader && !r.prs().conf().voters().contains(r.id) {
         let term = r.term.saturating_add(1);
@@ -618,15 +731,24 @@ fn step_down_if_removed(node: &mut RawNode<MemStorage>) {
     }
 }
 
-/// Entries kept behind the applied index before the log is compacted.
+/// Entries kept behind a snapshot, so a follower a little behind catches up
+/// from the log instead of a whole snapshot.
 const KEEP_ENTRIES: u64 = 100;
+/// A snapshot is taken once this many entries were applied since the last…
+const SNAPSHOT_ENTRIES: u64 = 1000;
+/// …or once the log holds this many bytes of entry data.
+const SNAPSHOT_LOG_BYTES: usize = 4 << 20;
 
-fn compact(node: &mut RawNode<MemStorage>) {
+/// Takes a snapshot of the store at the applied index and compacts the log
+/// behind it, once enough was applied since the last one — or at once after
+/// a membership change, so the snapshot a joiner may need names it.
+fn compact(node: &mut RawNode<RaftLog>, store: &Store) {
     let applied = node.raft.raft_log.applied;
-    let store = node.mut_store();
-    let first = store.first_index().unwrap_or(1);
-    if applied > first + 2 * KEEP_ENTRIES {
-        let _ = store.wl().compact(applied - KEEP_ENTRIES);
+    let log = node.mut_store();
+    let since = applied.saturating_sub(log.snapshot_index());
+    let due = since >= SNAPSHOT_ENTRIES || log.bytes() >= SNAPSHOT_LOG_BYTES || log.conf_changed();
+    if since > 0 && due {
+        log.take_snapshot(applied, store.snapshot(), KEEP_ENTRIES);
     }
 }
 

@@ -34,16 +34,20 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
 
-/// Largest encoded Raft message accepted. raft-rs packs at most
-/// `max_size_per_msg` (64 KiB, counting 12 bytes of overhead per entry) of
-/// entries into one append, which encodes to less than this; everything
-/// else is far smaller.
-pub(crate) const MAX_WIRE_BYTES: usize = 256 * 1024;
+/// Largest encoded Raft message accepted: a snapshot with the largest
+/// store image, inside one server-to-server control message. raft-rs packs
+/// at most `max_size_per_msg` (64 KiB) of entries into one append — or one
+/// entry, if it is larger — so appends stay far below.
+pub(crate) const MAX_WIRE_BYTES: usize = crate::proto::MAX_CONTROL_MESSAGE - 64 * 1024;
+/// Largest store image a snapshot carries.
+pub(crate) const MAX_SNAPSHOT_DATA: usize = MAX_WIRE_BYTES - 64 * 1024;
 /// Most entries in one message: 64 KiB of empty entries at raft-rs' 12
 /// accounted bytes each is 5,462 entries.
 pub(crate) const MAX_ENTRIES: usize = 8192;
-/// Largest `data` of a normal entry. Ours are always empty (leader no-ops).
-pub(crate) const MAX_ENTRY_DATA: usize = 1024;
+/// Largest `data` of a normal entry: empty (leader no-ops) or one store
+/// command (at most `MAX_REQUEST_LEN` plus the client, sequence numbers
+/// and the request's own framing).
+pub(crate) const MAX_ENTRY_DATA: usize = crate::store::MAX_REQUEST_LEN + 1024;
 /// Largest context (of a message, an entry or a conf change). Ours are
 /// empty, `CampaignTransfer`, or one encoded [`Members`] row (< 40 bytes).
 pub(crate) const MAX_CONTEXT: usize = 256;
@@ -285,8 +289,8 @@ pub(crate) struct WireConfState {
     pub(crate) auto_leave: bool,
 }
 
-/// `eraftpb::Snapshot` with its metadata. `Snapshot::data` is not carried:
-/// `MemStorage` never fills it and raft-rs never reads it.
+/// `eraftpb::Snapshot` with its metadata and data (the store's image,
+/// which raft-rs never reads; `Consensus::step` checks that it decodes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WireSnapshot {
     /// Index of the last entry the snapshot covers.
@@ -295,6 +299,8 @@ pub(crate) struct WireSnapshot {
     pub(crate) term: u64,
     /// Configuration at that index.
     pub(crate) conf: WireConfState,
+    /// The store's image at that index.
+    pub(crate) data: Capped<u8, MAX_SNAPSHOT_DATA>,
 }
 
 /// `eraftpb::Message`: the mirror that goes on the wire. `priority` is the
@@ -531,9 +537,6 @@ impl WireEntry {
 
 impl WireSnapshot {
     fn from_snapshot(s: &Snapshot) -> Option<Self> {
-        if !s.data.is_empty() {
-            return None;
-        }
         let meta = s.get_metadata();
         let cs = meta.get_conf_state();
         Some(Self {
@@ -546,6 +549,7 @@ impl WireSnapshot {
                 learners_next: Capped::new(cs.learners_next.clone())?,
                 auto_leave: cs.auto_leave,
             },
+            data: Capped::new(s.data.to_vec())?,
         })
     }
 
@@ -560,6 +564,7 @@ impl WireSnapshot {
         cs.voters_outgoing = self.conf.voters_outgoing.0;
         cs.learners_next = self.conf.learners_next.0;
         cs.auto_leave = self.conf.auto_leave;
+        s.data = self.data.0.into();
         s
     }
 }
@@ -642,9 +647,12 @@ pub(crate) fn check(m: &WireMsg, from: u64, l: &Local) -> Result<(), Reject> {
     // Fields this code never sets. A request_snapshot makes the leader's
     // `MemStorage::snapshot` fabricate a snapshot at that index and send it
     // on; a negative priority makes a term-0 joiner reject a pre-vote with
-    // term 0 (`fatal!` in `send`); read-index contexts are never used.
+    // term 0 (`fatal!` in `send`). Heartbeats carry read-index contexts
+    // (ours are 8 bytes); raft-rs echoes them and looks them up in its own
+    // queue of pending reads, where an unknown one matches nothing.
     let context_ok = m.context.0.is_empty()
-        || (m.kind == K::RequestVote && m.context.0.as_slice() == raft::CAMPAIGN_TRANSFER);
+        || (m.kind == K::RequestVote && m.context.0.as_slice() == raft::CAMPAIGN_TRANSFER)
+        || (matches!(m.kind, K::Heartbeat | K::HeartbeatResponse) && m.context.0.len() == 8);
     let reject_ok =
         !m.reject || matches!(m.kind, K::AppendResponse | K::RequestVoteResponse | K::RequestPreVoteResponse);
     if m.request_snapshot != 0

@@ -212,12 +212,8 @@ impl Store {
         self.applied = self.applied.max(index);
     }
 
-    /// Number of keys.
-    pub(crate) fn len(&self) -> usize {
-        self.kvs.len()
-    }
-
     /// Bytes counted against [`MAX_STORE_BYTES`].
+    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used
     }
@@ -257,9 +253,7 @@ impl Store {
     /// Serves a read (`Op::Get`) from this copy.
     pub(crate) fn read(&self, op: &Op) -> Outcome {
         match op {
-            Op::Get { range, limit } => {
-                Ok((self.revision, Res::Leaf(self.get(range, *limit, MAX_READ_LEN))))
-            }
+            Op::Get { range, limit } => Ok((self.revision, Res::Leaf(self.get(range, *limit, MAX_READ_LEN)))),
             _ => Err(Fail::Invalid(2)),
         }
     }
@@ -376,9 +370,12 @@ impl Store {
     fn delete(&mut self, range: &Range, rev: u64) -> u64 {
         let keys: Vec<Vec<u8>> = match range {
             Range::Key(k) => self.kvs.contains_key(k).then(|| k.clone()).into_iter().collect(),
-            Range::Prefix(p) => {
-                self.kvs.range(p.clone()..).take_while(|(k, _)| k.starts_with(p)).map(|(k, _)| k.clone()).collect()
-            }
+            Range::Prefix(p) => self
+                .kvs
+                .range(p.clone()..)
+                .take_while(|(k, _)| k.starts_with(p))
+                .map(|(k, _)| k.clone())
+                .collect(),
         };
         for k in &keys {
             if let Some(r) = self.kvs.remove(k) {

@@ -15,7 +15,7 @@
 //! public API can grow without touching the encoding, and a transaction
 //! cannot nest (decoding never recurses).
 
-mod machine;
+pub(crate) mod machine;
 #[cfg(test)]
 mod tests;
 
@@ -241,7 +241,10 @@ impl KvRequest {
         let failure = ops(&mut failure.into_iter());
         let mut compare: Vec<Compare> = compare.into_iter().map(|c| c.0).collect();
         if nested {
-            compare.resize(MAX_TXN_OPS + 1, Compare { key: Vec::new(), op: WireCmp::Equal, target: Target::Version(0) });
+            compare.resize(
+                MAX_TXN_OPS + 1,
+                Compare { key: Vec::new(), op: WireCmp::Equal, target: Target::Version(0) },
+            );
         }
         Self(Op::Txn { compare, success, failure })
     }
@@ -290,7 +293,9 @@ pub(crate) fn check_op(op: &Op) -> Result<(), KvError> {
         Op::Put { key, value } => check_put(key, value)?,
         Op::Txn { compare, success, failure } => {
             if compare.len() > MAX_TXN_OPS {
-                return Err(KvError::Invalid("a transaction has at most MAX_TXN_OPS comparisons and no nested transaction"));
+                return Err(KvError::Invalid(
+                    "a transaction has at most MAX_TXN_OPS comparisons and no nested transaction",
+                ));
             }
             for (what, list) in [("success", success), ("failure", failure)] {
                 if list.len() > MAX_TXN_OPS {
@@ -303,7 +308,11 @@ pub(crate) fn check_op(op: &Op) -> Result<(), KvError> {
                 if let Target::Value(v) = &c.target
                     && v.len() > MAX_VALUE_LEN
                 {
-                    return Err(KvError::TooLarge { what: "compared value", len: v.len(), max: MAX_VALUE_LEN });
+                    return Err(KvError::TooLarge {
+                        what: "compared value",
+                        len: v.len(),
+                        max: MAX_VALUE_LEN,
+                    });
                 }
             }
         }
@@ -406,6 +415,21 @@ pub struct KvOptions {
 impl Default for KvOptions {
     fn default() -> Self {
         Self { timeout: std::time::Duration::from_secs(5), at_least: None }
+    }
+}
+
+impl KvOptions {
+    /// These options with another timeout.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// These options for a read served by the nearest server once it has
+    /// applied `revision` (see [`KvOptions::at_least`]).
+    pub fn with_at_least(mut self, revision: u64) -> Self {
+        self.at_least = Some(revision);
+        self
     }
 }
 

@@ -42,7 +42,13 @@ fn revisions_versions_and_create_revisions_follow_etcd() {
     assert!(!more);
     assert_eq!(
         entries,
-        vec![KvEntry { key: b"a".to_vec(), value: b"2".to_vec(), create_revision: 1, mod_revision: 3, version: 2 }]
+        vec![KvEntry {
+            key: b"a".to_vec(),
+            value: b"2".to_vec(),
+            create_revision: 1,
+            mod_revision: 3,
+            version: 2
+        }]
     );
     // Deleting and re-creating starts a new life: version 1, new create revision.
     assert_eq!(answer(run(&mut s, 6, KvRequest::delete_prefix(""))), (4, KvResponse::Delete { deleted: 2 }));
@@ -56,9 +62,11 @@ fn revisions_versions_and_create_revisions_follow_etcd() {
 fn a_transaction_runs_one_branch_atomically_under_one_revision() {
     let mut s = Store::default();
     let create = |key: &str, v: &str| {
-        KvRequest::txn([KvCompare::missing(key)], [KvRequest::put(key, v), KvRequest::put("log", key)], [
-            KvRequest::get(key),
-        ])
+        KvRequest::txn(
+            [KvCompare::missing(key)],
+            [KvRequest::put(key, v), KvRequest::put("log", key)],
+            [KvRequest::get(key)],
+        )
     };
     let (rev, r) = answer(run(&mut s, 1, create("lock", "me")));
     assert_eq!(rev, 1, "both puts share one revision");
@@ -76,7 +84,10 @@ fn a_transaction_runs_one_branch_atomically_under_one_revision() {
     assert!(holds(&mut s, 3, KvCompare::value("lock", CompareOp::Equal, "me")));
     assert!(holds(&mut s, 4, KvCompare::value("lock", CompareOp::Greater, "ma")));
     assert!(holds(&mut s, 5, KvCompare::value("lock", CompareOp::Less, "mf")));
-    assert!(!holds(&mut s, 6, KvCompare::value("nope", CompareOp::NotEqual, "x")), "missing key: value compare fails");
+    assert!(
+        !holds(&mut s, 6, KvCompare::value("nope", CompareOp::NotEqual, "x")),
+        "missing key: value compare fails"
+    );
     assert!(holds(&mut s, 7, KvCompare::version("lock", CompareOp::Equal, 1)));
     assert!(holds(&mut s, 8, KvCompare::create_revision("lock", CompareOp::Equal, 1)));
     assert!(holds(&mut s, 9, KvCompare::mod_revision("nope", CompareOp::Equal, 0)));
@@ -110,13 +121,15 @@ fn a_retry_gets_the_first_answer_and_is_not_applied_twice() {
 #[test]
 fn bounds_are_typed_errors_and_the_store_stays_within_its_budget() {
     let big = vec![b'x'; MAX_VALUE_LEN + 1];
-    assert_eq!(KvRequest::put("k", big).check(), Err(KvError::TooLarge {
-        what: "value",
-        len: MAX_VALUE_LEN + 1,
-        max: MAX_VALUE_LEN
-    }));
+    assert_eq!(
+        KvRequest::put("k", big).check(),
+        Err(KvError::TooLarge { what: "value", len: MAX_VALUE_LEN + 1, max: MAX_VALUE_LEN })
+    );
     assert!(matches!(KvRequest::put("", "v").check(), Err(KvError::Invalid(_))));
-    assert!(matches!(KvRequest::get(vec![0; MAX_KEY_LEN + 1]).check(), Err(KvError::TooLarge { what: "key", .. })));
+    assert!(matches!(
+        KvRequest::get(vec![0; MAX_KEY_LEN + 1]).check(),
+        Err(KvError::TooLarge { what: "key", .. })
+    ));
     let nested = KvRequest::txn([], [KvRequest::txn([], [], [])], []);
     assert!(matches!(nested.check(), Err(KvError::Invalid(_))));
     // Fill the store with 32 KiB values until it refuses.
@@ -177,8 +190,17 @@ fn arb_req() -> impl Strategy<Value = KvRequest> {
     ];
     prop_oneof![
         leaf.clone(),
-        (arb_key(), any::<u8>(), prop::collection::vec(leaf.clone(), 0..3), prop::collection::vec(leaf, 0..3))
-            .prop_map(|(k, v, s, f)| KvRequest::txn([KvCompare::value(k, CompareOp::Equal, vec![v])], s, f)),
+        (
+            arb_key(),
+            any::<u8>(),
+            prop::collection::vec(leaf.clone(), 0..3),
+            prop::collection::vec(leaf, 0..3)
+        )
+            .prop_map(|(k, v, s, f)| KvRequest::txn(
+                [KvCompare::value(k, CompareOp::Equal, vec![v])],
+                s,
+                f
+            )),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::identity::{Identity, Role};
+use raft::Storage;
 
 fn server(seed: u8) -> Consensus {
     let id = Identity::from_seed(Role::Server, [seed; 32]).id();
@@ -152,7 +153,7 @@ fn msg(kind: MessageType, to: u64, from: u64, term: u64) -> Message {
     m
 }
 
-fn raft_of(c: &Consensus) -> &Raft<MemStorage> {
+fn raft_of(c: &Consensus) -> &Raft<RaftLog> {
     &c.group.as_ref().expect("in a group").node.raft
 }
 
@@ -474,6 +475,7 @@ fn snapshot_for(n: &[Consensus], index: u64, term: u64, cs: ConfState) -> Messag
     meta.index = index;
     meta.term = term;
     meta.set_conf_state(cs);
+    m.mut_snapshot().data = crate::store::Store::default().snapshot().into();
     m
 }
 
@@ -540,7 +542,7 @@ fn compacted_trio() -> Vec<Consensus> {
     nodes[0].transfer_to(to);
     pump(&mut nodes);
     assert!(nodes[1].is_leader() && nodes[1].term() == 2);
-    for i in 0..120 {
+    for i in 0..600 {
         nodes[1].propose_add_learner(5000 + i, node(50));
         pump(&mut nodes);
         nodes[1].propose_remove(5000 + i);
@@ -658,8 +660,10 @@ fn timeout_now_only_from_our_leader() {
 
 #[test]
 fn snapshot_requests_are_refused() {
-    // A follower "requesting a snapshot" at an index makes the leader's
-    // MemStorage fabricate one there and send it on to the follower.
+    // A follower "requesting a snapshot" at an index made raft-rs's
+    // MemStorage fabricate one there and send it on to the follower. Our
+    // log never serves a snapshot past the one it took, and the check drops
+    // such a request before raft-rs sees it.
     for checked in [false, true] {
         let mut n = trio();
         let (cluster, rid) = (n[0].cluster().expect("founded"), n[1].raft_id());
@@ -679,7 +683,7 @@ fn snapshot_requests_are_refused() {
         let fabricated = n[0].sent.iter().any(|s| {
             s.get_msg_type() == MessageType::MsgSnapshot && s.get_snapshot().get_metadata().index > last
         });
-        assert_eq!(fabricated, !checked);
+        assert!(!fabricated);
     }
 }
 
@@ -736,7 +740,7 @@ fn local_and_never_sent_types_are_counted() {
 /// so a joiner can only catch up from a snapshot.
 fn compacted() -> Vec<Consensus> {
     let mut nodes = solo();
-    for i in 0..120 {
+    for i in 0..600 {
         nodes[0].propose_add_learner(5000 + i, node(50));
         nodes[0].propose_remove(5000 + i);
     }
@@ -826,7 +830,7 @@ fn every_message_raft_rs_sends_round_trips_and_passes_the_checks() {
 }
 
 #[test]
-fn v1_conf_changes_and_snapshot_data_are_not_representable() {
+fn v1_conf_changes_are_not_representable_and_snapshot_data_travels() {
     let mut m = msg(MessageType::MsgAppend, 2, 1, 1);
     let mut e = Entry::default();
     e.set_entry_type(EntryType::EntryConfChange);
@@ -834,8 +838,9 @@ fn v1_conf_changes_and_snapshot_data_are_not_representable() {
     assert!(WireMsg::from_message(&m).is_none());
     assert!(raft_wire::encode(&m).is_none());
     let mut s = msg(MessageType::MsgSnapshot, 2, 1, 1);
-    s.mut_snapshot().data = vec![1u8].into();
-    assert!(raft_wire::encode(&s).is_none());
+    s.mut_snapshot().data = vec![1u8, 2, 3].into();
+    let back = WireMsg::decode(&raft_wire::encode(&s).expect("representable")).expect("decodes");
+    assert_eq!(back.into_message().expect("converts").get_snapshot().data.to_vec(), vec![1u8, 2, 3]);
 }
 
 #[test]
@@ -1328,4 +1333,27 @@ fn a_leader_that_removes_itself_steps_down() {
     assert_eq!(leaders.len(), 1, "the other two elected a leader");
     assert!(!leaders[0].voters().contains(&old));
     assert!(can_commit_a_change(&mut nodes[1..]));
+}
+
+#[test]
+fn the_store_replicates_and_a_joiner_gets_it_from_a_snapshot() {
+    use crate::store::{Command, KvRequest};
+    let mut group = solo();
+    let client = node(77);
+    for seq in 0..1100u64 {
+        let op = KvRequest::put(format!("k{}", seq % 50), format!("v{seq}")).0;
+        assert!(group[0].propose_command(&Command { client, seq, ack: seq, op }));
+    }
+    assert_eq!(group[0].take_applied().len(), 1100);
+    assert!(group[0].group.as_ref().unwrap().node.store().first_index().unwrap() > 1, "compacted");
+    let mut j = server(9);
+    j.join(group[0].cluster().expect("founded"));
+    group.push(j);
+    let (rid, n) = (group[1].raft_id(), group[1].me);
+    group[0].propose_add_learner(rid, n);
+    pump(&mut group);
+    assert!(group[0].caught_up(rid), "caught up from a snapshot");
+    assert_eq!(group[1].store(), group[0].store(), "the joiner holds the same store");
+    assert_eq!(group[1].store().unwrap().revision(), 1100);
+    assert_eq!((group[1].rejected, group[1].panics), (0, 0));
 }

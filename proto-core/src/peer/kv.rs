@@ -1,0 +1,150 @@
+//! A peer's store requests: sending each to a server, retrying through
+//! another when that one goes away or stays silent, and reporting the answer
+//! or the timeout.
+//!
+//! Each request gets the next sequence number of this peer, which is its
+//! request id for the user; retries reuse it, so the store applies a write
+//! at most once however many servers it went through
+//! (`store::machine`). The acknowledgement sent with every request (all
+//! sequence numbers below it are answered) lets the store forget answers.
+
+use super::Peer;
+use crate::event::Event;
+use crate::identity::NodeId;
+use crate::proto::{KvAsk, KvReply, PeerMsg};
+use crate::server::Action;
+use crate::store::machine::Fail;
+use crate::store::{KvAnswer, KvError, KvGuarantee, KvOptions, Op, check_op};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Requests one peer keeps in flight (below what the store keeps answers
+/// for, so every retry finds its answer).
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
+/// First wait before a request is sent again; doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+struct Pending {
+    op: Op,
+    at_least: Option<u64>,
+    deadline: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+    /// The server it was last sent to.
+    via: Option<NodeId>,
+    tries: u32,
+}
+
+/// The peer's store requests in flight.
+#[derive(Debug, Default)]
+pub(crate) struct KvClient {
+    next_seq: u64,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl KvClient {
+    /// The earliest retry or deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline.min(p.retry_at)).min()
+    }
+}
+
+impl Peer {
+    /// Starts a store request; returns its id.
+    pub(crate) fn kv_request(&mut self, now: Instant, op: Op, opts: KvOptions) -> Result<u64, KvError> {
+        check_op(&op)?;
+        if self.kv.pending.len() >= MAX_IN_FLIGHT {
+            return Err(KvError::TooManyInFlight(MAX_IN_FLIGHT));
+        }
+        let seq = self.kv.next_seq;
+        self.kv.next_seq += 1;
+        let at_least = if matches!(op, Op::Get { .. }) { opts.at_least } else { None };
+        let p = Pending {
+            op,
+            at_least,
+            deadline: now.checked_add(opts.timeout).unwrap_or(now),
+            retry_at: now,
+            backoff: RETRY_MIN,
+            via: None,
+            tries: 0,
+        };
+        self.kv.pending.insert(seq, p);
+        self.kv_send(now, seq);
+        Ok(seq)
+    }
+
+    /// Sends (or re-sends) request `seq` to the best server: the Master
+    /// (with three or more servers, the Raft leader: no forwarding hop) if
+    /// linked, otherwise the linked servers in turn.
+    fn kv_send(&mut self, now: Instant, seq: u64) {
+        let ack = self.kv.pending.keys().next().copied().unwrap_or(self.kv.next_seq);
+        let servers: Vec<NodeId> = self.servers.keys().copied().collect();
+        let Some(p) = self.kv.pending.get_mut(&seq) else { return };
+        let master = self.master.master.filter(|m| servers.contains(m));
+        let via = match (master, p.tries) {
+            (Some(m), 0) => Some(m),
+            _ if servers.is_empty() => None,
+            _ => Some(servers[p.tries as usize % servers.len()]),
+        };
+        p.tries += 1;
+        p.via = via;
+        p.retry_at = now + p.backoff;
+        p.backoff = (p.backoff * 2).min(RETRY_MAX);
+        if let Some(to) = via {
+            let ask = KvAsk { seq, ack, op: p.op.clone(), at_least: p.at_least };
+            self.actions.push_back(Action::Send { to, msg: crate::proto::Control::Peer(PeerMsg::Kv(ask)) });
+        }
+    }
+
+    /// A server answered.
+    pub(super) fn on_kv_reply(&mut self, reply: KvReply) {
+        if self.kv.pending.remove(&reply.seq).is_none() {
+            return; // a late duplicate (answered through another server)
+        }
+        let guarantee =
+            if reply.linearizable { KvGuarantee::Linearizable } else { KvGuarantee::AtLeastRevision };
+        let result = match reply.outcome {
+            Ok((revision, res)) => {
+                Ok(KvAnswer { revision, response: res.into(), guarantee, voters: reply.voters })
+            }
+            Err(f) => Err(KvError::from(f)),
+        };
+        self.actions.push_back(Action::Event(Event::KvDone { id: reply.seq, result }));
+    }
+
+    /// Retries and deadlines.
+    pub(super) fn kv_timeout(&mut self, now: Instant) {
+        let expired: Vec<u64> =
+            self.kv.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| *s).collect();
+        for seq in expired {
+            self.kv.pending.remove(&seq);
+            let result = Err(KvError::from(Fail::Unavailable));
+            self.actions.push_back(Action::Event(Event::KvDone { id: seq, result }));
+        }
+        let due: Vec<u64> =
+            self.kv.pending.iter().filter(|(_, p)| p.retry_at <= now).map(|(s, _)| *s).collect();
+        for seq in due {
+            self.kv_send(now, seq);
+        }
+    }
+
+    /// A server link came up or went down: requests that had no server, or
+    /// went to the lost one, are sent (again) at once.
+    pub(super) fn kv_links_changed(&mut self, now: Instant, lost: Option<NodeId>) {
+        let resend: Vec<u64> = self
+            .kv
+            .pending
+            .iter()
+            .filter(|(_, p)| p.via.is_none() || (lost.is_some() && p.via == lost))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in resend {
+            if let Some(p) = self.kv.pending.get_mut(&seq) {
+                p.backoff = RETRY_MIN;
+            }
+            self.kv_send(now, seq);
+        }
+    }
+}

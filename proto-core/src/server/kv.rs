@@ -1,0 +1,233 @@
+//! Store requests at a server: taking them from connected peers, getting
+//! them to the Raft leader, and answering.
+//!
+//! A peer sends a request to any server it is connected to (the *origin*),
+//! which remembers it and forwards it to the leader (or handles it itself
+//! when it leads). The leader proposes a write as a log entry; every
+//! server applies it, and the origin answers its peer when it applies that
+//! entry, so no answer has to travel back from the leader. A read goes
+//! through ReadIndex at the leader: once a quorum has confirmed the
+//! leadership after the request arrived and the leader has applied up to
+//! the confirmed index, it reads its own copy and sends the answer to the
+//! origin. A read "at least revision R" is answered by the origin from its
+//! own copy as soon as it has applied R.
+//!
+//! Nothing is retried here: a request lost with a leadership change, a
+//! partition or a crash is retried by the peer (same sequence number,
+//! possibly through another server), and the store applies a retried
+//! write at most once (`store::machine`). Forgotten requests cost nothing
+//! but the peer's wait, so the tables here are bounded and expire.
+
+use super::Server;
+use crate::identity::NodeId;
+use crate::proto::{ClusterMsg, KvAsk, KvReply, PeerMsg};
+use crate::store::machine::{Fail, Outcome};
+use crate::store::{Command, Op, check_op};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Requests one peer may have waiting at one server.
+const MAX_WAITING_PER_PEER: usize = 128;
+/// Reads the leader confirms at once.
+const MAX_READS: usize = 4096;
+/// How long a request is remembered (peers give up sooner by default).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// A peer's request this server took and has not answered.
+#[derive(Debug)]
+struct Waiting {
+    since: Instant,
+    /// For reads at a revision: the request and the revision.
+    local_read: Option<(Op, u64)>,
+}
+
+/// A read the leader is confirming.
+#[derive(Debug)]
+struct Read {
+    origin: NodeId,
+    client: NodeId,
+    seq: u64,
+    op: Op,
+    since: Instant,
+    /// Asked raft-rs for the read index.
+    asked: bool,
+    /// The confirmed index, once a quorum answered.
+    index: Option<u64>,
+}
+
+/// The server's store-request tables.
+#[derive(Debug, Default)]
+pub(super) struct KvTables {
+    waiting: BTreeMap<(NodeId, u64), Waiting>,
+    reads: BTreeMap<u64, Read>,
+    next_ctx: u64,
+    now: Option<Instant>,
+}
+
+impl Server {
+    /// A peer's store request (`PeerMsg::Kv`).
+    pub(super) fn on_kv_ask(&mut self, now: Instant, from: NodeId, ask: KvAsk) {
+        self.kv.now = Some(now);
+        if let Err(e) = check_op(&ask.op) {
+            self.reply(from, ask.seq, Err(Fail::from(&e)), true);
+            return;
+        }
+        let waiting = self.kv.waiting.range((from, 0)..=(from, u64::MAX)).count();
+        if waiting >= MAX_WAITING_PER_PEER && !self.kv.waiting.contains_key(&(from, ask.seq)) {
+            // The peer keeps fewer in flight; it will retry.
+            return;
+        }
+        if let (Op::Get { .. }, Some(rev)) = (&ask.op, ask.at_least) {
+            self.kv.waiting.insert((from, ask.seq), Waiting { since: now, local_read: Some((ask.op, rev)) });
+            self.serve_local_reads();
+            return;
+        }
+        // A retry is forwarded again: the leader may have changed.
+        self.kv.waiting.insert((from, ask.seq), Waiting { since: now, local_read: None });
+        self.forward(now, from, ask);
+    }
+
+    /// A request forwarded by another server (`ClusterMsg::KvForward`).
+    pub(super) fn on_kv_forward(&mut self, now: Instant, origin: NodeId, ask: KvAsk, client: NodeId) {
+        self.kv.now = Some(now);
+        if check_op(&ask.op).is_ok() && self.consensus.is_leader() {
+            self.lead(now, origin, client, ask);
+        }
+    }
+
+    /// A read's answer from the leader (`ClusterMsg::KvRead`).
+    pub(super) fn on_kv_read(&mut self, client: NodeId, seq: u64, outcome: Outcome) {
+        if self.kv.waiting.remove(&(client, seq)).is_some() {
+            self.reply(client, seq, outcome, true);
+        }
+    }
+
+    /// A peer went away: its requests are dropped (it retries elsewhere).
+    pub(super) fn kv_peer_gone(&mut self, peer: NodeId) {
+        let keys: Vec<_> = self.kv.waiting.range((peer, 0)..=(peer, u64::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.kv.waiting.remove(&k);
+        }
+    }
+
+    fn forward(&mut self, now: Instant, client: NodeId, ask: KvAsk) {
+        if self.consensus.is_leader() {
+            self.lead(now, self.me, client, ask);
+            return;
+        }
+        let leader = self.consensus.leader().and_then(|(rid, _)| self.consensus.node_of(rid));
+        if let Some(leader) = leader.filter(|l| self.live.contains_key(l)) {
+            self.send(leader, ClusterMsg::KvForward(ask, client));
+        }
+        // No leader known: the peer's retry comes back once there is one.
+    }
+
+    /// At the leader: propose a write, or start confirming a read.
+    fn lead(&mut self, now: Instant, origin: NodeId, client: NodeId, ask: KvAsk) {
+        if let Op::Get { .. } = ask.op {
+            if self.kv.reads.len() >= MAX_READS {
+                return;
+            }
+            let ctx = self.kv.next_ctx;
+            self.kv.next_ctx += 1;
+            let read =
+                Read { origin, client, seq: ask.seq, op: ask.op, since: now, asked: false, index: None };
+            self.kv.reads.insert(ctx, read);
+            self.kv_pump();
+        } else {
+            let cmd = Command { client, seq: ask.seq, ack: ask.ack, op: ask.op };
+            self.consensus.propose_command(&cmd);
+            self.flush_raft();
+        }
+    }
+
+    /// Answers what Raft has applied or confirmed since the last call; run
+    /// after every Raft step (from `flush_raft`).
+    pub(super) fn kv_pump(&mut self) {
+        for a in self.consensus.take_applied() {
+            if self.kv.waiting.remove(&(a.client, a.seq)).is_some() {
+                self.reply(a.client, a.seq, a.outcome, true);
+            }
+        }
+        if !self.consensus.is_leader() {
+            // Reads in flight were for a leadership that is over; raft-rs
+            // drops them too. Their peers retry.
+            self.kv.reads.clear();
+        }
+        for (ctx, index) in self.consensus.take_reads() {
+            if let Some(r) = self.kv.reads.get_mut(&ctx) {
+                r.index = Some(index);
+            }
+        }
+        // A new leader confirms reads only once it committed in its term.
+        if self.consensus.can_read() {
+            let ask: Vec<u64> = self.kv.reads.iter().filter(|(_, r)| !r.asked).map(|(c, _)| *c).collect();
+            for ctx in ask {
+                if let Some(r) = self.kv.reads.get_mut(&ctx) {
+                    r.asked = true;
+                }
+                self.consensus.read_index(ctx);
+            }
+            // A single voter confirms at once: pick its answers up now.
+            for (ctx, index) in self.consensus.take_reads() {
+                if let Some(r) = self.kv.reads.get_mut(&ctx) {
+                    r.index = Some(index);
+                }
+            }
+        }
+        let applied = self.consensus.store().map_or(0, |s| s.applied());
+        let ready: Vec<u64> = self
+            .kv
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(c, _)| *c)
+            .collect();
+        for ctx in ready {
+            let Some(r) = self.kv.reads.remove(&ctx) else { continue };
+            let Some(store) = self.consensus.store() else { continue };
+            let outcome = store.read(&r.op);
+            if r.origin == self.me {
+                self.on_kv_read(r.client, r.seq, outcome);
+            } else if self.live.contains_key(&r.origin) {
+                self.send(r.origin, ClusterMsg::KvRead { client: r.client, seq: r.seq, outcome });
+            }
+        }
+        self.serve_local_reads();
+        self.expire_kv();
+    }
+
+    /// Reads at a revision this server has reached.
+    fn serve_local_reads(&mut self) {
+        let Some(store) = self.consensus.store() else { return };
+        let rev = store.revision();
+        let due: Vec<((NodeId, u64), Outcome)> = self
+            .kv
+            .waiting
+            .iter()
+            .filter_map(|(k, w)| {
+                let (op, at) = w.local_read.as_ref()?;
+                (rev >= *at).then(|| (*k, store.read(op)))
+            })
+            .collect();
+        for ((client, seq), outcome) in due {
+            self.kv.waiting.remove(&(client, seq));
+            self.reply(client, seq, outcome, false);
+        }
+    }
+
+    fn expire_kv(&mut self) {
+        let Some(now) = self.kv.now else { return };
+        let old = |since: Instant| now.saturating_duration_since(since) >= FORGET_AFTER;
+        self.kv.waiting.retain(|_, w| !old(w.since));
+        self.kv.reads.retain(|_, r| !old(r.since));
+    }
+
+    fn reply(&mut self, to: NodeId, seq: u64, outcome: Outcome, linearizable: bool) {
+        if self.peers.get(&to).is_none() {
+            return;
+        }
+        let voters = u32::try_from(self.consensus.voter_count()).unwrap_or(u32::MAX);
+        self.send_peer(to, PeerMsg::KvReply(KvReply { seq, outcome, linearizable, voters }));
+    }
+}
