@@ -4,7 +4,7 @@ use crate::error::{ConnectError, DisconnectReason, SendFailure};
 use crate::identity::NodeId;
 use crate::proto::{PathKind, RefuseReason};
 use crate::server::election::MasterBasis;
-use crate::store::{KvAnswer, KvError};
+use crate::store::{KvAnswer, KvError, KvEvent};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -181,5 +181,22 @@ pub enum Event {
         id: u64,
         /// The answer or the failure.
         result: Result<KvAnswer, KvError>,
+    },
+    /// Changes under a watched prefix ([`Node::watch`](crate::Node::watch)),
+    /// in revision order, each reported once, with no gaps — also across
+    /// the loss of the server the watch was registered at.
+    KvWatch {
+        /// The id `watch` returned.
+        id: u64,
+        /// The changes, oldest first.
+        events: Vec<KvEvent>,
+    },
+    /// A watch ended: it asked for changes the store no longer keeps
+    /// ([`KvError::Compacted`]), or it was refused.
+    KvWatchEnded {
+        /// The id `watch` returned.
+        id: u64,
+        /// Why.
+        error: KvError,
     },
 }

@@ -115,8 +115,9 @@ pub use server::election::{MasterBasis, MasterInfo};
 pub use server::{RaftView, ServerInfo};
 pub use stats::{DropCounters, NodeStats};
 pub use store::{
-    CompareOp, KEY_OVERHEAD, KvAnswer, KvCompare, KvEntry, KvError, KvGuarantee, KvOptions, KvRequest,
-    KvResponse, MAX_KEY_LEN, MAX_READ_LEN, MAX_REQUEST_LEN, MAX_STORE_BYTES, MAX_TXN_OPS, MAX_VALUE_LEN,
+    CompareOp, KEY_OVERHEAD, KvAnswer, KvCompare, KvEntry, KvError, KvEvent, KvEventKind, KvGuarantee,
+    KvOptions, KvRequest, KvResponse, MAX_KEY_LEN, MAX_READ_LEN, MAX_REQUEST_LEN, MAX_STORE_BYTES,
+    MAX_TXN_OPS, MAX_VALUE_LEN,
 };
 
 /// Application close codes p2pcore puts on QUIC connections it closes.

@@ -13,7 +13,7 @@ use crate::identity::NodeId;
 pub(crate) use crate::info::{PathKind, PeerAddrs};
 use crate::server::election::{MasterBasis, MasterInfo};
 use crate::store::Op;
-use crate::store::machine::Outcome;
+use crate::store::machine::{Change, Fail, Outcome};
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -204,6 +204,18 @@ pub(crate) enum PeerMsg {
     Kv(KvAsk),
     /// Server → peer: the answer to a store request.
     KvReply(KvReply),
+    /// Peer → server: report changes under `prefix` from revision `from`
+    /// on (0: from the next one) as watch `id`.
+    Watch { id: u64, prefix: Vec<u8>, from: u64 },
+    /// Peer → server: stop watch `id`.
+    Unwatch { id: u64 },
+    /// Server → peer: changes for watch `id` (whole revisions, in order),
+    /// and the revision the server will report from next. Sent at once on
+    /// `Watch` (maybe empty: the watch's start), then as changes apply.
+    WatchEvents { id: u64, next: u64, changes: Vec<Change> },
+    /// Server → peer: watch `id` ended (its start was compacted away, or
+    /// it was refused).
+    WatchEnd { id: u64, fail: Fail },
 }
 
 /// Messages of the control stream.

@@ -5,7 +5,9 @@
 
 mod common;
 
-use p2pcore::{CompareOp, Event, KvCompare, KvError, KvGuarantee, KvOptions, KvRequest, KvResponse};
+use p2pcore::{
+    CompareOp, Event, KvCompare, KvError, KvEventKind, KvGuarantee, KvOptions, KvRequest, KvResponse,
+};
 use p2pcore_tests::history::{self, KvOp, KvRet, Record};
 use p2pcore_tests::sim::{HostId, LinkParams, Sim};
 use std::collections::BTreeMap;
@@ -125,6 +127,54 @@ fn requests_survive_the_leaders_crash_and_fail_cleanly_without_a_quorum() {
     assert_eq!(ask_with(&mut sim, p, KvRequest::get("a"), opts), Err(KvError::Unavailable));
     // (Raft state is kept in memory only: with a majority restarted at
     // once the group re-forms empty — durable Raft is what lifts that.)
+}
+
+#[test]
+fn a_watch_reports_every_change_once_in_order_across_the_loss_of_its_server() {
+    let (mut sim, servers, peers) = common::mesh(3, 2, LinkParams::default());
+    sim.run_for(Duration::from_secs(3));
+    let (writer, watcher) = (peers[0], peers[1]);
+    let w = sim.with_node(watcher, |n, now| n.watch(now, "room/", 0)).unwrap().unwrap();
+    sim.run_for(Duration::from_millis(200));
+    let mut seen: Vec<(u64, Vec<u8>, KvEventKind)> = Vec::new();
+    let mut collect = |sim: &mut Sim| {
+        for e in common::events(sim, watcher) {
+            match e {
+                Event::KvWatch { id, events } if id == w => {
+                    seen.extend(events.into_iter().map(|e| (e.entry.mod_revision, e.entry.key, e.kind)))
+                }
+                Event::KvWatchEnded { id, error } => panic!("watch {id} ended: {error}"),
+                _ => {}
+            }
+        }
+        seen.clone()
+    };
+    for i in 0..10 {
+        ask(&mut sim, writer, KvRequest::put(format!("room/{i}"), "x")).unwrap();
+        ask(&mut sim, writer, KvRequest::put(format!("other/{i}"), "x")).unwrap();
+    }
+    ask(&mut sim, writer, KvRequest::delete("room/0")).unwrap();
+    // The watch's server dies (the watcher registers at its first server
+    // by ID); writes go on while it moves to another.
+    let first = servers.iter().copied().min_by_key(|s| sim.host(*s).id()).unwrap();
+    sim.kill(first);
+    for i in 10..20 {
+        ask(&mut sim, writer, KvRequest::put(format!("room/{i}"), "y")).unwrap();
+    }
+    sim.run_for(Duration::from_secs(1));
+    let seen = collect(&mut sim);
+    let keys: Vec<String> = seen.iter().map(|(_, k, _)| String::from_utf8(k.clone()).unwrap()).collect();
+    let mut want: Vec<String> = (0..10).map(|i| format!("room/{i}")).collect();
+    want.push("room/0".into());
+    want.extend((10..20).map(|i| format!("room/{i}")));
+    assert_eq!(keys, want, "every change under the prefix, once, in order");
+    assert!(seen.windows(2).all(|p| p[0].0 < p[1].0), "revisions increase");
+    assert_eq!(seen[10].2, KvEventKind::Delete);
+    // Unwatched: nothing more.
+    assert!(sim.with_node(watcher, |n, now| n.unwatch(now, w)).unwrap());
+    ask(&mut sim, writer, KvRequest::put("room/x", "z")).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert!(!common::events(&mut sim, watcher).iter().any(|e| matches!(e, Event::KvWatch { .. })));
 }
 
 /// One seed of the linearizability sweep: three servers, three peers, each

@@ -304,6 +304,9 @@ impl Pair {
             | Event::SendReady { .. } => {}
             // The harness makes no store requests; an answer to none is a bug.
             Event::KvDone { id, .. } => panic!("{me}: store answer {id} without a request"),
+            Event::KvWatch { id, .. } | Event::KvWatchEnded { id, .. } => {
+                panic!("{me}: watch {id} reported without a watch")
+            }
         }
     }
 

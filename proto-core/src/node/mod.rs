@@ -430,6 +430,34 @@ impl Node {
         Ok(id)
     }
 
+    /// Watches the keys under `prefix` (empty: every key) from revision
+    /// `from_revision` on (0: from the next change), peers only. Changes
+    /// come as [`Event::KvWatch`](crate::Event::KvWatch) with the returned
+    /// id: in order, each once, without gaps even when the server serving
+    /// the watch is lost (it resumes at another). A start older than the
+    /// store keeps ends the watch with [`KvError::Compacted`].
+    pub fn watch(
+        &mut self,
+        now: Instant,
+        prefix: impl Into<Vec<u8>>,
+        from_revision: u64,
+    ) -> Result<u64, KvError> {
+        self.command(now);
+        let Some(p) = self.role.peer_mut() else { return Err(KvError::NotAPeer) };
+        let id = p.watch(prefix.into(), from_revision)?;
+        self.scoped(|n| n.run_role_actions());
+        Ok(id)
+    }
+
+    /// Stops a watch; false if `id` is not a live watch.
+    pub fn unwatch(&mut self, now: Instant, id: u64) -> bool {
+        self.command(now);
+        let Some(p) = self.role.peer_mut() else { return false };
+        let found = p.unwatch(id);
+        self.scoped(|n| n.run_role_actions());
+        found
+    }
+
     /// Peers online in the merged directory (every server's list of its
     /// peers, combined); empty on servers.
     pub fn peers(&self) -> Vec<PeerInfo> {

@@ -13,8 +13,8 @@ use crate::event::Event;
 use crate::identity::NodeId;
 use crate::proto::{KvAsk, KvReply, PeerMsg};
 use crate::server::Action;
-use crate::store::machine::Fail;
-use crate::store::{KvAnswer, KvError, KvGuarantee, KvOptions, Op, check_op};
+use crate::store::machine::{Change, Fail};
+use crate::store::{KvAnswer, KvError, KvEvent, KvGuarantee, KvOptions, Op, check_op};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,24 @@ struct Pending {
     tries: u32,
 }
 
-/// The peer's store requests in flight.
+/// A watch of this peer.
+#[derive(Debug)]
+struct PeerWatch {
+    prefix: Vec<u8>,
+    /// The revision to resume from (0 until the server confirmed the start
+    /// of a watch "from now").
+    next: u64,
+    /// The server it is registered at.
+    via: Option<NodeId>,
+}
+
+/// The peer's store requests in flight and its watches.
 #[derive(Debug, Default)]
 pub(crate) struct KvClient {
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
+    next_watch: u64,
+    watches: BTreeMap<u64, PeerWatch>,
 }
 
 impl KvClient {
@@ -130,9 +143,82 @@ impl Peer {
         }
     }
 
+    /// Starts a watch of `prefix` from revision `from` (0: from the next
+    /// change); returns its id.
+    pub(crate) fn watch(&mut self, prefix: Vec<u8>, from: u64) -> Result<u64, KvError> {
+        if prefix.len() > crate::store::MAX_KEY_LEN {
+            return Err(KvError::TooLarge { what: "key", len: prefix.len(), max: crate::store::MAX_KEY_LEN });
+        }
+        if self.kv.watches.len() >= crate::server::MAX_WATCHES {
+            return Err(KvError::TooManyInFlight(crate::server::MAX_WATCHES));
+        }
+        let id = self.kv.next_watch;
+        self.kv.next_watch += 1;
+        self.kv.watches.insert(id, PeerWatch { prefix, next: from, via: None });
+        self.register_watch(id);
+        Ok(id)
+    }
+
+    /// Stops a watch; false if there is no such watch.
+    pub(crate) fn unwatch(&mut self, id: u64) -> bool {
+        let Some(w) = self.kv.watches.remove(&id) else { return false };
+        if let Some(to) = w.via {
+            self.actions
+                .push_back(Action::Send { to, msg: crate::proto::Control::Peer(PeerMsg::Unwatch { id }) });
+        }
+        true
+    }
+
+    /// Registers watch `id` at the nearest linked server (the first), from
+    /// where it stands: gap-free, because every server reports the same
+    /// sequence of changes.
+    fn register_watch(&mut self, id: u64) {
+        let first = self.servers.keys().next().copied();
+        let Some(w) = self.kv.watches.get_mut(&id) else { return };
+        w.via = first;
+        if let Some(to) = first {
+            let msg = PeerMsg::Watch { id, prefix: w.prefix.clone(), from: w.next };
+            self.actions.push_back(Action::Send { to, msg: crate::proto::Control::Peer(msg) });
+        }
+    }
+
+    /// Changes for a watch.
+    pub(super) fn on_watch_events(&mut self, from: NodeId, id: u64, next: u64, changes: Vec<Change>) {
+        let Some(w) = self.kv.watches.get_mut(&id) else { return };
+        if w.via != Some(from) {
+            return; // from a server the watch moved away from
+        }
+        // Only what is new: a re-registration never repeats a change.
+        let start = w.next;
+        let events: Vec<KvEvent> =
+            changes.into_iter().filter(|c| c.rev >= start).map(KvEvent::from).collect();
+        w.next = w.next.max(next);
+        if !events.is_empty() {
+            self.actions.push_back(Action::Event(Event::KvWatch { id, events }));
+        }
+    }
+
+    /// A server ended a watch.
+    pub(super) fn on_watch_end(&mut self, from: NodeId, id: u64, fail: Fail) {
+        if self.kv.watches.get(&id).is_some_and(|w| w.via == Some(from)) {
+            self.kv.watches.remove(&id);
+            self.actions.push_back(Action::Event(Event::KvWatchEnded { id, error: KvError::from(fail) }));
+        }
+    }
+
     /// A server link came up or went down: requests that had no server, or
-    /// went to the lost one, are sent (again) at once.
+    /// went to the lost one, are sent (again) at once; so are watches.
     pub(super) fn kv_links_changed(&mut self, now: Instant, lost: Option<NodeId>) {
+        let moved: Vec<u64> = self
+            .kv
+            .watches
+            .iter()
+            .filter(|(_, w)| w.via.is_none() || (lost.is_some() && w.via == lost))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moved {
+            self.register_watch(id);
+        }
         let resend: Vec<u64> = self
             .kv
             .pending

@@ -17,7 +17,7 @@
 //! server at all the network is down: `NetworkDown`, and sends fail until a
 //! server is back.
 
-mod kv;
+pub(crate) mod kv;
 pub(crate) mod paths;
 pub(crate) mod relay;
 
@@ -629,8 +629,12 @@ impl Peer {
             | PeerMsg::LinkDrop { .. }
             | PeerMsg::LinkRtt { .. }
             | PeerMsg::Resync
-            | PeerMsg::Kv(_) => {}
+            | PeerMsg::Kv(_)
+            | PeerMsg::Watch { .. }
+            | PeerMsg::Unwatch { .. } => {}
             PeerMsg::KvReply(reply) => self.on_kv_reply(reply),
+            PeerMsg::WatchEvents { id, next, changes } => self.on_watch_events(from, id, next, changes),
+            PeerMsg::WatchEnd { id, fail } => self.on_watch_end(from, id, fail),
         }
     }
 

@@ -105,6 +105,8 @@ impl Server {
                 self.send_peer(from, snapshot);
             }
             PeerMsg::Kv(ask) => self.on_kv_ask(now, from, ask),
+            PeerMsg::Watch { id, prefix, from: start } => self.on_watch(from, id, prefix, start),
+            PeerMsg::Unwatch { id } => self.on_unwatch(from, id),
             // Server-to-peer messages are not accepted from peers.
             _ => {}
         }

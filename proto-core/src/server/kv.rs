@@ -26,6 +26,15 @@ use crate::store::{Command, Op, check_op};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// Watches one peer may have at one server.
+pub(crate) const MAX_WATCHES: usize = 64;
+/// Bytes of changes per watch message.
+const WATCH_BATCH: usize = 32 * 1024;
+/// A watch whose prefix saw no change for this many revisions is told the
+/// server's progress anyway, so it resumes elsewhere from a recent revision
+/// (not from one compacted away in the meantime).
+const PROGRESS_EVERY: u64 = 1000;
+
 /// Requests one peer may have waiting at one server.
 const MAX_WAITING_PER_PEER: usize = 128;
 /// Reads the leader confirms at once.
@@ -55,10 +64,21 @@ struct Read {
     index: Option<u64>,
 }
 
+/// A peer's watch at this server.
+#[derive(Debug)]
+struct Watching {
+    prefix: Vec<u8>,
+    /// The revision to report from next (0: not started — no store yet).
+    next: u64,
+    /// The `next` last told to the peer.
+    told: u64,
+}
+
 /// The server's store-request tables.
 #[derive(Debug, Default)]
 pub(super) struct KvTables {
     waiting: BTreeMap<(NodeId, u64), Waiting>,
+    watches: BTreeMap<(NodeId, u64), Watching>,
     reads: BTreeMap<u64, Read>,
     next_ctx: u64,
     now: Option<Instant>,
@@ -102,11 +122,84 @@ impl Server {
         }
     }
 
-    /// A peer went away: its requests are dropped (it retries elsewhere).
+    /// A peer went away: its requests and watches are dropped (it retries
+    /// and re-registers elsewhere).
     pub(super) fn kv_peer_gone(&mut self, peer: NodeId) {
         let keys: Vec<_> = self.kv.waiting.range((peer, 0)..=(peer, u64::MAX)).map(|(k, _)| *k).collect();
         for k in keys {
             self.kv.waiting.remove(&k);
+        }
+        let keys: Vec<_> = self.kv.watches.range((peer, 0)..=(peer, u64::MAX)).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.kv.watches.remove(&k);
+        }
+    }
+
+    /// A peer's `Watch`: registered here, served from this server's own
+    /// copy (every server applies the same changes in the same order).
+    pub(super) fn on_watch(&mut self, from: NodeId, id: u64, prefix: Vec<u8>, start: u64) {
+        let count = self.kv.watches.range((from, 0)..=(from, u64::MAX)).count();
+        if prefix.len() > crate::store::MAX_KEY_LEN
+            || (count >= MAX_WATCHES && !self.kv.watches.contains_key(&(from, id)))
+        {
+            let fail = Fail::Invalid(3);
+            self.send_peer(from, PeerMsg::WatchEnd { id, fail });
+            return;
+        }
+        let next = match (start, self.consensus.store()) {
+            (0, Some(s)) => s.revision() + 1,
+            (0, None) => 0,
+            (r, _) => r,
+        };
+        // `told: 0` makes the first pump confirm the start to the peer.
+        self.kv.watches.insert((from, id), Watching { prefix, next, told: 0 });
+        self.pump_watches();
+    }
+
+    /// A peer's `Unwatch`.
+    pub(super) fn on_unwatch(&mut self, from: NodeId, id: u64) {
+        self.kv.watches.remove(&(from, id));
+    }
+
+    /// Sends every watch the changes applied since it was last served.
+    fn pump_watches(&mut self) {
+        let Some(store) = self.consensus.store() else { return };
+        let rev = store.revision();
+        let mut out = Vec::new();
+        let mut ended = Vec::new();
+        for (&(peer, id), w) in self.kv.watches.iter_mut() {
+            if w.next == 0 {
+                w.next = rev + 1;
+            }
+            loop {
+                if w.next > rev && w.told != 0 {
+                    break;
+                }
+                match store.changes_since(w.next, &w.prefix, WATCH_BATCH) {
+                    Err(oldest) => {
+                        ended.push((peer, id, Fail::Compacted { oldest }));
+                        break;
+                    }
+                    Ok((changes, next)) => {
+                        let progress = w.told == 0 || next >= w.told + PROGRESS_EVERY;
+                        w.next = next;
+                        if !changes.is_empty() || progress {
+                            w.told = next;
+                            out.push((peer, PeerMsg::WatchEvents { id, next, changes }));
+                        }
+                        if next > rev {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        for (peer, id, fail) in ended {
+            self.kv.watches.remove(&(peer, id));
+            out.push((peer, PeerMsg::WatchEnd { id, fail }));
+        }
+        for (peer, msg) in out {
+            self.send_peer(peer, msg);
         }
     }
 
@@ -122,8 +215,14 @@ impl Server {
         // No leader known: the peer's retry comes back once there is one.
     }
 
-    /// At the leader: propose a write, or start confirming a read.
+    /// At the leader: propose a write, or start confirming a read. Only the
+    /// agreed Master does: a leader whose group is not the one the cluster
+    /// agrees on (two groups meet while the cluster forms; the smaller
+    /// dissolves) must not take writes that would vanish with it.
     fn lead(&mut self, now: Instant, origin: NodeId, client: NodeId, ask: KvAsk) {
+        if self.master.master != Some(self.me) {
+            return;
+        }
         if let Op::Get { .. } = ask.op {
             if self.kv.reads.len() >= MAX_READS {
                 return;
@@ -194,6 +293,7 @@ impl Server {
             }
         }
         self.serve_local_reads();
+        self.pump_watches();
         self.expire_kv();
     }
 

@@ -28,6 +28,7 @@ pub(crate) mod election;
 mod fanout;
 mod group;
 mod kv;
+pub(crate) use kv::MAX_WATCHES;
 mod membership;
 mod peers;
 pub(crate) mod raft;

@@ -14,12 +14,12 @@
 //! kept answer instead of being applied again (Raft dissertation §6.3).
 
 use super::{
-    Compare, KEY_OVERHEAD, KvEntry, KvError, KvResponse, MAX_READ_LEN, MAX_STORE_BYTES, Op, Range, Target,
-    TxnOp, WireCmp, check_op,
+    Compare, KEY_OVERHEAD, KvEntry, KvError, KvEvent, KvEventKind, KvResponse, MAX_READ_LEN, MAX_STORE_BYTES,
+    Op, Range, Target, TxnOp, WireCmp, check_op,
 };
 use crate::identity::NodeId;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Answers kept per client for retries.
 pub(crate) const MAX_CLIENT_ANSWERS: usize = 64;
@@ -29,6 +29,50 @@ pub(crate) const MAX_CACHE_BYTES: usize = 1024 * 1024;
 /// Most bytes the reads inside one transaction return together, so a kept
 /// answer stays small.
 pub(crate) const MAX_TXN_READ_LEN: usize = 64 * 1024;
+
+/// Most changes kept for watches (a watch resumed from an older revision
+/// gets `Compacted`)…
+pub(crate) const MAX_HISTORY_CHANGES: usize = 20_000;
+/// …and most bytes of them.
+pub(crate) const MAX_HISTORY_BYTES: usize = 2 * 1024 * 1024;
+
+/// One change to one key, as watches report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Change {
+    /// The revision of the write.
+    pub(crate) rev: u64,
+    pub(crate) key: Vec<u8>,
+    /// The new value, or `None` for a delete.
+    pub(crate) value: Option<Vec<u8>>,
+    /// For a put: the key's create revision and version after it.
+    pub(crate) create: u64,
+    pub(crate) version: u64,
+}
+
+impl Change {
+    fn cost(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len) + KEY_OVERHEAD
+    }
+}
+
+impl From<Change> for KvEvent {
+    fn from(c: Change) -> Self {
+        let (kind, value) = match c.value {
+            Some(v) => (KvEventKind::Put, v),
+            None => (KvEventKind::Delete, Vec::new()),
+        };
+        KvEvent {
+            kind,
+            entry: KvEntry {
+                key: c.key,
+                value,
+                create_revision: c.create,
+                mod_revision: c.rev,
+                version: c.version,
+            },
+        }
+    }
+}
 
 /// A write as it travels in a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,10 +114,11 @@ pub(crate) enum Res {
 /// Names of the parts [`KvError::TooLarge`] reports, indexed on the wire.
 const PARTS: [&str; 7] = ["key", "value", "success", "failure", "compared value", "request", "comparisons"];
 /// Texts of [`KvError::Invalid`], indexed on the wire.
-const INVALID: [&str; 3] = [
+const INVALID: [&str; 4] = [
     "a put needs a non-empty key",
     "a transaction has at most MAX_TXN_OPS comparisons and no nested transaction",
     "the request does not decode",
+    "a watch's prefix is at most MAX_KEY_LEN bytes, and a peer has at most 64 watches per server",
 ];
 
 /// A failure's wire form.
@@ -84,6 +129,7 @@ pub(crate) enum Fail {
     Invalid(u8),
     StoreFull { used: u64, max: u64 },
     Stale,
+    Compacted { oldest: u64 },
 }
 
 impl From<&KvError> for Fail {
@@ -96,6 +142,7 @@ impl From<&KvError> for Fail {
             KvError::Invalid(s) => Fail::Invalid(index(&INVALID, s)),
             KvError::StoreFull { used, max } => Fail::StoreFull { used: *used as u64, max: *max as u64 },
             KvError::Stale => Fail::Stale,
+            KvError::Compacted { oldest } => Fail::Compacted { oldest: *oldest },
             // Local errors never travel; an unknown outcome is "unavailable".
             KvError::Unavailable | KvError::NotAPeer | KvError::TooManyInFlight(_) => Fail::Unavailable,
         }
@@ -114,6 +161,7 @@ impl From<Fail> for KvError {
             Fail::Invalid(i) => KvError::Invalid(pick(&INVALID, i)),
             Fail::StoreFull { used, max } => KvError::StoreFull { used: size(used), max: size(max) },
             Fail::Stale => KvError::Stale,
+            Fail::Compacted { oldest } => KvError::Compacted { oldest },
         }
     }
 }
@@ -165,6 +213,8 @@ struct Image {
     applied: u64,
     kvs: Vec<(Vec<u8>, Rec)>,
     clients: Vec<(NodeId, Client)>,
+    history: Vec<Change>,
+    first_kept: u64,
 }
 
 /// The replicated store's state.
@@ -185,6 +235,11 @@ pub(crate) struct Store {
     /// The revision the latest change was made at (`revision + 1` while a
     /// request that changed something is being executed).
     last_write: u64,
+    /// Recent changes, oldest first, for watches.
+    history: VecDeque<Change>,
+    history_bytes: usize,
+    /// Every change at or after this revision is in `history`.
+    first_kept: u64,
 }
 
 fn answer_cost(o: &Outcome) -> usize {
@@ -352,19 +407,69 @@ impl Store {
 
     fn put(&mut self, key: &[u8], value: &[u8], rev: u64) {
         self.last_write = rev;
-        match self.kvs.get_mut(key) {
+        let (create, version) = match self.kvs.get_mut(key) {
             Some(r) => {
                 self.used = self.used - r.value.len() + value.len();
                 r.value = value.to_vec();
                 r.modified = rev;
                 r.version += 1;
+                (r.create, r.version)
             }
             None => {
                 let r = Rec { value: value.to_vec(), create: rev, modified: rev, version: 1 };
                 self.used += rec_cost(key, &r);
                 self.kvs.insert(key.to_vec(), r);
+                (rev, 1)
+            }
+        };
+        self.record(Change { rev, key: key.to_vec(), value: Some(value.to_vec()), create, version });
+    }
+
+    /// Keeps a change for watches, forgetting the oldest whole revisions
+    /// beyond the bounds.
+    fn record(&mut self, c: Change) {
+        self.history_bytes += c.cost();
+        self.history.push_back(c);
+        while self.history.len() > MAX_HISTORY_CHANGES || self.history_bytes > MAX_HISTORY_BYTES {
+            let Some(old) = self.history.pop_front() else { break };
+            self.history_bytes -= old.cost().min(self.history_bytes);
+            self.first_kept = old.rev + 1;
+            while self.history.front().is_some_and(|f| f.rev < self.first_kept) {
+                if let Some(o) = self.history.pop_front() {
+                    self.history_bytes -= o.cost().min(self.history_bytes);
+                }
             }
         }
+    }
+
+    /// Changes to keys under `prefix` from revision `from` on, whole
+    /// revisions only, up to about `max_bytes`, and the revision to ask
+    /// from next time; `Err(oldest)` when changes at `from` were already
+    /// forgotten.
+    pub(crate) fn changes_since(
+        &self,
+        from: u64,
+        prefix: &[u8],
+        max_bytes: usize,
+    ) -> Result<(Vec<Change>, u64), u64> {
+        if from < self.first_kept && from <= self.revision {
+            return Err(self.first_kept);
+        }
+        let start = self.history.partition_point(|c| c.rev < from);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut last_rev = 0;
+        for c in self.history.range(start..) {
+            if bytes >= max_bytes && c.rev != last_rev {
+                return Ok((out, c.rev));
+            }
+            last_rev = c.rev;
+            if c.key.starts_with(prefix) {
+                bytes += c.cost();
+                out.push(c.clone());
+            }
+        }
+        Ok((out, from.max(self.revision + 1)))
     }
 
     fn delete(&mut self, range: &Range, rev: u64) -> u64 {
@@ -380,6 +485,7 @@ impl Store {
         for k in &keys {
             if let Some(r) = self.kvs.remove(k) {
                 self.used -= rec_cost(k, &r).min(self.used);
+                self.record(Change { rev, key: k.clone(), value: None, create: 0, version: 0 });
             }
         }
         if !keys.is_empty() {
@@ -445,6 +551,8 @@ impl Store {
             applied: self.applied,
             kvs: self.kvs.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
             clients: self.clients.iter().map(|(id, c)| (*id, c.clone())).collect(),
+            history: self.history.iter().cloned().collect(),
+            first_kept: self.first_kept,
         };
         postcard::to_allocvec(&image).unwrap_or_default()
     }
@@ -463,6 +571,11 @@ impl Store {
             s.clients.insert(id, c);
         }
         s.last_write = s.revision;
+        s.first_kept = image.first_kept;
+        for c in image.history {
+            s.history_bytes += c.cost();
+            s.history.push_back(c);
+        }
         Some(s)
     }
 }

@@ -368,6 +368,28 @@ pub enum KvResponse {
     },
 }
 
+/// What a watch reports: one change to one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KvEvent {
+    /// A put or a delete.
+    pub kind: KvEventKind,
+    /// The key after a put (its new value, revisions and version); after a
+    /// delete, the key with an empty value, the deleting revision as
+    /// `mod_revision`, and 0 for `create_revision` and `version`.
+    pub entry: KvEntry,
+}
+
+/// Which kind of change a [`KvEvent`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KvEventKind {
+    /// The key was created or changed.
+    Put,
+    /// The key was deleted.
+    Delete,
+}
+
 /// How strongly an answer is ordered with respect to the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -469,6 +491,16 @@ pub enum KvError {
     /// Too many requests of this node are in flight.
     #[error("{0} requests are already in flight; wait for answers")]
     TooManyInFlight(usize),
+    /// A watch asked for changes from a revision the store no longer
+    /// keeps; `oldest` is the first it has (read the current state and
+    /// watch from its revision + 1 instead).
+    #[error(
+        "changes before revision {oldest} are compacted away; read the current state and watch from there"
+    )]
+    Compacted {
+        /// The oldest revision still available.
+        oldest: u64,
+    },
     /// A retry of a request whose answer the store no longer keeps (the
     /// client acknowledged it, or too many newer requests came since).
     #[error("the request was already answered and its answer is no longer kept")]

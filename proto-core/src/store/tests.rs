@@ -1,4 +1,4 @@
-use super::machine::{Command, Fail, Outcome, Res, Store};
+use super::machine::{self, Command, Fail, Outcome, Res, Store};
 use super::*;
 use crate::identity::{Identity, NodeId, Role};
 use proptest::prelude::*;
@@ -265,4 +265,32 @@ proptest! {
         let restored = Store::restore(&s.snapshot()).unwrap();
         prop_assert_eq!(&restored, &s);
     }
+}
+
+#[test]
+fn watches_read_whole_revisions_in_order_until_compacted() {
+    let mut s = Store::default();
+    run(&mut s, 1, KvRequest::put("a/1", "x")).unwrap();
+    run(&mut s, 2, KvRequest::put("b/1", "y")).unwrap();
+    run(&mut s, 3, KvRequest::txn([], [KvRequest::put("a/2", "z"), KvRequest::delete("a/1")], [])).unwrap();
+    let (changes, next) = s.changes_since(1, b"a/", usize::MAX).unwrap();
+    let got: Vec<(u64, &[u8], bool)> =
+        changes.iter().map(|c| (c.rev, c.key.as_slice(), c.value.is_some())).collect();
+    assert_eq!(got, vec![(1, &b"a/1"[..], true), (3, &b"a/2"[..], true), (3, &b"a/1"[..], false)]);
+    assert_eq!(next, 4);
+    // A small batch stops at a revision boundary, never inside one.
+    let (changes, next) = s.changes_since(2, b"", 1).unwrap();
+    assert_eq!((changes.len(), next), (1, 3));
+    let (changes, next) = s.changes_since(3, b"", 1).unwrap();
+    assert_eq!((changes.len(), next), (2, 4));
+    // Far more changes than are kept: the oldest are forgotten, whole revisions at a time.
+    for i in 0..machine::MAX_HISTORY_CHANGES as u64 {
+        run(&mut s, 10 + i, KvRequest::put("c", i.to_be_bytes())).unwrap();
+    }
+    let oldest = s.changes_since(1, b"", usize::MAX).unwrap_err();
+    assert!(oldest > 3);
+    assert!(s.changes_since(oldest, b"", 10).is_ok());
+    let restored = Store::restore(&s.snapshot()).unwrap();
+    assert_eq!(restored.changes_since(oldest, b"", 100), s.changes_since(oldest, b"", 100));
+    assert_eq!(restored.changes_since(1, b"", 100), Err(oldest));
 }
