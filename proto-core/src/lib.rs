@@ -116,8 +116,8 @@ pub use server::{RaftView, ServerInfo};
 pub use stats::{DropCounters, NodeStats};
 pub use store::{
     CompareOp, KEY_OVERHEAD, KvAnswer, KvCompare, KvEntry, KvError, KvEvent, KvEventKind, KvGuarantee,
-    KvOptions, KvRequest, KvResponse, MAX_KEY_LEN, MAX_READ_LEN, MAX_REQUEST_LEN, MAX_STORE_BYTES,
-    MAX_TXN_OPS, MAX_VALUE_LEN,
+    KvOptions, KvRequest, KvResponse, MAX_KEY_LEN, MAX_READ_LEN, MAX_REQUEST_LEN, MAX_SESSION_TTL,
+    MAX_SESSIONS_PER_PEER, MAX_STORE_BYTES, MAX_TXN_OPS, MAX_VALUE_LEN, MIN_SESSION_TTL,
 };
 
 /// Application close codes p2pcore puts on QUIC connections it closes.

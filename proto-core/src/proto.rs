@@ -123,6 +123,9 @@ pub(crate) enum ClusterMsg {
     KvForward(KvAsk, NodeId),
     /// Leader → the server that forwarded a read: the read's answer.
     KvRead { client: NodeId, seq: u64, outcome: Outcome },
+    /// Server → leader: peers connected to the sender (all of them when
+    /// `full`, else what changed), so the leader knows whose sessions live.
+    Holding { full: bool, up: Vec<NodeId>, down: Vec<NodeId> },
 }
 
 /// A store request as a peer sends it (and a server forwards it).

@@ -177,6 +177,81 @@ fn a_watch_reports_every_change_once_in_order_across_the_loss_of_its_server() {
     assert!(!common::events(&mut sim, watcher).iter().any(|e| matches!(e, Event::KvWatch { .. })));
 }
 
+/// Opens a session with `ttl` from `h` and binds `key` to it.
+fn session_key(sim: &mut Sim, h: HostId, ttl: Duration, key: &str) -> u64 {
+    let opened = ask(sim, h, KvRequest::session_open(ttl)).expect("session");
+    let KvResponse::SessionOpened { session } = opened.response else { panic!("{opened:?}") };
+    ask(sim, h, KvRequest::put(key, "here").with_session(session)).expect("bound put");
+    session
+}
+
+/// Runs until `key` is gone (as `reader` sees it); returns how long that took.
+fn until_gone(sim: &mut Sim, reader: HostId, key: &str, limit: Duration) -> Option<Duration> {
+    let start = sim.elapsed();
+    while sim.elapsed() - start < limit {
+        sim.run_for(Duration::from_millis(250));
+        let got = ask(sim, reader, KvRequest::get(key)).expect("read");
+        if value(&got).is_none() {
+            return Some(sim.elapsed() - start);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_session_lives_while_its_peer_is_connected_anywhere_and_ends_a_ttl_after() {
+    let (mut sim, servers, peers) = common::mesh(4, 3, LinkParams::default());
+    sim.run_for(Duration::from_secs(3));
+    // `other` reads (and so consumes its events); `watcher` only watches.
+    let (owner, other, watcher) = (peers[0], peers[1], peers[2]);
+    let ttl = Duration::from_secs(2);
+    session_key(&mut sim, owner, ttl, "svc/owner");
+    let w = sim.with_node(watcher, |n, now| n.watch(now, "svc/", 0)).unwrap().unwrap();
+    // Connected: it stays, with no keep-alive of its own.
+    sim.run_for(Duration::from_secs(10));
+    assert!(value(&ask(&mut sim, other, KvRequest::get("svc/owner")).unwrap()).is_some());
+    // Cut off from the leader but still connected to another server: it stays.
+    let master = sim.agreed_master().expect("a master");
+    let leader = servers.iter().copied().find(|s| sim.host(*s).id() == master).unwrap();
+    let (ln, on) = (sim.host(leader).name.clone(), sim.host(owner).name.clone());
+    sim.patch_link(&p2pcore_tests::sim::LinkPatch { loss: Some(1.0), ..Default::default() }, Some((ln, on)));
+    sim.run_for(Duration::from_secs(8));
+    assert!(
+        value(&ask(&mut sim, other, KvRequest::get("svc/owner")).unwrap()).is_some(),
+        "held by another server"
+    );
+    // Gone from every server: the key goes a TTL after the servers notice
+    // (QUIC's idle timeout), and the watch sees it go.
+    sim.kill(owner);
+    let took = until_gone(&mut sim, other, "svc/owner", Duration::from_secs(15)).expect("expired");
+    assert!(took >= ttl && took <= ttl + Duration::from_secs(5), "{took:?}");
+    let deleted = common::events(&mut sim, watcher).into_iter().any(|e| match e {
+        Event::KvWatch { id, events } => {
+            id == w && events.iter().any(|e| e.kind == KvEventKind::Delete && e.entry.key == b"svc/owner")
+        }
+        _ => false,
+    });
+    assert!(deleted, "the watch saw the delete");
+}
+
+#[test]
+fn a_new_leader_grants_every_session_a_fresh_ttl() {
+    let (mut sim, servers, peers) = common::mesh(5, 2, LinkParams::default());
+    sim.run_for(Duration::from_secs(3));
+    let (owner, reader) = (peers[0], peers[1]);
+    let ttl = Duration::from_secs(6);
+    session_key(&mut sim, owner, ttl, "lock");
+    sim.kill(owner);
+    // 3 s into the owner's absence (TTL 6 s), the leader dies too.
+    sim.run_for(Duration::from_secs(3) + Duration::from_millis(2500));
+    let master = sim.agreed_master().expect("a master");
+    let leader = servers.iter().copied().find(|s| sim.host(*s).id() == master).unwrap();
+    sim.kill(leader);
+    let took = until_gone(&mut sim, reader, "lock", Duration::from_secs(20)).expect("expired");
+    // Never early: the new leader counts a whole TTL from its election.
+    assert!(took >= ttl, "expired {took:?} after the failover, before a full TTL");
+}
+
 /// One seed of the linearizability sweep: three servers, three peers, each
 /// peer issuing one request at a time on four keys for 12 s while the
 /// scenario crashes and restarts the leader, partitions a server (the

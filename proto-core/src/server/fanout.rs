@@ -104,7 +104,10 @@ impl Server {
                 let snapshot = self.peers.snapshot(from);
                 self.send_peer(from, snapshot);
             }
-            PeerMsg::Kv(ask) => self.on_kv_ask(now, from, ask),
+            PeerMsg::Kv(ask) => {
+                self.clock = self.clock.max(now);
+                self.on_kv_ask(now, from, ask)
+            }
             PeerMsg::Watch { id, prefix, from: start } => self.on_watch(from, id, prefix, start),
             PeerMsg::Unwatch { id } => self.on_unwatch(from, id),
             // Server-to-peer messages are not accepted from peers.

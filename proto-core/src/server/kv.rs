@@ -81,13 +81,11 @@ pub(super) struct KvTables {
     watches: BTreeMap<(NodeId, u64), Watching>,
     reads: BTreeMap<u64, Read>,
     next_ctx: u64,
-    now: Option<Instant>,
 }
 
 impl Server {
     /// A peer's store request (`PeerMsg::Kv`).
     pub(super) fn on_kv_ask(&mut self, now: Instant, from: NodeId, ask: KvAsk) {
-        self.kv.now = Some(now);
         if let Err(e) = check_op(&ask.op) {
             self.reply(from, ask.seq, Err(Fail::from(&e)), true);
             return;
@@ -109,7 +107,6 @@ impl Server {
 
     /// A request forwarded by another server (`ClusterMsg::KvForward`).
     pub(super) fn on_kv_forward(&mut self, now: Instant, origin: NodeId, ask: KvAsk, client: NodeId) {
-        self.kv.now = Some(now);
         if check_op(&ask.op).is_ok() && self.consensus.is_leader() {
             self.lead(now, origin, client, ask);
         }
@@ -295,6 +292,10 @@ impl Server {
         self.serve_local_reads();
         self.pump_watches();
         self.expire_kv();
+        self.report_holding();
+        if self.sessions_stale() {
+            self.keep_sessions(self.clock);
+        }
     }
 
     /// Reads at a revision this server has reached.
@@ -317,7 +318,7 @@ impl Server {
     }
 
     fn expire_kv(&mut self) {
-        let Some(now) = self.kv.now else { return };
+        let now = self.clock;
         let old = |since: Instant| now.saturating_duration_since(since) >= FORGET_AFTER;
         self.kv.waiting.retain(|_, w| !old(w.since));
         self.kv.reads.retain(|_, r| !old(r.since));

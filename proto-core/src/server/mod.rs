@@ -28,6 +28,7 @@ pub(crate) mod election;
 mod fanout;
 mod group;
 mod kv;
+mod sessions;
 pub(crate) use kv::MAX_WATCHES;
 mod membership;
 mod peers;
@@ -186,6 +187,10 @@ pub(crate) struct Server {
     actions: VecDeque<Action>,
     /// Store requests in progress.
     kv: kv::KvTables,
+    /// Store sessions' liveness.
+    sessions: sessions::SessionKeeper,
+    /// The time of the latest input.
+    clock: Instant,
 }
 
 impl Server {
@@ -231,6 +236,8 @@ impl Server {
             rng,
             actions: VecDeque::new(),
             kv: kv::KvTables::default(),
+            sessions: sessions::SessionKeeper::default(),
+            clock: now,
         };
         if bootstrap.is_empty() {
             // The first server of a cluster: nobody to join.
@@ -281,13 +288,14 @@ impl Server {
         });
         let politics = (!self.settled()).then_some(self.next_tick);
         let transfer = self.last_transfer.map(|t| t + TRANSFER_PAUSE);
-        [dial, raft, politics, transfer].into_iter().flatten().min()
+        [dial, raft, politics, transfer, self.next_expiry()].into_iter().flatten().min()
     }
 
     /// Applies the Raft ticks due by `now` (see
     /// [`Consensus::ticks_until_due`]); called before every input, so
     /// raft-rs sees ticks and messages in time order.
     fn advance_ticks(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         // Beyond three election timeouts more ticks change nothing that
         // these do not: a long sleep costs a bounded number.
         let mut budget = self.cfg.election_ticks.saturating_mul(3).saturating_add(1);
@@ -321,6 +329,9 @@ impl Server {
         self.forget_stale(now);
         self.dial_due(now);
         self.reconcile(now);
+        if self.next_expiry().is_some_and(|t| t <= now) {
+            self.expire_sessions(now);
+        }
     }
 
     pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta) {
@@ -328,6 +339,7 @@ impl Server {
         if meta.id.role() != Role::Server {
             self.peer_up(meta);
             self.flush_load();
+            self.sessions_peer_changed(now, meta.id, true);
             return;
         }
         let entry = meta.server_entry();
@@ -368,11 +380,13 @@ impl Server {
             }
             self.peer_load_changed();
             self.flush_load();
+            self.sessions_peer_changed(now, id, false);
             return;
         }
         if self.live.remove(&id).is_none() {
             return;
         }
+        self.sessions_server_gone(now, id);
         let name = self.roster.get(&id).map(|k| k.name.clone()).unwrap_or_default();
         self.roster.on_link_down(now, &id, !self.live.is_empty(), &mut self.rng);
         self.actions.push_back(Action::Event(Event::ServerDown { id, name }));
@@ -436,6 +450,7 @@ impl Server {
                 self.on_kv_forward(now, from, ask, client);
             }
             ClusterMsg::KvRead { client, seq, outcome } => self.on_kv_read(client, seq, outcome),
+            ClusterMsg::Holding { full, up, down } => self.on_holding(now, from, full, up, down),
             ClusterMsg::Raft { cluster, msg } => {
                 let from_raft = self.live.get(&from).and_then(|l| l.status).map(|s| s.raft_id);
                 if let Some(rid) = from_raft {

@@ -66,7 +66,7 @@ use super::raft_log::RaftLog;
 use super::raft_wire::{self, Local, Members, WireKind, WireMsg};
 use crate::identity::NodeId;
 use crate::rng::NodeRng;
-use crate::store::machine::Outcome;
+use crate::store::machine::{Outcome, Proposal};
 use crate::store::{Command, Store};
 use protobuf::Message as _;
 use raft::StateRole;
@@ -545,7 +545,20 @@ impl Consensus {
         if !self.is_leader() {
             return false;
         }
-        let Ok(data) = postcard::to_allocvec(cmd) else { return false };
+        self.propose_store(&Proposal::Client(cmd.clone()))
+    }
+
+    /// Proposes ending a session whose owner has been away for its TTL
+    /// (leader only).
+    pub(crate) fn propose_expire(&mut self, session: u64) -> bool {
+        self.propose_store(&Proposal::Expire { session })
+    }
+
+    fn propose_store(&mut self, p: &Proposal) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let Ok(data) = postcard::to_allocvec(p) else { return false };
         let ok = self.guarded(|n| n.propose(Vec::new(), data).is_ok()).unwrap_or(false);
         self.after_call();
         self.process();
@@ -691,10 +704,14 @@ fn apply_committed(node: &mut RawNode<RaftLog>, store: &mut Store, entries: Vec<
         if e.entry_type == EntryType::EntryNormal {
             // Every server decodes the same bytes the same way: an entry
             // that is not a command is skipped everywhere.
-            if let Ok(cmd) = postcard::from_bytes::<Command>(&e.data) {
-                let (client, seq) = (cmd.client, cmd.seq);
-                let outcome = store.apply(e.index, cmd);
-                done.applied.push(Applied { client, seq, outcome });
+            match postcard::from_bytes::<Proposal>(&e.data) {
+                Ok(Proposal::Client(cmd)) => {
+                    let (client, seq) = (cmd.client, cmd.seq);
+                    let outcome = store.apply(e.index, cmd);
+                    done.applied.push(Applied { client, seq, outcome });
+                }
+                Ok(Proposal::Expire { session }) => store.expire(e.index, session),
+                Err(_) => {}
             }
             continue;
         }

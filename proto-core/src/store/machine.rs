@@ -14,8 +14,8 @@
 //! kept answer instead of being applied again (Raft dissertation §6.3).
 
 use super::{
-    Compare, KEY_OVERHEAD, KvEntry, KvError, KvEvent, KvEventKind, KvResponse, MAX_READ_LEN, MAX_STORE_BYTES,
-    Op, Range, Target, TxnOp, WireCmp, check_op,
+    Compare, KEY_OVERHEAD, KvEntry, KvError, KvEvent, KvEventKind, KvResponse, MAX_READ_LEN,
+    MAX_SESSIONS_PER_PEER, MAX_STORE_BYTES, Op, Range, Target, TxnOp, WireCmp, check_op,
 };
 use crate::identity::NodeId;
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,26 @@ pub(crate) struct Rec {
     create: u64,
     modified: u64,
     version: u64,
+    /// The session the key is bound to (0: none).
+    session: u64,
+}
+
+/// A session: its owner, TTL and the keys bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) owner: NodeId,
+    pub(crate) ttl_ms: u64,
+    keys: BTreeSet<Vec<u8>>,
+}
+
+/// What a log entry of the store carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Proposal {
+    /// A peer's request.
+    Client(Command),
+    /// The leader decided that a session's owner has been away from every
+    /// server for its TTL: the session ends and its keys go.
+    Expire { session: u64 },
 }
 
 /// An answer of an operation inside a transaction.
@@ -102,6 +122,8 @@ pub(crate) enum Leaf {
     Get { entries: Vec<(Vec<u8>, Rec)>, more: bool },
     Put,
     Delete { deleted: u64 },
+    SessionOpened { session: u64 },
+    SessionClosed { deleted: u64 },
 }
 
 /// A response's wire form.
@@ -114,11 +136,14 @@ pub(crate) enum Res {
 /// Names of the parts [`KvError::TooLarge`] reports, indexed on the wire.
 const PARTS: [&str; 7] = ["key", "value", "success", "failure", "compared value", "request", "comparisons"];
 /// Texts of [`KvError::Invalid`], indexed on the wire.
-const INVALID: [&str; 4] = [
+const INVALID: [&str; 7] = [
     "a put needs a non-empty key",
     "a transaction has at most MAX_TXN_OPS comparisons and no nested transaction",
     "the request does not decode",
     "a watch's prefix is at most MAX_KEY_LEN bytes, and a peer has at most 64 watches per server",
+    "no such session of this peer (it expired or was closed)",
+    "a session's TTL is between MIN_SESSION_TTL and MAX_SESSION_TTL",
+    "a peer holds at most MAX_SESSIONS_PER_PEER sessions",
 ];
 
 /// A failure's wire form.
@@ -181,6 +206,8 @@ impl From<Leaf> for KvResponse {
             }
             Leaf::Put => KvResponse::Put,
             Leaf::Delete { deleted } => KvResponse::Delete { deleted },
+            Leaf::SessionOpened { session } => KvResponse::SessionOpened { session },
+            Leaf::SessionClosed { deleted } => KvResponse::SessionClosed { deleted },
         }
     }
 }
@@ -215,6 +242,7 @@ struct Image {
     clients: Vec<(NodeId, Client)>,
     history: Vec<Change>,
     first_kept: u64,
+    sessions: Vec<(u64, Session)>,
 }
 
 /// The replicated store's state.
@@ -240,6 +268,10 @@ pub(crate) struct Store {
     history_bytes: usize,
     /// Every change at or after this revision is in `history`.
     first_kept: u64,
+    /// Open sessions by id (the log index of the request that opened it).
+    sessions: BTreeMap<u64, Session>,
+    /// Bumped whenever a session opens or ends (servers watch it).
+    sessions_changed: u64,
 }
 
 fn answer_cost(o: &Outcome) -> usize {
@@ -292,7 +324,7 @@ impl Store {
         if let Some(kept) = client.answers.get(&cmd.seq) {
             return kept.clone();
         }
-        let outcome = self.execute(&cmd.op);
+        let outcome = self.execute(index, cmd.client, &cmd.op);
         let client = self.clients.entry(cmd.client).or_default();
         if client.answers.len() >= MAX_CLIENT_ANSWERS
             && let Some((_, old)) = client.answers.pop_first()
@@ -335,24 +367,86 @@ impl Store {
         }
     }
 
-    fn execute(&mut self, op: &Op) -> Outcome {
+    /// A put may bind a key to a session only if the session exists and is
+    /// the requester's.
+    fn bindable(&self, session: u64, client: NodeId) -> Result<(), Fail> {
+        if session != 0 && self.sessions.get(&session).is_none_or(|s| s.owner != client) {
+            return Err(Fail::Invalid(4));
+        }
+        Ok(())
+    }
+
+    /// Ends a session: deletes its keys at revision `rev` (if any) and
+    /// forgets it. Returns how many keys went.
+    fn end_session(&mut self, session: u64, rev: u64) -> u64 {
+        let Some(s) = self.sessions.remove(&session) else { return 0 };
+        self.sessions_changed += 1;
+        let mut deleted = 0;
+        for k in s.keys {
+            deleted += self.delete(&Range::Key(k), rev);
+        }
+        deleted
+    }
+
+    /// Applies a session expiry the leader committed at log index `index`.
+    pub(crate) fn expire(&mut self, index: u64, session: u64) {
+        self.applied = self.applied.max(index);
+        let next = self.revision + 1;
+        self.end_session(session, next);
+        if self.kvs_changed_at(next) {
+            self.revision = next;
+        }
+    }
+
+    /// Open sessions.
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = (u64, &Session)> {
+        self.sessions.iter().map(|(id, s)| (*id, s))
+    }
+
+    /// Changes whenever a session opens or ends.
+    pub(crate) fn sessions_changed(&self) -> u64 {
+        self.sessions_changed
+    }
+
+    fn execute(&mut self, index: u64, client: NodeId, op: &Op) -> Outcome {
         if let Err(e) = check_op(op) {
             return Err(Fail::from(&e));
         }
         let next = self.revision + 1;
         let res = match op {
             Op::Get { range, limit } => Res::Leaf(self.get(range, *limit, MAX_READ_LEN)),
-            Op::Put { key, value } => {
+            Op::Put { key, value, session } => {
+                self.bindable(*session, client)?;
                 self.room_for(std::iter::once((key, value)))?;
-                self.put(key, value, next);
+                self.put(key, value, next, *session);
                 Res::Leaf(Leaf::Put)
+            }
+            Op::SessionOpen { ttl_ms } => {
+                if self.sessions.values().filter(|s| s.owner == client).count() >= MAX_SESSIONS_PER_PEER {
+                    return Err(Fail::Invalid(6));
+                }
+                self.sessions
+                    .insert(index, Session { owner: client, ttl_ms: *ttl_ms, keys: BTreeSet::new() });
+                self.sessions_changed += 1;
+                Res::Leaf(Leaf::SessionOpened { session: index })
+            }
+            Op::SessionClose { session } => {
+                if self.sessions.get(session).is_none_or(|s| s.owner != client) {
+                    return Err(Fail::Invalid(4));
+                }
+                Res::Leaf(Leaf::SessionClosed { deleted: self.end_session(*session, next) })
             }
             Op::Delete { range } => Res::Leaf(Leaf::Delete { deleted: self.delete(range, next) }),
             Op::Txn { compare, success, failure } => {
                 let succeeded = compare.iter().all(|c| self.holds(c));
                 let ops = if succeeded { success } else { failure };
+                for o in ops {
+                    if let TxnOp::Put { session, .. } = o {
+                        self.bindable(*session, client)?;
+                    }
+                }
                 self.room_for(ops.iter().filter_map(|o| match o {
-                    TxnOp::Put { key, value } => Some((key, value)),
+                    TxnOp::Put { key, value, .. } => Some((key, value)),
                     _ => None,
                 }))?;
                 let mut responses = Vec::with_capacity(ops.len());
@@ -367,8 +461,8 @@ impl Store {
                             }
                             leaf
                         }
-                        TxnOp::Put { key, value } => {
-                            self.put(key, value, next);
+                        TxnOp::Put { key, value, session } => {
+                            self.put(key, value, next, *session);
                             Leaf::Put
                         }
                         TxnOp::Delete { range } => Leaf::Delete { deleted: self.delete(range, next) },
@@ -405,23 +499,32 @@ impl Store {
         Ok(())
     }
 
-    fn put(&mut self, key: &[u8], value: &[u8], rev: u64) {
+    fn put(&mut self, key: &[u8], value: &[u8], rev: u64, session: u64) {
         self.last_write = rev;
-        let (create, version) = match self.kvs.get_mut(key) {
+        let (create, version, was) = match self.kvs.get_mut(key) {
             Some(r) => {
                 self.used = self.used - r.value.len() + value.len();
                 r.value = value.to_vec();
                 r.modified = rev;
                 r.version += 1;
-                (r.create, r.version)
+                let was = std::mem::replace(&mut r.session, session);
+                (r.create, r.version, was)
             }
             None => {
-                let r = Rec { value: value.to_vec(), create: rev, modified: rev, version: 1 };
+                let r = Rec { value: value.to_vec(), create: rev, modified: rev, version: 1, session };
                 self.used += rec_cost(key, &r);
                 self.kvs.insert(key.to_vec(), r);
-                (rev, 1)
+                (rev, 1, 0)
             }
         };
+        if was != session {
+            if let Some(s) = self.sessions.get_mut(&was) {
+                s.keys.remove(key);
+            }
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.keys.insert(key.to_vec());
+            }
+        }
         self.record(Change { rev, key: key.to_vec(), value: Some(value.to_vec()), create, version });
     }
 
@@ -485,6 +588,9 @@ impl Store {
         for k in &keys {
             if let Some(r) = self.kvs.remove(k) {
                 self.used -= rec_cost(k, &r).min(self.used);
+                if let Some(s) = self.sessions.get_mut(&r.session) {
+                    s.keys.remove(k);
+                }
                 self.record(Change { rev, key: k.clone(), value: None, create: 0, version: 0 });
             }
         }
@@ -553,6 +659,7 @@ impl Store {
             clients: self.clients.iter().map(|(id, c)| (*id, c.clone())).collect(),
             history: self.history.iter().cloned().collect(),
             first_kept: self.first_kept,
+            sessions: self.sessions.iter().map(|(id, s)| (*id, s.clone())).collect(),
         };
         postcard::to_allocvec(&image).unwrap_or_default()
     }
@@ -572,6 +679,7 @@ impl Store {
         }
         s.last_write = s.revision;
         s.first_kept = image.first_kept;
+        s.sessions = image.sessions.into_iter().collect();
         for c in image.history {
             s.history_bytes += c.cost();
             s.history.push_back(c);

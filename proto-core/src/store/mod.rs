@@ -40,6 +40,13 @@ pub const MAX_READ_LEN: usize = 1024 * 1024;
 /// snapshot travels to a catching-up server in one message, which is what
 /// bounds it for now.
 pub const MAX_STORE_BYTES: usize = 4 * 1024 * 1024;
+/// Shortest session TTL.
+pub const MIN_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest session TTL.
+pub const MAX_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Sessions one peer may hold at once.
+pub const MAX_SESSIONS_PER_PEER: usize = 64;
+
 /// Bytes each key costs in [`MAX_STORE_BYTES`] beside its key and value
 /// (its revisions and version, and the map's own bookkeeping).
 pub const KEY_OVERHEAD: usize = 32;
@@ -119,18 +126,49 @@ pub(crate) struct Compare {
 /// An operation inside a transaction (never another transaction).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum TxnOp {
-    Get { range: Range, limit: u32 },
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { range: Range },
+    Get {
+        range: Range,
+        limit: u32,
+    },
+    /// `session` 0: the key outlives every session.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        session: u64,
+    },
+    Delete {
+        range: Range,
+    },
 }
 
 /// A request's wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Op {
-    Get { range: Range, limit: u32 },
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { range: Range },
-    Txn { compare: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp> },
+    Get {
+        range: Range,
+        limit: u32,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        session: u64,
+    },
+    Delete {
+        range: Range,
+    },
+    Txn {
+        compare: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
+    /// Opens a session owned by the requesting peer.
+    SessionOpen {
+        ttl_ms: u64,
+    },
+    /// Closes one of the requesting peer's sessions (its keys go with it).
+    SessionClose {
+        session: u64,
+    },
 }
 
 /// A condition of a transaction ([`KvRequest::txn`]): one key's value,
@@ -200,7 +238,41 @@ impl KvRequest {
 
     /// Writes `value` under `key`, creating or replacing it.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self(Op::Put { key: key.into(), value: value.into() })
+        Self(Op::Put { key: key.into(), value: value.into(), session: 0 })
+    }
+
+    /// Binds a put (or every put of a transaction) to one of this peer's
+    /// sessions ([`KvRequest::session_open`]): the key is deleted when the
+    /// session ends. Does nothing on other requests.
+    pub fn with_session(mut self, id: u64) -> Self {
+        match &mut self.0 {
+            Op::Put { session, .. } => *session = id,
+            Op::Txn { success, failure, .. } => {
+                for op in success.iter_mut().chain(failure.iter_mut()) {
+                    if let TxnOp::Put { session, .. } = op {
+                        *session = id;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// Opens a session owned by this peer: it lives as long as the peer is
+    /// connected to any server, and `ttl` longer (the servers keep it alive;
+    /// the peer sends nothing for that). Keys put with
+    /// [`KvRequest::with_session`] vanish when it ends, with watch events.
+    /// The answer is [`KvResponse::SessionOpened`]. `ttl` is between
+    /// [`MIN_SESSION_TTL`] and [`MAX_SESSION_TTL`].
+    pub fn session_open(ttl: std::time::Duration) -> Self {
+        Self(Op::SessionOpen { ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX) })
+    }
+
+    /// Closes one of this peer's sessions now; its keys are deleted
+    /// ([`KvResponse::SessionClosed`]).
+    pub fn session_close(id: u64) -> Self {
+        Self(Op::SessionClose { session: id })
     }
 
     /// Deletes one key.
@@ -228,9 +300,9 @@ impl KvRequest {
         let mut ops = |reqs: &mut dyn Iterator<Item = KvRequest>| -> Vec<TxnOp> {
             reqs.filter_map(|r| match r.0 {
                 Op::Get { range, limit } => Some(TxnOp::Get { range, limit }),
-                Op::Put { key, value } => Some(TxnOp::Put { key, value }),
+                Op::Put { key, value, session } => Some(TxnOp::Put { key, value, session }),
                 Op::Delete { range } => Some(TxnOp::Delete { range }),
-                Op::Txn { .. } => {
+                Op::Txn { .. } | Op::SessionOpen { .. } | Op::SessionClose { .. } => {
                     nested = true;
                     None
                 }
@@ -282,7 +354,7 @@ fn check_put(key: &[u8], value: &[u8]) -> Result<(), KvError> {
 fn check_txn_op(op: &TxnOp) -> Result<(), KvError> {
     match op {
         TxnOp::Get { range, .. } | TxnOp::Delete { range } => check_key(range.bytes()),
-        TxnOp::Put { key, value } => check_put(key, value),
+        TxnOp::Put { key, value, .. } => check_put(key, value),
     }
 }
 
@@ -290,7 +362,16 @@ fn check_txn_op(op: &TxnOp) -> Result<(), KvError> {
 pub(crate) fn check_op(op: &Op) -> Result<(), KvError> {
     match op {
         Op::Get { range, .. } | Op::Delete { range } => check_key(range.bytes())?,
-        Op::Put { key, value } => check_put(key, value)?,
+        Op::Put { key, value, .. } => check_put(key, value)?,
+        Op::SessionOpen { ttl_ms } => {
+            let (min, max) = (MIN_SESSION_TTL.as_millis() as u64, MAX_SESSION_TTL.as_millis() as u64);
+            if !(min..=max).contains(ttl_ms) {
+                return Err(KvError::Invalid(
+                    "a session's TTL is between MIN_SESSION_TTL and MAX_SESSION_TTL",
+                ));
+            }
+        }
+        Op::SessionClose { .. } => {}
         Op::Txn { compare, success, failure } => {
             if compare.len() > MAX_TXN_OPS {
                 return Err(KvError::Invalid(
@@ -365,6 +446,16 @@ pub enum KvResponse {
         succeeded: bool,
         /// One answer per operation of the branch that ran, in order.
         responses: Vec<KvResponse>,
+    },
+    /// A session was opened ([`KvRequest::session_open`]).
+    SessionOpened {
+        /// Its id, for [`KvRequest::with_session`] and [`KvRequest::session_close`].
+        session: u64,
+    },
+    /// A session was closed; its keys were deleted.
+    SessionClosed {
+        /// Keys deleted with it.
+        deleted: u64,
     },
 }
 

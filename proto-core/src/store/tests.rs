@@ -216,7 +216,7 @@ fn model_apply(m: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) {
             .collect()
     };
     let leaf = |m: &mut BTreeMap<Vec<u8>, Vec<u8>>, o: &TxnOp| match o {
-        TxnOp::Put { key, value } => {
+        TxnOp::Put { key, value, .. } => {
             m.insert(key.clone(), value.clone());
         }
         TxnOp::Delete { range } => {
@@ -227,9 +227,11 @@ fn model_apply(m: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) {
         TxnOp::Get { .. } => {}
     };
     match op {
-        Op::Put { key, value } => leaf(m, &TxnOp::Put { key: key.clone(), value: value.clone() }),
+        Op::Put { key, value, .. } => {
+            leaf(m, &TxnOp::Put { key: key.clone(), value: value.clone(), session: 0 })
+        }
         Op::Delete { range } => leaf(m, &TxnOp::Delete { range: range.clone() }),
-        Op::Get { .. } => {}
+        Op::Get { .. } | Op::SessionOpen { .. } | Op::SessionClose { .. } => {}
         Op::Txn { compare, success, failure } => {
             let ok = compare.iter().all(|c| match &c.target {
                 Target::Value(v) => m.get(&c.key) == Some(v),
@@ -293,4 +295,45 @@ fn watches_read_whole_revisions_in_order_until_compacted() {
     let restored = Store::restore(&s.snapshot()).unwrap();
     assert_eq!(restored.changes_since(oldest, b"", 100), s.changes_since(oldest, b"", 100));
     assert_eq!(restored.changes_since(1, b"", 100), Err(oldest));
+}
+
+#[test]
+fn sessions_own_their_keys_and_take_them_when_they_end() {
+    let mut s = Store::default();
+    let (me, other) = (client(1), client(2));
+    let cmd = |client, seq, req: KvRequest| Command { client, seq, ack: 0, op: req.0 };
+    let (_, res) =
+        s.apply(1, cmd(me, 1, KvRequest::session_open(std::time::Duration::from_secs(5)))).unwrap();
+    let KvResponse::SessionOpened { session } = KvResponse::from(res) else { panic!() };
+    s.apply(2, cmd(me, 2, KvRequest::put("svc/a", "1").with_session(session))).unwrap();
+    let txn = KvRequest::txn([], [KvRequest::put("svc/b", "2")], []).with_session(session);
+    s.apply(3, cmd(me, 3, txn)).unwrap();
+    s.apply(4, cmd(me, 4, KvRequest::put("plain", "3"))).unwrap();
+    // Nobody else can bind to it or close it.
+    let steal = s.apply(5, cmd(other, 1, KvRequest::put("x", "y").with_session(session)));
+    assert!(matches!(steal.map_err(KvError::from), Err(KvError::Invalid(_))));
+    assert!(s.apply(6, cmd(other, 2, KvRequest::session_close(session))).is_err());
+    // A key re-put without the session is no longer bound to it.
+    s.apply(7, cmd(me, 5, KvRequest::put("svc/b", "free"))).unwrap();
+    let image = s.snapshot();
+    // Expiry (committed by the leader) deletes the bound keys under one revision.
+    let before = s.revision();
+    s.expire(8, session);
+    assert_eq!(s.revision(), before + 1);
+    assert_eq!(values(&s, ""), vec![("plain".into(), "3".into()), ("svc/b".into(), "free".into())]);
+    let (changes, _) = s.changes_since(before + 1, b"", usize::MAX).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].key.as_slice(), changes[0].value.is_none()), (&b"svc/a"[..], true));
+    assert_eq!(s.sessions().count(), 0);
+    // The same from the snapshot taken before, closed by its owner instead.
+    let mut r = Store::restore(&image).unwrap();
+    assert_eq!(r.sessions().count(), 1);
+    let (_, res) = r.apply(8, cmd(me, 6, KvRequest::session_close(session))).unwrap();
+    assert_eq!(KvResponse::from(res), KvResponse::SessionClosed { deleted: 1 });
+    assert_eq!(values(&r, ""), values(&s, ""));
+    // TTL bounds.
+    assert!(matches!(
+        KvRequest::session_open(std::time::Duration::from_millis(10)).check(),
+        Err(KvError::Invalid(_))
+    ));
 }
