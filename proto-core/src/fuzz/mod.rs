@@ -157,3 +157,23 @@ mod found_bugs {
         assert!(caught.is_ok(), "found panicked");
     }
 }
+
+/// The store's snapshot image with `keys` keys of `value_len`-byte values
+/// (keys `k0000000`, ...), put one per log entry; for the store benchmark
+/// (`tests/benches/store.rs`), which times this and [`store_restores`].
+pub fn store_image(keys: usize, value_len: usize) -> Vec<u8> {
+    use crate::store::{Command, KvRequest, Store};
+    let client = crate::identity::Identity::from_seed(crate::identity::Role::Peer, [1; 32]).id();
+    let mut s = Store::default();
+    for i in 0..keys as u64 {
+        let op = KvRequest::put(format!("k{i:07}"), vec![b'v'; value_len]).0;
+        let _ = s.apply(i + 1, Command { client, seq: i, ack: i, op });
+    }
+    s.snapshot()
+}
+
+/// Whether a store image decodes (what a server checks before it installs
+/// a snapshot from the leader).
+pub fn store_restores(image: &[u8]) -> bool {
+    crate::store::Store::restore(image).is_some()
+}

@@ -136,6 +136,17 @@ impl Server {
 
     /// Sends Raft's outbox and announces status changes.
     pub(super) fn flush_raft(&mut self) {
+        self.send_raft_outbox();
+        let st = self.status();
+        if self.last_status != Some(st) {
+            self.last_status = Some(st);
+            self.broadcast(ClusterMsg::Status(st), None);
+        }
+        self.kv_pump();
+    }
+
+    /// Sends the Raft messages the group produced to their servers.
+    pub(super) fn send_raft_outbox(&mut self) {
         let cluster = self.consensus.cluster().unwrap_or(0);
         for out in self.consensus.take_outbox() {
             if let Some(node) = self.consensus.node_of(out.to)
@@ -144,12 +155,6 @@ impl Server {
                 self.send(node, ClusterMsg::Raft { cluster, msg: out.bytes });
             }
         }
-        let st = self.status();
-        if self.last_status != Some(st) {
-            self.last_status = Some(st);
-            self.broadcast(ClusterMsg::Status(st), None);
-        }
-        self.kv_pump();
     }
 
     /// The best group among live servers' statuses (members, not joiners),

@@ -264,6 +264,9 @@ impl Server {
                 }
                 self.consensus.read_index(ctx);
             }
+            // The heartbeats that confirm the reads leave now, not at the
+            // next tick.
+            self.send_raft_outbox();
             // A single voter confirms at once: pick its answers up now.
             for (ctx, index) in self.consensus.take_reads() {
                 if let Some(r) = self.kv.reads.get_mut(&ctx) {
