@@ -137,12 +137,12 @@ fn main() {
                 killed = true;
             }
             for &p in &peers {
-                if !waiting.contains_key(&p) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = waiting.entry(p) {
                     let id = sim
                         .with_node(p, |n, now| n.kv_with(now, KvRequest::put("x", "y"), opts))
                         .unwrap()
                         .unwrap();
-                    waiting.insert(p, id);
+                    slot.insert(id);
                 }
             }
             sim.run_for(Duration::from_millis(1));
