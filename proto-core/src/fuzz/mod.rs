@@ -56,6 +56,26 @@ pub fn run_target(name: &str, epoch: std::time::Instant, data: &[u8]) -> bool {
 /// Regression tests of bugs the fuzzers found (all fixed). While a bug is
 /// open its test is `#[ignore]`d and its target steers around it (a `const`
 /// next to the target names the reproducer), so fuzzing goes on past it.
+/// The store's snapshot image with `keys` keys of `value_len`-byte values
+/// (keys `k0000000`, ...), put one per log entry; for the store benchmark
+/// (`tests/benches/store.rs`), which times this and [`store_restores`].
+pub fn store_image(keys: usize, value_len: usize) -> Vec<u8> {
+    use crate::store::{Command, KvRequest, Store};
+    let client = crate::identity::Identity::from_seed(crate::identity::Role::Peer, [1; 32]).id();
+    let mut s = Store::default();
+    for i in 0..keys as u64 {
+        let op = KvRequest::put(format!("k{i:07}"), vec![b'v'; value_len]).0;
+        let _ = s.apply(i + 1, Command { client, seq: i, ack: i, op });
+    }
+    s.snapshot()
+}
+
+/// Whether a store image decodes (what a server checks before it installs
+/// a snapshot from the leader).
+pub fn store_restores(image: &[u8]) -> bool {
+    crate::store::Store::restore(image).is_some()
+}
+
 #[cfg(test)]
 mod found_bugs {
     use crate::config::PeerConfig;
@@ -156,24 +176,4 @@ mod found_bugs {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.found(u64::MAX)));
         assert!(caught.is_ok(), "found panicked");
     }
-}
-
-/// The store's snapshot image with `keys` keys of `value_len`-byte values
-/// (keys `k0000000`, ...), put one per log entry; for the store benchmark
-/// (`tests/benches/store.rs`), which times this and [`store_restores`].
-pub fn store_image(keys: usize, value_len: usize) -> Vec<u8> {
-    use crate::store::{Command, KvRequest, Store};
-    let client = crate::identity::Identity::from_seed(crate::identity::Role::Peer, [1; 32]).id();
-    let mut s = Store::default();
-    for i in 0..keys as u64 {
-        let op = KvRequest::put(format!("k{i:07}"), vec![b'v'; value_len]).0;
-        let _ = s.apply(i + 1, Command { client, seq: i, ack: i, op });
-    }
-    s.snapshot()
-}
-
-/// Whether a store image decodes (what a server checks before it installs
-/// a snapshot from the leader).
-pub fn store_restores(image: &[u8]) -> bool {
-    crate::store::Store::restore(image).is_some()
 }
