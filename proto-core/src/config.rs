@@ -130,6 +130,13 @@ pub struct ClusterConfig {
     pub prefer_least_loaded: bool,
     /// See `prefer_least_loaded`. Default 2.0.
     pub load_ratio: f64,
+    /// Servers: keep Raft state (and the replicated store) on disk through
+    /// the host. `None` (the default): in memory only, so a restarted server
+    /// rejoins under a new Raft identity and a majority restarted at once
+    /// loses the store. `Some(table)`: the table the host read back from
+    /// disk at start (empty on the first start); the server resumes from it
+    /// and hands out writes ([`Node::poll_raft_write`](crate::Node::poll_raft_write)).
+    pub raft_disk: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl Default for ClusterConfig {
@@ -143,6 +150,7 @@ impl Default for ClusterConfig {
             forget_after: Duration::from_secs(600),
             prefer_least_loaded: false,
             load_ratio: 2.0,
+            raft_disk: None,
         }
     }
 }

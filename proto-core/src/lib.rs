@@ -70,6 +70,7 @@ mod identity;
 mod info;
 mod node;
 mod peer;
+mod persist;
 mod proto;
 mod quic;
 mod rng;
@@ -111,6 +112,7 @@ pub use identity::{
 };
 pub use info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PathKind, PeerAddrs, PeerInfo};
 pub use node::{Ecn, LinkInfo, Node, Transmit};
+pub use persist::{DiskOp, RaftWrite, apply_raft_write};
 pub use server::election::{MasterBasis, MasterInfo};
 pub use server::{RaftView, ServerInfo};
 pub use stats::{DropCounters, NodeStats};

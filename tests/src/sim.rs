@@ -122,6 +122,12 @@ pub struct SimConfig {
     /// Most happenings allowed at one virtual instant before the run is
     /// declared a livelock.
     pub livelock_limit: usize,
+    /// Servers keep their Raft state on a simulated disk that survives
+    /// crashes (`ClusterConfig::raft_disk`).
+    pub raft_disk: bool,
+    /// How long a disk write takes before it is durable and confirmed. A
+    /// crash in between loses it — the unsynced tail. Zero: confirmed at once.
+    pub disk_latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -131,6 +137,8 @@ impl Default for SimConfig {
             link: LinkParams::default(),
             lan_latency: Duration::from_millis(1),
             livelock_limit: 200_000,
+            raft_disk: false,
+            disk_latency: Duration::ZERO,
         }
     }
 }
@@ -261,6 +269,12 @@ pub struct Host {
     pub bootstrap: Vec<HostId>,
     /// Credential fault, if any.
     pub credential: CredentialFault,
+    /// Its durable disk (servers with `SimConfig::raft_disk`).
+    pub disk: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Writes issued but not yet durable (lost in a crash).
+    pub disk_pending: Vec<p2pcore::RaftWrite>,
+    /// How many writes it lost in crashes.
+    pub disk_lost: u64,
     timeout: Option<Instant>,
     timer_gen: u64,
 }
@@ -419,6 +433,12 @@ enum Happening {
     Timer {
         host: HostId,
         generation: u64,
+    },
+    /// A disk write of `host` (in its boot `boot`) became durable.
+    Disk {
+        host: HostId,
+        boot: u32,
+        seq: u64,
     },
     Action(Action),
 }
@@ -619,6 +639,9 @@ impl Sim {
             bytes: HostBytes::default(),
             bootstrap: spec.bootstrap,
             credential: spec.credential,
+            disk: BTreeMap::new(),
+            disk_pending: Vec::new(),
+            disk_lost: 0,
             timeout: None,
             timer_gen: 0,
         });
@@ -684,6 +707,10 @@ impl Sim {
         let bootstrap = host.bootstrap.clone();
         config.bootstrap = bootstrap.iter().filter_map(|b| self.public_addr(*b)).collect();
         (config.admission, config.unix_time) = self.admission_for(h);
+        if self.cfg.raft_disk && self.hosts[h].identity.role() == Role::Server {
+            let table = self.hosts[h].disk.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            config.cluster.raft_disk = Some(table);
+        }
         if let Some(f) = &self.configure {
             f(&mut config, &self.hosts[h]);
         }
@@ -904,6 +931,24 @@ impl Sim {
                     self.drain(host);
                 }
             }
+            Happening::Disk { host, boot, seq } => {
+                let h = &mut self.hosts[host];
+                if h.boots != boot || h.node.is_none() {
+                    return;
+                }
+                let done: Vec<p2pcore::RaftWrite> = {
+                    let n = h.disk_pending.iter().take_while(|w| w.seq <= seq).count();
+                    h.disk_pending.drain(..n).collect()
+                };
+                for w in &done {
+                    p2pcore::apply_raft_write(&mut h.disk, w);
+                }
+                let now = self.now;
+                if let Some(node) = h.node.as_mut() {
+                    node.raft_written(now, seq);
+                    self.drain(host);
+                }
+            }
             Happening::Action(a) => self.act(a),
         }
     }
@@ -925,6 +970,8 @@ impl Sim {
         let name = self.hosts[h].name.clone();
         let agreed = self.agreed_master();
         if self.hosts[h].node.take().is_some() {
+            let lost = self.hosts[h].disk_pending.drain(..).count() as u64;
+            self.hosts[h].disk_lost += lost;
             self.hosts[h].timeout = None;
             self.hosts[h].down_since = Some(self.now - self.base);
             self.record("sim", "kill", &name);
@@ -1027,17 +1074,32 @@ impl Sim {
         let mut buf = std::mem::take(&mut self.buf);
         let mut out = Vec::new();
         let mut events = Vec::new();
+        let mut writes = Vec::new();
+        let disk_latency = self.cfg.disk_latency;
+        let now = self.now;
         let timeout = {
-            let Some(node) = self.hosts[h].node.as_mut() else {
+            let host = &mut self.hosts[h];
+            let Some(node) = host.node.as_mut() else {
                 self.buf = buf;
                 return;
             };
+            let disk = &mut host.disk;
             let scope_fn = self.scope;
             let scope = |on: bool| {
                 if let Some(f) = scope_fn {
                     f(on.then_some(h));
                 }
             };
+            // Raft state first: with an instant disk, confirmations can
+            // release more transmits.
+            while let Some(w) = node.poll_raft_write() {
+                if disk_latency.is_zero() {
+                    p2pcore::apply_raft_write(disk, &w);
+                    node.raft_written(now, w.seq);
+                } else {
+                    writes.push(w);
+                }
+            }
             loop {
                 scope(true);
                 let t = node.poll_transmit(1, &mut buf);
@@ -1054,6 +1116,11 @@ impl Sim {
             timeout
         };
         self.buf = buf;
+        if let Some(last) = writes.last().map(|w| w.seq) {
+            let boot = self.hosts[h].boots;
+            self.hosts[h].disk_pending.extend(writes);
+            self.push(now + disk_latency, Happening::Disk { host: h, boot, seq: last });
+        }
         for (dest, data, ecn) in out {
             self.transmit(h, dest, data, ecn);
         }

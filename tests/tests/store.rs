@@ -177,6 +177,52 @@ fn a_watch_reports_every_change_once_in_order_across_the_loss_of_its_server() {
     assert!(!common::events(&mut sim, watcher).iter().any(|e| matches!(e, Event::KvWatch { .. })));
 }
 
+/// [`common::mesh`] with servers keeping Raft state on simulated disks
+/// (writes durable after `latency`; a crash loses what was not).
+fn durable_mesh(seed: u64, peers: usize, latency: Duration) -> (Sim, Vec<HostId>, Vec<HostId>) {
+    use p2pcore_tests::sim::{NodeSpec, SimConfig};
+    let cfg = SimConfig { seed, raft_disk: true, disk_latency: latency, ..SimConfig::default() };
+    let mut sim = Sim::new(cfg);
+    let s1 = sim.add_node(NodeSpec::server("s1"));
+    let s2 = sim.add_node(NodeSpec::server("s2").via(&[s1]));
+    let s3 = sim.add_node(NodeSpec::server("s3").via(&[s1]));
+    let servers = vec![s1, s2, s3];
+    let peers =
+        (0..peers).map(|i| sim.add_node(NodeSpec::peer(&format!("p{i}"), None).via(&servers))).collect();
+    (sim, servers, peers)
+}
+
+#[test]
+fn the_store_survives_the_whole_cluster_restarting_from_disk() {
+    for latency in [Duration::ZERO, Duration::from_millis(2)] {
+        let (mut sim, servers, peers) = durable_mesh(6, 1, latency);
+        sim.run_for(Duration::from_secs(3));
+        let p = peers[0];
+        for i in 0..50 {
+            ask(&mut sim, p, KvRequest::put(format!("k{i}"), format!("v{i}"))).unwrap();
+        }
+        let epoch = sim.node(servers[0]).unwrap().raft_view().unwrap().epoch;
+        let before = ask(&mut sim, p, KvRequest::get_prefix("k")).unwrap();
+        // Every server crashes at once and comes back from its disk.
+        for &s in &servers {
+            sim.kill(s);
+        }
+        sim.run_for(Duration::from_secs(1));
+        for &s in &servers {
+            sim.restart(s);
+        }
+        sim.run_for(Duration::from_secs(6));
+        let after = ask(&mut sim, p, KvRequest::get_prefix("k")).unwrap();
+        assert_eq!(after.response, before.response, "latency {latency:?}: the same 50 keys");
+        assert_eq!(after.revision, before.revision);
+        // The same group (Raft identity resumed), not a new one.
+        assert_eq!(sim.node(servers[0]).unwrap().raft_view().unwrap().epoch, epoch);
+        // And it goes on taking writes.
+        let put = ask(&mut sim, p, KvRequest::put("k-after", "x")).unwrap();
+        assert_eq!(put.revision, before.revision + 1);
+    }
+}
+
 /// Opens a session with `ttl` from `h` and binds `key` to it.
 fn session_key(sim: &mut Sim, h: HostId, ttl: Duration, key: &str) -> u64 {
     let opened = ask(sim, h, KvRequest::session_open(ttl)).expect("session");
@@ -257,8 +303,17 @@ fn a_new_leader_grants_every_session_a_fresh_ttl() {
 /// scenario crashes and restarts the leader, partitions a server (the
 /// leader, or another) away and back, and loses messages.
 fn linearizable(seed: u64) -> Result<(), String> {
-    let link = LinkParams { loss: if seed.is_multiple_of(3) { 0.02 } else { 0.0 }, ..LinkParams::default() };
-    let (mut sim, servers, peers) = common::mesh(seed, 3, link);
+    let loss = if seed.is_multiple_of(3) { 0.02 } else { 0.0 };
+    // Even seeds: servers keep Raft state on disks (2 ms to make a write
+    // durable; a crash loses what was not), and may lose a majority at once.
+    let durable = seed.is_multiple_of(2);
+    let (mut sim, servers, peers) = if durable {
+        let (mut sim, s, p) = durable_mesh(seed, 3, Duration::from_millis(2));
+        sim.patch_link(&p2pcore_tests::sim::LinkPatch { loss: Some(loss), ..Default::default() }, None);
+        (sim, s, p)
+    } else {
+        common::mesh(seed, 3, LinkParams { loss, ..LinkParams::default() })
+    };
     sim.run_for(Duration::from_secs(3));
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move |n: u64| {
@@ -275,8 +330,9 @@ fn linearizable(seed: u64) -> Result<(), String> {
     let ms = |sim: &Sim| (sim.elapsed() - start).as_micros() as u64;
     let fault_at = Duration::from_millis(2000 + next(3000));
     let heal_at = fault_at + Duration::from_millis(1500 + next(3000));
-    let kind = next(3);
+    let kind = if durable { next(4) } else { next(3) };
     let mut victim = None;
+    let mut second = None;
     let mut healed = false;
     while sim.elapsed() - start < Duration::from_secs(12) {
         let t = sim.elapsed() - start;
@@ -287,7 +343,13 @@ fn linearizable(seed: u64) -> Result<(), String> {
                 0 | 1 => leader.unwrap_or(servers[0]),
                 _ => servers[next(3) as usize],
             };
-            if kind == 0 {
+            if kind == 3 {
+                // A majority at once: the leader and another server.
+                let other = servers.iter().copied().find(|s| *s != v).unwrap_or(v);
+                sim.kill(v);
+                sim.kill(other);
+                second = Some(other);
+            } else if kind == 0 {
                 sim.kill(v);
             } else {
                 // One peer stays with the cut-off server: it keeps asking a
@@ -303,8 +365,11 @@ fn linearizable(seed: u64) -> Result<(), String> {
             && t >= heal_at
             && !healed
         {
-            if kind == 0 {
+            if kind == 0 || kind == 3 {
                 sim.restart(v);
+                if let Some(o) = second {
+                    sim.restart(o);
+                }
             } else {
                 sim.heal();
             }

@@ -458,6 +458,26 @@ impl Node {
         found
     }
 
+    /// Servers with [`ClusterConfig::raft_disk`](crate::ClusterConfig::raft_disk)
+    /// set: the next batch of Raft state to store. Apply each batch
+    /// atomically and in order, make it durable, then call
+    /// [`Node::raft_written`] with its `seq`; Raft holds back what depends
+    /// on it until then. Drain this with the transmits after every input.
+    /// Always `None` on peers and on servers without a disk.
+    pub fn poll_raft_write(&mut self) -> Option<crate::RaftWrite> {
+        self.role.server_mut().and_then(Server::poll_raft_write)
+    }
+
+    /// Confirms that batch `seq` from [`Node::poll_raft_write`] (and every
+    /// batch before it) is durable.
+    pub fn raft_written(&mut self, now: Instant, seq: u64) {
+        self.command(now);
+        if let Some(s) = self.role.server_mut() {
+            s.raft_written(now, seq);
+        }
+        self.scoped(|n| n.run_role_actions());
+    }
+
     /// Peers online in the merged directory (every server's list of its
     /// peers, combined); empty on servers.
     pub fn peers(&self) -> Vec<PeerInfo> {

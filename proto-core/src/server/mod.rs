@@ -239,7 +239,15 @@ impl Server {
             sessions: sessions::SessionKeeper::default(),
             clock: now,
         };
-        if bootstrap.is_empty() {
+        let resumed = match &s.cfg.raft_disk {
+            Some(table) => {
+                let table: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = table.iter().cloned().collect();
+                s.consensus.use_disk();
+                s.consensus.resume(&table)
+            }
+            None => false,
+        };
+        if bootstrap.is_empty() && !resumed {
             // The first server of a cluster: nobody to join.
             s.consensus.found(1);
         }
@@ -315,6 +323,18 @@ impl Server {
         self.load_override = Some(load);
         self.load = load;
         self.flush_load();
+    }
+
+    /// The next batch of Raft state for the host's disk.
+    pub(crate) fn poll_raft_write(&mut self) -> Option<crate::persist::RaftWrite> {
+        self.consensus.poll_write()
+    }
+
+    /// The host stored batch `seq` durably.
+    pub(crate) fn raft_written(&mut self, now: Instant, seq: u64) {
+        self.advance_ticks(now);
+        self.consensus.written(seq);
+        self.reconcile(now);
     }
 
     // ----- inputs ---------------------------------------------------------

@@ -62,9 +62,10 @@
 //! [`Consensus::panics`] — but validation is meant to keep it from ever
 //! firing, which matters where the embedding builds with `panic = "abort"`.
 
-use super::raft_log::RaftLog;
+use super::raft_log::{self, RaftLog};
 use super::raft_wire::{self, Local, Members, WireKind, WireMsg};
 use crate::identity::NodeId;
+use crate::persist::{DiskOp, RaftWrite};
 use crate::rng::NodeRng;
 use crate::store::machine::{Outcome, Proposal};
 use crate::store::{Command, Store};
@@ -72,6 +73,7 @@ use protobuf::Message as _;
 use raft::StateRole;
 use raft::prelude::*;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Raft timing in ticks.
@@ -142,6 +144,13 @@ pub(crate) struct Consensus {
     /// Read indexes confirmed since the last [`Consensus::take_reads`]:
     /// (context, index).
     reads: Vec<(u64, u64)>,
+    /// Whether the host keeps our Raft state on disk.
+    disk: bool,
+    /// Batches for the host, oldest first.
+    writes: VecDeque<RaftWrite>,
+    write_seq: u64,
+    /// Readys whose writes the host has not confirmed yet, oldest first.
+    held: VecDeque<Held>,
     /// Every message handed to the encoder, for the round-trip tests.
     #[cfg(test)]
     sent: Vec<Message>,
@@ -185,6 +194,10 @@ impl Consensus {
             rejected: 0,
             applied: Vec::new(),
             reads: Vec::new(),
+            disk: false,
+            writes: VecDeque::new(),
+            write_seq: 0,
+            held: VecDeque::new(),
             #[cfg(test)]
             sent: Vec::new(),
         }
@@ -327,6 +340,7 @@ impl Consensus {
         let _ = node.campaign();
         self.group = Some(Group { cluster, node, store: Store::default() });
         self.joining = false;
+        self.new_identity();
         self.after_call();
         self.process();
     }
@@ -341,6 +355,7 @@ impl Consensus {
         };
         self.group = Some(Group { cluster, node, store: Store::default() });
         self.joining = true;
+        self.new_identity();
         self.after_call();
     }
 
@@ -348,6 +363,84 @@ impl Consensus {
     pub(crate) fn leave(&mut self) {
         self.group = None;
         self.joining = false;
+        self.held.clear();
+        if self.disk {
+            self.push_write(vec![raft_log::wipe()]);
+        }
+    }
+
+    /// Writes a new group identity: what was on disk belongs to a group and
+    /// Raft ID we no longer have.
+    fn new_identity(&mut self) {
+        self.held.clear();
+        if !self.disk {
+            return;
+        }
+        let ident = postcard::to_allocvec(&(
+            self.group.as_ref().map_or(0, |g| g.cluster),
+            self.raft_id,
+            self.generation,
+            self.max_term,
+        ))
+        .unwrap_or_default();
+        let mut ops = vec![raft_log::wipe(), DiskOp::Put { key: raft_log::K_GROUP.to_vec(), value: ident }];
+        if let Some(g) = self.group.as_mut() {
+            let log = g.node.mut_store();
+            log.start_recording();
+            ops.extend(log.take_ops());
+        }
+        self.push_write(ops);
+    }
+
+    /// Keeps Raft state on disk from now on (before anything else happens).
+    pub(crate) fn use_disk(&mut self) {
+        self.disk = true;
+    }
+
+    /// Resumes the group this server belonged to from the host's table.
+    /// Returns false (and leaves nothing behind) if the table holds no
+    /// complete identity, log and configuration.
+    pub(crate) fn resume(&mut self, table: &BTreeMap<Vec<u8>, Vec<u8>>) -> bool {
+        let Some(ident) = table.get(raft_log::K_GROUP) else { return false };
+        let Ok((cluster, raft_id, generation, max_term)) =
+            postcard::from_bytes::<(u64, u64, u32, u64)>(ident)
+        else {
+            return false;
+        };
+        let Some(mut log) = RaftLog::load(table) else { return false };
+        if cluster == 0 || raft_id == 0 {
+            return false;
+        }
+        // The store as of the snapshot; entries after it are applied again
+        // as raft-rs hands them out (committed ones at once).
+        let snap = log.snapshot_index();
+        let store = if snap > 0 {
+            match raft::Storage::snapshot(&log, 0, 0).ok().and_then(|s| Store::restore(&s.data)) {
+                Some(s) => s,
+                None => return false,
+            }
+        } else {
+            Store::default()
+        };
+        log.start_recording();
+        let _ = log.take_ops();
+        let voter_or_learner = {
+            let st = raft::Storage::initial_state(&log).ok();
+            st.map(|s| (s.conf_state.voters.contains(&raft_id), s.conf_state.learners.contains(&raft_id)))
+        };
+        self.raft_id = raft_id;
+        self.generation = generation;
+        self.max_term = max_term;
+        self.names.insert(raft_id, self.me);
+        let mut cfg = self.config();
+        cfg.applied = snap;
+        let Ok(node) = RawNode::new(&cfg, log, &self.logger) else { return false };
+        self.group = Some(Group { cluster, node, store });
+        self.joining = !matches!(voter_or_learner, Some((true, _)));
+        self.last_role = (0, StateRole::Follower);
+        self.after_call();
+        self.process();
+        true
     }
 
     /// Whether a committed change removed this server from its group.
@@ -619,6 +712,7 @@ impl Consensus {
             if !g.node.has_ready() {
                 return;
             }
+            let disk = self.disk;
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let mut out = Vec::new();
                 let mut done = Done::default();
@@ -644,37 +738,38 @@ impl Consensus {
                     let ctx: [u8; 8] = r.request_ctx.as_slice().try_into().ok()?;
                     Some((u64::from_be_bytes(ctx), r.index))
                 }));
-                out.extend(rd.take_persisted_messages());
-                let mut light = node.advance(rd);
-                if let Some(commit) = light.commit_index() {
-                    node.mut_store().set_commit(commit);
+                let persisted = rd.take_persisted_messages();
+                if !disk {
+                    out.extend(persisted);
+                    finish(node, store, rd, &mut out, &mut done);
+                    return (out, done, None);
                 }
-                out.extend(light.take_messages());
-                apply_committed(node, store, light.take_committed_entries(), &mut done);
-                node.advance_apply();
+                // With a disk, raft-rs's asynchronous cycle: the Ready is
+                // handed back at once, but our log counts as persisted —
+                // towards commits, and in the votes and acknowledgements
+                // that say so — only once the host confirms the write.
+                let number = rd.number();
+                node.advance_append_async(rd);
+                advance_applied(node, store);
+                let ops = node.mut_store().take_ops();
+                let hold = if ops.is_empty() {
+                    out.extend(persisted);
+                    node.on_persist_ready(number);
+                    None
+                } else {
+                    Some((ops, number, persisted))
+                };
                 compact(node, store);
                 step_down_if_removed(node);
-                (out, done)
+                (out, done, hold)
             }));
             match outcome {
-                Ok((msgs, done)) => {
-                    for (id, node) in done.learned {
-                        self.names.insert(id, node);
+                Ok((msgs, done, hold)) => {
+                    if let Some((ops, number, persisted)) = hold {
+                        let seq = self.push_write(ops);
+                        self.held.push_back(Held { seq, number, persisted });
                     }
-                    self.removed.extend(done.removed);
-                    self.applied.extend(done.applied);
-                    self.reads.extend(done.reads);
-                    // A member once it is a voter; learners are still joining.
-                    if self.joining && self.voters().contains(&self.raft_id) {
-                        self.joining = false;
-                    }
-                    for m in msgs {
-                        #[cfg(test)]
-                        self.sent.push(m.clone());
-                        if let Some(bytes) = raft_wire::encode(&m) {
-                            self.outbox.push(Outgoing { to: m.to, bytes });
-                        }
-                    }
+                    self.absorb(msgs, done);
                 }
                 Err(_) => {
                     self.panics += 1;
@@ -684,6 +779,107 @@ impl Consensus {
             }
         }
     }
+
+    /// Takes a Ready cycle's results in: names, removals, answers, reads,
+    /// messages to send, and the disk operations it left.
+    fn absorb(&mut self, msgs: Vec<Message>, done: Done) {
+        for (id, node) in done.learned {
+            self.names.insert(id, node);
+        }
+        self.removed.extend(done.removed);
+        self.applied.extend(done.applied);
+        self.reads.extend(done.reads);
+        // A member once it is a voter; learners are still joining.
+        if self.joining && self.voters().contains(&self.raft_id) {
+            self.joining = false;
+        }
+        for m in msgs {
+            #[cfg(test)]
+            self.sent.push(m.clone());
+            if let Some(bytes) = raft_wire::encode(&m) {
+                self.outbox.push(Outgoing { to: m.to, bytes });
+            }
+        }
+        // Commit index and compaction: written, but nothing waits for them.
+        if let Some(g) = self.group.as_mut() {
+            let ops = g.node.mut_store().take_ops();
+            if self.disk && !ops.is_empty() {
+                self.push_write(ops);
+            }
+        }
+    }
+
+    /// Queues a batch for the host; returns its number.
+    fn push_write(&mut self, ops: Vec<DiskOp>) -> u64 {
+        self.write_seq += 1;
+        self.writes.push_back(RaftWrite { seq: self.write_seq, ops });
+        self.write_seq
+    }
+
+    /// The next batch for the host to write.
+    pub(crate) fn poll_write(&mut self) -> Option<RaftWrite> {
+        self.writes.pop_front()
+    }
+
+    /// The host made batch `seq` (and every one before it) durable: the
+    /// Ready that waited for it goes on.
+    pub(crate) fn written(&mut self, seq: u64) {
+        while self.held.front().is_some_and(|h| h.seq <= seq) {
+            let Some(held) = self.held.pop_front() else { break };
+            let Some(g) = self.group.as_mut() else { return };
+            let persist = || {
+                g.node.on_persist_ready(held.number);
+                advance_applied(&mut g.node, &g.store);
+            };
+            if catch_unwind(AssertUnwindSafe(persist)).is_err() {
+                self.panics += 1;
+                self.leave();
+                return;
+            }
+            self.absorb(held.persisted, Done::default());
+        }
+        self.after_call();
+        self.process();
+    }
+}
+
+/// The second half of a Ready cycle, once its writes are stored: advance,
+/// the light Ready, apply, compact.
+fn finish(
+    node: &mut RawNode<RaftLog>,
+    store: &mut Store,
+    rd: Ready,
+    out: &mut Vec<Message>,
+    done: &mut Done,
+) {
+    let mut light = node.advance(rd);
+    if let Some(commit) = light.commit_index() {
+        node.mut_store().set_commit(commit);
+    }
+    out.extend(light.take_messages());
+    apply_committed(node, store, light.take_committed_entries(), done);
+    node.advance_apply();
+    compact(node, store);
+    step_down_if_removed(node);
+}
+
+/// Tells raft-rs how far the store has applied — but never past what is
+/// persisted: after a snapshot the store holds its image at once, while
+/// raft-rs may count it applied only once the snapshot is on disk.
+fn advance_applied(node: &mut RawNode<RaftLog>, store: &Store) {
+    let log = &node.raft.raft_log;
+    let to = store.applied().min(log.persisted).min(log.committed);
+    if to > log.applied {
+        node.advance_apply_to(to);
+    }
+}
+
+/// A Ready's writes waiting for the host's disk, and the messages that
+/// claim they are stored.
+struct Held {
+    seq: u64,
+    number: u64,
+    persisted: Vec<Message>,
 }
 
 /// What one Ready cycle applied and learned.

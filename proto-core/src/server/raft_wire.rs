@@ -464,7 +464,7 @@ pub(crate) fn encode(m: &Message) -> Option<Vec<u8>> {
 }
 
 impl WireEntry {
-    fn from_entry(e: &Entry) -> Option<Self> {
+    pub(crate) fn from_entry(e: &Entry) -> Option<Self> {
         let payload = match e.get_entry_type() {
             EntryType::EntryNormal => WirePayload::Normal(Capped::new(e.data.to_vec())?),
             EntryType::EntryConfChangeV2 => {
@@ -498,7 +498,7 @@ impl WireEntry {
         Some(Self { term: e.term, index: e.index, context: Capped::new(e.context.to_vec())?, payload })
     }
 
-    fn into_entry(self) -> Option<Entry> {
+    pub(crate) fn into_entry(self) -> Option<Entry> {
         let mut e = Entry {
             term: self.term,
             index: self.index,
@@ -536,7 +536,7 @@ impl WireEntry {
 }
 
 impl WireSnapshot {
-    fn from_snapshot(s: &Snapshot) -> Option<Self> {
+    pub(crate) fn from_snapshot(s: &Snapshot) -> Option<Self> {
         let meta = s.get_metadata();
         let cs = meta.get_conf_state();
         Some(Self {
@@ -553,7 +553,7 @@ impl WireSnapshot {
         })
     }
 
-    fn into_snapshot(self) -> Snapshot {
+    pub(crate) fn into_snapshot(self) -> Snapshot {
         let mut s = Snapshot::default();
         let meta = s.mut_metadata();
         meta.index = self.index;

@@ -1357,3 +1357,63 @@ fn the_store_replicates_and_a_joiner_gets_it_from_a_snapshot() {
     assert_eq!(group[1].store().unwrap().revision(), 1100);
     assert_eq!((group[1].rejected, group[1].panics), (0, 0));
 }
+
+/// Applies every pending write of `c` to `table` and confirms them.
+fn flush_disk(c: &mut Consensus, table: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+    while let Some(w) = c.poll_write() {
+        crate::persist::apply_raft_write(table, &w);
+        c.written(w.seq);
+    }
+}
+
+#[test]
+fn a_durable_group_commits_only_what_is_on_disk_and_resumes_from_it() {
+    use crate::store::{Command, KvRequest};
+    let mut table = std::collections::BTreeMap::new();
+    let mut c = server(1);
+    c.use_disk();
+    c.found(1);
+    flush_disk(&mut c, &mut table);
+    assert!(c.is_leader());
+    let client = node(77);
+    let put = |seq: u64| Command { client, seq, ack: seq, op: KvRequest::put(format!("k{seq}"), "v").0 };
+    // A lone voter: nothing commits before its own log is on disk.
+    assert!(c.propose_command(&put(0)));
+    assert!(c.take_applied().is_empty(), "applied before the write was confirmed");
+    flush_disk(&mut c, &mut table);
+    assert_eq!(c.take_applied().len(), 1);
+    for seq in 1..1500 {
+        c.propose_command(&put(seq));
+        flush_disk(&mut c, &mut table);
+    }
+    assert_eq!(c.take_applied().len(), 1499);
+    let (cluster, raft_id, term) = (c.cluster(), c.raft_id(), c.term());
+    // A restart (another incarnation) resumes identity, log and store — the
+    // log was compacted behind a snapshot on the way.
+    assert!(table.contains_key(&b"s".to_vec()));
+    let mut r = server(1);
+    r.incarnation = 99;
+    r.use_disk();
+    assert!(r.resume(&table));
+    assert_eq!((r.cluster(), r.raft_id()), (cluster, raft_id));
+    assert!(r.term() >= term);
+    assert_eq!(r.store(), c.store());
+    // It leads again after an election timeout, at a later term.
+    for _ in 0..40 {
+        r.tick();
+        flush_disk(&mut r, &mut table);
+    }
+    assert!(r.is_leader() && r.term() > term);
+    // A torn tail (the last entries never reached the disk) is cut cleanly.
+    let last: Vec<Vec<u8>> = table.keys().filter(|k| k[0] == b'e').rev().take(3).cloned().collect();
+    for k in last {
+        table.remove(&k);
+    }
+    let mut t = server(1);
+    t.use_disk();
+    assert!(t.resume(&table));
+    // Garbage is no identity: the server starts afresh instead.
+    let mut g = server(1);
+    g.use_disk();
+    assert!(!g.resume(&[(b"g".to_vec(), vec![1, 2, 3])].into_iter().collect()));
+}
