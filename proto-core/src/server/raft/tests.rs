@@ -1390,7 +1390,7 @@ fn a_durable_group_commits_only_what_is_on_disk_and_resumes_from_it() {
     let (cluster, raft_id, term) = (c.cluster(), c.raft_id(), c.term());
     // A restart (another incarnation) resumes identity, log and store — the
     // log was compacted behind a snapshot on the way.
-    assert!(table.contains_key(&b"s".to_vec()));
+    assert!(table.contains_key(&b"s"[..]));
     let mut r = server(1);
     r.incarnation = 99;
     r.use_disk();
