@@ -1,6 +1,7 @@
 //! The `p2pcore` command, driven as a user drives it: real processes on
 //! loopback. The demo and its JSON; two servers and two console peers
-//! exchanging a scripted message; every bad input giving one clear line and
+//! exchanging a scripted message; console peers using the store (reads,
+//! writes, a watch, its mistakes); every bad input giving one clear line and
 //! a non-zero exit; SIGTERM closing within its bound; `/metrics` as
 //! Prometheus text; the network map in a real headless browser (Debian's
 //! `chromium`, which `.ci/run` installs).
@@ -173,6 +174,83 @@ fn two_servers_and_two_console_peers_exchange_a_scripted_message() {
     assert_eq!(seen.last().unwrap().matches(", C").count() + 1, 2, "both IDs listed: {seen:?}");
     bob.close_stdin();
     assert!(bob.wait_exit(LIMIT).success());
+}
+
+#[test]
+fn console_peers_use_the_store_and_watch_it() {
+    let net = Net::new();
+    let (a1, a2, a3, admin) = (free_udp(), free_udp(), free_udp(), free_tcp());
+    let _s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let s2 = net.server("s2", a2, &[a1], None);
+    let s3 = net.server("s3", a3, &[a1], None);
+    let mut bob = net.peer("bob", a1, &[]);
+    let mut alice = net.peer("alice", a1, &[]);
+    bob.expect("joined as bob", LIMIT);
+    alice.expect("joined as alice", LIMIT);
+    // The store answers once the three servers' Raft group leads; until
+    // then a request may time out, so the first write is retried.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        alice.say("kv put room/topic hello world");
+        let seen = alice.expect("room/topic", LIMIT);
+        if seen.last().unwrap().starts_with("put room/topic at revision ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store never answered: {seen:?}");
+    }
+    // A watch from now on, from another peer; reads see the write.
+    bob.say("kv watch room/");
+    let seen = bob.expect("watch 0: changes under room/ from revision", LIMIT);
+    assert!(seen.last().unwrap().contains("`kv unwatch 0` stops it"), "{seen:?}");
+    bob.say("kv get room/topic");
+    let seen = bob.expect("room/topic = hello world", LIMIT);
+    assert!(seen.last().unwrap().contains("(version 1, created at revision"), "{seen:?}");
+    alice.say("kv put room/guest carol");
+    alice.expect("put room/guest at revision", LIMIT);
+    bob.expect("~ watch 0: put room/guest = carol (revision", LIMIT);
+    alice.say("kv get-prefix room/ 1");
+    let seen = alice.expect("1 key(s) under room/ at revision", LIMIT);
+    assert!(seen.last().unwrap().ends_with("more keys match (raise the limit)"), "{seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("room/guest = carol")), "key order: {seen:?}");
+    alice.say("kv del room/topic");
+    alice.expect("deleted room/topic at revision", LIMIT);
+    bob.expect("~ watch 0: delete room/topic (revision", LIMIT);
+    alice.say("kv del room/topic");
+    alice.expect("room/topic: no such key, nothing deleted", LIMIT);
+    alice.say("kv get room/topic");
+    alice.expect("room/topic: no such key (at revision", LIMIT);
+    alice.say("kv del-prefix room/");
+    alice.expect("deleted 1 key(s) under room/ at revision", LIMIT);
+    bob.expect("~ watch 0: delete room/guest", LIMIT);
+    bob.say("kv unwatch 0");
+    bob.expect("stopped watch 0", LIMIT);
+    bob.say("kv unwatch 0");
+    bob.expect("! no live watch has ID 0 (`kv watch` prints the IDs)", LIMIT);
+
+    // Mistakes: one `!` line each, saying what to do.
+    alice.say("kv put room/x");
+    alice.expect("! usage: kv put KEY VALUE", LIMIT);
+    alice.say(&format!("kv get {}", "k".repeat(1025)));
+    let seen = alice.expect(&format!("! kv get {}... (1025 bytes): ", "k".repeat(40)), LIMIT);
+    assert!(
+        seen.last().unwrap().contains("key is 1025 bytes (or items), over the limit of 1024"),
+        "{seen:?}"
+    );
+    alice.say("kv frob");
+    alice.expect("! unknown store command `kv frob`", LIMIT);
+    alice.say("help");
+    alice.expect("kv watch PREFIX [FROM]", LIMIT);
+    // Without a majority of the servers the store cannot answer: the
+    // request times out (5 s) with what to check.
+    drop((s2, s3));
+    alice.say("kv get room/topic");
+    let seen = alice.expect("! kv get room/topic: the cluster's store did not answer in time", LIMIT);
+    assert!(seen.last().unwrap().contains("a majority of the servers must be up"), "{seen:?}");
+    for p in [&mut alice, &mut bob] {
+        p.say("quit");
+        assert!(p.wait_exit(LIMIT).success(), "{}", p.stderr_text());
+    }
 }
 
 /// Runs the command expecting failure: exit code 1, one line on stderr

@@ -88,6 +88,10 @@ impl Drop for Ending {
             let reason = st.ended.get_or_insert_with(|| self.reason.clone()).clone();
             st.watchers = None;
             st.paths.clear();
+            // Dropped slots complete the store futures (`Unavailable`) and
+            // end the watches.
+            st.kv.clear();
+            st.kv_watches.clear();
             (reason, st.inbox.notifiers())
         };
         tracing::debug!(%reason, "p2pcore endpoint ended");
@@ -318,6 +322,27 @@ impl Io {
                 }
             }
             Event::SendReady { .. } => wakes.send_ready = true,
+            Event::KvDone { id, result } => {
+                // No slot: the future was dropped (the event stream still
+                // carries the answer).
+                if let Some(slot) = st.kv.remove(id) {
+                    let _ = slot.send(result.clone());
+                }
+            }
+            Event::KvWatch { id, events } => {
+                if let Some(slot) = st.kv_watches.get(id)
+                    && slot.send(Ok(events.clone())).is_err()
+                {
+                    st.kv_watches.remove(id);
+                }
+            }
+            Event::KvWatchEnded { id, error } => {
+                // The error is the watch's last item; the dropped sender
+                // ends it.
+                if let Some(slot) = st.kv_watches.remove(id) {
+                    let _ = slot.send(Err(error.clone()));
+                }
+            }
             Event::PathChanged { peer, path } => {
                 if let Some(tx) = st.paths.get(peer) {
                     if tx.receiver_count() == 0 {

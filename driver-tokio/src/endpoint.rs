@@ -3,6 +3,7 @@
 
 use crate::driver::{self, Setup};
 use crate::inbox::Inbox;
+use crate::kv::{AnswerSlot, WatchSlot};
 use crate::peer::{PathView, Peer};
 use bytes::Bytes;
 use p2pcore::{
@@ -262,6 +263,10 @@ pub(crate) struct State {
     pub(crate) inbox: Inbox,
     /// Path watchers per peer; removed when the peer goes offline.
     pub(crate) paths: BTreeMap<NodeId, watch::Sender<Option<PathView>>>,
+    /// Store requests a future waits for, by the core's request id.
+    pub(crate) kv: BTreeMap<u64, AnswerSlot>,
+    /// Live [`crate::KvWatch`] handles, by the core's watch id.
+    pub(crate) kv_watches: BTreeMap<u64, WatchSlot>,
     pub(crate) watchers: Option<Watchers>,
     pub(crate) ended: Option<CloseReason>,
     pub(crate) close_requested: bool,
@@ -386,6 +391,8 @@ impl Endpoint {
                 node,
                 inbox,
                 paths: BTreeMap::new(),
+                kv: BTreeMap::new(),
+                kv_watches: BTreeMap::new(),
                 watchers: Some(watchers),
                 ended: None,
                 close_requested: false,
@@ -404,6 +411,12 @@ impl Endpoint {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// The shared state, for handles that must not keep the endpoint
+    /// alive ([`crate::KvWatch`]).
+    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     // ----- identity ------------------------------------------------------
@@ -566,7 +579,7 @@ impl Endpoint {
     /// Watches the Master: the receiver sees every change (the latest, if
     /// several happened since it last looked) and ends with the endpoint.
     pub fn master_watch(&self) -> watch::Receiver<MasterView> {
-        self.watch(|w| &w.master, MasterView::of)
+        self.subscribe(|w| &w.master, MasterView::of)
     }
 
     /// The servers this node knows (see [`Node::servers`]).
@@ -577,7 +590,7 @@ impl Endpoint {
     /// Watches the server list (it changes when a server comes or goes, or
     /// the Master changes).
     pub fn servers_watch(&self) -> watch::Receiver<Vec<ServerInfo>> {
-        self.watch(|w| &w.servers, Node::servers)
+        self.subscribe(|w| &w.servers, Node::servers)
     }
 
     /// Whether a server is connected (see [`Node::network_up`]).
@@ -587,10 +600,10 @@ impl Endpoint {
 
     /// Watches [`Endpoint::network_up`].
     pub fn network_watch(&self) -> watch::Receiver<bool> {
-        self.watch(|w| &w.network, Node::network_up)
+        self.subscribe(|w| &w.network, Node::network_up)
     }
 
-    fn watch<T: Clone>(
+    fn subscribe<T: Clone>(
         &self,
         sender: impl FnOnce(&Watchers) -> &watch::Sender<T>,
         now: impl FnOnce(&Node) -> T,

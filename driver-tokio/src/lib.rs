@@ -30,6 +30,12 @@
 //!   network up/down; [`Endpoint::peers`], [`Endpoint::links`],
 //!   [`Endpoint::stats`] snapshots; [`Endpoint::events`] streams every core
 //!   event in order, with an explicit [`Lagged`] for a slow consumer.
+//! * **The cluster's store** (peers): [`Endpoint::kv`] sends any
+//!   [`KvRequest`] (get, prefix read, put, delete, transaction) and awaits
+//!   its [`KvAnswer`]; [`Endpoint::get`], [`Endpoint::put`] and
+//!   [`Endpoint::delete`] are the shortcuts; [`Endpoint::watch`] gives a
+//!   [`KvWatch`] whose [`KvWatch::next`] yields the changes under a prefix,
+//!   in order and without gaps. Failures are the core's typed [`KvError`].
 //! * **Shutdown**: [`Endpoint::close`] tells connected nodes and returns
 //!   within [`HostConfig::close_timeout`] (in [`EndpointConfig::host`]); [`Endpoint::closed`] resolves
 //!   when the endpoint ends for any reason; dropping every handle closes it
@@ -71,16 +77,19 @@
 mod driver;
 mod endpoint;
 mod inbox;
+mod kv;
 mod peer;
 
 pub use endpoint::{
     CloseReason, DriverStats, Endpoint, EndpointConfig, Error, Events, Lagged, MasterView, Message,
 };
+pub use kv::KvWatch;
 pub use p2pcore_mio::{DataDir, DataDirError, HostConfig, os_seed};
 pub use peer::{PathView, PathWatch, Peer};
 
 // The core's types every user of this crate names.
 pub use p2pcore::{
-    Config, ConnectError, Event, LinkInfo, MasterBasis, NodeId, NodeStats, PathKind, PeerInfo, Reliability,
-    Role, SendError, ServerInfo,
+    CompareOp, Config, ConnectError, Event, KvAnswer, KvCompare, KvEntry, KvError, KvEvent, KvEventKind,
+    KvGuarantee, KvOptions, KvRequest, KvResponse, LinkInfo, MasterBasis, NodeId, NodeStats, PathKind,
+    PeerInfo, Reliability, Role, SendError, ServerInfo,
 };

@@ -1,9 +1,13 @@
 //! The tokio driver over real loopback sockets: three servers on the mio
 //! host (each on its own thread) and tokio peers in one runtime. Every wait
 //! is on an event or a watcher, capped by a generous timeout that only a
-//! real failure hits.
+//! real failure hits. The store: puts, reads, a transaction and a watch
+//! across two peers; a server's requests refused.
 
-use p2pcore::{Config, Identity, NodeId, Reliability, Role};
+use p2pcore::{
+    Config, Identity, KvAnswer, KvCompare, KvError, KvEventKind, KvRequest, KvResponse, MasterBasis, NodeId,
+    Reliability, Role,
+};
 use p2pcore_mio::{Handle, Host, HostConfig};
 use p2pcore_tokio::{CloseReason, Endpoint, EndpointConfig, Error};
 use std::collections::BTreeMap;
@@ -335,4 +339,97 @@ async fn dropping_without_close_tells_the_remote_and_blocks_nothing() {
     for (h, _) in servers {
         let _ = h.close();
     }
+}
+
+/// Waits until `ep` follows a Raft Master: the servers' group is formed,
+/// so the store has a leader and a quorum.
+async fn store_ready(ep: &Endpoint) {
+    let mut master = ep.master_watch();
+    timeout(LIMIT, master.wait_for(|m| m.basis == Some(MasterBasis::Raft)))
+        .await
+        .expect("a Raft Master in time")
+        .expect("endpoint alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_answers_one_peer_what_another_wrote_and_watches_see_it() {
+    let servers = servers();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let a = peer(51, &addrs, |_, _| {}).await;
+    let b = peer(52, &addrs, |_, _| {}).await;
+    for p in [&a, &b] {
+        timeout(LIMIT, p.online()).await.unwrap().unwrap();
+        store_ready(p).await;
+    }
+
+    // A put from one peer, read by the other (linearizable by default).
+    let first = timeout(LIMIT, a.put("room/1", "alice")).await.unwrap().expect("put");
+    let got = timeout(LIMIT, b.get("room/1")).await.unwrap().expect("get").expect("the key exists");
+    assert_eq!((got.value.as_slice(), got.mod_revision, got.version), (&b"alice"[..], first, 1));
+    assert_eq!(timeout(LIMIT, b.get("room/none")).await.unwrap(), Ok(None));
+
+    // A watch from the revision after that put sees the next changes under
+    // its prefix only, in order.
+    let mut watch = b.watch("room/", first + 1).expect("watch");
+    let second = timeout(LIMIT, a.put("room/2", "bob")).await.unwrap().unwrap();
+    timeout(LIMIT, a.put("other/x", "not watched")).await.unwrap().unwrap();
+    assert!(timeout(LIMIT, a.delete("room/1")).await.unwrap().unwrap(), "room/1 existed");
+    assert!(!timeout(LIMIT, a.delete("room/1")).await.unwrap().unwrap(), "and is gone");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let events = timeout(LIMIT, watch.next()).await.expect("changes in time").expect("alive").unwrap();
+        seen.extend(events.into_iter().map(|e| (e.kind, e.entry.key, e.entry.value, e.entry.mod_revision)));
+    }
+    assert_eq!(seen[0], (KvEventKind::Put, b"room/2".to_vec(), b"bob".to_vec(), second));
+    assert_eq!((seen[1].0, seen[1].1.as_slice()), (KvEventKind::Delete, &b"room/1"[..]));
+    assert_eq!(seen[1].3, second + 2, "the put of other/x came between, unseen");
+
+    // Create-if-absent from both peers at once: exactly one wins, and the
+    // loser's failure branch reads the winner's value.
+    let create = |who: &'static str| {
+        KvRequest::txn([KvCompare::missing("lock")], [KvRequest::put("lock", who)], [KvRequest::get("lock")])
+    };
+    let (ra, rb) = tokio::join!(a.kv(create("a")), b.kv(create("b")));
+    let (ra, rb) = (ra.expect("txn a"), rb.expect("txn b"));
+    let won = |r: &KvAnswer| matches!(r.response, KvResponse::Txn { succeeded: true, .. });
+    assert!(won(&ra) != won(&rb), "{ra:?} {rb:?}");
+    let (winner, loser) = if won(&ra) { ("a", &rb) } else { ("b", &ra) };
+    let KvResponse::Txn { responses, .. } = &loser.response else { panic!("{loser:?}") };
+    let KvResponse::Get { entries, .. } = &responses[0] else { panic!("{responses:?}") };
+    assert_eq!(entries[0].value, winner.as_bytes());
+
+    // A prefix read with a limit, through the general request.
+    for i in 0..4 {
+        timeout(LIMIT, b.put(format!("players/{i}"), "x")).await.unwrap().unwrap();
+    }
+    let page = timeout(LIMIT, a.kv(KvRequest::get_prefix("players/").limit(3))).await.unwrap().unwrap();
+    let KvResponse::Get { entries, more } = &page.response else { panic!("{page:?}") };
+    let keys: Vec<&[u8]> = entries.iter().map(|e| e.key.as_slice()).collect();
+    assert_eq!((keys, *more), (vec![&b"players/0"[..], b"players/1", b"players/2"], true));
+
+    // Bounds are typed errors at once; an unwatched watch ends.
+    let big = a.put("k", vec![0u8; p2pcore::MAX_VALUE_LEN + 1]).await;
+    assert!(matches!(big, Err(KvError::TooLarge { what: "value", .. })), "{big:?}");
+    assert_eq!(a.put("", "v").await.map_err(|e| matches!(e, KvError::Invalid(_))), Err(true));
+    watch.unwatch();
+    assert!(watch.next().await.is_none() && watch.is_ended());
+
+    a.close().await;
+    b.close().await;
+    for (h, _) in servers {
+        let _ = h.close();
+    }
+}
+
+#[tokio::test]
+async fn store_requests_from_a_server_are_refused() {
+    let config = Config::new(Identity::from_seed(Role::Server, [53; 32]), "srv", [53; 32]);
+    let ep = Endpoint::bind(EndpointConfig::new(loopback()), config).await.unwrap();
+    assert_eq!(ep.put("k", "v").await, Err(KvError::NotAPeer));
+    assert_eq!(ep.get("k").await, Err(KvError::NotAPeer));
+    assert_eq!(ep.kv(KvRequest::delete_prefix("")).await.map(|_| ()), Err(KvError::NotAPeer));
+    let refused = ep.watch("k", 0);
+    assert!(matches!(refused, Err(KvError::NotAPeer)), "{refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("only a peer"));
+    ep.close().await;
 }

@@ -16,9 +16,10 @@
  *   *count (or *len) holds the room on entry and what was written, or what is
  *   needed, on return; P2P_ERR_BUFFER_TOO_SMALL when it did not fit (nothing
  *   written, nothing lost: call again with more room).
- * - The library owns only what it says it does: p2p_node, p2p_core and
- *   p2p_message objects (free/release them), and p2p_config settings
- *   (p2p_config_clear). Node IDs are 17-byte values, never pointers into it.
+ * - The library owns only what it says it does: p2p_node, p2p_core,
+ *   p2p_message and p2p_kv_list objects (free/release them), and p2p_config
+ *   settings (p2p_config_clear). Node IDs are 17-byte values, never pointers
+ *   into it.
  * - Threads: each function says which threads may call it. No callback ever
  *   runs on a thread of the library's: the log callback runs inside
  *   p2p_node_service / p2p_poll_events / p2p_core_poll_events only.
@@ -98,11 +99,52 @@
 // holds it and must be released with `p2p_message_release`.
 #define P2P_EVENT_MESSAGE 16
 
+// A store request (`p2p_kv_*`) finished; every request id gets exactly one
+// (unless the node is closed first). `first`: the request id; `code`: the
+// result, `P2P_OK` or a `P2P_ERR_KV_*` code, as a `p2p_result` stored in
+// the unsigned field (read it as `(p2p_result)ev.code`), with `text`
+// saying what went wrong; `last`: the store's revision the answer was
+// taken at (for a write, the revision it created); `count`: the entries
+// in `kv` (reads; a cas that failed: the key's current entry, if any) or
+// the keys removed (deletes); `flags`: `P2P_EVENT_FLAG_KV_SUCCEEDED` (a
+// cas made its put), `P2P_EVENT_FLAG_KV_MORE` (a read was cut by its
+// limit); `kv`: the entries, now the caller's (`p2p_kv_list_free`), or
+// NULL when there are none.
+#define P2P_EVENT_KV_DONE 17
+
+// Changes under a watched prefix (`p2p_kv_watch`), oldest first, each
+// once, with no gaps: `first`: the watch id; `count`: changes in `kv`
+// (each entry's `kind` says put or delete, its `mod_revision` is the
+// change's revision); `last`: the newest change's revision; `kv`: the
+// caller's (`p2p_kv_list_free`).
+#define P2P_EVENT_KV_WATCH 18
+
+// A watch ended by itself: `first`: the watch id; `code`: why, as in
+// `P2P_EVENT_KV_DONE` (`P2P_ERR_KV_COMPACTED`: its start is no longer
+// kept, `last` is the oldest revision that is); `text`.
+#define P2P_EVENT_KV_WATCH_ENDED 19
+
 // `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
 #define P2P_EVENT_FLAG_HAS_ID 1
 
 // `p2p_event.flags`: the remote refused this node (`P2P_EVENT_REFUSED`).
 #define P2P_EVENT_FLAG_BY_REMOTE 2
+
+// `p2p_event.flags`: a cas found what it expected and made its put
+// (`P2P_EVENT_KV_DONE`).
+#define P2P_EVENT_FLAG_KV_SUCCEEDED 4
+
+// `p2p_event.flags`: more keys matched than the read returned (its limit,
+// or 1 MiB of answer) (`P2P_EVENT_KV_DONE`).
+#define P2P_EVENT_FLAG_KV_MORE 8
+
+// `p2p_kv_entry.kind`: the key as it is (reads), or a put that created or
+// changed it (watches).
+#define P2P_KV_PUT 0
+
+// `p2p_kv_entry.kind`: the key was deleted (watches; `value` is empty,
+// `create_revision` and `version` are 0).
+#define P2P_KV_DELETE 1
 
 // Reliable: exactly once, in order within its channel.
 #define P2P_RELIABLE 0
@@ -133,6 +175,12 @@
 
 // The Raft leader of three or more servers: the only partition-safe basis.
 #define P2P_MASTER_RAFT 3
+
+// Longest store key, in bytes.
+#define P2P_KV_MAX_KEY_LEN 1024
+
+// Longest store value, in bytes.
+#define P2P_KV_MAX_VALUE_LEN (32 * 1024)
 
 // No logging (the default).
 #define P2P_LOG_OFF 0
@@ -336,9 +384,44 @@ typedef struct p2p_message {
   struct p2p_node_id from;
 } p2p_message;
 
+// One key of the store, as a read answered it or a watch reported it.
+// Part of a `p2p_kv_list`: its bytes stay valid until the list is freed.
+// 56 bytes on 64-bit platforms, 48 on 32-bit ones.
+typedef struct p2p_kv_entry {
+  // The revision that created the key (0 for a delete).
+  uint64_t create_revision;
+  // The revision that last changed it (a watch's change: its revision).
+  uint64_t mod_revision;
+  // Writes since it was created, 1 after the first (0 for a delete).
+  uint64_t version;
+  // The key (`key_len` bytes, not NUL-terminated; NULL when empty).
+  const uint8_t *key;
+  // The value (`value_len` bytes; NULL when empty).
+  const uint8_t *value;
+  // Bytes in `key` (at most `P2P_KV_MAX_KEY_LEN`).
+  uint32_t key_len;
+  // Bytes in `value` (at most `P2P_KV_MAX_VALUE_LEN`).
+  uint32_t value_len;
+  // `P2P_KV_PUT` or `P2P_KV_DELETE`.
+  uint8_t kind;
+  // Padding; zero.
+  uint8_t reserved[7];
+} p2p_kv_entry;
+
+// Entries of the store a `P2P_EVENT_KV_DONE` or `P2P_EVENT_KV_WATCH`
+// handed over: the caller's until `p2p_kv_list_free`, from any thread.
+typedef struct p2p_kv_list {
+  // `count` entries, in key order (reads) or revision order (watches).
+  const struct p2p_kv_entry *entries;
+  // Entries in `entries`.
+  uint32_t count;
+  // Padding; zero.
+  uint32_t reserved;
+} p2p_kv_list;
+
 // One event. Which fields mean something depends on `kind` (see the
-// `P2P_EVENT_*` constants); the others are zero. 328 bytes on 64-bit
-// platforms, 324 on 32-bit ones; only `message` differs.
+// `P2P_EVENT_*` constants); the others are zero. 336 bytes on 64-bit
+// platforms, 328 on 32-bit ones; only the two pointers differ.
 typedef struct p2p_event {
   // `P2P_EVENT_*`.
   uint32_t kind;
@@ -378,6 +461,10 @@ typedef struct p2p_event {
   // `P2P_EVENT_MESSAGE`: the message, now the caller's: release it with
   // `p2p_message_release` (from any thread). NULL otherwise.
   struct p2p_message *message;
+  // `P2P_EVENT_KV_DONE` (with entries) and `P2P_EVENT_KV_WATCH`: the
+  // entries, now the caller's: free them with `p2p_kv_list_free` (from
+  // any thread). NULL otherwise.
+  struct p2p_kv_list *kv;
 } p2p_event;
 
 // A log callback: `level` is `P2P_LOG_*`, `target` the Rust module that
@@ -597,6 +684,38 @@ typedef int64_t p2p_waitable;
 // Not available on this platform (e.g. a waitable descriptor on Windows).
 #define P2P_ERR_UNSUPPORTED -19
 
+// Store: no answer within the request's timeout (5 s): no server, Raft
+// leader or quorum was reachable. A write may or may not have been
+// applied; retry later (a majority of the servers must be up).
+#define P2P_ERR_KV_UNAVAILABLE -20
+
+// Store: a key (over `P2P_KV_MAX_KEY_LEN`), value (over
+// `P2P_KV_MAX_VALUE_LEN`) or the whole request is over a bound; the last
+// error or the event's `text` names which and the limit.
+#define P2P_ERR_KV_TOO_LARGE -21
+
+// Store: the request is malformed (an empty key for a put, say).
+#define P2P_ERR_KV_INVALID -22
+
+// Store: the write would take the store over its size bound; delete keys
+// first.
+#define P2P_ERR_KV_STORE_FULL -23
+
+// Store: only peers use the store; this node is a server.
+#define P2P_ERR_KV_NOT_A_PEER -24
+
+// Store: too many requests (64) or watches of this node are waiting;
+// wait for answers (`P2P_EVENT_KV_DONE`) or unwatch first.
+#define P2P_ERR_KV_TOO_MANY -25
+
+// Store: a retried request whose answer the store no longer keeps.
+#define P2P_ERR_KV_STALE -26
+
+// Store: a watch asked for changes older than the store keeps
+// (`P2P_EVENT_KV_WATCH_ENDED`, its `last` the oldest revision kept): read
+// the current state and watch from its revision + 1.
+#define P2P_ERR_KV_COMPACTED -27
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -807,6 +926,116 @@ p2p_result p2p_core_stats(struct p2p_core *core, struct p2p_stats *out);
 // Thread safety: any thread, also after the node that produced it was
 // freed.
 void p2p_message_release(struct p2p_message *message);
+
+// Frees the entries taken from a `P2P_EVENT_KV_DONE` or
+// `P2P_EVENT_KV_WATCH` event (their keys and values are invalid
+// afterwards). NULL is fine; freeing twice is not.
+//
+// Thread safety: any thread, also after the node that produced it was
+// freed.
+void p2p_kv_list_free(struct p2p_kv_list *list);
+
+// Reads one key (`key_len` bytes at `key`; copied). Returns the request
+// id (0 or more), answered by a `P2P_EVENT_KV_DONE` with that id in
+// `first`: `count` 1 and the entry in `kv` when the key exists, `count` 0
+// and `kv` NULL when it does not. Reads are linearizable: they see every
+// write that completed before. The store answers within 5 s or fails with
+// `P2P_ERR_KV_UNAVAILABLE` (no quorum of servers reachable).
+//
+// Errors at once: `P2P_ERR_KV_NOT_A_PEER` (servers do not use the store),
+// `P2P_ERR_KV_TOO_LARGE` (a key over `P2P_KV_MAX_KEY_LEN`),
+// `P2P_ERR_KV_TOO_MANY` (64 requests waiting), `P2P_ERR_CLOSED`,
+// `P2P_ERR_INVALID_ARGUMENT`.
+//
+// Hosted mode: the request leaves at the next `p2p_node_service`. Thread
+// safety: as `p2p_poll_events`.
+int64_t p2p_kv_get(struct p2p_node *node, const uint8_t *key, uint32_t key_len);
+
+// Reads every key that starts with `prefix` (`prefix_len` bytes; 0: the
+// whole store), in key order, at most `limit` of them (0: no limit; an
+// answer also stops at 1 MiB). Answered as `p2p_kv_get`: `count` entries
+// in `kv`, and `flags & P2P_EVENT_FLAG_KV_MORE` when more keys matched.
+// Errors as `p2p_kv_get`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_get_prefix(struct p2p_node *node,
+                          const uint8_t *prefix,
+                          uint32_t prefix_len,
+                          uint32_t limit);
+
+// Writes `value` (`value_len` bytes, at most `P2P_KV_MAX_VALUE_LEN`)
+// under `key` (1 to `P2P_KV_MAX_KEY_LEN` bytes), creating or replacing
+// it; both are copied. Returns the request id; its `P2P_EVENT_KV_DONE`
+// has the revision the write created in `last`. A write is applied at
+// most once, even when it is retried through another server; after
+// `P2P_ERR_KV_UNAVAILABLE` it may or may not have been. Errors at once as
+// `p2p_kv_get`, and `P2P_ERR_KV_INVALID` for an empty key; later also
+// `P2P_ERR_KV_STORE_FULL`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_put(struct p2p_node *node,
+                   const uint8_t *key,
+                   uint32_t key_len,
+                   const uint8_t *value,
+                   uint32_t value_len);
+
+// Deletes one key. Returns the request id; its `P2P_EVENT_KV_DONE` has
+// the keys removed (0 or 1) in `count`. Errors as `p2p_kv_get`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_delete(struct p2p_node *node, const uint8_t *key, uint32_t key_len);
+
+// Deletes every key that starts with `prefix` (`prefix_len` 0: the whole
+// store). Answered as `p2p_kv_delete` (`count`: keys removed). Errors as
+// `p2p_kv_get`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_delete_prefix(struct p2p_node *node, const uint8_t *prefix, uint32_t prefix_len);
+
+// Compare-and-set, atomically: writes `value` under `key` if the key's
+// value is now exactly the `expect_len` bytes at `expect`, or, when
+// `expect` is NULL, if the key does not exist (create-if-absent: a lock,
+// a claim, a unique name). Returns the request id; in its
+// `P2P_EVENT_KV_DONE`, `flags & P2P_EVENT_FLAG_KV_SUCCEEDED` says whether
+// the write was made (then `last` is its revision); when it was not,
+// `kv` holds the key's current entry (`count` 1), or is NULL if the key
+// does not exist, so the caller can retry from what is there. Errors as
+// `p2p_kv_put`, and `P2P_ERR_INVALID_ARGUMENT` for a NULL `expect` with a
+// non-zero `expect_len`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_cas(struct p2p_node *node,
+                   const uint8_t *key,
+                   uint32_t key_len,
+                   const uint8_t *expect,
+                   uint32_t expect_len,
+                   const uint8_t *value,
+                   uint32_t value_len);
+
+// Watches every key that starts with `prefix` (`prefix_len` 0: all),
+// from store revision `from_revision` on (0: from the next change; to
+// miss nothing after a read, pass its revision + 1). Returns the watch id
+// (0 or more; its own numbering, apart from request ids): the changes
+// come as `P2P_EVENT_KV_WATCH` events with that id in `first`, in order,
+// each once, also across the loss of the server serving it, until
+// `p2p_kv_unwatch` or a `P2P_EVENT_KV_WATCH_ENDED`. Errors at once:
+// `P2P_ERR_KV_NOT_A_PEER`, `P2P_ERR_KV_TOO_LARGE` (a prefix over
+// `P2P_KV_MAX_KEY_LEN`), `P2P_ERR_KV_TOO_MANY`, `P2P_ERR_CLOSED`,
+// `P2P_ERR_INVALID_ARGUMENT`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_watch(struct p2p_node *node,
+                     const uint8_t *prefix,
+                     uint32_t prefix_len,
+                     uint64_t from_revision);
+
+// Stops watch `watch_id`: no `P2P_EVENT_KV_WATCH` for it is produced
+// after this returns (events already waiting for `p2p_poll_events` are
+// still handed out). Returns `P2P_OK`, `P2P_ERR_NOT_FOUND` (no such live
+// watch: never made, already stopped, or ended), `P2P_ERR_CLOSED`.
+//
+// Thread safety: as `p2p_poll_events`.
+p2p_result p2p_kv_unwatch(struct p2p_node *node, uint64_t watch_id);
 
 // Creates a node in hosted mode: binds its UDP socket (`cfg->bind`) and
 // starts contacting `cfg->bootstrap`. Drive it with `p2p_node_service`

@@ -1,11 +1,12 @@
-//! `p2p_event` and `p2p_message`: the core's events as flat, blittable
-//! structures (no unions, no pointers but the owned message), so Unity's
-//! P/Invoke, Python's ctypes and C all read them the same way.
+//! `p2p_event`, `p2p_message` and `p2p_kv_list`: the core's events as
+//! flat, blittable structures (no unions, no pointers but the two owned
+//! payloads), so Unity's P/Invoke, Python's ctypes and C all read them the
+//! same way.
 
-use crate::result::call_void;
+use crate::result::{P2P_OK, call_void, kv_code};
 use crate::types::{name_field, p2p_addr, p2p_node_id};
 use bytes::Bytes;
-use p2pcore::{Event, MasterBasis, PathKind, Reliability};
+use p2pcore::{Event, KvEntry, KvError, KvEventKind, KvResponse, MasterBasis, PathKind, Reliability};
 use std::ffi::c_char;
 
 /// An event kind this header does not know (a newer library): skip it.
@@ -51,11 +52,46 @@ pub const P2P_EVENT_SEND_READY: u32 = 15;
 /// A message arrived from `id` on `channel` with `reliability`: `message`
 /// holds it and must be released with `p2p_message_release`.
 pub const P2P_EVENT_MESSAGE: u32 = 16;
+/// A store request (`p2p_kv_*`) finished; every request id gets exactly one
+/// (unless the node is closed first). `first`: the request id; `code`: the
+/// result, `P2P_OK` or a `P2P_ERR_KV_*` code, as a `p2p_result` stored in
+/// the unsigned field (read it as `(p2p_result)ev.code`), with `text`
+/// saying what went wrong; `last`: the store's revision the answer was
+/// taken at (for a write, the revision it created); `count`: the entries
+/// in `kv` (reads; a cas that failed: the key's current entry, if any) or
+/// the keys removed (deletes); `flags`: `P2P_EVENT_FLAG_KV_SUCCEEDED` (a
+/// cas made its put), `P2P_EVENT_FLAG_KV_MORE` (a read was cut by its
+/// limit); `kv`: the entries, now the caller's (`p2p_kv_list_free`), or
+/// NULL when there are none.
+pub const P2P_EVENT_KV_DONE: u32 = 17;
+/// Changes under a watched prefix (`p2p_kv_watch`), oldest first, each
+/// once, with no gaps: `first`: the watch id; `count`: changes in `kv`
+/// (each entry's `kind` says put or delete, its `mod_revision` is the
+/// change's revision); `last`: the newest change's revision; `kv`: the
+/// caller's (`p2p_kv_list_free`).
+pub const P2P_EVENT_KV_WATCH: u32 = 18;
+/// A watch ended by itself: `first`: the watch id; `code`: why, as in
+/// `P2P_EVENT_KV_DONE` (`P2P_ERR_KV_COMPACTED`: its start is no longer
+/// kept, `last` is the oldest revision that is); `text`.
+pub const P2P_EVENT_KV_WATCH_ENDED: u32 = 19;
 
 /// `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
 pub const P2P_EVENT_FLAG_HAS_ID: u8 = 1;
 /// `p2p_event.flags`: the remote refused this node (`P2P_EVENT_REFUSED`).
 pub const P2P_EVENT_FLAG_BY_REMOTE: u8 = 2;
+/// `p2p_event.flags`: a cas found what it expected and made its put
+/// (`P2P_EVENT_KV_DONE`).
+pub const P2P_EVENT_FLAG_KV_SUCCEEDED: u8 = 4;
+/// `p2p_event.flags`: more keys matched than the read returned (its limit,
+/// or 1 MiB of answer) (`P2P_EVENT_KV_DONE`).
+pub const P2P_EVENT_FLAG_KV_MORE: u8 = 8;
+
+/// `p2p_kv_entry.kind`: the key as it is (reads), or a put that created or
+/// changed it (watches).
+pub const P2P_KV_PUT: u8 = 0;
+/// `p2p_kv_entry.kind`: the key was deleted (watches; `value` is empty,
+/// `create_revision` and `version` are 0).
+pub const P2P_KV_DELETE: u8 = 1;
 
 /// Reliable: exactly once, in order within its channel.
 pub const P2P_RELIABLE: u8 = 0;
@@ -105,9 +141,91 @@ struct OwnedMessage {
     bytes: Bytes,
 }
 
+/// One key of the store, as a read answered it or a watch reported it.
+/// Part of a `p2p_kv_list`: its bytes stay valid until the list is freed.
+/// 56 bytes on 64-bit platforms, 48 on 32-bit ones.
+#[repr(C)]
+#[derive(Debug)]
+pub struct p2p_kv_entry {
+    /// The revision that created the key (0 for a delete).
+    pub create_revision: u64,
+    /// The revision that last changed it (a watch's change: its revision).
+    pub mod_revision: u64,
+    /// Writes since it was created, 1 after the first (0 for a delete).
+    pub version: u64,
+    /// The key (`key_len` bytes, not NUL-terminated; NULL when empty).
+    pub key: *const u8,
+    /// The value (`value_len` bytes; NULL when empty).
+    pub value: *const u8,
+    /// Bytes in `key` (at most `P2P_KV_MAX_KEY_LEN`).
+    pub key_len: u32,
+    /// Bytes in `value` (at most `P2P_KV_MAX_VALUE_LEN`).
+    pub value_len: u32,
+    /// `P2P_KV_PUT` or `P2P_KV_DELETE`.
+    pub kind: u8,
+    /// Padding; zero.
+    pub reserved: [u8; 7],
+}
+
+/// Entries of the store a `P2P_EVENT_KV_DONE` or `P2P_EVENT_KV_WATCH`
+/// handed over: the caller's until `p2p_kv_list_free`, from any thread.
+#[repr(C)]
+#[derive(Debug)]
+pub struct p2p_kv_list {
+    /// `count` entries, in key order (reads) or revision order (watches).
+    pub entries: *const p2p_kv_entry,
+    /// Entries in `entries`.
+    pub count: u32,
+    /// Padding; zero.
+    pub reserved: u32,
+}
+
+/// The library's allocation behind a `p2p_kv_list *`: the public header
+/// first, then what its pointers point into.
+#[repr(C)]
+struct OwnedKvList {
+    header: p2p_kv_list,
+    entries: Vec<p2p_kv_entry>,
+    /// The keys and values the entries point into (their heap buffers do
+    /// not move with the vector).
+    data: Vec<KvEntry>,
+}
+
+/// A list of `entries` (with their kinds) the caller now owns; NULL for
+/// none.
+fn kv_list(items: Vec<(KvEntry, u8)>) -> *mut p2p_kv_list {
+    if items.is_empty() {
+        return std::ptr::null_mut();
+    }
+    let ptr = |b: &[u8]| if b.is_empty() { std::ptr::null() } else { b.as_ptr() };
+    // Keys are at most 1 KiB and values 32 KiB: far below 4 GiB.
+    let len = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX);
+    let entries: Vec<p2p_kv_entry> = items
+        .iter()
+        .map(|(e, kind)| p2p_kv_entry {
+            create_revision: e.create_revision,
+            mod_revision: e.mod_revision,
+            version: e.version,
+            key: ptr(&e.key),
+            value: ptr(&e.value),
+            key_len: len(&e.key),
+            value_len: len(&e.value),
+            kind: *kind,
+            reserved: [0; 7],
+        })
+        .collect();
+    let header = p2p_kv_list {
+        entries: entries.as_ptr(),
+        count: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+        reserved: 0,
+    };
+    let data = items.into_iter().map(|(e, _)| e).collect();
+    Box::into_raw(Box::new(OwnedKvList { header, entries, data })).cast::<p2p_kv_list>()
+}
+
 /// One event. Which fields mean something depends on `kind` (see the
-/// `P2P_EVENT_*` constants); the others are zero. 328 bytes on 64-bit
-/// platforms, 324 on 32-bit ones; only `message` differs.
+/// `P2P_EVENT_*` constants); the others are zero. 336 bytes on 64-bit
+/// platforms, 328 on 32-bit ones; only the two pointers differ.
 #[repr(C)]
 #[derive(Debug)]
 pub struct p2p_event {
@@ -149,6 +267,10 @@ pub struct p2p_event {
     /// `P2P_EVENT_MESSAGE`: the message, now the caller's: release it with
     /// `p2p_message_release` (from any thread). NULL otherwise.
     pub message: *mut p2p_message,
+    /// `P2P_EVENT_KV_DONE` (with entries) and `P2P_EVENT_KV_WATCH`: the
+    /// entries, now the caller's: free them with `p2p_kv_list_free` (from
+    /// any thread). NULL otherwise.
+    pub kv: *mut p2p_kv_list,
 }
 
 impl p2p_event {
@@ -170,6 +292,7 @@ impl p2p_event {
             name: [0; 68],
             text: [0; 160],
             message: std::ptr::null_mut(),
+            kv: std::ptr::null_mut(),
         }
     }
 }
@@ -302,12 +425,84 @@ pub(crate) fn to_c(event: Event) -> p2p_event {
             e.id = to.into();
             e
         }
+        Event::KvDone { id, result } => {
+            let mut e = p2p_event::empty(P2P_EVENT_KV_DONE);
+            e.first = id;
+            match result {
+                Ok(answer) => {
+                    e.code = P2P_OK as u32;
+                    e.last = answer.revision;
+                    let mut entries = Vec::new();
+                    kv_response(&mut e, answer.response, &mut entries);
+                    if !entries.is_empty() {
+                        e.count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                        e.kv = kv_list(entries.into_iter().map(|entry| (entry, P2P_KV_PUT)).collect());
+                    }
+                }
+                Err(error) => kv_failure(&mut e, &error),
+            }
+            e
+        }
+        Event::KvWatch { id, events } => {
+            let mut e = p2p_event::empty(P2P_EVENT_KV_WATCH);
+            e.first = id;
+            e.last = events.iter().map(|c| c.entry.mod_revision).max().unwrap_or(0);
+            e.count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            let items = events
+                .into_iter()
+                .map(|c| {
+                    let kind = if c.kind == KvEventKind::Delete { P2P_KV_DELETE } else { P2P_KV_PUT };
+                    (c.entry, kind)
+                })
+                .collect();
+            e.kv = kv_list(items);
+            e
+        }
+        Event::KvWatchEnded { id, error } => {
+            let mut e = p2p_event::empty(P2P_EVENT_KV_WATCH_ENDED);
+            e.first = id;
+            kv_failure(&mut e, &error);
+            e
+        }
         other => {
             let mut e = p2p_event::empty(P2P_EVENT_UNKNOWN);
             e.text = name_field(&format!("{other:?}"));
             e
         }
     }
+}
+
+/// A store answer's fields: the counts and flags, and the entries of its
+/// reads (a transaction's too: a cas that failed reads the key).
+fn kv_response(e: &mut p2p_event, response: KvResponse, entries: &mut Vec<KvEntry>) {
+    match response {
+        KvResponse::Get { entries: got, more } => {
+            entries.extend(got);
+            if more {
+                e.flags |= P2P_EVENT_FLAG_KV_MORE;
+            }
+        }
+        KvResponse::Delete { deleted } => e.count = u32::try_from(deleted).unwrap_or(u32::MAX),
+        KvResponse::Txn { succeeded, responses } => {
+            if succeeded {
+                e.flags |= P2P_EVENT_FLAG_KV_SUCCEEDED;
+            }
+            for r in responses {
+                kv_response(e, r, entries);
+            }
+        }
+        // A put, or an answer this library version does not name.
+        _ => {}
+    }
+}
+
+fn kv_failure(e: &mut p2p_event, error: &KvError) {
+    // The negative result code, kept bit for bit in the unsigned field.
+    e.code = kv_code(error) as u32;
+    if let KvError::Compacted { oldest } = error {
+        e.last = *oldest;
+    }
+    e.text = name_field(&error.to_string());
 }
 
 fn named(kind: u32, id: p2p_node_id, name: &str) -> p2p_event {
@@ -333,6 +528,23 @@ pub unsafe extern "C" fn p2p_message_release(message: *mut p2p_message) {
     })
 }
 
+/// Frees the entries taken from a `P2P_EVENT_KV_DONE` or
+/// `P2P_EVENT_KV_WATCH` event (their keys and values are invalid
+/// afterwards). NULL is fine; freeing twice is not.
+///
+/// Thread safety: any thread, also after the node that produced it was
+/// freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn p2p_kv_list_free(list: *mut p2p_kv_list) {
+    call_void(|| {
+        if !list.is_null() {
+            // SAFETY: every `p2p_kv_list *` the library hands out is a
+            // boxed `OwnedKvList` (header first), freed once.
+            drop(unsafe { Box::from_raw(list.cast::<OwnedKvList>()) });
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,7 +558,11 @@ mod tests {
         assert_eq!(std::mem::offset_of!(p2p_event, text), 160);
         assert_eq!(std::mem::offset_of!(p2p_event, message), 320);
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<p2p_event>(), 328);
+        assert_eq!(std::mem::size_of::<p2p_event>(), 336);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<p2p_kv_entry>(), 56);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<p2p_kv_list>(), 16);
         assert_eq!(std::mem::size_of::<p2p_addr>(), 24);
         assert_eq!(std::mem::size_of::<p2p_node_id>(), 17);
     }
@@ -366,5 +582,49 @@ mod tests {
         unsafe { p2p_message_release(e.message) };
         // SAFETY: NULL is fine.
         unsafe { p2p_message_release(std::ptr::null_mut()) };
+    }
+
+    #[test]
+    fn a_store_failure_carries_its_code_and_text() {
+        let e = to_c(Event::KvDone { id: 7, result: Err(KvError::Unavailable) });
+        assert_eq!((e.kind, e.first, e.code as i32), (P2P_EVENT_KV_DONE, 7, crate::P2P_ERR_KV_UNAVAILABLE));
+        assert!(e.kv.is_null());
+        // SAFETY: NUL-terminated by name_field.
+        let text = unsafe { std::ffi::CStr::from_ptr(e.text.as_ptr()) }.to_str().unwrap();
+        assert!(text.contains("did not answer in time"), "{text}");
+        let e = to_c(Event::KvWatchEnded { id: 3, error: KvError::Compacted { oldest: 42 } });
+        assert_eq!(
+            (e.kind, e.first, e.code as i32, e.last),
+            (P2P_EVENT_KV_WATCH_ENDED, 3, crate::P2P_ERR_KV_COMPACTED, 42)
+        );
+    }
+
+    #[test]
+    fn a_kv_list_points_into_what_it_owns() {
+        let entry = |k: &str, v: &str, rev| KvEntry {
+            key: k.into(),
+            value: v.into(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+        };
+        assert!(kv_list(Vec::new()).is_null());
+        let list = kv_list(vec![(entry("a", "x", 1), P2P_KV_PUT), (entry("b", "", 2), P2P_KV_DELETE)]);
+        // SAFETY: a live list from kv_list with `count` entries.
+        let l = unsafe { &*list };
+        let entries = unsafe { std::slice::from_raw_parts(l.entries, l.count as usize) };
+        // SAFETY: each key and value is `*_len` bytes in the list's allocation.
+        let bytes = |p: *const u8, n: u32| unsafe { std::slice::from_raw_parts(p, n as usize) }.to_vec();
+        assert_eq!(bytes(entries[0].key, entries[0].key_len), b"a");
+        assert_eq!(bytes(entries[0].value, entries[0].value_len), b"x");
+        assert_eq!(
+            (entries[1].kind, entries[1].mod_revision, entries[1].value),
+            (P2P_KV_DELETE, 2, std::ptr::null())
+        );
+        // SAFETY: freed once; NULL is fine.
+        unsafe {
+            p2p_kv_list_free(list);
+            p2p_kv_list_free(std::ptr::null_mut());
+        }
     }
 }

@@ -16,6 +16,11 @@
 //!   `p2p_event` structures; received messages are owned `p2p_message *`
 //!   released with `p2p_message_release` from any thread. An optional log
 //!   callback per node runs only inside the service and poll calls.
+//! * **The cluster's store** (peers): `p2p_kv_get`, `p2p_kv_get_prefix`,
+//!   `p2p_kv_put`, `p2p_kv_delete`, `p2p_kv_delete_prefix` and `p2p_kv_cas`
+//!   return a request id at once; the answer is a `P2P_EVENT_KV_DONE` with
+//!   that id, its entries an owned `p2p_kv_list *` (`p2p_kv_list_free`).
+//!   `p2p_kv_watch` streams changes as `P2P_EVENT_KV_WATCH` events.
 //! * **Safety at the boundary**: every exported function catches panics
 //!   (`P2P_ERR_PANIC`, never an unwind into C), checks its pointers and
 //!   lengths, and leaves a per-thread message for `p2p_last_error`. Node IDs
@@ -43,6 +48,7 @@
 mod config;
 mod core;
 mod event;
+mod kv;
 mod log;
 mod node;
 mod query;
@@ -57,6 +63,10 @@ pub use core::{
     p2p_core_servers, p2p_core_set_local_addrs, p2p_core_set_log, p2p_core_stats, p2p_transmit,
 };
 pub use event::*;
+pub use kv::{
+    P2P_KV_MAX_KEY_LEN, P2P_KV_MAX_VALUE_LEN, p2p_kv_cas, p2p_kv_delete, p2p_kv_delete_prefix, p2p_kv_get,
+    p2p_kv_get_prefix, p2p_kv_put, p2p_kv_unwatch, p2p_kv_watch,
+};
 pub use log::{
     P2P_LOG_DEBUG, P2P_LOG_ERROR, P2P_LOG_INFO, P2P_LOG_OFF, P2P_LOG_TRACE, P2P_LOG_WARN, p2p_log_fn,
 };

@@ -137,6 +137,30 @@ impl p2p_node {
     }
 }
 
+impl p2p_node {
+    /// Runs a command on the node itself (hosted mode: here, under the
+    /// lock, going out at the next `p2p_node_service`; thread mode: on the
+    /// network thread, going out within its turn). `P2P_ERR_CLOSED` once
+    /// the node is closed.
+    pub(crate) fn command<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        match self.side()? {
+            Side::Hosted(mut g) => {
+                let host = g.as_mut().ok_or_else(Error::closed)?;
+                if host.is_closed() {
+                    return Err(Error::closed());
+                }
+                Ok(f(host.node_mut(), Instant::now()))
+            }
+            Side::Thread(t) => Ok(t.handle.with(move |h| {
+                if h.is_closed() { Err(Error::closed()) } else { Ok(f(h.node_mut(), Instant::now())) }
+            })??),
+        }
+    }
+}
+
 impl query::Source for p2p_node {
     fn query<R: Send + 'static>(
         &self,
@@ -163,7 +187,7 @@ fn poisoned() -> Error {
 ///
 /// # Safety
 /// `node` is NULL or a live pointer from `p2p_node_create`.
-unsafe fn node_arg<'a>(node: *const p2p_node) -> Result<&'a p2p_node, Error> {
+pub(crate) unsafe fn node_arg<'a>(node: *const p2p_node) -> Result<&'a p2p_node, Error> {
     // SAFETY: the caller's promise.
     unsafe { arg(node, "node") }
 }

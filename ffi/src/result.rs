@@ -1,7 +1,7 @@
 //! Result codes, the per-thread last error, and the panic boundary every
 //! exported function goes through.
 
-use p2pcore::{ConfigError, ConnectError, SendError};
+use p2pcore::{ConfigError, ConnectError, KvError, SendError};
 use p2pcore_mio::{DataDirError, HandleError, HostError};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
@@ -62,6 +62,30 @@ pub const P2P_ERR_UNKNOWN_PEER: p2p_result = -17;
 pub const P2P_ERR_CONNECT: p2p_result = -18;
 /// Not available on this platform (e.g. a waitable descriptor on Windows).
 pub const P2P_ERR_UNSUPPORTED: p2p_result = -19;
+/// Store: no answer within the request's timeout (5 s): no server, Raft
+/// leader or quorum was reachable. A write may or may not have been
+/// applied; retry later (a majority of the servers must be up).
+pub const P2P_ERR_KV_UNAVAILABLE: p2p_result = -20;
+/// Store: a key (over `P2P_KV_MAX_KEY_LEN`), value (over
+/// `P2P_KV_MAX_VALUE_LEN`) or the whole request is over a bound; the last
+/// error or the event's `text` names which and the limit.
+pub const P2P_ERR_KV_TOO_LARGE: p2p_result = -21;
+/// Store: the request is malformed (an empty key for a put, say).
+pub const P2P_ERR_KV_INVALID: p2p_result = -22;
+/// Store: the write would take the store over its size bound; delete keys
+/// first.
+pub const P2P_ERR_KV_STORE_FULL: p2p_result = -23;
+/// Store: only peers use the store; this node is a server.
+pub const P2P_ERR_KV_NOT_A_PEER: p2p_result = -24;
+/// Store: too many requests (64) or watches of this node are waiting;
+/// wait for answers (`P2P_EVENT_KV_DONE`) or unwatch first.
+pub const P2P_ERR_KV_TOO_MANY: p2p_result = -25;
+/// Store: a retried request whose answer the store no longer keeps.
+pub const P2P_ERR_KV_STALE: p2p_result = -26;
+/// Store: a watch asked for changes older than the store keeps
+/// (`P2P_EVENT_KV_WATCH_ENDED`, its `last` the oldest revision kept): read
+/// the current state and watch from its revision + 1.
+pub const P2P_ERR_KV_COMPACTED: p2p_result = -27;
 
 /// An error on its way to the caller: a code and the message
 /// `p2p_last_error` will return.
@@ -99,6 +123,29 @@ impl From<SendError> for Error {
             _ => P2P_ERR_INVALID_ARGUMENT,
         };
         Self::new(code, e.to_string())
+    }
+}
+
+/// The result code of a store failure (the request functions return it;
+/// `P2P_EVENT_KV_DONE` and `P2P_EVENT_KV_WATCH_ENDED` carry it in `code`).
+pub(crate) fn kv_code(e: &KvError) -> p2p_result {
+    match e {
+        KvError::Unavailable => P2P_ERR_KV_UNAVAILABLE,
+        KvError::TooLarge { .. } => P2P_ERR_KV_TOO_LARGE,
+        KvError::Invalid(_) => P2P_ERR_KV_INVALID,
+        KvError::StoreFull { .. } => P2P_ERR_KV_STORE_FULL,
+        KvError::NotAPeer => P2P_ERR_KV_NOT_A_PEER,
+        KvError::TooManyInFlight(_) => P2P_ERR_KV_TOO_MANY,
+        KvError::Stale => P2P_ERR_KV_STALE,
+        KvError::Compacted { .. } => P2P_ERR_KV_COMPACTED,
+        // A failure this library version does not name.
+        _ => P2P_ERR_KV_INVALID,
+    }
+}
+
+impl From<KvError> for Error {
+    fn from(e: KvError) -> Self {
+        Self::new(kv_code(&e), e.to_string())
     }
 }
 
@@ -260,6 +307,20 @@ pub(crate) fn result_str(result: p2p_result) -> &'static CStr {
         P2P_ERR_UNKNOWN_PEER => c"P2P_ERR_UNKNOWN_PEER: the destination is not online",
         P2P_ERR_CONNECT => c"P2P_ERR_CONNECT: the dial was refused",
         P2P_ERR_UNSUPPORTED => c"P2P_ERR_UNSUPPORTED: not available on this platform",
+        P2P_ERR_KV_UNAVAILABLE => {
+            c"P2P_ERR_KV_UNAVAILABLE: the store did not answer in time (no server, leader or quorum); retry later"
+        }
+        P2P_ERR_KV_TOO_LARGE => c"P2P_ERR_KV_TOO_LARGE: a key, value or request is over the store's bounds",
+        P2P_ERR_KV_INVALID => c"P2P_ERR_KV_INVALID: the store request is malformed",
+        P2P_ERR_KV_STORE_FULL => c"P2P_ERR_KV_STORE_FULL: the store is full; delete keys first",
+        P2P_ERR_KV_NOT_A_PEER => c"P2P_ERR_KV_NOT_A_PEER: only a peer can use the store",
+        P2P_ERR_KV_TOO_MANY => {
+            c"P2P_ERR_KV_TOO_MANY: too many store requests or watches are waiting; wait for answers"
+        }
+        P2P_ERR_KV_STALE => c"P2P_ERR_KV_STALE: the request's answer is no longer kept",
+        P2P_ERR_KV_COMPACTED => {
+            c"P2P_ERR_KV_COMPACTED: the watch's start is compacted away; read, then watch from there"
+        }
         _ => c"unknown p2pcore result code",
     }
 }
@@ -297,7 +358,7 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_description() {
-        let codes = -19..=0;
+        let codes = -27..=0;
         let mut seen = std::collections::BTreeSet::new();
         for c in codes {
             let s = result_str(c).to_str().unwrap();

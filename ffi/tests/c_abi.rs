@@ -2,7 +2,8 @@
 //! C++ program are compiled against the checked-in header with warnings as
 //! errors (`-std=c99 -pedantic`, `-std=c++17 -pedantic`), linked against the
 //! `cdylib` (and once the `staticlib`), and run over loopback; `chat.c` also
-//! under AddressSanitizer; a Python `ctypes` script loads the shared
+//! under AddressSanitizer, as is `kv.c` (the store: every entry list
+//! freed); a Python `ctypes` script loads the shared
 //! library the way Unity's P/Invoke does. Needs `cc`, `c++` and `python3`
 //! (`.ci/run` installs them).
 
@@ -105,6 +106,29 @@ fn chat_under_address_sanitizer() {
     assert!(out.contains("chat: done"), "{out}");
     let out = exec(&exe, &[], &env);
     assert!(out.contains("chat: done"), "{out}");
+}
+
+#[test]
+fn the_store_from_c_put_get_cas_watch_and_every_list_freed() {
+    let exe = build("cc", "-std=c99", &["examples/kv.c"], "kv", false, &[]);
+    let out = exec(&exe, &[], &[]);
+    assert!(out.contains("a server asking the store: only a peer can make store requests"), "{out}");
+    assert!(out.contains("bob: get room/topic = maps (version 1)"), "{out}");
+    assert!(out.contains("alice: watch 0: put room/bob = here"), "{out}");
+    assert!(out.contains("the lock is held by") && out.contains("took the lock over"), "{out}");
+    assert!(out.contains("bob: deleted 2 key(s) under room/") && out.contains("kv: done"), "{out}");
+    // Leak detection: every p2p_kv_list the events handed over was freed.
+    let exe = build(
+        "cc",
+        "-std=c99",
+        &["examples/kv.c"],
+        "kv_asan",
+        false,
+        &["-fsanitize=address", "-fno-omit-frame-pointer"],
+    );
+    let env = [("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")];
+    let out = exec(&exe, &[], &env);
+    assert!(out.contains("kv: done"), "{out}");
 }
 
 #[test]

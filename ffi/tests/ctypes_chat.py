@@ -78,6 +78,7 @@ class Event(C.Structure):
         ("name", C.c_char * 68),
         ("text", C.c_char * 160),
         ("message", C.POINTER(Message)),
+        ("kv", C.c_void_p),
     ]
 
 
@@ -118,7 +119,7 @@ lib.p2p_last_error.restype = C.c_uint32
 lib.p2p_result_str.restype = C.c_char_p
 lib.p2p_version.restype = C.c_char_p
 
-assert C.sizeof(Event) == (328 if C.sizeof(C.c_void_p) == 8 else 324), C.sizeof(Event)
+assert C.sizeof(Event) == (336 if C.sizeof(C.c_void_p) == 8 else 328), C.sizeof(Event)
 assert C.sizeof(PeerInfo) == 120, C.sizeof(PeerInfo)
 
 

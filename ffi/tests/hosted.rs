@@ -372,6 +372,54 @@ fn mistakes_are_typed_errors_with_messages() {
     free(&[again, other]);
 }
 
+#[test]
+fn store_mistakes_are_typed_errors_with_messages_in_both_modes() {
+    let server = node(P2P_ROLE_SERVER, "s", None);
+    let peer = node(P2P_ROLE_PEER, "p", None);
+    let key = b"k";
+    let long = vec![b'k'; P2P_KV_MAX_KEY_LEN as usize + 1];
+    let value = vec![0u8; P2P_KV_MAX_VALUE_LEN as usize + 1];
+    // SAFETY: live nodes and buffers of the lengths given (or NULL where the test says).
+    unsafe {
+        assert_eq!(p2p_kv_get(server, key.as_ptr(), 1), P2P_ERR_KV_NOT_A_PEER as i64);
+        assert!(last_error().contains("only a peer"), "{}", last_error());
+        assert_eq!(p2p_kv_watch(server, key.as_ptr(), 1, 0), P2P_ERR_KV_NOT_A_PEER as i64);
+        assert_eq!(p2p_kv_get(peer, long.as_ptr(), long.len() as u32), P2P_ERR_KV_TOO_LARGE as i64);
+        assert!(last_error().contains("key is 1025 bytes"), "{}", last_error());
+        let r = p2p_kv_put(peer, key.as_ptr(), 1, value.as_ptr(), value.len() as u32);
+        assert_eq!(r, P2P_ERR_KV_TOO_LARGE as i64);
+        assert!(last_error().contains("value is 32769 bytes"), "{}", last_error());
+        assert_eq!(p2p_kv_put(peer, std::ptr::null(), 0, key.as_ptr(), 1), P2P_ERR_KV_INVALID as i64);
+        assert!(last_error().contains("non-empty key"), "{}", last_error());
+        assert_eq!(p2p_kv_get(peer, std::ptr::null(), 3), P2P_ERR_INVALID_ARGUMENT as i64);
+        assert!(last_error().contains("`key` is NULL"), "{}", last_error());
+        let r = p2p_kv_cas(peer, key.as_ptr(), 1, std::ptr::null(), 2, key.as_ptr(), 1);
+        assert_eq!(r, P2P_ERR_INVALID_ARGUMENT as i64);
+        assert!(last_error().contains("`expect` is NULL"), "{}", last_error());
+        assert_eq!(p2p_kv_unwatch(peer, 99), P2P_ERR_NOT_FOUND);
+        assert_eq!(p2p_kv_get(std::ptr::null_mut(), key.as_ptr(), 1), P2P_ERR_INVALID_ARGUMENT as i64);
+        // Valid requests get ids at once, counting up, answered later
+        // (here: never in time, as this peer has no server).
+        assert_eq!(p2p_kv_get(peer, key.as_ptr(), 1), 0);
+        assert_eq!(p2p_kv_cas(peer, key.as_ptr(), 1, std::ptr::null(), 0, key.as_ptr(), 1), 1);
+        let watch = p2p_kv_watch(peer, std::ptr::null(), 0, 0);
+        assert_eq!(watch, 0, "watches have their own ids");
+        // Thread mode: the same through the network thread.
+        assert_eq!(p2p_node_start_thread(peer), P2P_OK);
+        assert_eq!(p2p_kv_delete_prefix(peer, key.as_ptr(), 1), 2);
+        assert_eq!(p2p_kv_get_prefix(peer, long.as_ptr(), long.len() as u32, 5), P2P_ERR_KV_TOO_LARGE as i64);
+        assert_eq!(p2p_kv_unwatch(peer, watch as u64), P2P_OK);
+        assert_eq!(p2p_kv_unwatch(peer, watch as u64), P2P_ERR_NOT_FOUND);
+        assert_eq!(p2p_node_close(peer), P2P_OK);
+        assert_eq!(p2p_kv_put(peer, key.as_ptr(), 1, key.as_ptr(), 1), P2P_ERR_CLOSED as i64);
+        assert_eq!(p2p_node_close(server), P2P_OK);
+        assert_eq!(p2p_kv_delete(server, key.as_ptr(), 1), P2P_ERR_CLOSED as i64);
+        let code = std::ffi::CStr::from_ptr(p2p_result_str(P2P_ERR_KV_COMPACTED)).to_str().unwrap();
+        assert!(code.starts_with("P2P_ERR_KV_COMPACTED"), "{code}");
+    }
+    free(&[peer, server]);
+}
+
 fn core(name: &str, seed: [u8; 32], identity: &[u8], now_us: u64) -> *mut p2p_core {
     let mut c = config(P2P_ROLE_PEER, name, Some("127.0.0.1:9".parse().unwrap()));
     c.cfg.seed = seed.as_ptr();

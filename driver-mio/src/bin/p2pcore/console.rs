@@ -1,8 +1,10 @@
 //! `p2pcore peer`: a console that joins a network as a peer. Commands come
 //! from `--exec` (in order) and then from stdin, one per line; what happens
 //! on the network is printed as it happens. The node runs on a network
-//! thread of its own (the mio host's thread mode).
+//! thread of its own (the mio host's thread mode). The `kv` commands (the
+//! cluster's store) are in `kv.rs`.
 
+use crate::kv::{self, KvWaits};
 use crate::settings::{AdmissionArgs, addr, addrs};
 use crate::{Failure, Outcome};
 use clap::Args;
@@ -50,8 +52,8 @@ const HELP: &str = "commands:
   servers                  the servers (M marks the Master)
   master                   the Master, its basis and term
   stats                    traffic counters
-  wait NAME|ID [SECS]      wait until that peer is online (default 30 s)
-  help                     this list
+  wait NAME|ID [SECS]      wait until that peer is online (default 30 s)";
+const HELP_END: &str = "  help                     this list
   quit                     leave (after what was sent is acknowledged, 5 s at most)";
 
 /// Names of the nodes this console has heard of.
@@ -81,11 +83,13 @@ pub(crate) fn run(a: PeerArgs) -> Outcome {
     join_network(&handle, &events, &names, &join, Duration::from_secs(a.join_timeout))?;
     let peers = handle.peers()?;
     println!("joined as {} ({me}); {} peers online; type `help` for commands", a.name, peers.len());
+    let waits = Arc::new(KvWaits::default());
     let printer = {
         let names = names.clone();
-        std::thread::spawn(move || print_events(events, names))
+        let waits = waits.clone();
+        std::thread::spawn(move || print_events(events, names, &waits))
     };
-    let mut console = Console { handle, names, me, sent_to: BTreeSet::new() };
+    let mut console = Console { handle, names, me, sent_to: BTreeSet::new(), kv: waits };
     let mut quit = false;
     for line in &a.exec {
         if !console.command(line)? {
@@ -152,7 +156,7 @@ fn short(id: &NodeId) -> String {
     id.to_string()[..9].to_owned()
 }
 
-fn print_events(events: EventReceiver, names: Names) {
+fn print_events(events: EventReceiver, names: Names, waits: &KvWaits) {
     let name = |id: &NodeId| names.lock().ok().and_then(|n| n.get(id).cloned()).unwrap_or_else(|| short(id));
     while let Some(e) = events.recv() {
         match e {
@@ -191,6 +195,20 @@ fn print_events(events: EventReceiver, names: Names) {
             Event::SendFailed { to, messages, reason, .. } => {
                 println!("! {messages} message(s) to {} were not delivered: {reason}", name(&to))
             }
+            // Answers are awaited by the command that asked; one that came
+            // after its wait gave up is printed here.
+            Event::KvDone { id, result } if !waits.deliver(id, &result) => match result {
+                Ok(a) => println!("* late store answer to request {id} at revision {}", a.revision),
+                Err(e) => println!("! {}", kv::error_line(&format!("store request {id}"), &e)),
+            },
+            Event::KvWatch { id, events } => {
+                for line in kv::watch_lines(id, &events) {
+                    println!("{line}");
+                }
+            }
+            Event::KvWatchEnded { id, error } => {
+                println!("! {}", kv::error_line(&format!("watch {id} ended"), &error))
+            }
             _ => {}
         }
     }
@@ -209,6 +227,8 @@ struct Console {
     names: Names,
     me: NodeId,
     sent_to: BTreeSet<NodeId>,
+    /// Store answers being waited for.
+    kv: Arc<KvWaits>,
 }
 
 impl Console {
@@ -252,7 +272,7 @@ impl Console {
             "" => Ok(()),
             "quit" | "exit" => return Ok(false),
             "help" => {
-                println!("{HELP}");
+                println!("{HELP}\n{}\n{HELP_END}", kv::HELP);
                 Ok(())
             }
             "peers" => self.peers(),
@@ -283,6 +303,7 @@ impl Console {
             "master" => self.master(),
             "stats" => self.stats(),
             "wait" => self.wait(rest),
+            "kv" => kv::command(&self.handle, &self.kv, rest),
             other => Err(format!("unknown command `{other}` (type `help`)")),
         };
         if let Err(e) = result {

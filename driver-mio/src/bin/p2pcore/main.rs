@@ -19,6 +19,7 @@ mod admin;
 mod console;
 mod credentials;
 mod demo;
+mod kv;
 mod logging;
 mod server;
 mod settings;
