@@ -13,7 +13,10 @@ use crate::proto::{
     ClusterMsg, Control, DirEntry, Hello, PathKind, PathMsg, PeerAddrs, PeerMsg, RaftStatus, RefuseReason,
     ServerEntry, Welcome,
 };
+use crate::proto::{KvAsk, KvReply};
 use crate::server::election::{MasterBasis, MasterInfo};
+use crate::store::machine::{Change, Fail, Leaf, Outcome, Res};
+use crate::store::{CompareOp, KvCompare, KvRequest, Op};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
@@ -178,7 +181,7 @@ impl Pool<'_> {
 
     /// A server → peer or peer → server message.
     pub(crate) fn peer_msg(&self, i: &mut Input<'_>, next_version: u64) -> PeerMsg {
-        match i.u8() % 15 {
+        match i.u8() % 21 {
             0 => PeerMsg::Session { token: i.array() },
             1 => {
                 let n = i.below(6);
@@ -202,13 +205,86 @@ impl Pool<'_> {
             11 => PeerMsg::LinkDrop { peer: self.id(i) },
             12 => PeerMsg::Resync,
             13 => PeerMsg::LinkRtt { peer: self.id(i), rtt_us: i.u32() },
+            14 => PeerMsg::Kv(self.kv_ask(i)),
+            15 => PeerMsg::KvReply(KvReply {
+                seq: i.u64() % 8,
+                outcome: self.outcome(i),
+                linearizable: i.bool(),
+                voters: u32::from(i.u8()),
+            }),
+            16 => PeerMsg::Watch { id: i.u64() % 4, prefix: self.kv_key(i), from: i.interesting_u64() },
+            17 => PeerMsg::Unwatch { id: i.u64() % 4 },
+            18 => {
+                let n = i.below(4);
+                PeerMsg::WatchEvents {
+                    id: i.u64() % 4,
+                    next: i.interesting_u64(),
+                    changes: (0..n)
+                        .map(|_| Change {
+                            rev: i.interesting_u64(),
+                            key: self.kv_key(i),
+                            value: i.bool().then(|| i.chunk(16).to_vec()),
+                            create: i.u64(),
+                            version: i.u64(),
+                        })
+                        .collect(),
+                }
+            }
+            19 => {
+                PeerMsg::WatchEnd { id: i.u64() % 4, fail: Fail::Compacted { oldest: i.interesting_u64() } }
+            }
             _ => PeerMsg::Observed(self.addr(i)),
+        }
+    }
+
+    /// A store key from a small pool (so requests meet), or any bytes.
+    fn kv_key(&self, i: &mut Input<'_>) -> Vec<u8> {
+        match i.u8() % 4 {
+            0 => Vec::new(),
+            1 => b"a".to_vec(),
+            2 => b"ab".to_vec(),
+            _ => i.chunk(24).to_vec(),
+        }
+    }
+
+    /// A store request: any kind, in or out of bounds.
+    fn kv_op(&self, i: &mut Input<'_>) -> Op {
+        let mut req = match i.u8() % 7 {
+            0 => KvRequest::get(self.kv_key(i)).limit(u32::from(i.u8() % 4)),
+            1 => KvRequest::get_prefix(self.kv_key(i)),
+            2 => KvRequest::put(self.kv_key(i), i.chunk(32).to_vec()),
+            3 => KvRequest::delete_prefix(self.kv_key(i)),
+            4 => KvRequest::session_open(std::time::Duration::from_millis(i.interesting_u64() % 7_200_000)),
+            5 => KvRequest::session_close(i.interesting_u64()),
+            _ => KvRequest::txn(
+                [KvCompare::value(self.kv_key(i), CompareOp::Equal, i.chunk(8).to_vec())],
+                [KvRequest::put(self.kv_key(i), i.chunk(8).to_vec())],
+                [KvRequest::get(self.kv_key(i))],
+            ),
+        };
+        if i.one_in(4) {
+            req = req.with_session(i.interesting_u64());
+        }
+        req.0
+    }
+
+    fn kv_ask(&self, i: &mut Input<'_>) -> KvAsk {
+        let op = self.kv_op(i);
+        KvAsk { seq: i.u64() % 8, ack: i.u64() % 8, op, at_least: i.bool().then(|| i.interesting_u64()) }
+    }
+
+    /// A store answer as a server would send it (or a failure).
+    fn outcome(&self, i: &mut Input<'_>) -> Outcome {
+        match i.u8() % 3 {
+            0 => Ok((i.interesting_u64(), Res::Leaf(Leaf::Put))),
+            1 => Ok((i.interesting_u64(), Res::Leaf(Leaf::Delete { deleted: i.u64() }))),
+            _ => Err(Fail::Stale),
         }
     }
 
     /// A server → server message. Raft payloads are raw input bytes.
     pub(crate) fn cluster_msg(&self, i: &mut Input<'_>) -> ClusterMsg {
-        match i.u8() % 6 {
+        match i.u8() % 9 {
             0 => {
                 let n = i.below(4);
                 ClusterMsg::List((0..n).map(|_| self.server_entry(i)).collect())
@@ -222,6 +298,16 @@ impl Pool<'_> {
                 joining: i.bool(),
             }),
             4 => ClusterMsg::Dismiss { cluster: self.cluster(i), raft_id: self.raft_id(i) },
+            5 => ClusterMsg::KvForward(self.kv_ask(i), self.id(i)),
+            6 => ClusterMsg::KvRead { client: self.id(i), seq: i.u64() % 8, outcome: self.outcome(i) },
+            7 => {
+                let n = i.below(4);
+                ClusterMsg::Holding {
+                    full: i.bool(),
+                    up: (0..n).map(|_| self.id(i)).collect(),
+                    down: (0..n).map(|_| self.id(i)).collect(),
+                }
+            }
             _ => ClusterMsg::Raft { cluster: self.cluster(i), msg: i.chunk(512).to_vec() },
         }
     }
