@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut config = dir.config("example-server")?;
     config.bootstrap = join;
-    let mut host = Host::bind(HostConfig::new(listen.parse()?), config)?;
+    let mut host = Host::bind_in(HostConfig::new(listen.parse()?), &dir, config)?;
     println!("listening on {}", host.local_addr());
 
     let closer = host.closer();

@@ -16,7 +16,9 @@
 //! - `lock`: holds an exclusive OS lock for as long as a [`DataDir`] is alive,
 //!   so two processes never share a data directory, and the holder's PID (one
 //!   line of decimal digits) so the error can name it.
-//! - Later: the Raft log of a server.
+//! - `raft.redb`: a server's Raft state and replicated store, when its host
+//!   is bound with [`Host::bind_in`](crate::Host::bind_in) (see
+//!   [`RaftStore`](crate::RaftStore)).
 //!
 //! # Stale locks
 //!

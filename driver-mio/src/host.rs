@@ -11,18 +11,27 @@
 //!    timers and the caller's frame;
 //! 2. **timers**: `handle_timeout` when the node's deadline passed, and the
 //!    periodic re-read of the interface addresses;
-//! 3. **drain transmits**: `poll_transmit` until it is empty, sending each
+//! 3. **store Raft state** (servers with a store, see [`Host::bind_in`]):
+//!    `poll_raft_write` until it is empty, the batches applied in one
+//!    transaction of `raft.redb` and confirmed with `raft_written` — before
+//!    any transmit, because the votes and acknowledgements the core then
+//!    releases claim that state is on disk;
+//! 4. **drain transmits**: `poll_transmit` until it is empty, sending each
 //!    (GSO batches as one call); a full socket buffer (`WouldBlock`) keeps
 //!    the transmit and stops the drain until the socket is writable;
-//! 4. **drain events** into the host's queue, and read the next deadline;
-//! 5. **sleep** (only when the caller allows waiting) until the earlier of
+//! 5. **drain events** into the host's queue, and read the next deadline;
+//! 6. **sleep** (only when the caller allows waiting) until the earlier of
 //!    the deadline, readiness of the socket and a wake-up.
 
+use crate::DataDir;
 use crate::local_addrs;
 use crate::net::{Datagram, Out, RecvOutcome, SendOutcome, Socket};
+use crate::raft_store::{RaftStore, RaftStoreError};
 use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
-use p2pcore::{Config, ConfigError, ConnectError, Event, Node, NodeId, Reliability, SendError};
+use p2pcore::{
+    Config, ConfigError, ConnectError, Event, Node, NodeId, RaftWrite, Reliability, Role, SendError,
+};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -66,6 +75,17 @@ pub struct HostConfig {
     pub recv_buffer: Option<usize>,
     /// Socket send buffer (`SO_SNDBUF`), likewise. Default 4 MiB.
     pub send_buffer: Option<usize>,
+    /// A server's Raft store ([`Host::bind_in`]) syncs every write to the
+    /// disk before confirming it (redb's `Durability::Immediate`). Default
+    /// on: a crash or power loss then never loses what the server told its
+    /// group it stored. Off (`Durability::None`, plus a synced commit every
+    /// 256 writes and at close) a write costs no fsync, but a crash of the
+    /// process or the machine loses the writes since the last sync although
+    /// the server had confirmed them — Raft's guarantees then hold only if
+    /// fewer than a majority of servers crash at once and a server that
+    /// crashed is wiped (its `raft.redb` removed) before it comes back. For
+    /// tests, benchmarks and throwaway clusters.
+    pub raft_fsync: bool,
 }
 
 impl HostConfig {
@@ -80,6 +100,7 @@ impl HostConfig {
             close_timeout: Duration::from_secs(2),
             recv_buffer: Some(4 << 20),
             send_buffer: Some(4 << 20),
+            raft_fsync: true,
         }
     }
 }
@@ -111,6 +132,10 @@ pub enum HostError {
     /// The network thread could not be started.
     #[error("could not start the network thread: {0}")]
     Thread(#[source] io::Error),
+    /// A server's Raft store (`raft.redb` in the data directory) could not
+    /// be opened or read (the error says what to do).
+    #[error(transparent)]
+    RaftStore(#[from] RaftStoreError),
 }
 
 fn bind_hint(e: &io::Error) -> &'static str {
@@ -153,6 +178,17 @@ pub struct HostStats {
     /// Times the loop slept (waited for the socket, a deadline or a wake-up
     /// with a non-zero timeout). `service(Duration::ZERO)` never adds one.
     pub sleeps: u64,
+    /// Raft state batches stored and confirmed (servers with a store).
+    pub raft_writes: u64,
+    /// Transactions committed to the Raft store (one per drain: all the
+    /// batches waiting go into one).
+    pub raft_commits: u64,
+    /// Raft store writes that failed. After the first the host confirms
+    /// nothing more and the server's Raft stalls (it votes and acknowledges
+    /// nothing) rather than claim state it did not store; see
+    /// [`Host::raft_store_error`]. Restart the server once the cause (a full
+    /// or failing disk) is fixed.
+    pub raft_write_errors: u64,
 }
 
 /// Closes a [`Host`] from another thread (a signal handler's, say): the
@@ -229,6 +265,12 @@ pub struct Host {
     /// must consume the readiness it handles, or the descriptor would stay
     /// readable (mio is edge-triggered; only a poll clears the ready list).
     waitable: bool,
+    /// A server's Raft store ([`Host::bind_in`]).
+    raft: Option<RaftStore>,
+    /// Batches taken from the node, reused between drains.
+    raft_batches: Vec<RaftWrite>,
+    /// The store's first write failure: nothing is confirmed after it.
+    raft_error: Option<RaftStoreError>,
 }
 
 impl std::fmt::Debug for Host {
@@ -251,7 +293,45 @@ impl Host {
     /// when the server is reached through a port forward or a public IP
     /// its interfaces do not have. Use [`crate::DataDir::config`] (or
     /// [`crate::os_seed`]) for the identity and seed.
-    pub fn bind(host: HostConfig, mut config: Config) -> Result<Self, HostError> {
+    pub fn bind(host: HostConfig, config: Config) -> Result<Self, HostError> {
+        Self::bind_with_store(host, config, None)
+    }
+
+    /// [`Host::bind`] for a node whose data directory is `dir` (take
+    /// `config` from [`DataDir::config`]): a server keeps its Raft state,
+    /// and with it the replicated store, in `raft.redb` there, and resumes
+    /// from it after a restart. The file is opened and read whole into
+    /// [`ClusterConfig::raft_disk`](p2pcore::ClusterConfig::raft_disk), and
+    /// every turn stores what the node hands out before anything is sent
+    /// (durability: [`HostConfig::raft_fsync`]). Keep `dir` open as long
+    /// as the host lives: its lock keeps other processes out.
+    ///
+    /// A peer opens nothing (this is [`Host::bind`]). A server whose
+    /// `raft_disk` the caller already set opens nothing either: the caller
+    /// keeps the state, draining [`Node::poll_raft_write`] and confirming
+    /// with [`Node::raft_written`] through [`Host::node_mut`].
+    ///
+    /// # Errors
+    ///
+    /// Besides [`Host::bind`]'s, [`HostError::RaftStore`] when the file is
+    /// in use, damaged or unreadable; the message says what to do.
+    pub fn bind_in(host: HostConfig, dir: &DataDir, mut config: Config) -> Result<Self, HostError> {
+        let store = if config.identity.role() == Role::Server && config.cluster.raft_disk.is_none() {
+            let (store, table) = RaftStore::open(dir.path(), host.raft_fsync)?;
+            tracing::info!(path = %store.path().display(), keys = table.len(), "Raft store opened");
+            config.cluster.raft_disk = Some(table);
+            Some(store)
+        } else {
+            None
+        };
+        Self::bind_with_store(host, config, store)
+    }
+
+    fn bind_with_store(
+        host: HostConfig,
+        mut config: Config,
+        raft: Option<RaftStore>,
+    ) -> Result<Self, HostError> {
         let socket = Socket::bind(host.bind, host.gso, host.recv_buffer, host.send_buffer)
             .map_err(|source| HostError::Bind { addr: host.bind, source })?;
         let local = socket.local_addr();
@@ -260,7 +340,7 @@ impl Host {
         let now = Instant::now();
         let mut node = Node::new(config, now)?;
         node.set_local_addrs(now, local_addrs.clone());
-        Self::with_node(host, socket, node, local_addrs, now)
+        Self::with_node(host, socket, node, local_addrs, now, raft)
     }
 
     fn with_node(
@@ -269,6 +349,7 @@ impl Host {
         node: Node,
         local_addrs: Vec<SocketAddr>,
         now: Instant,
+        raft: Option<RaftStore>,
     ) -> Result<Self, HostError> {
         let poll = Poll::new().map_err(HostError::Poll)?;
         poll.registry()
@@ -294,6 +375,9 @@ impl Host {
             close_flag: Arc::new(AtomicBool::new(false)),
             closing_since: None,
             waitable: false,
+            raft,
+            raft_batches: Vec::new(),
+            raft_error: None,
         };
         // The node has work from its start (dials to bootstrap servers).
         host.drain();
@@ -343,6 +427,18 @@ impl Host {
     /// The host's own counters.
     pub fn host_stats(&self) -> HostStats {
         self.stats
+    }
+
+    /// The Raft store's first write failure, if one happened (see
+    /// [`HostStats::raft_write_errors`]): the server's Raft stalls from then
+    /// on; restart it once the cause is fixed.
+    pub fn raft_store_error(&self) -> Option<&RaftStoreError> {
+        self.raft_error.as_ref()
+    }
+
+    /// The Raft store's file, for a server bound with [`Host::bind_in`].
+    pub fn raft_store_path(&self) -> Option<&std::path::Path> {
+        self.raft.as_ref().map(RaftStore::path)
     }
 
     /// True once the node finished closing (or the close timed out).
@@ -585,9 +681,10 @@ impl Host {
         }
     }
 
-    /// Drains transmits, then (if none is left waiting for the socket)
-    /// events, and reads the next deadline.
+    /// Stores Raft state, drains transmits, then (if none is left waiting
+    /// for the socket) events, and reads the next deadline.
     fn drain(&mut self) {
+        self.store_raft();
         if let Some(out) = self.pending {
             match self.socket.send(&out, &self.tx) {
                 SendOutcome::WouldBlock => return,
@@ -617,6 +714,42 @@ impl Host {
             self.events.push_back(e);
         }
         self.deadline = self.node.poll_timeout();
+    }
+
+    /// Stores what the node hands out for its Raft state and confirms it,
+    /// until it hands out nothing more (a confirmation may release work that
+    /// writes again). Every batch waiting goes into one transaction.
+    fn store_raft(&mut self) {
+        let Some(store) = &mut self.raft else { return };
+        loop {
+            self.raft_batches.clear();
+            while let Some(w) = self.node.poll_raft_write() {
+                self.raft_batches.push(w);
+            }
+            let Some(last) = self.raft_batches.last().map(|w| w.seq) else { return };
+            if self.raft_error.is_some() {
+                // Stalled: later batches cannot be stored before the failed
+                // one, and none may be confirmed. Dropped, not kept.
+                return;
+            }
+            match store.write(&self.raft_batches) {
+                Ok(()) => {
+                    self.stats.raft_commits += 1;
+                    self.stats.raft_writes += self.raft_batches.len() as u64;
+                    self.node.raft_written(Instant::now(), last);
+                }
+                Err(e) => {
+                    self.stats.raft_write_errors += 1;
+                    tracing::error!(
+                        error = %e,
+                        "could not store Raft state: this server stops voting and acknowledging until it \
+                         is restarted; the cluster carries on without it if a majority is healthy"
+                    );
+                    self.raft_error = Some(e);
+                    return;
+                }
+            }
+        }
     }
 
     fn count(&mut self, outcome: SendOutcome) {

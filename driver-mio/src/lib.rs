@@ -19,7 +19,10 @@
 //!   interface addresses are handed to the node at start and re-read every
 //!   [`HostConfig::local_addrs_interval`] (5 s).
 //! * **A data directory** ([`DataDir`]) keeps the identity across restarts
-//!   and locks out a second process; every host kind uses this one.
+//!   and locks out a second process; every host kind uses this one. A
+//!   server bound with [`Host::bind_in`] also keeps its Raft state, and so
+//!   the replicated store, there ([`RaftStore`], `raft.redb`, synced before
+//!   it is confirmed unless [`HostConfig::raft_fsync`] is off).
 //!
 //! ## Three ways to drive it
 //!
@@ -32,7 +35,7 @@
 //!
 //! let dir = DataDir::open("/var/lib/p2pcore", Role::Server)?;
 //! let host = HostConfig::new("0.0.0.0:7400".parse()?);
-//! let mut server = Host::bind(host, dir.config("eu-1")?)?;
+//! let mut server = Host::bind_in(host, &dir, dir.config("eu-1")?)?; // keeps its Raft state in dir
 //! let closer = server.closer(); // e.g. moved into a SIGTERM handler
 //! server.run(|_host, event| {
 //!     if let Event::MasterChanged { .. } = event {
@@ -106,9 +109,11 @@ mod data_dir;
 mod host;
 mod local_addrs;
 pub mod net;
+mod raft_store;
 mod thread;
 
 pub use data_dir::{DataDir, DataDirError, os_seed};
 pub use host::{Closer, Host, HostConfig, HostError, HostStats, Wakeup};
+pub use raft_store::{LAZY_COMMITS, RAFT_FILE, RaftStore, RaftStoreError, RaftTable};
 pub use std::sync::mpsc::TryRecvError;
 pub use thread::{EventReceiver, Handle, HandleError, RecvTimeoutError, SpawnOptions};

@@ -116,6 +116,18 @@ pub fn server_with(dir: &Path, name: &str, host: HostConfig, join: &[SocketAddr]
     host
 }
 
+/// A server like [`server_with`] that keeps its Raft state in its data
+/// directory (`Host::bind_in`): it resumes its group and the replicated
+/// store after a restart.
+pub fn durable_server(dir: &Path, name: &str, host: HostConfig, join: &[SocketAddr]) -> Host {
+    let data = DataDir::open(dir, Role::Server).expect("data dir");
+    let mut config = data.config(name).expect("config");
+    config.bootstrap = join.to_vec();
+    let host = Host::bind_in(host, &data, config).expect("bind");
+    DIRS.lock().unwrap().push((host.id(), data));
+    host
+}
+
 /// Data directories held open (locked) for the hosts that use them.
 pub static DIRS: Mutex<Vec<(NodeId, DataDir)>> = Mutex::new(Vec::new());
 

@@ -246,6 +246,18 @@ impl Snapshot {
             "Loop turns that stopped reading at their bound.",
             h.bounded_turns,
         );
+        m.one(
+            "raft_writes_total",
+            "counter",
+            "Raft state batches stored in raft.redb and confirmed.",
+            h.raft_writes,
+        );
+        m.one(
+            "raft_write_errors_total",
+            "counter",
+            "Raft store writes that failed (non-zero: this server's Raft has stalled; check the disk and restart).",
+            h.raft_write_errors,
+        );
 
         let ready = if master.master.is_none() {
             Err("no Master known yet".to_owned())

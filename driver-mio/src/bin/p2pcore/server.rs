@@ -58,6 +58,12 @@ pub(crate) struct ServerArgs {
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Sync the Raft state (data_dir/raft.redb) to disk before confirming
+    /// it (default true). `false` is faster but a crash or power loss may
+    /// lose state the server had confirmed: tests and throwaway clusters
+    /// only.
+    #[arg(long, value_name = "BOOL")]
+    raft_fsync: Option<bool>,
 }
 
 /// The server's settings once flags and file are merged and checked.
@@ -72,6 +78,7 @@ struct Settings {
     admin: Option<(SocketAddr, Option<String>)>,
     log: Option<String>,
     log_format: LogFormat,
+    raft_fsync: bool,
 }
 
 fn default_name() -> String {
@@ -131,6 +138,7 @@ impl ServerArgs {
             admin,
             log: self.log.or(log_file.filter),
             log_format,
+            raft_fsync: self.raft_fsync.or(file.raft_fsync).unwrap_or(true),
         })
     }
 }
@@ -149,13 +157,22 @@ pub(crate) fn run(args: ServerArgs) -> Outcome {
     config.bootstrap = s.join.clone();
     config.advertise = s.advertise.clone();
     config.admission = s.admission;
-    let mut host = Host::bind(HostConfig::new(s.listen), config)?;
+    let mut host_config = HostConfig::new(s.listen);
+    host_config.raft_fsync = s.raft_fsync;
+    if !s.raft_fsync {
+        tracing::warn!(
+            "raft_fsync is off: a crash or power loss may lose Raft state this server confirmed. \
+             Tests and throwaway clusters only."
+        );
+    }
+    let mut host = Host::bind_in(host_config, &dir, config)?;
     tracing::info!(
         id = %host.id(),
         name = %s.name,
         listen = %host.local_addr(),
         data_dir = %s.data_dir.display(),
         created = dir.created(),
+        raft_fsync = s.raft_fsync,
         "server started"
     );
     let admin = match &s.admin {

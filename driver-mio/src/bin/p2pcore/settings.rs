@@ -143,6 +143,7 @@ pub(crate) struct ServerFile {
     pub(crate) join_timeout_secs: Option<u64>,
     #[serde(default)]
     pub(crate) advertise: Vec<String>,
+    pub(crate) raft_fsync: Option<bool>,
     pub(crate) admission: Option<AdmissionArgs>,
     pub(crate) admin: Option<AdminFile>,
     pub(crate) log: Option<LogFile>,
@@ -198,6 +199,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/server.toml");
         let file = ServerFile::read(&path).unwrap();
         assert!(file.name.is_some() && file.listen.is_some() && file.admin.is_some() && file.log.is_some());
+        assert_eq!(file.raft_fsync, Some(true));
     }
 
     #[test]
