@@ -26,6 +26,27 @@ fn request(node: &p2p_node, req: KvRequest) -> Result<i64, Error> {
     Ok(i64::try_from(id).unwrap_or(i64::MAX))
 }
 
+/// The body of every request on one key or prefix: check the node and the
+/// bytes (`what` names them in errors), build the request, send it.
+///
+/// # Safety
+/// As the exported functions: a live node (or NULL) and `len` readable
+/// bytes at `bytes` (or NULL with `len` 0).
+unsafe fn keyed(
+    node: *mut p2p_node,
+    bytes: *const u8,
+    len: u32,
+    what: &str,
+    make: impl FnOnce(&[u8]) -> KvRequest,
+) -> i64 {
+    call(|| {
+        // SAFETY: forwarded from the caller's contract.
+        let node = unsafe { node_arg(node) }?;
+        let bytes = unsafe { bytes_arg(bytes, len, what) }?;
+        request(node, make(bytes))
+    })
+}
+
 /// Reads one key (`key_len` bytes at `key`; copied). Returns the request
 /// id (0 or more), answered by a `P2P_EVENT_KV_DONE` with that id in
 /// `first`: `count` 1 and the entry in `kv` when the key exists, `count` 0
@@ -42,12 +63,8 @@ fn request(node: &p2p_node, req: KvRequest) -> Result<i64, Error> {
 /// safety: as `p2p_poll_events`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn p2p_kv_get(node: *mut p2p_node, key: *const u8, key_len: u32) -> i64 {
-    call(|| {
-        // SAFETY: the caller passes a live node and `key_len` bytes (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let key = unsafe { bytes_arg(key, key_len, "key") }?;
-        request(node, KvRequest::get(key))
-    })
+    // SAFETY: the caller passes a live node and `key_len` bytes (or NULL).
+    unsafe { keyed(node, key, key_len, "key", |k| KvRequest::get(k)) }
 }
 
 /// Reads every key that starts with `prefix` (`prefix_len` bytes; 0: the
@@ -64,12 +81,8 @@ pub unsafe extern "C" fn p2p_kv_get_prefix(
     prefix_len: u32,
     limit: u32,
 ) -> i64 {
-    call(|| {
-        // SAFETY: the caller passes a live node and `prefix_len` bytes (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let prefix = unsafe { bytes_arg(prefix, prefix_len, "prefix") }?;
-        request(node, KvRequest::get_prefix(prefix).limit(limit))
-    })
+    // SAFETY: the caller passes a live node and `prefix_len` bytes (or NULL).
+    unsafe { keyed(node, prefix, prefix_len, "prefix", |p| KvRequest::get_prefix(p).limit(limit)) }
 }
 
 /// Writes `value` (`value_len` bytes, at most `P2P_KV_MAX_VALUE_LEN`)
@@ -105,12 +118,8 @@ pub unsafe extern "C" fn p2p_kv_put(
 /// Thread safety: as `p2p_poll_events`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn p2p_kv_delete(node: *mut p2p_node, key: *const u8, key_len: u32) -> i64 {
-    call(|| {
-        // SAFETY: the caller passes a live node and `key_len` bytes (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let key = unsafe { bytes_arg(key, key_len, "key") }?;
-        request(node, KvRequest::delete(key))
-    })
+    // SAFETY: the caller passes a live node and `key_len` bytes (or NULL).
+    unsafe { keyed(node, key, key_len, "key", |k| KvRequest::delete(k)) }
 }
 
 /// Deletes every key that starts with `prefix` (`prefix_len` 0: the whole
@@ -124,12 +133,8 @@ pub unsafe extern "C" fn p2p_kv_delete_prefix(
     prefix: *const u8,
     prefix_len: u32,
 ) -> i64 {
-    call(|| {
-        // SAFETY: the caller passes a live node and `prefix_len` bytes (or NULL).
-        let node = unsafe { node_arg(node) }?;
-        let prefix = unsafe { bytes_arg(prefix, prefix_len, "prefix") }?;
-        request(node, KvRequest::delete_prefix(prefix))
-    })
+    // SAFETY: the caller passes a live node and `prefix_len` bytes (or NULL).
+    unsafe { keyed(node, prefix, prefix_len, "prefix", |p| KvRequest::delete_prefix(p)) }
 }
 
 /// Compare-and-set, atomically: writes `value` under `key` if the key's

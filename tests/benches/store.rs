@@ -9,19 +9,14 @@
 #![allow(clippy::print_stdout)] // a bench binary reports on stdout
 
 use p2pcore::{Event, KvOptions, KvRequest};
-use p2pcore_tests::sim::{HostId, LinkParams, NodeSpec, Sim, SimConfig};
+use p2pcore_tests::sim::{HostId, LinkParams, Sim, SimConfig};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn cluster(seed: u64, latency_ms: u64, peers: usize) -> (Sim, Vec<HostId>, Vec<HostId>) {
     let link = LinkParams { latency: Duration::from_millis(latency_ms), ..LinkParams::default() };
     let mut sim = Sim::new(SimConfig { seed, link, ..SimConfig::default() });
-    let s1 = sim.add_node(NodeSpec::server("s1"));
-    let s2 = sim.add_node(NodeSpec::server("s2").via(&[s1]));
-    let s3 = sim.add_node(NodeSpec::server("s3").via(&[s1]));
-    let servers = vec![s1, s2, s3];
-    let peers =
-        (0..peers).map(|i| sim.add_node(NodeSpec::peer(&format!("p{i}"), None).via(&servers))).collect();
+    let (servers, peers) = sim.add_mesh(peers);
     sim.run_for(Duration::from_secs(4));
     (sim, servers, peers)
 }

@@ -600,6 +600,20 @@ impl Sim {
         id
     }
 
+    /// The usual test network: three servers (`s1` first, `s2` and `s3`
+    /// joining through it) and `peers` public peers (`p0`, ...)
+    /// bootstrapping from every server, all started at once. Returns
+    /// (servers, peers).
+    pub fn add_mesh(&mut self, peers: usize) -> (Vec<HostId>, Vec<HostId>) {
+        let s1 = self.add_node(NodeSpec::server("s1"));
+        let s2 = self.add_node(NodeSpec::server("s2").via(&[s1]));
+        let s3 = self.add_node(NodeSpec::server("s3").via(&[s1]));
+        let servers = vec![s1, s2, s3];
+        let peers =
+            (0..peers).map(|i| self.add_node(NodeSpec::peer(&format!("p{i}"), None).via(&servers))).collect();
+        (servers, peers)
+    }
+
     /// Adds a host and starts its node now.
     pub fn add_node(&mut self, spec: NodeSpec) -> HostId {
         let id = self.hosts.len();

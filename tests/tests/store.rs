@@ -180,15 +180,10 @@ fn a_watch_reports_every_change_once_in_order_across_the_loss_of_its_server() {
 /// [`common::mesh`] with servers keeping Raft state on simulated disks
 /// (writes durable after `latency`; a crash loses what was not).
 fn durable_mesh(seed: u64, peers: usize, latency: Duration) -> (Sim, Vec<HostId>, Vec<HostId>) {
-    use p2pcore_tests::sim::{NodeSpec, SimConfig};
+    use p2pcore_tests::sim::SimConfig;
     let cfg = SimConfig { seed, raft_disk: true, disk_latency: latency, ..SimConfig::default() };
     let mut sim = Sim::new(cfg);
-    let s1 = sim.add_node(NodeSpec::server("s1"));
-    let s2 = sim.add_node(NodeSpec::server("s2").via(&[s1]));
-    let s3 = sim.add_node(NodeSpec::server("s3").via(&[s1]));
-    let servers = vec![s1, s2, s3];
-    let peers =
-        (0..peers).map(|i| sim.add_node(NodeSpec::peer(&format!("p{i}"), None).via(&servers))).collect();
+    let (servers, peers) = sim.add_mesh(peers);
     (sim, servers, peers)
 }
 

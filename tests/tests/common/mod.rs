@@ -77,15 +77,9 @@ pub fn mesh_configured(
     link: LinkParams,
     configure: impl Fn(&mut p2pcore::Config, &p2pcore_tests::sim::Host) + 'static,
 ) -> (Sim, Vec<HostId>, Vec<HostId>) {
-    use p2pcore_tests::sim::NodeSpec;
     let mut sim = sim_with(seed, link);
     sim.set_configure(configure);
-    let s1 = sim.add_node(NodeSpec::server("s1"));
-    let s2 = sim.add_node(NodeSpec::server("s2").via(&[s1]));
-    let s3 = sim.add_node(NodeSpec::server("s3").via(&[s1]));
-    let servers = vec![s1, s2, s3];
-    let peers =
-        (0..peers).map(|i| sim.add_node(NodeSpec::peer(&format!("p{i}"), None).via(&servers))).collect();
+    let (servers, peers) = sim.add_mesh(peers);
     (sim, servers, peers)
 }
 
