@@ -57,6 +57,12 @@ pub(crate) struct KvClient {
     watches: BTreeMap<u64, PeerWatch>,
 }
 
+/// Whether something last sent `via` a server must go out again now: it
+/// never found a server, or went to the one just `lost`.
+fn stranded(via: Option<NodeId>, lost: Option<NodeId>) -> bool {
+    via.is_none() || (lost.is_some() && via == lost)
+}
+
 impl KvClient {
     /// The earliest retry or deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -209,23 +215,13 @@ impl Peer {
     /// A server link came up or went down: requests that had no server, or
     /// went to the lost one, are sent (again) at once; so are watches.
     pub(super) fn kv_links_changed(&mut self, now: Instant, lost: Option<NodeId>) {
-        let moved: Vec<u64> = self
-            .kv
-            .watches
-            .iter()
-            .filter(|(_, w)| w.via.is_none() || (lost.is_some() && w.via == lost))
-            .map(|(id, _)| *id)
-            .collect();
+        let moved: Vec<u64> =
+            self.kv.watches.iter().filter(|(_, w)| stranded(w.via, lost)).map(|(id, _)| *id).collect();
         for id in moved {
             self.register_watch(id);
         }
-        let resend: Vec<u64> = self
-            .kv
-            .pending
-            .iter()
-            .filter(|(_, p)| p.via.is_none() || (lost.is_some() && p.via == lost))
-            .map(|(s, _)| *s)
-            .collect();
+        let resend: Vec<u64> =
+            self.kv.pending.iter().filter(|(_, p)| stranded(p.via, lost)).map(|(s, _)| *s).collect();
         for seq in resend {
             if let Some(p) = self.kv.pending.get_mut(&seq) {
                 p.backoff = RETRY_MIN;
