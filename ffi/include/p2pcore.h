@@ -146,6 +146,10 @@
 // `create_revision` and `version` are 0).
 #define P2P_KV_DELETE 1
 
+// `p2p_kv_entry.kind`: the key was deleted because the session it was
+// bound to expired (its owner was away from every server for the session's TTL).
+#define P2P_KV_EXPIRED 2
+
 // Reliable: exactly once, in order within its channel.
 #define P2P_RELIABLE 0
 
@@ -402,7 +406,7 @@ typedef struct p2p_kv_entry {
   uint32_t key_len;
   // Bytes in `value` (at most `P2P_KV_MAX_VALUE_LEN`).
   uint32_t value_len;
-  // `P2P_KV_PUT` or `P2P_KV_DELETE`.
+  // `P2P_KV_PUT`, `P2P_KV_DELETE` or `P2P_KV_EXPIRED`.
   uint8_t kind;
   // Padding; zero.
   uint8_t reserved[7];

@@ -92,6 +92,9 @@ pub const P2P_KV_PUT: u8 = 0;
 /// `p2p_kv_entry.kind`: the key was deleted (watches; `value` is empty,
 /// `create_revision` and `version` are 0).
 pub const P2P_KV_DELETE: u8 = 1;
+/// `p2p_kv_entry.kind`: the key was deleted because the session it was
+/// bound to expired (its owner was away from every server for the session's TTL).
+pub const P2P_KV_EXPIRED: u8 = 2;
 
 /// Reliable: exactly once, in order within its channel.
 pub const P2P_RELIABLE: u8 = 0;
@@ -161,7 +164,7 @@ pub struct p2p_kv_entry {
     pub key_len: u32,
     /// Bytes in `value` (at most `P2P_KV_MAX_VALUE_LEN`).
     pub value_len: u32,
-    /// `P2P_KV_PUT` or `P2P_KV_DELETE`.
+    /// `P2P_KV_PUT`, `P2P_KV_DELETE` or `P2P_KV_EXPIRED`.
     pub kind: u8,
     /// Padding; zero.
     pub reserved: [u8; 7],
@@ -451,7 +454,11 @@ pub(crate) fn to_c(event: Event) -> p2p_event {
             let items = events
                 .into_iter()
                 .map(|c| {
-                    let kind = if c.kind == KvEventKind::Delete { P2P_KV_DELETE } else { P2P_KV_PUT };
+                    let kind = match c.kind {
+                        KvEventKind::Delete => P2P_KV_DELETE,
+                        KvEventKind::Expired => P2P_KV_EXPIRED,
+                        _ => P2P_KV_PUT,
+                    };
                     (c.entry, kind)
                 })
                 .collect();

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version of the control protocol spoken on the control stream.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 
 /// Length prefix size of every stream frame.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -122,7 +122,7 @@ pub(crate) enum ClusterMsg {
     /// A store request of a peer connected to the sender, for the leader.
     KvForward(KvAsk, NodeId),
     /// Leader → the server that forwarded a read: the read's answer.
-    KvRead { client: NodeId, seq: u64, outcome: Outcome },
+    KvRead { client: NodeId, epoch: u64, seq: u64, outcome: Outcome },
     /// Server → leader: peers connected to the sender (all of them when
     /// `full`, else what changed), so the leader knows whose sessions live.
     Holding { full: bool, up: Vec<NodeId>, down: Vec<NodeId> },
@@ -131,6 +131,8 @@ pub(crate) enum ClusterMsg {
 /// A store request as a peer sends it (and a server forwards it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KvAsk {
+    /// The asking run of the peer (random per start; see `Command::epoch`).
+    pub(crate) epoch: u64,
     /// The peer's sequence number for it (a retry reuses it).
     pub(crate) seq: u64,
     /// Every sequence number below this one has its answer.
@@ -145,6 +147,8 @@ pub(crate) struct KvAsk {
 /// A server's answer to a peer's store request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KvReply {
+    /// The run of the peer that asked (a reply to an earlier run is dropped).
+    pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) outcome: Outcome,
     /// Confirmed by the leader (or a write), as opposed to an at-least read.

@@ -109,7 +109,7 @@ pub fn directory(epoch: Instant, data: &[u8]) {
     let mut ids = vec![me];
     ids.extend(h.servers.iter().copied());
     let addrs: Vec<SocketAddr> = (0..n_servers).map(server_addr).collect();
-    let pool = Pool { ids: &ids, addrs: &addrs, clusters: &[], raft_ids: &[] };
+    let pool = Pool { ids: &ids, addrs: &addrs, clusters: &[], raft_ids: &[], epochs: &[] };
     let mut steps = 0;
     while !input.is_empty() && steps < 256 {
         steps += 1;

@@ -65,7 +65,7 @@ pub fn store_image(keys: usize, value_len: usize) -> Vec<u8> {
     let mut s = Store::default();
     for i in 0..keys as u64 {
         let op = KvRequest::put(format!("k{i:07}"), vec![b'v'; value_len]).0;
-        let _ = s.apply(i + 1, Command { client, seq: i, ack: i, op });
+        let _ = s.apply(i + 1, Command { client, epoch: 0, seq: i, ack: i, op });
     }
     s.snapshot()
 }

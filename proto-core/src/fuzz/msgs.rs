@@ -45,9 +45,22 @@ pub(crate) struct Pool<'p> {
     /// Raft group IDs and Raft IDs in use, if any.
     pub(crate) clusters: &'p [u64],
     pub(crate) raft_ids: &'p [u64],
+    /// The store epochs of the harness's peers (see `KvAsk::epoch`).
+    pub(crate) epochs: &'p [u64],
 }
 
 impl Pool<'_> {
+    /// A peer's store epoch, mostly a real one.
+    fn epoch(&self, i: &mut Input<'_>) -> u64 {
+        match self.epochs.len() {
+            0 => i.u64() % 2,
+            n => {
+                let k = i.below(n + 1);
+                self.epochs.get(k).copied().unwrap_or_else(|| i.u64() % 2)
+            }
+        }
+    }
+
     pub(crate) fn id(&self, i: &mut Input<'_>) -> NodeId {
         let all = self.ids.len() + strangers().len();
         let k = i.below(all);
@@ -207,6 +220,7 @@ impl Pool<'_> {
             13 => PeerMsg::LinkRtt { peer: self.id(i), rtt_us: i.u32() },
             14 => PeerMsg::Kv(self.kv_ask(i)),
             15 => PeerMsg::KvReply(KvReply {
+                epoch: self.epoch(i),
                 seq: i.u64() % 8,
                 outcome: self.outcome(i),
                 linearizable: i.bool(),
@@ -226,6 +240,7 @@ impl Pool<'_> {
                             value: i.bool().then(|| i.chunk(16).to_vec()),
                             create: i.u64(),
                             version: i.u64(),
+                            expired: i.bool(),
                         })
                         .collect(),
                 }
@@ -270,7 +285,13 @@ impl Pool<'_> {
 
     fn kv_ask(&self, i: &mut Input<'_>) -> KvAsk {
         let op = self.kv_op(i);
-        KvAsk { seq: i.u64() % 8, ack: i.u64() % 8, op, at_least: i.bool().then(|| i.interesting_u64()) }
+        KvAsk {
+            epoch: self.epoch(i),
+            seq: i.u64() % 8,
+            ack: i.u64() % 8,
+            op,
+            at_least: i.bool().then(|| i.interesting_u64()),
+        }
     }
 
     /// A store answer as a server would send it (or a failure).
@@ -299,7 +320,12 @@ impl Pool<'_> {
             }),
             4 => ClusterMsg::Dismiss { cluster: self.cluster(i), raft_id: self.raft_id(i) },
             5 => ClusterMsg::KvForward(self.kv_ask(i), self.id(i)),
-            6 => ClusterMsg::KvRead { client: self.id(i), seq: i.u64() % 8, outcome: self.outcome(i) },
+            6 => ClusterMsg::KvRead {
+                client: self.id(i),
+                epoch: self.epoch(i),
+                seq: i.u64() % 8,
+                outcome: self.outcome(i),
+            },
             7 => {
                 let n = i.below(4);
                 ClusterMsg::Holding {

@@ -307,6 +307,7 @@ impl Pair {
             Event::KvWatch { id, .. } | Event::KvWatchEnded { id, .. } => {
                 panic!("{me}: watch {id} reported without a watch")
             }
+            Event::Coord(e) => panic!("{me}: coordination event without a request: {e:?}"),
         }
     }
 
@@ -440,7 +441,9 @@ impl Pair {
                     raft_ids.extend(v.voters.iter().map(|(r, _)| *r));
                 }
             }
-            let pool = Pool { ids: &ids, addrs: &addrs, clusters: &clusters, raft_ids: &raft_ids };
+            let epochs: Vec<u64> = self.sides.iter().filter_map(|s| s.node.kv_epoch()).collect();
+            let pool =
+                Pool { ids: &ids, addrs: &addrs, clusters: &clusters, raft_ids: &raft_ids, epochs: &epochs };
             match (sel >> 1) % 16 {
                 // A well-formed control message built from the input.
                 0..=4 => {

@@ -51,6 +51,10 @@ struct PeerWatch {
 /// The peer's store requests in flight and its watches.
 #[derive(Debug, Default)]
 pub(crate) struct KvClient {
+    /// This run's epoch (random per start): the store keeps answers per
+    /// (peer, epoch), so a restarted peer's sequence numbers, which start
+    /// at 0 again, never meet the answers of its previous run.
+    epoch: u64,
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
     next_watch: u64,
@@ -64,6 +68,16 @@ fn stranded(via: Option<NodeId>, lost: Option<NodeId>) -> bool {
 }
 
 impl KvClient {
+    pub(super) fn new(epoch: u64) -> Self {
+        Self { epoch, ..Self::default() }
+    }
+
+    /// This run's epoch (the fuzz harness addresses replies with it).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The earliest retry or deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.pending.values().map(|p| p.deadline.min(p.retry_at)).min()
@@ -112,13 +126,16 @@ impl Peer {
         p.retry_at = now + p.backoff;
         p.backoff = (p.backoff * 2).min(RETRY_MAX);
         if let Some(to) = via {
-            let ask = KvAsk { seq, ack, op: p.op.clone(), at_least: p.at_least };
+            let ask = KvAsk { epoch: self.kv.epoch, seq, ack, op: p.op.clone(), at_least: p.at_least };
             self.actions.push_back(Action::Send { to, msg: crate::proto::Control::Peer(PeerMsg::Kv(ask)) });
         }
     }
 
     /// A server answered.
-    pub(super) fn on_kv_reply(&mut self, reply: KvReply) {
+    pub(super) fn on_kv_reply(&mut self, now: Instant, reply: KvReply) {
+        if reply.epoch != self.kv.epoch {
+            return; // for this peer's previous run
+        }
         if self.kv.pending.remove(&reply.seq).is_none() {
             return; // a late duplicate (answered through another server)
         }
@@ -130,7 +147,17 @@ impl Peer {
             }
             Err(f) => Err(KvError::from(f)),
         };
-        self.actions.push_back(Action::Event(Event::KvDone { id: reply.seq, result }));
+        self.kv_done(now, reply.seq, result);
+    }
+
+    /// Reports request `seq`'s outcome: to the coordination recipe that
+    /// made it, or to the user.
+    fn kv_done(&mut self, now: Instant, seq: u64, result: Result<KvAnswer, KvError>) {
+        if self.coord.owns_request(seq) {
+            self.coord_on_answer(now, seq, result);
+        } else {
+            self.actions.push_back(Action::Event(Event::KvDone { id: seq, result }));
+        }
     }
 
     /// Retries and deadlines.
@@ -139,8 +166,7 @@ impl Peer {
             self.kv.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| *s).collect();
         for seq in expired {
             self.kv.pending.remove(&seq);
-            let result = Err(KvError::from(Fail::Unavailable));
-            self.actions.push_back(Action::Event(Event::KvDone { id: seq, result }));
+            self.kv_done(now, seq, Err(KvError::from(Fail::Unavailable)));
         }
         let due: Vec<u64> =
             self.kv.pending.iter().filter(|(_, p)| p.retry_at <= now).map(|(s, _)| *s).collect();
@@ -189,7 +215,14 @@ impl Peer {
     }
 
     /// Changes for a watch.
-    pub(super) fn on_watch_events(&mut self, from: NodeId, id: u64, next: u64, changes: Vec<Change>) {
+    pub(super) fn on_watch_events(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        id: u64,
+        next: u64,
+        changes: Vec<Change>,
+    ) {
         let Some(w) = self.kv.watches.get_mut(&id) else { return };
         if w.via != Some(from) {
             return; // from a server the watch moved away from
@@ -199,16 +232,24 @@ impl Peer {
         let events: Vec<KvEvent> =
             changes.into_iter().filter(|c| c.rev >= start).map(KvEvent::from).collect();
         w.next = w.next.max(next);
-        if !events.is_empty() {
+        if events.is_empty() {
+        } else if self.coord.owns_watch(id) {
+            self.coord_on_watch(now, id, events);
+        } else {
             self.actions.push_back(Action::Event(Event::KvWatch { id, events }));
         }
     }
 
     /// A server ended a watch.
-    pub(super) fn on_watch_end(&mut self, from: NodeId, id: u64, fail: Fail) {
+    pub(super) fn on_watch_end(&mut self, now: Instant, from: NodeId, id: u64, fail: Fail) {
         if self.kv.watches.get(&id).is_some_and(|w| w.via == Some(from)) {
             self.kv.watches.remove(&id);
-            self.actions.push_back(Action::Event(Event::KvWatchEnded { id, error: KvError::from(fail) }));
+            let error = KvError::from(fail);
+            if self.coord.owns_watch(id) {
+                self.coord_on_watch_end(now, id, error);
+            } else {
+                self.actions.push_back(Action::Event(Event::KvWatchEnded { id, error }));
+            }
         }
     }
 

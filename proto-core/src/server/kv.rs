@@ -55,6 +55,7 @@ struct Waiting {
 struct Read {
     origin: NodeId,
     client: NodeId,
+    epoch: u64,
     seq: u64,
     op: Op,
     since: Instant,
@@ -77,7 +78,8 @@ struct Watching {
 /// The server's store-request tables.
 #[derive(Debug, Default)]
 pub(super) struct KvTables {
-    waiting: BTreeMap<(NodeId, u64), Waiting>,
+    /// By (peer, run, sequence number).
+    waiting: BTreeMap<(NodeId, u64, u64), Waiting>,
     watches: BTreeMap<(NodeId, u64), Watching>,
     reads: BTreeMap<u64, Read>,
     next_ctx: u64,
@@ -87,21 +89,22 @@ impl Server {
     /// A peer's store request (`PeerMsg::Kv`).
     pub(super) fn on_kv_ask(&mut self, now: Instant, from: NodeId, ask: KvAsk) {
         if let Err(e) = check_op(&ask.op) {
-            self.reply(from, ask.seq, Err(Fail::from(&e)), true);
+            self.reply(from, ask.epoch, ask.seq, Err(Fail::from(&e)), true);
             return;
         }
-        let waiting = self.kv.waiting.range((from, 0)..=(from, u64::MAX)).count();
-        if waiting >= MAX_WAITING_PER_PEER && !self.kv.waiting.contains_key(&(from, ask.seq)) {
+        let waiting = self.kv.waiting.range((from, 0, 0)..=(from, u64::MAX, u64::MAX)).count();
+        if waiting >= MAX_WAITING_PER_PEER && !self.kv.waiting.contains_key(&(from, ask.epoch, ask.seq)) {
             // The peer keeps fewer in flight; it will retry.
             return;
         }
         if let (Op::Get { .. }, Some(rev)) = (&ask.op, ask.at_least) {
-            self.kv.waiting.insert((from, ask.seq), Waiting { since: now, local_read: Some((ask.op, rev)) });
+            let key = (from, ask.epoch, ask.seq);
+            self.kv.waiting.insert(key, Waiting { since: now, local_read: Some((ask.op, rev)) });
             self.serve_local_reads();
             return;
         }
         // A retry is forwarded again: the leader may have changed.
-        self.kv.waiting.insert((from, ask.seq), Waiting { since: now, local_read: None });
+        self.kv.waiting.insert((from, ask.epoch, ask.seq), Waiting { since: now, local_read: None });
         self.forward(now, from, ask);
     }
 
@@ -113,16 +116,17 @@ impl Server {
     }
 
     /// A read's answer from the leader (`ClusterMsg::KvRead`).
-    pub(super) fn on_kv_read(&mut self, client: NodeId, seq: u64, outcome: Outcome) {
-        if self.kv.waiting.remove(&(client, seq)).is_some() {
-            self.reply(client, seq, outcome, true);
+    pub(super) fn on_kv_read(&mut self, client: NodeId, epoch: u64, seq: u64, outcome: Outcome) {
+        if self.kv.waiting.remove(&(client, epoch, seq)).is_some() {
+            self.reply(client, epoch, seq, outcome, true);
         }
     }
 
     /// A peer went away: its requests and watches are dropped (it retries
     /// and re-registers elsewhere).
     pub(super) fn kv_peer_gone(&mut self, peer: NodeId) {
-        let keys: Vec<_> = self.kv.waiting.range((peer, 0)..=(peer, u64::MAX)).map(|(k, _)| *k).collect();
+        let keys: Vec<_> =
+            self.kv.waiting.range((peer, 0, 0)..=(peer, u64::MAX, u64::MAX)).map(|(k, _)| *k).collect();
         for k in keys {
             self.kv.waiting.remove(&k);
         }
@@ -226,12 +230,20 @@ impl Server {
             }
             let ctx = self.kv.next_ctx;
             self.kv.next_ctx += 1;
-            let read =
-                Read { origin, client, seq: ask.seq, op: ask.op, since: now, asked: false, index: None };
+            let read = Read {
+                origin,
+                client,
+                epoch: ask.epoch,
+                seq: ask.seq,
+                op: ask.op,
+                since: now,
+                asked: false,
+                index: None,
+            };
             self.kv.reads.insert(ctx, read);
             self.kv_pump();
         } else {
-            let cmd = Command { client, seq: ask.seq, ack: ask.ack, op: ask.op };
+            let cmd = Command { client, epoch: ask.epoch, seq: ask.seq, ack: ask.ack, op: ask.op };
             self.consensus.propose_command(&cmd);
             self.flush_raft();
         }
@@ -241,8 +253,8 @@ impl Server {
     /// after every Raft step (from `flush_raft`).
     pub(super) fn kv_pump(&mut self) {
         for a in self.consensus.take_applied() {
-            if self.kv.waiting.remove(&(a.client, a.seq)).is_some() {
-                self.reply(a.client, a.seq, a.outcome, true);
+            if self.kv.waiting.remove(&(a.client, a.epoch, a.seq)).is_some() {
+                self.reply(a.client, a.epoch, a.seq, a.outcome, true);
             }
         }
         if !self.consensus.is_leader() {
@@ -287,9 +299,10 @@ impl Server {
             let Some(store) = self.consensus.store() else { continue };
             let outcome = store.read(&r.op);
             if r.origin == self.me {
-                self.on_kv_read(r.client, r.seq, outcome);
+                self.on_kv_read(r.client, r.epoch, r.seq, outcome);
             } else if self.live.contains_key(&r.origin) {
-                self.send(r.origin, ClusterMsg::KvRead { client: r.client, seq: r.seq, outcome });
+                let msg = ClusterMsg::KvRead { client: r.client, epoch: r.epoch, seq: r.seq, outcome };
+                self.send(r.origin, msg);
             }
         }
         self.serve_local_reads();
@@ -305,7 +318,7 @@ impl Server {
     fn serve_local_reads(&mut self) {
         let Some(store) = self.consensus.store() else { return };
         let rev = store.revision();
-        let due: Vec<((NodeId, u64), Outcome)> = self
+        let due: Vec<((NodeId, u64, u64), Outcome)> = self
             .kv
             .waiting
             .iter()
@@ -314,9 +327,9 @@ impl Server {
                 (rev >= *at).then(|| (*k, store.read(op)))
             })
             .collect();
-        for ((client, seq), outcome) in due {
-            self.kv.waiting.remove(&(client, seq));
-            self.reply(client, seq, outcome, false);
+        for ((client, epoch, seq), outcome) in due {
+            self.kv.waiting.remove(&(client, epoch, seq));
+            self.reply(client, epoch, seq, outcome, false);
         }
     }
 
@@ -327,11 +340,11 @@ impl Server {
         self.kv.reads.retain(|_, r| !old(r.since));
     }
 
-    fn reply(&mut self, to: NodeId, seq: u64, outcome: Outcome, linearizable: bool) {
+    fn reply(&mut self, to: NodeId, epoch: u64, seq: u64, outcome: Outcome, linearizable: bool) {
         if self.peers.get(&to).is_none() {
             return;
         }
         let voters = u32::try_from(self.consensus.voter_count()).unwrap_or(u32::MAX);
-        self.send_peer(to, PeerMsg::KvReply(KvReply { seq, outcome, linearizable, voters }));
+        self.send_peer(to, PeerMsg::KvReply(KvReply { epoch, seq, outcome, linearizable, voters }));
     }
 }

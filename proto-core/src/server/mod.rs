@@ -469,7 +469,9 @@ impl Server {
             ClusterMsg::KvForward(ask, client) => {
                 self.on_kv_forward(now, from, ask, client);
             }
-            ClusterMsg::KvRead { client, seq, outcome } => self.on_kv_read(client, seq, outcome),
+            ClusterMsg::KvRead { client, epoch, seq, outcome } => {
+                self.on_kv_read(client, epoch, seq, outcome)
+            }
             ClusterMsg::Holding { full, up, down } => self.on_holding(now, from, full, up, down),
             ClusterMsg::Raft { cluster, msg } => {
                 let from_raft = self.live.get(&from).and_then(|l| l.status).map(|s| s.raft_id);

@@ -106,6 +106,8 @@ struct Group {
 pub(crate) struct Applied {
     /// The command's client.
     pub(crate) client: NodeId,
+    /// The client's run.
+    pub(crate) epoch: u64,
     /// Its sequence number.
     pub(crate) seq: u64,
     /// The answer.
@@ -902,9 +904,9 @@ fn apply_committed(node: &mut RawNode<RaftLog>, store: &mut Store, entries: Vec<
             // that is not a command is skipped everywhere.
             match postcard::from_bytes::<Proposal>(&e.data) {
                 Ok(Proposal::Client(cmd)) => {
-                    let (client, seq) = (cmd.client, cmd.seq);
+                    let (client, epoch, seq) = (cmd.client, cmd.epoch, cmd.seq);
                     let outcome = store.apply(e.index, cmd);
-                    done.applied.push(Applied { client, seq, outcome });
+                    done.applied.push(Applied { client, epoch, seq, outcome });
                 }
                 Ok(Proposal::Expire { session }) => store.expire(e.index, session),
                 Err(_) => {}

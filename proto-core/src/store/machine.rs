@@ -47,6 +47,9 @@ pub(crate) struct Change {
     /// For a put: the key's create revision and version after it.
     pub(crate) create: u64,
     pub(crate) version: u64,
+    /// For a delete: the key went because its session expired (not by a
+    /// request), which coordination recipes treat as an involuntary loss.
+    pub(crate) expired: bool,
 }
 
 impl Change {
@@ -59,6 +62,7 @@ impl From<Change> for KvEvent {
     fn from(c: Change) -> Self {
         let (kind, value) = match c.value {
             Some(v) => (KvEventKind::Put, v),
+            None if c.expired => (KvEventKind::Expired, Vec::new()),
             None => (KvEventKind::Delete, Vec::new()),
         };
         KvEvent {
@@ -74,11 +78,17 @@ impl From<Change> for KvEvent {
     }
 }
 
+/// Whose exactly-once answers: a peer's ID and the run ([`Command::epoch`]).
+pub(crate) type ClientKey = (NodeId, u64);
+
 /// A write as it travels in a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Command {
     /// The peer that asked.
     pub(crate) client: NodeId,
+    /// Which run of that peer asked (random per start): sequence numbers
+    /// restart with every run, so answers are kept per (peer, run).
+    pub(crate) epoch: u64,
     /// Its sequence number for this request (retries reuse it).
     pub(crate) seq: u64,
     /// Every sequence number below this one has been answered to the client.
@@ -102,6 +112,8 @@ pub(crate) struct Rec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) owner: NodeId,
+    /// The run of the owner that opened it ([`Command::epoch`]).
+    epoch: u64,
     pub(crate) ttl_ms: u64,
     keys: BTreeSet<Vec<u8>>,
 }
@@ -239,7 +251,7 @@ struct Image {
     revision: u64,
     applied: u64,
     kvs: Vec<(Vec<u8>, Rec)>,
-    clients: Vec<(NodeId, Client)>,
+    clients: Vec<(ClientKey, Client)>,
     history: Vec<Change>,
     first_kept: u64,
     sessions: Vec<(u64, Session)>,
@@ -253,9 +265,9 @@ pub(crate) struct Store {
     revision: u64,
     /// Bytes counted against [`MAX_STORE_BYTES`].
     used: usize,
-    clients: BTreeMap<NodeId, Client>,
+    clients: BTreeMap<ClientKey, Client>,
     /// (touched, client), to forget the least recently active first.
-    lru: BTreeSet<(u64, NodeId)>,
+    lru: BTreeSet<(u64, ClientKey)>,
     /// Bytes of kept answers.
     cached: usize,
     /// The log index of the latest applied entry.
@@ -308,7 +320,8 @@ impl Store {
     /// Applies a committed command at log index `index`.
     pub(crate) fn apply(&mut self, index: u64, cmd: Command) -> Outcome {
         self.applied = self.applied.max(index);
-        let client = self.touch(cmd.client, index);
+        let key = (cmd.client, cmd.epoch);
+        let client = self.touch(key, index);
         // The client has every answer below `ack`: forget them.
         if cmd.ack > client.acked {
             client.acked = cmd.ack;
@@ -317,15 +330,33 @@ impl Store {
             client.answers = keep;
             self.cached -= freed.min(self.cached);
         }
-        let client = self.clients.entry(cmd.client).or_default();
+        // A new run of a peer ends the sessions of its earlier runs: they
+        // would otherwise live on while the new run stays connected, with
+        // locks and candidacies nobody holds. Their keys go as expired.
+        let old: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.owner == cmd.client && s.epoch != cmd.epoch)
+            .map(|(id, _)| *id)
+            .collect();
+        if !old.is_empty() {
+            let next = self.revision + 1;
+            for id in old {
+                self.end_session(id, next, true);
+            }
+            if self.kvs_changed_at(next) {
+                self.revision = next;
+            }
+        }
+        let client = self.clients.entry(key).or_default();
         if cmd.seq < client.acked {
             return Err(Fail::Stale);
         }
         if let Some(kept) = client.answers.get(&cmd.seq) {
             return kept.clone();
         }
-        let outcome = self.execute(index, cmd.client, &cmd.op);
-        let client = self.clients.entry(cmd.client).or_default();
+        let outcome = self.execute(index, cmd.client, cmd.epoch, &cmd.op);
+        let client = self.clients.entry(key).or_default();
         if client.answers.len() >= MAX_CLIENT_ANSWERS
             && let Some((_, old)) = client.answers.pop_first()
         {
@@ -333,7 +364,7 @@ impl Store {
         }
         self.cached += answer_cost(&outcome);
         client.answers.insert(cmd.seq, outcome.clone());
-        self.forget_clients(cmd.client);
+        self.forget_clients(key);
         outcome
     }
 
@@ -345,7 +376,7 @@ impl Store {
         }
     }
 
-    fn touch(&mut self, id: NodeId, index: u64) -> &mut Client {
+    fn touch(&mut self, id: ClientKey, index: u64) -> &mut Client {
         let client = self.clients.entry(id).or_default();
         self.lru.remove(&(client.touched, id));
         client.touched = index;
@@ -355,7 +386,7 @@ impl Store {
 
     /// Forgets the least recently active clients (never `keep`) while the
     /// kept answers are over budget or there are too many clients.
-    fn forget_clients(&mut self, keep: NodeId) {
+    fn forget_clients(&mut self, keep: ClientKey) {
         const MAX_CLIENTS: usize = 4096;
         while self.cached > MAX_CACHE_BYTES || self.clients.len() > MAX_CLIENTS {
             let Some(&(t, id)) = self.lru.iter().find(|(_, id)| *id != keep) else { break };
@@ -378,12 +409,12 @@ impl Store {
 
     /// Ends a session: deletes its keys at revision `rev` (if any) and
     /// forgets it. Returns how many keys went.
-    fn end_session(&mut self, session: u64, rev: u64) -> u64 {
+    fn end_session(&mut self, session: u64, rev: u64, expired: bool) -> u64 {
         let Some(s) = self.sessions.remove(&session) else { return 0 };
         self.sessions_changed += 1;
         let mut deleted = 0;
         for k in s.keys {
-            deleted += self.delete(&Range::Key(k), rev);
+            deleted += self.delete_as(&Range::Key(k), rev, expired);
         }
         deleted
     }
@@ -392,7 +423,7 @@ impl Store {
     pub(crate) fn expire(&mut self, index: u64, session: u64) {
         self.applied = self.applied.max(index);
         let next = self.revision + 1;
-        self.end_session(session, next);
+        self.end_session(session, next, true);
         if self.kvs_changed_at(next) {
             self.revision = next;
         }
@@ -408,7 +439,7 @@ impl Store {
         self.sessions_changed
     }
 
-    fn execute(&mut self, index: u64, client: NodeId, op: &Op) -> Outcome {
+    fn execute(&mut self, index: u64, client: NodeId, epoch: u64, op: &Op) -> Outcome {
         if let Err(e) = check_op(op) {
             return Err(Fail::from(&e));
         }
@@ -426,7 +457,7 @@ impl Store {
                     return Err(Fail::Invalid(6));
                 }
                 self.sessions
-                    .insert(index, Session { owner: client, ttl_ms: *ttl_ms, keys: BTreeSet::new() });
+                    .insert(index, Session { owner: client, epoch, ttl_ms: *ttl_ms, keys: BTreeSet::new() });
                 self.sessions_changed += 1;
                 Res::Leaf(Leaf::SessionOpened { session: index })
             }
@@ -434,7 +465,7 @@ impl Store {
                 if self.sessions.get(session).is_none_or(|s| s.owner != client) {
                     return Err(Fail::Invalid(4));
                 }
-                Res::Leaf(Leaf::SessionClosed { deleted: self.end_session(*session, next) })
+                Res::Leaf(Leaf::SessionClosed { deleted: self.end_session(*session, next, false) })
             }
             Op::Delete { range } => Res::Leaf(Leaf::Delete { deleted: self.delete(range, next) }),
             Op::Txn { compare, success, failure } => {
@@ -525,7 +556,14 @@ impl Store {
                 s.keys.insert(key.to_vec());
             }
         }
-        self.record(Change { rev, key: key.to_vec(), value: Some(value.to_vec()), create, version });
+        self.record(Change {
+            rev,
+            key: key.to_vec(),
+            value: Some(value.to_vec()),
+            create,
+            version,
+            expired: false,
+        });
     }
 
     /// Keeps a change for watches, forgetting the oldest whole revisions
@@ -576,6 +614,11 @@ impl Store {
     }
 
     fn delete(&mut self, range: &Range, rev: u64) -> u64 {
+        self.delete_as(range, rev, false)
+    }
+
+    /// Deletes `range` at `rev`; `expired` marks a session expiry's deletes.
+    fn delete_as(&mut self, range: &Range, rev: u64, expired: bool) -> u64 {
         let keys: Vec<Vec<u8>> = match range {
             Range::Key(k) => self.kvs.contains_key(k).then(|| k.clone()).into_iter().collect(),
             Range::Prefix(p) => self
@@ -591,7 +634,7 @@ impl Store {
                 if let Some(s) = self.sessions.get_mut(&r.session) {
                     s.keys.remove(k);
                 }
-                self.record(Change { rev, key: k.clone(), value: None, create: 0, version: 0 });
+                self.record(Change { rev, key: k.clone(), value: None, create: 0, version: 0, expired });
             }
         }
         if !keys.is_empty() {

@@ -477,8 +477,12 @@ pub struct KvEvent {
 pub enum KvEventKind {
     /// The key was created or changed.
     Put,
-    /// The key was deleted.
+    /// The key was deleted by a request (or its session was closed).
     Delete,
+    /// The key was deleted because the session it was bound to expired:
+    /// its owner was away from every server for the session's TTL. The
+    /// entry is as for [`KvEventKind::Delete`].
+    Expired,
 }
 
 /// How strongly an answer is ordered with respect to the others.

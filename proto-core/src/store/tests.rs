@@ -10,7 +10,7 @@ fn client(n: u8) -> NodeId {
 
 /// Applies `req` as client 1's next request (sequence = log index).
 fn run(s: &mut Store, index: u64, req: KvRequest) -> Outcome {
-    s.apply(index, Command { client: client(1), seq: index, ack: index, op: req.0 })
+    s.apply(index, Command { client: client(1), epoch: 0, seq: index, ack: index, op: req.0 })
 }
 
 fn answer(o: Outcome) -> (u64, KvResponse) {
@@ -100,6 +100,7 @@ fn a_retry_gets_the_first_answer_and_is_not_applied_twice() {
     let c = client(9);
     let incr = |seq, ack, expect: &str, new: &str| Command {
         client: c,
+        epoch: 0,
         seq,
         ack,
         op: KvRequest::txn([KvCompare::value("n", CompareOp::Equal, expect)], [KvRequest::put("n", new)], [])
@@ -170,7 +171,8 @@ fn kept_answers_are_bounded() {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&i.to_be_bytes());
         let c = Identity::from_seed(Role::Peer, seed).id();
-        s.apply(i + 1, Command { client: c, seq: 0, ack: 0, op: KvRequest::get_prefix("").0 }).unwrap();
+        s.apply(i + 1, Command { client: c, epoch: 0, seq: 0, ack: 0, op: KvRequest::get_prefix("").0 })
+            .unwrap();
     }
     let snap = s.snapshot();
     assert!(snap.len() < MAX_STORE_BYTES, "{}", snap.len());
@@ -301,7 +303,7 @@ fn watches_read_whole_revisions_in_order_until_compacted() {
 fn sessions_own_their_keys_and_take_them_when_they_end() {
     let mut s = Store::default();
     let (me, other) = (client(1), client(2));
-    let cmd = |client, seq, req: KvRequest| Command { client, seq, ack: 0, op: req.0 };
+    let cmd = |client, seq, req: KvRequest| Command { client, epoch: 0, seq, ack: 0, op: req.0 };
     let (_, res) =
         s.apply(1, cmd(me, 1, KvRequest::session_open(std::time::Duration::from_secs(5)))).unwrap();
     let KvResponse::SessionOpened { session } = KvResponse::from(res) else { panic!() };
@@ -336,4 +338,29 @@ fn sessions_own_their_keys_and_take_them_when_they_end() {
         KvRequest::session_open(std::time::Duration::from_millis(10)).check(),
         Err(KvError::Invalid(_))
     ));
+}
+
+#[test]
+fn a_new_run_of_a_peer_starts_afresh_and_ends_its_old_runs_sessions() {
+    let mut s = Store::default();
+    let me = client(1);
+    let cmd = |epoch, seq, req: KvRequest| Command { client: me, epoch, seq, ack: seq, op: req.0 };
+    let (_, res) = s.apply(1, cmd(7, 0, KvRequest::session_open(std::time::Duration::from_secs(5)))).unwrap();
+    let KvResponse::SessionOpened { session } = KvResponse::from(res) else { panic!() };
+    s.apply(2, cmd(7, 1, KvRequest::put("lock/a", "held").with_session(session))).unwrap();
+    s.apply(3, cmd(7, 5, KvRequest::put("plain", "1"))).unwrap();
+    // The peer restarts: its sequence numbers begin at 0 again. Run 8's
+    // seq 0 is neither stale nor run 7's kept answer, and run 7's session
+    // ends with its keys (reported as expired).
+    let before = s.revision();
+    let (_, res) = s.apply(4, cmd(8, 0, KvRequest::get("plain"))).unwrap();
+    assert!(matches!(KvResponse::from(res), KvResponse::Get { .. }));
+    assert_eq!(s.sessions().count(), 0);
+    assert_eq!(values(&s, ""), vec![("plain".into(), "1".into())]);
+    let (changes, _) = s.changes_since(before + 1, b"", usize::MAX).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(crate::KvEvent::from(changes[0].clone()).kind, crate::KvEventKind::Expired);
+    // Run 8 cannot bind to run 7's session either.
+    let bind = s.apply(5, cmd(8, 1, KvRequest::put("x", "y").with_session(session)));
+    assert!(bind.is_err());
 }

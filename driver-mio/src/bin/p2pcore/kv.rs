@@ -81,6 +81,11 @@ pub(crate) fn watch_lines(id: u64, events: &[KvEvent]) -> Vec<String> {
             KvEventKind::Delete => {
                 format!("~ watch {id}: delete {} (revision {})", show(&e.entry.key), e.entry.mod_revision)
             }
+            KvEventKind::Expired => format!(
+                "~ watch {id}: expired {} (its session ended; revision {})",
+                show(&e.entry.key),
+                e.entry.mod_revision
+            ),
             _ => format!(
                 "~ watch {id}: put {} = {} (revision {}, version {})",
                 show(&e.entry.key),

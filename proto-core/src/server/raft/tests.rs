@@ -1342,7 +1342,7 @@ fn the_store_replicates_and_a_joiner_gets_it_from_a_snapshot() {
     let client = node(77);
     for seq in 0..1100u64 {
         let op = KvRequest::put(format!("k{}", seq % 50), format!("v{seq}")).0;
-        assert!(group[0].propose_command(&Command { client, seq, ack: seq, op }));
+        assert!(group[0].propose_command(&Command { client, epoch: 0, seq, ack: seq, op }));
     }
     assert_eq!(group[0].take_applied().len(), 1100);
     assert!(group[0].group.as_ref().unwrap().node.store().first_index().unwrap() > 1, "compacted");
@@ -1376,7 +1376,8 @@ fn a_durable_group_commits_only_what_is_on_disk_and_resumes_from_it() {
     flush_disk(&mut c, &mut table);
     assert!(c.is_leader());
     let client = node(77);
-    let put = |seq: u64| Command { client, seq, ack: seq, op: KvRequest::put(format!("k{seq}"), "v").0 };
+    let put =
+        |seq: u64| Command { client, epoch: 0, seq, ack: seq, op: KvRequest::put(format!("k{seq}"), "v").0 };
     // A lone voter: nothing commits before its own log is on disk.
     assert!(c.propose_command(&put(0)));
     assert!(c.take_applied().is_empty(), "applied before the write was confirmed");
