@@ -15,7 +15,7 @@
 use crate::endpoint::{CloseReason, EndpointConfig, Shared, State};
 use crate::inbox::Pushed;
 use crate::peer::PathView;
-use p2pcore::{Event, Node, Role};
+use p2pcore::{CoordEvent, Event, Node, Role};
 use p2pcore_mio::DataDir;
 use p2pcore_mio::net::{self, Datagram, Out, RecvOutcome, SendOutcome, UdpBatch, UdpSockRef};
 use std::io;
@@ -92,6 +92,7 @@ impl Drop for Ending {
             // end the watches.
             st.kv.clear();
             st.kv_watches.clear();
+            st.coord.clear();
             (reason, st.inbox.notifiers())
         };
         tracing::debug!(%reason, "p2pcore endpoint ended");
@@ -341,6 +342,19 @@ impl Io {
                 // ends it.
                 if let Some(slot) = st.kv_watches.remove(id) {
                     let _ = slot.send(Err(error.clone()));
+                }
+            }
+            Event::Coord(ev) => {
+                // No slot: nobody follows the request any more (the event
+                // stream still carries it).
+                let last = matches!(ev, CoordEvent::Released { .. } | CoordEvent::Ended { .. });
+                let id = ev.id();
+                if let Some(slot) = st.coord.get(&id)
+                    && (slot.send(ev.clone()).is_err() || last)
+                {
+                    // Its last event (the dropped sender then ends the
+                    // receiver after it), or a receiver gone.
+                    st.coord.remove(&id);
                 }
             }
             Event::PathChanged { peer, path } => {

@@ -1,6 +1,7 @@
 //! [`Endpoint`], its configuration, errors and the values its methods
 //! return; the state every handle shares with the driver task.
 
+use crate::coord::CoordSlot;
 use crate::driver::{self, Setup};
 use crate::inbox::Inbox;
 use crate::kv::{AnswerSlot, WatchSlot};
@@ -267,6 +268,9 @@ pub(crate) struct State {
     pub(crate) kv: BTreeMap<u64, AnswerSlot>,
     /// Live [`crate::KvWatch`] handles, by the core's watch id.
     pub(crate) kv_watches: BTreeMap<u64, WatchSlot>,
+    /// Running coordination requests a future or handle follows, by the
+    /// core's request id.
+    pub(crate) coord: BTreeMap<u64, CoordSlot>,
     pub(crate) watchers: Option<Watchers>,
     pub(crate) ended: Option<CloseReason>,
     pub(crate) close_requested: bool,
@@ -393,6 +397,7 @@ impl Endpoint {
                 paths: BTreeMap::new(),
                 kv: BTreeMap::new(),
                 kv_watches: BTreeMap::new(),
+                coord: BTreeMap::new(),
                 watchers: Some(watchers),
                 ended: None,
                 close_requested: false,

@@ -36,6 +36,14 @@
 //!   [`Endpoint::delete`] are the shortcuts; [`Endpoint::watch`] gives a
 //!   [`KvWatch`] whose [`KvWatch::next`] yields the changes under a prefix,
 //!   in order and without gaps. Failures are the core's typed [`KvError`].
+//! * **Coordination** (peers): [`Endpoint::lock`] / [`Endpoint::try_lock`]
+//!   give a [`Lock`] with a fencing token; [`Endpoint::campaign`] a
+//!   [`Leadership`]; [`Endpoint::leader`] and [`Endpoint::watch_leader`]
+//!   tell who leads; [`Endpoint::push`], [`Endpoint::pop`] (all or none) and
+//!   [`Endpoint::watch_queue`] run queues; [`Endpoint::register`],
+//!   [`Endpoint::query`] and [`Endpoint::watch_service`] a registry of live
+//!   instances. What they hold is bound to a store session
+//!   ([`Endpoint::session`]) and goes when it ends.
 //! * **Shutdown**: [`Endpoint::close`] tells connected nodes and returns
 //!   within [`HostConfig::close_timeout`] (in [`EndpointConfig::host`]); [`Endpoint::closed`] resolves
 //!   when the endpoint ends for any reason; dropping every handle closes it
@@ -71,15 +79,18 @@
 //! # }
 //! ```
 //!
-//! The examples `chat` and `master_watch` run end to end on loopback
+//! The examples `chat`, `master_watch`, `matchmaking`, `game_cluster` and
+//! `backend` run end to end on loopback
 //! (`cargo run -p p2pcore-tokio --example chat`).
 
+mod coord;
 mod driver;
 mod endpoint;
 mod inbox;
 mod kv;
 mod peer;
 
+pub use coord::{LeaderWatch, Leadership, Lock, QueueWatch, Registration, ServiceWatch};
 pub use endpoint::{
     CloseReason, DriverStats, Endpoint, EndpointConfig, Error, Events, Lagged, MasterView, Message,
 };
@@ -89,7 +100,8 @@ pub use peer::{PathView, PathWatch, Peer};
 
 // The core's types every user of this crate names.
 pub use p2pcore::{
-    CompareOp, Config, ConnectError, Event, KvAnswer, KvCompare, KvEntry, KvError, KvEvent, KvEventKind,
-    KvGuarantee, KvOptions, KvRequest, KvResponse, LinkInfo, MasterBasis, NodeId, NodeStats, PathKind,
-    PeerInfo, Reliability, Role, SendError, ServerInfo,
+    COORD_PREFIX, CompareOp, Config, ConnectError, CoordError, CoordEvent, CoordRequest, CoordUpdate, Event,
+    Instance, InstanceFilter, InstanceInfo, KvAnswer, KvCompare, KvEntry, KvError, KvEvent, KvEventKind,
+    KvGuarantee, KvOptions, KvRequest, KvResponse, LeaderInfo, LinkInfo, MasterBasis, NodeId, NodeStats,
+    PathKind, PeerInfo, QueueItem, Reliability, Role, SendError, ServerInfo,
 };

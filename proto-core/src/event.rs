@@ -199,4 +199,7 @@ pub enum Event {
         /// Why.
         error: KvError,
     },
+    /// A coordination request ([`Node::coord`](crate::Node::coord)) made
+    /// progress, succeeded, or ended.
+    Coord(crate::coord::CoordEvent),
 }

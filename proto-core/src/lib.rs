@@ -60,6 +60,7 @@
 
 mod admission;
 mod config;
+mod coord;
 mod error;
 mod event;
 // Fuzzing entry points (feature `fuzzing`): not part of the API.
@@ -102,6 +103,10 @@ pub use admission::{
     Admission, AdmissionError, AdmissionMode, CredentialKind, JoinToken, NetworkSecret, TokenParseError,
 };
 pub use config::{ClusterConfig, Config, ConnectPolicy, LimitsConfig, PeerConfig};
+pub use coord::{
+    COORD_PREFIX, CoordError, CoordEvent, CoordRequest, CoordUpdate, Instance, InstanceFilter, InstanceInfo,
+    LeaderInfo, MAX_COORD_NAME, MAX_POP, QueueItem,
+};
 pub use error::{
     CertError, ConfigError, ConnectError, DisconnectReason, RefuseReason, SendError, SendFailure, SetupError,
 };

@@ -458,6 +458,66 @@ impl Node {
         found
     }
 
+    /// A peer's store epoch (fuzzing builds only: the harness addresses
+    /// store replies with it).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn kv_epoch(&self) -> Option<u64> {
+        self.role.peer().map(|p| p.kv_epoch())
+    }
+
+    /// Starts a coordination request (peers only): a lock, a campaign, a
+    /// queue push or pop, a registration, or a query or watch of one of
+    /// them ([`CoordRequest`](crate::CoordRequest)). Returns its id; what
+    /// it does comes as [`Event::Coord`](crate::Event::Coord) events with
+    /// that id, and every request that does not finish by itself runs
+    /// until [`Node::coord_release`] or an
+    /// [`CoordEvent::Ended`](crate::CoordEvent::Ended).
+    ///
+    /// ```
+    /// # use p2pcore::{Config, CoordRequest, Identity, Node, Role};
+    /// # let now = std::time::Instant::now();
+    /// # let mut node = Node::new(Config::new(Identity::from_seed(Role::Peer, [7; 32]), "a", [1; 32]), now).unwrap();
+    /// # let session = 1;
+    /// let id = node.coord(now, CoordRequest::lock("rooms", session)).unwrap();
+    /// # let _ = id;
+    /// ```
+    pub fn coord(&mut self, now: Instant, req: crate::CoordRequest) -> Result<u64, crate::CoordError> {
+        self.command(now);
+        let Some(p) = self.role.peer_mut() else { return Err(crate::CoordError::NotAPeer) };
+        let id = p.coord_start(now, req)?;
+        self.scoped(|n| n.run_role_actions());
+        Ok(id)
+    }
+
+    /// Changes a running campaign (its value, proclaimed to followers if it
+    /// leads, and its load) or registration (its load, tags or data),
+    /// without re-registering: watchers see one update. Answered by
+    /// [`CoordEvent::Updated`](crate::CoordEvent::Updated).
+    pub fn coord_update(
+        &mut self,
+        now: Instant,
+        id: u64,
+        update: crate::CoordUpdate,
+    ) -> Result<(), crate::CoordError> {
+        self.command(now);
+        let Some(p) = self.role.peer_mut() else { return Err(crate::CoordError::NotAPeer) };
+        p.coord_update(now, id, update)?;
+        self.scoped(|n| n.run_role_actions());
+        Ok(())
+    }
+
+    /// Releases a running coordination request: unlocks a lock (or leaves
+    /// its line), resigns a campaign, deregisters an instance, stops a
+    /// watch or a waiting pop. [`CoordEvent::Released`](crate::CoordEvent::Released)
+    /// follows once the store applied it. False if `id` is not running.
+    pub fn coord_release(&mut self, now: Instant, id: u64) -> bool {
+        self.command(now);
+        let Some(p) = self.role.peer_mut() else { return false };
+        let found = p.coord_release(now, id);
+        self.scoped(|n| n.run_role_actions());
+        found
+    }
+
     /// Servers with [`ClusterConfig::raft_disk`](crate::ClusterConfig::raft_disk)
     /// set: the next batch of Raft state to store. Apply each batch
     /// atomically and in order, make it durable, then call

@@ -17,6 +17,7 @@
 //! server at all the network is down: `NetworkDown`, and sends fail until a
 //! server is back.
 
+pub(crate) mod coord;
 pub(crate) mod kv;
 pub(crate) mod paths;
 pub(crate) mod relay;
@@ -93,6 +94,8 @@ pub(crate) struct Peer {
     actions: VecDeque<Action>,
     /// Store requests in flight.
     kv: kv::KvClient,
+    /// Coordination requests running (locks, campaigns, ...).
+    coord: coord::CoordClient,
 }
 
 impl Peer {
@@ -106,6 +109,7 @@ impl Peer {
         now: Instant,
     ) -> Self {
         let mut rng = rng;
+        let epoch = rng.next_u64();
         let paths =
             Paths::new(me, cfg.hole_punching, cfg.keep_alive_interval, NodeRng::from_seed(rng.child_seed()));
         let mut p = Self {
@@ -127,7 +131,8 @@ impl Peer {
             retry_at: BTreeMap::new(),
             rng,
             actions: VecDeque::new(),
-            kv: kv::KvClient::default(),
+            kv: kv::KvClient::new(epoch),
+            coord: coord::CoordClient::default(),
         };
         p.dial_servers(now);
         p
@@ -144,10 +149,21 @@ impl Peer {
         let dial = self.roster.next_due(|id| servers.contains_key(id), !servers.is_empty());
         // Only real deadlines: a server redial, a failed peer dial's retry,
         // the path layer's probes and keep-alives. An idle peer sleeps.
-        [dial, self.next_peer_retry(), self.paths.poll_timeout(), self.kv.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            dial,
+            self.next_peer_retry(),
+            self.paths.poll_timeout(),
+            self.kv.next_deadline(),
+            self.coord.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn kv_epoch(&self) -> u64 {
+        self.kv.epoch()
     }
 
     pub(crate) fn master(&self) -> MasterInfo {
@@ -404,6 +420,9 @@ impl Peer {
         if self.kv.next_deadline().is_some_and(|t| t <= now) {
             self.kv_timeout(now);
         }
+        if self.coord.next_deadline().is_some_and(|t| t <= now) {
+            self.coord_timeout(now);
+        }
         if self.next_peer_retry().is_some_and(|t| t <= now) {
             self.connect_peers(now, None);
         }
@@ -632,9 +651,9 @@ impl Peer {
             | PeerMsg::Kv(_)
             | PeerMsg::Watch { .. }
             | PeerMsg::Unwatch { .. } => {}
-            PeerMsg::KvReply(reply) => self.on_kv_reply(reply),
-            PeerMsg::WatchEvents { id, next, changes } => self.on_watch_events(from, id, next, changes),
-            PeerMsg::WatchEnd { id, fail } => self.on_watch_end(from, id, fail),
+            PeerMsg::KvReply(reply) => self.on_kv_reply(now, reply),
+            PeerMsg::WatchEvents { id, next, changes } => self.on_watch_events(now, from, id, next, changes),
+            PeerMsg::WatchEnd { id, fail } => self.on_watch_end(now, from, id, fail),
         }
     }
 

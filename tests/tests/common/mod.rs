@@ -86,7 +86,14 @@ pub fn mesh_configured(
 /// Runs an invariant check over seeds 1..=N (`P2PCORE_SEEDS`, default 200)
 /// and fails with every failing seed and why.
 pub fn check_seeds(run: impl Fn(u64) -> Result<(), String>) {
-    let seeds: u64 = std::env::var("P2PCORE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    check_seeds_n(200, run)
+}
+
+/// [`check_seeds`] with another default count (for sweeps whose seeds are
+/// long); `P2PCORE_SEEDS` still overrides it.
+#[allow(dead_code)]
+pub fn check_seeds_n(default: u64, run: impl Fn(u64) -> Result<(), String>) {
+    let seeds: u64 = std::env::var("P2PCORE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
     let failures: Vec<String> =
         (1..=seeds).filter_map(|seed| run(seed).err().map(|e| format!("seed {seed}: {e}"))).collect();
     assert!(failures.is_empty(), "{} of {seeds} seeds failed:\n{}", failures.len(), failures.join("\n"));
