@@ -474,6 +474,15 @@ impl Peer {
         Some(w)
     }
 
+    /// A recipe that could not start the watch it needs (this peer's store
+    /// watches, its own and the user's, are all in use) ends: without the
+    /// watch it would wait forever.
+    fn coord_no_watch(&mut self, now: Instant, id: u64, task: Task) -> Option<Task> {
+        let error = CoordError::Kv(KvError::TooManyInFlight(crate::server::MAX_WATCHES));
+        self.coord_end(now, id, task, CoordEvent::Ended { id, error });
+        None
+    }
+
     fn coord_unwatch(&mut self, w: Option<u64>) {
         if let Some(w) = w {
             self.coord.watches.remove(&w);
@@ -813,29 +822,20 @@ impl Peer {
             .filter(|e| e.create_revision < l.token)
             .max_by_key(|e| e.create_revision)
             .map(|e| e.key.clone());
-        match ahead {
-            Some(key) => {
-                l.phase = LockPhase::Waiting;
-                l.watch = self.coord_watch(id, key, rev + 1);
-                if l.watch.is_none() {
-                    self.coord_end(
-                        now,
-                        id,
-                        task,
-                        CoordEvent::Ended { id, error: CoordError::TooMany(MAX_TASKS) },
-                    );
-                    return None;
-                }
-            }
-            None if l.pred_expired && !l.delay.is_zero() => {
-                l.phase = LockPhase::Delay(now + l.delay);
-                l.watch = self.coord_watch(id, l.key.clone(), rev + 1);
-            }
-            None => {
-                l.phase = LockPhase::Held;
-                l.watch = self.coord_watch(id, l.key.clone(), rev + 1);
-                emit(&mut self.actions, CoordEvent::LockAcquired { id, token: l.token });
-            }
+        // Waiting watches the key ahead; holding (or the delay before it)
+        // watches our own, to notice the session ending under us.
+        let (phase, watched) = match ahead {
+            Some(key) => (LockPhase::Waiting, key),
+            None if l.pred_expired && !l.delay.is_zero() => (LockPhase::Delay(now + l.delay), l.key.clone()),
+            None => (LockPhase::Held, l.key.clone()),
+        };
+        l.phase = phase;
+        l.watch = self.coord_watch(id, watched, rev + 1);
+        if l.watch.is_none() {
+            return self.coord_no_watch(now, id, task);
+        }
+        if phase == LockPhase::Held {
+            emit(&mut self.actions, CoordEvent::LockAcquired { id, token: l.token });
         }
         Some(task)
     }
@@ -858,6 +858,9 @@ impl Peer {
                 }
                 c.mirror.load(listing(&ans.response), ans.revision);
                 c.mirror.watch = self.coord_watch(id, c.mirror.prefix.clone(), ans.revision + 1);
+                if c.mirror.watch.is_none() {
+                    return self.coord_no_watch(now, id, task);
+                }
                 c.phase = CampPhase::Following;
                 if let Some(up) = c.queued_update.take() {
                     self.campaign_update(now, id, c, up);
@@ -967,6 +970,9 @@ impl Peer {
                 w.mirror.load(listing(&ans.response), ans.revision);
                 if w.watch {
                     w.mirror.watch = self.coord_watch(id, w.mirror.prefix.clone(), ans.revision + 1);
+                    if w.mirror.watch.is_none() {
+                        return self.coord_no_watch(now, id, task);
+                    }
                 }
             }
             Step::PopTxn => {
@@ -1129,6 +1135,9 @@ impl Peer {
                     return Some(task);
                 }
                 r.watch = self.coord_watch(id, r.key.clone(), ans.revision + 1);
+                if r.watch.is_none() {
+                    return self.coord_no_watch(now, id, task);
+                }
                 emit(&mut self.actions, CoordEvent::Registered { id });
                 if let Some(up) = r.queued_update.take() {
                     self.register_update(now, id, r, up);
