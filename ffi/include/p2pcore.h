@@ -39,6 +39,13 @@
 // The layout version `p2p_config_default` writes into `p2p_config.version`.
 #define P2P_CONFIG_VERSION 1
 
+// Longest lock, group, queue or service name, and longest queue item or
+// instance id, in bytes (UTF-8, without the NUL).
+#define P2P_COORD_MAX_NAME 256
+
+// Most items one `p2p_coord_pop` takes.
+#define P2P_COORD_MAX_POP 64
+
 // An event kind this header does not know (a newer library): skip it.
 #define P2P_EVENT_UNKNOWN 0
 
@@ -104,9 +111,11 @@
 // result, `P2P_OK` or a `P2P_ERR_KV_*` code, as a `p2p_result` stored in
 // the unsigned field (read it as `(p2p_result)ev.code`), with `text`
 // saying what went wrong; `last`: the store's revision the answer was
-// taken at (for a write, the revision it created); `count`: the entries
-// in `kv` (reads; a cas that failed: the key's current entry, if any) or
-// the keys removed (deletes); `flags`: `P2P_EVENT_FLAG_KV_SUCCEEDED` (a
+// taken at (for a write, the revision it created; for
+// `p2p_kv_session_open`, the new session's id instead); `count`: the
+// entries in `kv` (reads; a cas that failed: the key's current entry, if
+// any) or the keys removed (deletes; `p2p_kv_session_close`: the keys the
+// session held); `flags`: `P2P_EVENT_FLAG_KV_SUCCEEDED` (a
 // cas made its put), `P2P_EVENT_FLAG_KV_MORE` (a read was cut by its
 // limit); `kv`: the entries, now the caller's (`p2p_kv_list_free`), or
 // NULL when there are none.
@@ -124,6 +133,86 @@
 // kept, `last` is the oldest revision that is); `text`.
 #define P2P_EVENT_KV_WATCH_ENDED 19
 
+// A lock is held (`p2p_coord_lock`): `first`: the request id; `last`: its
+// fencing token (strictly greater than every earlier grant of the lock:
+// pass it with every write the lock protects, and have the resource
+// refuse older tokens). Held until `p2p_coord_release` or a
+// `P2P_EVENT_COORD_ENDED`.
+#define P2P_EVENT_COORD_LOCK_ACQUIRED 20
+
+// This peer leads the group (`p2p_coord_campaign`): `first`: the request
+// id; `last`: the term (a fencing token that grows with every new
+// leadership). Leads until `p2p_coord_release` or a
+// `P2P_EVENT_COORD_ENDED` (`P2P_ERR_COORD_LEADERSHIP_LOST`, ...).
+#define P2P_EVENT_COORD_ELECTED 21
+
+// Who leads a group (`p2p_coord_leader`; with `watch`, again at every
+// change): `first`: the request id; `id`: the leading peer; `last`: its
+// term; `count` 1 and `kv` one entry whose `value` is the value the leader
+// campaigned with or last set (its `key` is empty, its `create_revision`
+// the term); free `kv` with `p2p_kv_list_free`. While nobody leads:
+// `flags & P2P_EVENT_FLAG_COORD_NO_LEADER`, `id` all zero, `last` and
+// `count` 0, `kv` NULL.
+#define P2P_EVENT_COORD_LEADER 22
+
+// A push was applied (`p2p_coord_push`): `first`: the request id;
+// `flags & P2P_EVENT_FLAG_COORD_APPLIED`: the item was added (without it:
+// an item with that id was already queued and stays as it was).
+#define P2P_EVENT_COORD_PUSHED 23
+
+// A remove was applied (`p2p_coord_remove`): `first`: the request id;
+// `flags & P2P_EVENT_FLAG_COORD_APPLIED`: an item was removed (without
+// it: none with that id was queued).
+#define P2P_EVENT_COORD_REMOVED 24
+
+// A pop took its items (`p2p_coord_pop`), all it asked for, in queue
+// order (highest priority first, then oldest): `first`: the request id;
+// `count`: the items; `kv`: the caller's (`p2p_kv_list_free`), where each
+// `entries[i]` has `key` = the item id, `value` = its payload,
+// `create_revision` = `mod_revision` = the revision it was pushed at,
+// `version` = its priority as a 64-bit two's complement value (cast to
+// `int64_t`), and `kv->coord[i]` its `priority` and `node` (the peer that
+// pushed it).
+#define P2P_EVENT_COORD_POPPED 25
+
+// A watched queue's length (`p2p_coord_watch_queue`), now and at every
+// change: `first`: the request id; `count`: the items queued.
+#define P2P_EVENT_COORD_QUEUE_LENGTH 26
+
+// An instance is registered (`p2p_coord_register`): listed while its
+// session lives. `first`: the request id.
+#define P2P_EVENT_COORD_REGISTERED 27
+
+// The live instances a query matched (`p2p_coord_query`; with `watch`,
+// again at every change), least loaded first: `first`: the request id;
+// `count`: the instances; `kv`: the caller's (`p2p_kv_list_free`), NULL
+// when none matched, where each `entries[i]` has `key` = the instance id,
+// `value` = its data, `create_revision` = `mod_revision` = the revision
+// it registered at, `version` = its load, and `kv->coord[i]` its `node`,
+// `load`, `capacity` and `tags`.
+#define P2P_EVENT_COORD_INSTANCES 28
+
+// A `p2p_coord_update` was applied, or why not: `first`: the request id
+// (the campaign or registration); `code`: `P2P_OK`, or a failure as in
+// `P2P_EVENT_KV_DONE` (`P2P_ERR_COORD_SESSION_ENDED`, `P2P_ERR_KV_*`),
+// with `text`.
+#define P2P_EVENT_COORD_UPDATED 29
+
+// A `p2p_coord_release` is done (the lock unlocked, the campaign resigned,
+// the instance deregistered, the watch or wait stopped): `first`: the
+// request id. Nothing more comes for it.
+#define P2P_EVENT_COORD_RELEASED 30
+
+// A coordination request ended without being released: it failed, timed
+// out, or lost what it held. `first`: the request id; `code`: why, as a
+// `p2p_result` in the unsigned field (`P2P_ERR_COORD_TIMEOUT`,
+// `P2P_ERR_COORD_SESSION_ENDED`, `P2P_ERR_COORD_LEADERSHIP_LOST`,
+// `P2P_ERR_COORD_NOT_ENOUGH` with the items queued in `count`,
+// `P2P_ERR_KV_*`, ...); `text` says it. Nothing more comes for it. (One-shot
+// requests, pushes, removes, pops, `p2p_coord_leader` and
+// `p2p_coord_query` without `watch`, end with their answer instead.)
+#define P2P_EVENT_COORD_ENDED 31
+
 // `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
 #define P2P_EVENT_FLAG_HAS_ID 1
 
@@ -137,6 +226,13 @@
 // `p2p_event.flags`: more keys matched than the read returned (its limit,
 // or 1 MiB of answer) (`P2P_EVENT_KV_DONE`).
 #define P2P_EVENT_FLAG_KV_MORE 8
+
+// `p2p_event.flags`: the push added its item, or the remove removed one
+// (`P2P_EVENT_COORD_PUSHED`, `P2P_EVENT_COORD_REMOVED`).
+#define P2P_EVENT_FLAG_COORD_APPLIED 16
+
+// `p2p_event.flags`: nobody leads the group (`P2P_EVENT_COORD_LEADER`).
+#define P2P_EVENT_FLAG_COORD_NO_LEADER 32
 
 // `p2p_kv_entry.kind`: the key as it is (reads), or a put that created or
 // changed it (watches).
@@ -185,6 +281,12 @@
 
 // Longest store value, in bytes.
 #define P2P_KV_MAX_VALUE_LEN (32 * 1024)
+
+// Shortest session TTL (`p2p_kv_session_open`), in milliseconds.
+#define P2P_KV_MIN_SESSION_TTL_MS 1000
+
+// Longest session TTL (`p2p_kv_session_open`), in milliseconds.
+#define P2P_KV_MAX_SESSION_TTL_MS 3600000
 
 // No logging (the default).
 #define P2P_LOG_OFF 0
@@ -412,15 +514,49 @@ typedef struct p2p_kv_entry {
   uint8_t reserved[7];
 } p2p_kv_entry;
 
-// Entries of the store a `P2P_EVENT_KV_DONE` or `P2P_EVENT_KV_WATCH`
-// handed over: the caller's until `p2p_kv_list_free`, from any thread.
+// What a coordination event says about one entry of its `p2p_kv_list`
+// beyond the key and value (`kv->coord[i]` goes with `kv->entries[i]`):
+// a popped queue item (`P2P_EVENT_COORD_POPPED`) or a registered instance
+// (`P2P_EVENT_COORD_INSTANCES`). Its bytes stay valid until the list is
+// freed. 40 bytes on 64-bit platforms, 36 on 32-bit ones.
+typedef struct p2p_coord_entry {
+  // The peer that pushed the item, or the node serving the instance
+  // (all zero if the registration did not say).
+  struct p2p_node_id node;
+  // Padding; zero.
+  uint8_t reserved[3];
+  // The item's priority (higher pops first); 0 for an instance.
+  int32_t priority;
+  // The instance's load; 0 for an item.
+  uint32_t load;
+  // The instance's capacity in the same unit (0: unbounded); 0 for an
+  // item.
+  uint32_t capacity;
+  // The instance's tags as `"k=v,k2=v2"` in key order, NUL-terminated,
+  // `""` when it has none (and for an item); never NULL. Written as is: a
+  // key or value that itself holds `,` or `=` (possible from the Rust
+  // API) makes it ambiguous, and a NUL in one is dropped.
+  const char *tags;
+} p2p_coord_entry;
+
+// Entries a `P2P_EVENT_KV_DONE`, `P2P_EVENT_KV_WATCH`,
+// `P2P_EVENT_COORD_LEADER`, `P2P_EVENT_COORD_POPPED` or
+// `P2P_EVENT_COORD_INSTANCES` handed over: the caller's until
+// `p2p_kv_list_free`, from any thread. Only the library allocates it (it
+// may grow at the end in later versions). 24 bytes on 64-bit platforms,
+// 16 on 32-bit ones.
 typedef struct p2p_kv_list {
-  // `count` entries, in key order (reads) or revision order (watches).
+  // `count` entries, in key order (reads), revision order (watches) or
+  // the order the event says.
   const struct p2p_kv_entry *entries;
   // Entries in `entries`.
   uint32_t count;
   // Padding; zero.
   uint32_t reserved;
+  // `P2P_EVENT_COORD_POPPED` and `P2P_EVENT_COORD_INSTANCES`: `count`
+  // more entries, `coord[i]` about `entries[i]`. NULL for the other
+  // events.
+  const struct p2p_coord_entry *coord;
 } p2p_kv_list;
 
 // One event. Which fields mean something depends on `kind` (see the
@@ -465,9 +601,11 @@ typedef struct p2p_event {
   // `P2P_EVENT_MESSAGE`: the message, now the caller's: release it with
   // `p2p_message_release` (from any thread). NULL otherwise.
   struct p2p_message *message;
-  // `P2P_EVENT_KV_DONE` (with entries) and `P2P_EVENT_KV_WATCH`: the
-  // entries, now the caller's: free them with `p2p_kv_list_free` (from
-  // any thread). NULL otherwise.
+  // `P2P_EVENT_KV_DONE` (with entries), `P2P_EVENT_KV_WATCH`,
+  // `P2P_EVENT_COORD_LEADER` (with a leader), `P2P_EVENT_COORD_POPPED`
+  // and `P2P_EVENT_COORD_INSTANCES` (with instances): the entries, now
+  // the caller's: free them with `p2p_kv_list_free` (from any thread).
+  // NULL otherwise.
   struct p2p_kv_list *kv;
 } p2p_event;
 
@@ -720,6 +858,35 @@ typedef int64_t p2p_waitable;
 // the current state and watch from its revision + 1.
 #define P2P_ERR_KV_COMPACTED -27
 
+// Coordination: a lock, group, queue or service name, queue item or
+// instance id is empty or longer than `P2P_COORD_MAX_NAME` bytes.
+#define P2P_ERR_COORD_INVALID_NAME -28
+
+// Coordination: a lock, campaign or registration needs a session
+// (`p2p_kv_session_open`); the session passed was 0.
+#define P2P_ERR_COORD_NO_SESSION -29
+
+// Coordination (`P2P_EVENT_COORD_ENDED`, `P2P_EVENT_COORD_UPDATED`): the
+// session ended (expired or closed), and with it what the request held.
+#define P2P_ERR_COORD_SESSION_ENDED -30
+
+// Coordination (`P2P_EVENT_COORD_ENDED`): this peer led the group and
+// does no more (its leader key went: its session expired, or it was
+// removed).
+#define P2P_ERR_COORD_LEADERSHIP_LOST -31
+
+// Coordination (`P2P_EVENT_COORD_ENDED`): a lock's or a pop's wait
+// passed first.
+#define P2P_ERR_COORD_TIMEOUT -32
+
+// Coordination (`P2P_EVENT_COORD_ENDED`): a pop that does not wait found
+// fewer items than asked (the event's `count`: the items queued).
+#define P2P_ERR_COORD_NOT_ENOUGH -33
+
+// Coordination: this peer already runs the most coordination requests it
+// may (48); release some first.
+#define P2P_ERR_COORD_TOO_MANY -34
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -767,6 +934,190 @@ p2p_result p2p_config_set(struct p2p_config *cfg, const char *key, const char *v
 //
 // Thread safety: one config, one thread at a time.
 void p2p_config_clear(struct p2p_config *cfg);
+
+// Acquires the lock `name` (NUL-terminated UTF-8, 1 to
+// `P2P_COORD_MAX_NAME` bytes) for `session` (from `p2p_kv_session_open`),
+// waiting in line, first come first served. `wait_ms` < 0 waits for as
+// long as it takes; 0 takes the lock only if it is free now (as long as
+// one store round trip takes); > 0 waits up to that many milliseconds.
+// When the previous holder lost the lock *involuntarily* (its session
+// expired), the grant waits `delay_ms` more (a lock delay: a holder cut
+// off mid-write has time to notice); an unlock hands over at once.
+//
+// Returns the request id (0 or more): `P2P_EVENT_COORD_LOCK_ACQUIRED`
+// with the fencing token in `last` once held; held until
+// `p2p_coord_release` (unlock; `P2P_EVENT_COORD_RELEASED`) or a
+// `P2P_EVENT_COORD_ENDED` (`P2P_ERR_COORD_TIMEOUT`: the wait passed;
+// `P2P_ERR_COORD_SESSION_ENDED`: the session ended, and the lock with it).
+//
+// Errors at once: `P2P_ERR_INVALID_ARGUMENT` (a NULL or non-UTF-8
+// `name`), `P2P_ERR_COORD_INVALID_NAME`, `P2P_ERR_COORD_NO_SESSION`
+// (`session` 0), `P2P_ERR_COORD_TOO_MANY`, `P2P_ERR_KV_NOT_A_PEER`,
+// `P2P_ERR_KV_TOO_MANY`, `P2P_ERR_CLOSED`.
+//
+// Hosted mode: the request leaves at the next `p2p_node_service`. Thread
+// safety: as `p2p_poll_events`.
+int64_t p2p_coord_lock(struct p2p_node *node,
+                       const char *name,
+                       uint64_t session,
+                       int64_t wait_ms,
+                       uint32_t delay_ms);
+
+// Campaigns to lead `group` (a name as in `p2p_coord_lock`) for
+// `session`, with `value` (`value_len` bytes, copied; NULL with 0: empty):
+// what followers read about the leader (an address, a shard, ...). By
+// default the oldest candidate wins; with `least_loaded` non-zero,
+// whenever the leadership is vacant the candidate with the lowest `load`
+// wins (ties: the oldest), and a sitting leader is not displaced. Every
+// candidate of a group must use the same rule.
+//
+// Returns the request id: `P2P_EVENT_COORD_ELECTED` with the term in
+// `last` once this peer leads; a candidate until `p2p_coord_release`
+// (resign) or a `P2P_EVENT_COORD_ENDED` (`P2P_ERR_COORD_LEADERSHIP_LOST`,
+// `P2P_ERR_COORD_SESSION_ENDED`). Change its value or load with
+// `p2p_coord_update`. Errors at once as `p2p_coord_lock`, and
+// `P2P_ERR_KV_TOO_LARGE` for a value that does not fit a store value.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_campaign(struct p2p_node *node,
+                           const char *group,
+                           uint64_t session,
+                           const uint8_t *value,
+                           uint32_t value_len,
+                           uint32_t load,
+                           uint8_t least_loaded);
+
+// Who leads `group`: one `P2P_EVENT_COORD_LEADER` (the leader's node id in
+// `id`, its term in `last`, its value in `kv`, or
+// `P2P_EVENT_FLAG_COORD_NO_LEADER`), after which the request is over; with
+// `watch` non-zero, one now and one at every change, until
+// `p2p_coord_release`. Returns the request id. Errors at once:
+// `P2P_ERR_INVALID_ARGUMENT`, `P2P_ERR_COORD_INVALID_NAME`,
+// `P2P_ERR_COORD_TOO_MANY`, `P2P_ERR_KV_NOT_A_PEER`, `P2P_ERR_KV_TOO_MANY`,
+// `P2P_ERR_CLOSED`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_leader(struct p2p_node *node, const char *group, uint8_t watch);
+
+// Adds `item` (an id, 1 to `P2P_COORD_MAX_NAME` bytes of UTF-8) to
+// `queue` with `payload` (`payload_len` bytes, copied) and `priority`
+// (higher pops first; equal priorities in the order pushed). With a
+// `session` (non-zero) the item leaves the queue when the session ends (a
+// player who disconnects is not matched); 0 binds it to none.
+//
+// Returns the request id, answered by one `P2P_EVENT_COORD_PUSHED`
+// (`flags & P2P_EVENT_FLAG_COORD_APPLIED`: added; without it an item with
+// that id was already queued and stays as it was), or a
+// `P2P_EVENT_COORD_ENDED`. Errors at once as `p2p_coord_leader`, and
+// `P2P_ERR_KV_TOO_LARGE` for a payload that does not fit a store value.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_push(struct p2p_node *node,
+                       const char *queue,
+                       const char *item,
+                       int32_t priority,
+                       const uint8_t *payload,
+                       uint32_t payload_len,
+                       uint64_t session);
+
+// Removes `item` from `queue`. Returns the request id, answered by one
+// `P2P_EVENT_COORD_REMOVED` (`flags & P2P_EVENT_FLAG_COORD_APPLIED`: it
+// was queued and is removed) or a `P2P_EVENT_COORD_ENDED`. Errors at once
+// as `p2p_coord_leader`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_remove(struct p2p_node *node, const char *queue, const char *item);
+
+// Takes the first `n` items (1 to `P2P_COORD_MAX_POP`) of `queue`,
+// highest priority first, then oldest, atomically: all `n` or none, each
+// item taken by exactly one pop. `wait_ms` 0: only what is queued now
+// (fewer: `P2P_EVENT_COORD_ENDED` with `P2P_ERR_COORD_NOT_ENOUGH`, `count`
+// the items queued); > 0: waits up to that many milliseconds for enough
+// items (then `P2P_ERR_COORD_TIMEOUT`; `p2p_coord_release` stops the
+// wait).
+//
+// Returns the request id, answered by one `P2P_EVENT_COORD_POPPED` with
+// the items in `kv` (or a `P2P_EVENT_COORD_ENDED`). Errors at once as
+// `p2p_coord_leader`, `P2P_ERR_INVALID_ARGUMENT` for `n` 0 and
+// `P2P_ERR_KV_TOO_LARGE` for `n` over `P2P_COORD_MAX_POP`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_pop(struct p2p_node *node, const char *queue, uint32_t n, uint32_t wait_ms);
+
+// Watches the length of `queue`: a `P2P_EVENT_COORD_QUEUE_LENGTH` (the
+// items in `count`) now and at every change, until `p2p_coord_release`.
+// Returns the request id. Errors at once as `p2p_coord_leader`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_watch_queue(struct p2p_node *node, const char *queue);
+
+// Registers `instance` (an id, 1 to `P2P_COORD_MAX_NAME` bytes of UTF-8)
+// of `service` for `session`: listed by `p2p_coord_query` while the
+// session lives, with this node as its node, its `load` and `capacity`
+// (same unit; 0: unbounded), `tags` to query by (`"k=v,k2=v2"`: split at
+// `,`, then at the first `=`, spaces around keys and values trimmed; NULL
+// or `""`: none) and `data` (`data_len` bytes, copied: anything else to
+// publish, an address say).
+//
+// Returns the request id: `P2P_EVENT_COORD_REGISTERED` once listed; then
+// `p2p_coord_update` changes its load or data, `p2p_coord_release`
+// deregisters it, and a `P2P_EVENT_COORD_ENDED` says it was lost (the
+// session ended). Errors at once as `p2p_coord_lock` (also for malformed
+// `tags`), and `P2P_ERR_KV_TOO_LARGE` when it does not fit a store value.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_register(struct p2p_node *node,
+                           const char *service,
+                           const char *instance,
+                           uint32_t load,
+                           uint32_t capacity,
+                           const char *tags,
+                           const uint8_t *data,
+                           uint32_t data_len,
+                           uint64_t session);
+
+// The live instances of `service` that have every tag of `tags`
+// (`"k=v,k2=v2"` as in `p2p_coord_register`; NULL or `""`: any) and, with
+// `has_room` non-zero, are below their capacity: one
+// `P2P_EVENT_COORD_INSTANCES` with them in `kv`, least loaded first,
+// after which the request is over; with `watch` non-zero, one now and one
+// at every change, until `p2p_coord_release`. Returns the request id.
+// Errors at once as `p2p_coord_leader` (also for malformed `tags`).
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_coord_query(struct p2p_node *node,
+                        const char *service,
+                        const char *tags,
+                        uint8_t has_room,
+                        uint8_t watch);
+
+// Changes running campaign or registration `id`: its value (a campaign's,
+// shown to followers if it leads) or data (a registration's) to the
+// `value_len` bytes at `value` (NULL: unchanged, then `value_len` must be
+// 0), and its load to `load` (< 0: unchanged; at most 4294967295).
+// Watchers see one change.
+//
+// Returns `P2P_OK`, answered later by a `P2P_EVENT_COORD_UPDATED` with
+// `id` in `first` and the outcome in `code`; `P2P_ERR_NOT_FOUND` (`id` is
+// no running campaign or registration), `P2P_ERR_INVALID_ARGUMENT`,
+// `P2P_ERR_KV_NOT_A_PEER`, `P2P_ERR_CLOSED`.
+//
+// Thread safety: as `p2p_poll_events`.
+p2p_result p2p_coord_update(struct p2p_node *node,
+                            uint64_t id,
+                            const uint8_t *value,
+                            uint32_t value_len,
+                            int64_t load);
+
+// Releases running coordination request `id`: unlocks a lock (or leaves
+// its line), resigns a campaign, deregisters an instance, stops a watch or
+// a waiting pop. A `P2P_EVENT_COORD_RELEASED` with `id` follows once the
+// store applied it; no other event for `id` comes after that one. Returns
+// `P2P_OK`, `P2P_ERR_NOT_FOUND` (no such running request: never made,
+// already over, or ended), `P2P_ERR_CLOSED`, `P2P_ERR_INVALID_ARGUMENT`.
+//
+// Thread safety: as `p2p_poll_events`.
+p2p_result p2p_coord_release(struct p2p_node *node, uint64_t id);
 
 // Creates a node in raw core mode from `cfg` (its `bind`, `gso` and
 // `close_timeout_ms` do not apply: the caller owns the socket), at the
@@ -931,9 +1282,9 @@ p2p_result p2p_core_stats(struct p2p_core *core, struct p2p_stats *out);
 // freed.
 void p2p_message_release(struct p2p_message *message);
 
-// Frees the entries taken from a `P2P_EVENT_KV_DONE` or
-// `P2P_EVENT_KV_WATCH` event (their keys and values are invalid
-// afterwards). NULL is fine; freeing twice is not.
+// Frees the entries taken from a `P2P_EVENT_KV_DONE`,
+// `P2P_EVENT_KV_WATCH` or `P2P_EVENT_COORD_*` event (their keys, values
+// and coordination entries are invalid afterwards). NULL is fine; freeing twice is not.
 //
 // Thread safety: any thread, also after the node that produced it was
 // freed.
@@ -1040,6 +1391,37 @@ int64_t p2p_kv_watch(struct p2p_node *node,
 //
 // Thread safety: as `p2p_poll_events`.
 p2p_result p2p_kv_unwatch(struct p2p_node *node, uint64_t watch_id);
+
+// Opens a session owned by this peer, for the coordination requests
+// (`p2p_coord_lock`, `p2p_coord_campaign`, `p2p_coord_register`, and
+// `p2p_coord_push` of items that leave with their owner). It lives as long
+// as this peer is connected to any server, and `ttl_ms` longer
+// (`P2P_KV_MIN_SESSION_TTL_MS` to `P2P_KV_MAX_SESSION_TTL_MS`); the
+// servers keep it alive, this peer sends nothing for that. When it ends
+// (this peer stayed away from every server for `ttl_ms`, or
+// `p2p_kv_session_close`), every key bound to it is deleted: its locks,
+// leadership, queue items and registrations go with it. A peer holds at
+// most 64 sessions.
+//
+// Returns the request id (0 or more); its `P2P_EVENT_KV_DONE` has the
+// session's id (never 0) in `last` (not a revision, unlike other
+// answers). Errors at once: `P2P_ERR_KV_INVALID` (`ttl_ms` out of range),
+// and as `p2p_kv_get`; later also `P2P_ERR_KV_INVALID` (64 sessions
+// open) and `P2P_ERR_KV_UNAVAILABLE`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_session_open(struct p2p_node *node, uint32_t ttl_ms);
+
+// Closes one of this peer's sessions (`session`, from
+// `p2p_kv_session_open`) now: every key bound to it is deleted, and the
+// coordination requests that used it end (`P2P_EVENT_COORD_ENDED` with
+// `P2P_ERR_COORD_SESSION_ENDED`, unless released first). Returns the
+// request id; its `P2P_EVENT_KV_DONE` has the keys deleted in `count`,
+// or fails with `P2P_ERR_KV_INVALID` when `session` is not an open
+// session of this peer. Errors at once as `p2p_kv_get`.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_kv_session_close(struct p2p_node *node, uint64_t session);
 
 // Creates a node in hosted mode: binds its UDP socket (`cfg->bind`) and
 // starts contacting `cfg->bootstrap`. Drive it with `p2p_node_service`

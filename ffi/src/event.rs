@@ -1,4 +1,5 @@
-//! `p2p_event`, `p2p_message` and `p2p_kv_list`: the core's events as
+//! `p2p_event`, `p2p_message` and `p2p_kv_list` (with its coordination
+//! extras, `p2p_coord_entry`): the core's events as
 //! flat, blittable structures (no unions, no pointers but the two owned
 //! payloads), so Unity's P/Invoke, Python's ctypes and C all read them the
 //! same way.
@@ -7,7 +8,7 @@ use crate::result::{P2P_OK, call_void, kv_code};
 use crate::types::{name_field, p2p_addr, p2p_node_id};
 use bytes::Bytes;
 use p2pcore::{Event, KvEntry, KvError, KvEventKind, KvResponse, MasterBasis, PathKind, Reliability};
-use std::ffi::c_char;
+use std::ffi::{CString, c_char};
 
 /// An event kind this header does not know (a newer library): skip it.
 pub const P2P_EVENT_UNKNOWN: u32 = 0;
@@ -57,9 +58,11 @@ pub const P2P_EVENT_MESSAGE: u32 = 16;
 /// result, `P2P_OK` or a `P2P_ERR_KV_*` code, as a `p2p_result` stored in
 /// the unsigned field (read it as `(p2p_result)ev.code`), with `text`
 /// saying what went wrong; `last`: the store's revision the answer was
-/// taken at (for a write, the revision it created); `count`: the entries
-/// in `kv` (reads; a cas that failed: the key's current entry, if any) or
-/// the keys removed (deletes); `flags`: `P2P_EVENT_FLAG_KV_SUCCEEDED` (a
+/// taken at (for a write, the revision it created; for
+/// `p2p_kv_session_open`, the new session's id instead); `count`: the
+/// entries in `kv` (reads; a cas that failed: the key's current entry, if
+/// any) or the keys removed (deletes; `p2p_kv_session_close`: the keys the
+/// session held); `flags`: `P2P_EVENT_FLAG_KV_SUCCEEDED` (a
 /// cas made its put), `P2P_EVENT_FLAG_KV_MORE` (a read was cut by its
 /// limit); `kv`: the entries, now the caller's (`p2p_kv_list_free`), or
 /// NULL when there are none.
@@ -74,6 +77,74 @@ pub const P2P_EVENT_KV_WATCH: u32 = 18;
 /// `P2P_EVENT_KV_DONE` (`P2P_ERR_KV_COMPACTED`: its start is no longer
 /// kept, `last` is the oldest revision that is); `text`.
 pub const P2P_EVENT_KV_WATCH_ENDED: u32 = 19;
+/// A lock is held (`p2p_coord_lock`): `first`: the request id; `last`: its
+/// fencing token (strictly greater than every earlier grant of the lock:
+/// pass it with every write the lock protects, and have the resource
+/// refuse older tokens). Held until `p2p_coord_release` or a
+/// `P2P_EVENT_COORD_ENDED`.
+pub const P2P_EVENT_COORD_LOCK_ACQUIRED: u32 = 20;
+/// This peer leads the group (`p2p_coord_campaign`): `first`: the request
+/// id; `last`: the term (a fencing token that grows with every new
+/// leadership). Leads until `p2p_coord_release` or a
+/// `P2P_EVENT_COORD_ENDED` (`P2P_ERR_COORD_LEADERSHIP_LOST`, ...).
+pub const P2P_EVENT_COORD_ELECTED: u32 = 21;
+/// Who leads a group (`p2p_coord_leader`; with `watch`, again at every
+/// change): `first`: the request id; `id`: the leading peer; `last`: its
+/// term; `count` 1 and `kv` one entry whose `value` is the value the leader
+/// campaigned with or last set (its `key` is empty, its `create_revision`
+/// the term); free `kv` with `p2p_kv_list_free`. While nobody leads:
+/// `flags & P2P_EVENT_FLAG_COORD_NO_LEADER`, `id` all zero, `last` and
+/// `count` 0, `kv` NULL.
+pub const P2P_EVENT_COORD_LEADER: u32 = 22;
+/// A push was applied (`p2p_coord_push`): `first`: the request id;
+/// `flags & P2P_EVENT_FLAG_COORD_APPLIED`: the item was added (without it:
+/// an item with that id was already queued and stays as it was).
+pub const P2P_EVENT_COORD_PUSHED: u32 = 23;
+/// A remove was applied (`p2p_coord_remove`): `first`: the request id;
+/// `flags & P2P_EVENT_FLAG_COORD_APPLIED`: an item was removed (without
+/// it: none with that id was queued).
+pub const P2P_EVENT_COORD_REMOVED: u32 = 24;
+/// A pop took its items (`p2p_coord_pop`), all it asked for, in queue
+/// order (highest priority first, then oldest): `first`: the request id;
+/// `count`: the items; `kv`: the caller's (`p2p_kv_list_free`), where each
+/// `entries[i]` has `key` = the item id, `value` = its payload,
+/// `create_revision` = `mod_revision` = the revision it was pushed at,
+/// `version` = its priority as a 64-bit two's complement value (cast to
+/// `int64_t`), and `kv->coord[i]` its `priority` and `node` (the peer that
+/// pushed it).
+pub const P2P_EVENT_COORD_POPPED: u32 = 25;
+/// A watched queue's length (`p2p_coord_watch_queue`), now and at every
+/// change: `first`: the request id; `count`: the items queued.
+pub const P2P_EVENT_COORD_QUEUE_LENGTH: u32 = 26;
+/// An instance is registered (`p2p_coord_register`): listed while its
+/// session lives. `first`: the request id.
+pub const P2P_EVENT_COORD_REGISTERED: u32 = 27;
+/// The live instances a query matched (`p2p_coord_query`; with `watch`,
+/// again at every change), least loaded first: `first`: the request id;
+/// `count`: the instances; `kv`: the caller's (`p2p_kv_list_free`), NULL
+/// when none matched, where each `entries[i]` has `key` = the instance id,
+/// `value` = its data, `create_revision` = `mod_revision` = the revision
+/// it registered at, `version` = its load, and `kv->coord[i]` its `node`,
+/// `load`, `capacity` and `tags`.
+pub const P2P_EVENT_COORD_INSTANCES: u32 = 28;
+/// A `p2p_coord_update` was applied, or why not: `first`: the request id
+/// (the campaign or registration); `code`: `P2P_OK`, or a failure as in
+/// `P2P_EVENT_KV_DONE` (`P2P_ERR_COORD_SESSION_ENDED`, `P2P_ERR_KV_*`),
+/// with `text`.
+pub const P2P_EVENT_COORD_UPDATED: u32 = 29;
+/// A `p2p_coord_release` is done (the lock unlocked, the campaign resigned,
+/// the instance deregistered, the watch or wait stopped): `first`: the
+/// request id. Nothing more comes for it.
+pub const P2P_EVENT_COORD_RELEASED: u32 = 30;
+/// A coordination request ended without being released: it failed, timed
+/// out, or lost what it held. `first`: the request id; `code`: why, as a
+/// `p2p_result` in the unsigned field (`P2P_ERR_COORD_TIMEOUT`,
+/// `P2P_ERR_COORD_SESSION_ENDED`, `P2P_ERR_COORD_LEADERSHIP_LOST`,
+/// `P2P_ERR_COORD_NOT_ENOUGH` with the items queued in `count`,
+/// `P2P_ERR_KV_*`, ...); `text` says it. Nothing more comes for it. (One-shot
+/// requests, pushes, removes, pops, `p2p_coord_leader` and
+/// `p2p_coord_query` without `watch`, end with their answer instead.)
+pub const P2P_EVENT_COORD_ENDED: u32 = 31;
 
 /// `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
 pub const P2P_EVENT_FLAG_HAS_ID: u8 = 1;
@@ -85,6 +156,11 @@ pub const P2P_EVENT_FLAG_KV_SUCCEEDED: u8 = 4;
 /// `p2p_event.flags`: more keys matched than the read returned (its limit,
 /// or 1 MiB of answer) (`P2P_EVENT_KV_DONE`).
 pub const P2P_EVENT_FLAG_KV_MORE: u8 = 8;
+/// `p2p_event.flags`: the push added its item, or the remove removed one
+/// (`P2P_EVENT_COORD_PUSHED`, `P2P_EVENT_COORD_REMOVED`).
+pub const P2P_EVENT_FLAG_COORD_APPLIED: u8 = 16;
+/// `p2p_event.flags`: nobody leads the group (`P2P_EVENT_COORD_LEADER`).
+pub const P2P_EVENT_FLAG_COORD_NO_LEADER: u8 = 32;
 
 /// `p2p_kv_entry.kind`: the key as it is (reads), or a put that created or
 /// changed it (watches).
@@ -170,17 +246,53 @@ pub struct p2p_kv_entry {
     pub reserved: [u8; 7],
 }
 
-/// Entries of the store a `P2P_EVENT_KV_DONE` or `P2P_EVENT_KV_WATCH`
-/// handed over: the caller's until `p2p_kv_list_free`, from any thread.
+/// What a coordination event says about one entry of its `p2p_kv_list`
+/// beyond the key and value (`kv->coord[i]` goes with `kv->entries[i]`):
+/// a popped queue item (`P2P_EVENT_COORD_POPPED`) or a registered instance
+/// (`P2P_EVENT_COORD_INSTANCES`). Its bytes stay valid until the list is
+/// freed. 40 bytes on 64-bit platforms, 36 on 32-bit ones.
+#[repr(C)]
+#[derive(Debug)]
+pub struct p2p_coord_entry {
+    /// The peer that pushed the item, or the node serving the instance
+    /// (all zero if the registration did not say).
+    pub node: p2p_node_id,
+    /// Padding; zero.
+    pub reserved: [u8; 3],
+    /// The item's priority (higher pops first); 0 for an instance.
+    pub priority: i32,
+    /// The instance's load; 0 for an item.
+    pub load: u32,
+    /// The instance's capacity in the same unit (0: unbounded); 0 for an
+    /// item.
+    pub capacity: u32,
+    /// The instance's tags as `"k=v,k2=v2"` in key order, NUL-terminated,
+    /// `""` when it has none (and for an item); never NULL. Written as is: a
+    /// key or value that itself holds `,` or `=` (possible from the Rust
+    /// API) makes it ambiguous, and a NUL in one is dropped.
+    pub tags: *const c_char,
+}
+
+/// Entries a `P2P_EVENT_KV_DONE`, `P2P_EVENT_KV_WATCH`,
+/// `P2P_EVENT_COORD_LEADER`, `P2P_EVENT_COORD_POPPED` or
+/// `P2P_EVENT_COORD_INSTANCES` handed over: the caller's until
+/// `p2p_kv_list_free`, from any thread. Only the library allocates it (it
+/// may grow at the end in later versions). 24 bytes on 64-bit platforms,
+/// 16 on 32-bit ones.
 #[repr(C)]
 #[derive(Debug)]
 pub struct p2p_kv_list {
-    /// `count` entries, in key order (reads) or revision order (watches).
+    /// `count` entries, in key order (reads), revision order (watches) or
+    /// the order the event says.
     pub entries: *const p2p_kv_entry,
     /// Entries in `entries`.
     pub count: u32,
     /// Padding; zero.
     pub reserved: u32,
+    /// `P2P_EVENT_COORD_POPPED` and `P2P_EVENT_COORD_INSTANCES`: `count`
+    /// more entries, `coord[i]` about `entries[i]`. NULL for the other
+    /// events.
+    pub coord: *const p2p_coord_entry,
 }
 
 /// The library's allocation behind a `p2p_kv_list *`: the public header
@@ -192,14 +304,34 @@ struct OwnedKvList {
     /// The keys and values the entries point into (their heap buffers do
     /// not move with the vector).
     data: Vec<KvEntry>,
+    coord: Vec<p2p_coord_entry>,
+    /// The tags the coordination entries point into.
+    tags: Vec<CString>,
+}
+
+/// A coordination entry's content, before its tags are pinned.
+pub(crate) struct CoordExtra {
+    pub(crate) node: p2p_node_id,
+    pub(crate) priority: i32,
+    pub(crate) load: u32,
+    pub(crate) capacity: u32,
+    pub(crate) tags: String,
 }
 
 /// A list of `entries` (with their kinds) the caller now owns; NULL for
 /// none.
-fn kv_list(items: Vec<(KvEntry, u8)>) -> *mut p2p_kv_list {
+pub(crate) fn kv_list(items: Vec<(KvEntry, u8)>) -> *mut p2p_kv_list {
+    owned_list(items, Vec::new())
+}
+
+/// A list of `entries` (with their kinds) and, for coordination events,
+/// one `p2p_coord_entry` per entry (`extras` empty: none); NULL for no
+/// entries.
+pub(crate) fn owned_list(items: Vec<(KvEntry, u8)>, extras: Vec<CoordExtra>) -> *mut p2p_kv_list {
     if items.is_empty() {
         return std::ptr::null_mut();
     }
+    debug_assert!(extras.is_empty() || extras.len() == items.len());
     let ptr = |b: &[u8]| if b.is_empty() { std::ptr::null() } else { b.as_ptr() };
     // Keys are at most 1 KiB and values 32 KiB: far below 4 GiB.
     let len = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX);
@@ -217,13 +349,28 @@ fn kv_list(items: Vec<(KvEntry, u8)>) -> *mut p2p_kv_list {
             reserved: [0; 7],
         })
         .collect();
+    let tags: Vec<CString> =
+        extras.iter().map(|x| CString::new(x.tags.replace('\0', "")).unwrap_or_default()).collect();
+    let coord: Vec<p2p_coord_entry> = extras
+        .into_iter()
+        .zip(&tags)
+        .map(|(x, t)| p2p_coord_entry {
+            node: x.node,
+            reserved: [0; 3],
+            priority: x.priority,
+            load: x.load,
+            capacity: x.capacity,
+            tags: t.as_ptr(),
+        })
+        .collect();
     let header = p2p_kv_list {
         entries: entries.as_ptr(),
         count: u32::try_from(entries.len()).unwrap_or(u32::MAX),
         reserved: 0,
+        coord: if coord.is_empty() { std::ptr::null() } else { coord.as_ptr() },
     };
     let data = items.into_iter().map(|(e, _)| e).collect();
-    Box::into_raw(Box::new(OwnedKvList { header, entries, data })).cast::<p2p_kv_list>()
+    Box::into_raw(Box::new(OwnedKvList { header, entries, data, coord, tags })).cast::<p2p_kv_list>()
 }
 
 /// One event. Which fields mean something depends on `kind` (see the
@@ -270,14 +417,16 @@ pub struct p2p_event {
     /// `P2P_EVENT_MESSAGE`: the message, now the caller's: release it with
     /// `p2p_message_release` (from any thread). NULL otherwise.
     pub message: *mut p2p_message,
-    /// `P2P_EVENT_KV_DONE` (with entries) and `P2P_EVENT_KV_WATCH`: the
-    /// entries, now the caller's: free them with `p2p_kv_list_free` (from
-    /// any thread). NULL otherwise.
+    /// `P2P_EVENT_KV_DONE` (with entries), `P2P_EVENT_KV_WATCH`,
+    /// `P2P_EVENT_COORD_LEADER` (with a leader), `P2P_EVENT_COORD_POPPED`
+    /// and `P2P_EVENT_COORD_INSTANCES` (with instances): the entries, now
+    /// the caller's: free them with `p2p_kv_list_free` (from any thread).
+    /// NULL otherwise.
     pub kv: *mut p2p_kv_list,
 }
 
 impl p2p_event {
-    fn empty(kind: u32) -> Self {
+    pub(crate) fn empty(kind: u32) -> Self {
         Self {
             kind,
             code: 0,
@@ -471,6 +620,7 @@ pub(crate) fn to_c(event: Event) -> p2p_event {
             kv_failure(&mut e, &error);
             e
         }
+        Event::Coord(ev) => crate::coord::event_to_c(ev),
         other => {
             let mut e = p2p_event::empty(P2P_EVENT_UNKNOWN);
             e.text = name_field(&format!("{other:?}"));
@@ -489,7 +639,10 @@ fn kv_response(e: &mut p2p_event, response: KvResponse, entries: &mut Vec<KvEntr
                 e.flags |= P2P_EVENT_FLAG_KV_MORE;
             }
         }
-        KvResponse::Delete { deleted } => e.count = u32::try_from(deleted).unwrap_or(u32::MAX),
+        KvResponse::Delete { deleted } | KvResponse::SessionClosed { deleted } => {
+            e.count = u32::try_from(deleted).unwrap_or(u32::MAX)
+        }
+        KvResponse::SessionOpened { session } => e.last = session,
         KvResponse::Txn { succeeded, responses } => {
             if succeeded {
                 e.flags |= P2P_EVENT_FLAG_KV_SUCCEEDED;
@@ -535,9 +688,9 @@ pub unsafe extern "C" fn p2p_message_release(message: *mut p2p_message) {
     })
 }
 
-/// Frees the entries taken from a `P2P_EVENT_KV_DONE` or
-/// `P2P_EVENT_KV_WATCH` event (their keys and values are invalid
-/// afterwards). NULL is fine; freeing twice is not.
+/// Frees the entries taken from a `P2P_EVENT_KV_DONE`,
+/// `P2P_EVENT_KV_WATCH` or `P2P_EVENT_COORD_*` event (their keys, values
+/// and coordination entries are invalid afterwards). NULL is fine; freeing twice is not.
 ///
 /// Thread safety: any thread, also after the node that produced it was
 /// freed.
@@ -569,7 +722,9 @@ mod tests {
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<p2p_kv_entry>(), 56);
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<p2p_kv_list>(), 16);
+        assert_eq!(std::mem::size_of::<p2p_kv_list>(), 24);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<p2p_coord_entry>(), 40);
         assert_eq!(std::mem::size_of::<p2p_addr>(), 24);
         assert_eq!(std::mem::size_of::<p2p_node_id>(), 17);
     }

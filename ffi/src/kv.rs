@@ -8,16 +8,26 @@
 use crate::node::{node_arg, p2p_node};
 use crate::result::{Error, P2P_ERR_NOT_FOUND, P2P_OK, call, p2p_result};
 use crate::types::bytes_arg;
-use p2pcore::{CompareOp, KvCompare, KvRequest, MAX_KEY_LEN, MAX_VALUE_LEN};
+use p2pcore::{
+    CompareOp, KvCompare, KvRequest, MAX_KEY_LEN, MAX_SESSION_TTL, MAX_VALUE_LEN, MIN_SESSION_TTL,
+};
+use std::time::Duration;
 
 /// Longest store key, in bytes.
 pub const P2P_KV_MAX_KEY_LEN: u32 = 1024;
 /// Longest store value, in bytes.
 pub const P2P_KV_MAX_VALUE_LEN: u32 = 32 * 1024;
 
+/// Shortest session TTL (`p2p_kv_session_open`), in milliseconds.
+pub const P2P_KV_MIN_SESSION_TTL_MS: u32 = 1000;
+/// Longest session TTL (`p2p_kv_session_open`), in milliseconds.
+pub const P2P_KV_MAX_SESSION_TTL_MS: u32 = 3_600_000;
+
 // The header's constants are the core's bounds.
 const _: () = assert!(P2P_KV_MAX_KEY_LEN as usize == MAX_KEY_LEN);
 const _: () = assert!(P2P_KV_MAX_VALUE_LEN as usize == MAX_VALUE_LEN);
+const _: () = assert!(P2P_KV_MIN_SESSION_TTL_MS as u128 == MIN_SESSION_TTL.as_millis());
+const _: () = assert!(P2P_KV_MAX_SESSION_TTL_MS as u128 == MAX_SESSION_TTL.as_millis());
 
 /// Sends `req` from `node`; its id, or the node's refusal.
 fn request(node: &p2p_node, req: KvRequest) -> Result<i64, Error> {
@@ -223,5 +233,50 @@ pub unsafe extern "C" fn p2p_kv_unwatch(node: *mut p2p_node, watch_id: u64) -> p
         } else {
             Err(Error::new(P2P_ERR_NOT_FOUND, format!("no live watch has id {watch_id}")))
         }
+    })
+}
+
+/// Opens a session owned by this peer, for the coordination requests
+/// (`p2p_coord_lock`, `p2p_coord_campaign`, `p2p_coord_register`, and
+/// `p2p_coord_push` of items that leave with their owner). It lives as long
+/// as this peer is connected to any server, and `ttl_ms` longer
+/// (`P2P_KV_MIN_SESSION_TTL_MS` to `P2P_KV_MAX_SESSION_TTL_MS`); the
+/// servers keep it alive, this peer sends nothing for that. When it ends
+/// (this peer stayed away from every server for `ttl_ms`, or
+/// `p2p_kv_session_close`), every key bound to it is deleted: its locks,
+/// leadership, queue items and registrations go with it. A peer holds at
+/// most 64 sessions.
+///
+/// Returns the request id (0 or more); its `P2P_EVENT_KV_DONE` has the
+/// session's id (never 0) in `last` (not a revision, unlike other
+/// answers). Errors at once: `P2P_ERR_KV_INVALID` (`ttl_ms` out of range),
+/// and as `p2p_kv_get`; later also `P2P_ERR_KV_INVALID` (64 sessions
+/// open) and `P2P_ERR_KV_UNAVAILABLE`.
+///
+/// Thread safety: as `p2p_poll_events`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn p2p_kv_session_open(node: *mut p2p_node, ttl_ms: u32) -> i64 {
+    call(|| {
+        // SAFETY: the caller passes a live node (or NULL).
+        let node = unsafe { node_arg(node) }?;
+        request(node, KvRequest::session_open(Duration::from_millis(u64::from(ttl_ms))))
+    })
+}
+
+/// Closes one of this peer's sessions (`session`, from
+/// `p2p_kv_session_open`) now: every key bound to it is deleted, and the
+/// coordination requests that used it end (`P2P_EVENT_COORD_ENDED` with
+/// `P2P_ERR_COORD_SESSION_ENDED`, unless released first). Returns the
+/// request id; its `P2P_EVENT_KV_DONE` has the keys deleted in `count`,
+/// or fails with `P2P_ERR_KV_INVALID` when `session` is not an open
+/// session of this peer. Errors at once as `p2p_kv_get`.
+///
+/// Thread safety: as `p2p_poll_events`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn p2p_kv_session_close(node: *mut p2p_node, session: u64) -> i64 {
+    call(|| {
+        // SAFETY: the caller passes a live node (or NULL).
+        let node = unsafe { node_arg(node) }?;
+        request(node, KvRequest::session_close(session))
     })
 }

@@ -20,15 +20,23 @@
 //!   `p2p_kv_put`, `p2p_kv_delete`, `p2p_kv_delete_prefix` and `p2p_kv_cas`
 //!   return a request id at once; the answer is a `P2P_EVENT_KV_DONE` with
 //!   that id, its entries an owned `p2p_kv_list *` (`p2p_kv_list_free`).
-//!   `p2p_kv_watch` streams changes as `P2P_EVENT_KV_WATCH` events.
+//!   `p2p_kv_watch` streams changes as `P2P_EVENT_KV_WATCH` events;
+//!   `p2p_kv_session_open` opens the sessions coordination binds to.
+//! * **Coordination** (peers): locks with fencing tokens
+//!   (`p2p_coord_lock`), elections (`p2p_coord_campaign`,
+//!   `p2p_coord_leader`), queues (`p2p_coord_push`, `p2p_coord_pop`, ...)
+//!   and a registry of live instances (`p2p_coord_register`,
+//!   `p2p_coord_query`), reporting as `P2P_EVENT_COORD_*` events until
+//!   `p2p_coord_release`.
 //! * **Safety at the boundary**: every exported function catches panics
 //!   (`P2P_ERR_PANIC`, never an unwind into C), checks its pointers and
 //!   lengths, and leaves a per-thread message for `p2p_last_error`. Node IDs
 //!   are 17-byte values, never pointers into the library.
 //!
 //! `ffi/README.md` has the build and link recipes, the frame loop in C, the
-//! threading model and a C# snippet; `ffi/examples/` has `chat.c` (hosted)
-//! and `raw_loop.c` (raw mode with the example's own socket).
+//! threading model and a C# snippet; `ffi/examples/` has `chat.c` (hosted),
+//! `raw_loop.c` (raw mode with the example's own socket), `kv.c` (the store)
+//! and `coord.c` (sessions, a lock, an election, a queue and the registry).
 //!
 //! # Safety
 //!
@@ -46,6 +54,7 @@
 #![allow(non_camel_case_types, unsafe_code, clippy::missing_safety_doc)]
 
 mod config;
+mod coord;
 mod core;
 mod event;
 mod kv;
@@ -56,6 +65,11 @@ mod result;
 mod types;
 
 pub use config::{P2P_CONFIG_VERSION, p2p_config, p2p_config_clear, p2p_config_default, p2p_config_set};
+pub use coord::{
+    P2P_COORD_MAX_NAME, P2P_COORD_MAX_POP, p2p_coord_campaign, p2p_coord_leader, p2p_coord_lock,
+    p2p_coord_pop, p2p_coord_push, p2p_coord_query, p2p_coord_register, p2p_coord_release, p2p_coord_remove,
+    p2p_coord_update, p2p_coord_watch_queue,
+};
 pub use core::{
     p2p_core, p2p_core_close, p2p_core_connect, p2p_core_create, p2p_core_free, p2p_core_handle_datagram,
     p2p_core_handle_timeout, p2p_core_id, p2p_core_is_closed, p2p_core_links, p2p_core_master, p2p_core_path,
@@ -64,8 +78,9 @@ pub use core::{
 };
 pub use event::*;
 pub use kv::{
-    P2P_KV_MAX_KEY_LEN, P2P_KV_MAX_VALUE_LEN, p2p_kv_cas, p2p_kv_delete, p2p_kv_delete_prefix, p2p_kv_get,
-    p2p_kv_get_prefix, p2p_kv_put, p2p_kv_unwatch, p2p_kv_watch,
+    P2P_KV_MAX_KEY_LEN, P2P_KV_MAX_SESSION_TTL_MS, P2P_KV_MAX_VALUE_LEN, P2P_KV_MIN_SESSION_TTL_MS,
+    p2p_kv_cas, p2p_kv_delete, p2p_kv_delete_prefix, p2p_kv_get, p2p_kv_get_prefix, p2p_kv_put,
+    p2p_kv_session_close, p2p_kv_session_open, p2p_kv_unwatch, p2p_kv_watch,
 };
 pub use log::{
     P2P_LOG_DEBUG, P2P_LOG_ERROR, P2P_LOG_INFO, P2P_LOG_OFF, P2P_LOG_TRACE, P2P_LOG_WARN, p2p_log_fn,

@@ -1,7 +1,7 @@
 //! Result codes, the per-thread last error, and the panic boundary every
 //! exported function goes through.
 
-use p2pcore::{ConfigError, ConnectError, KvError, SendError};
+use p2pcore::{ConfigError, ConnectError, CoordError, KvError, SendError};
 use p2pcore_mio::{DataDirError, HandleError, HostError};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
@@ -86,6 +86,28 @@ pub const P2P_ERR_KV_STALE: p2p_result = -26;
 /// (`P2P_EVENT_KV_WATCH_ENDED`, its `last` the oldest revision kept): read
 /// the current state and watch from its revision + 1.
 pub const P2P_ERR_KV_COMPACTED: p2p_result = -27;
+/// Coordination: a lock, group, queue or service name, queue item or
+/// instance id is empty or longer than `P2P_COORD_MAX_NAME` bytes.
+pub const P2P_ERR_COORD_INVALID_NAME: p2p_result = -28;
+/// Coordination: a lock, campaign or registration needs a session
+/// (`p2p_kv_session_open`); the session passed was 0.
+pub const P2P_ERR_COORD_NO_SESSION: p2p_result = -29;
+/// Coordination (`P2P_EVENT_COORD_ENDED`, `P2P_EVENT_COORD_UPDATED`): the
+/// session ended (expired or closed), and with it what the request held.
+pub const P2P_ERR_COORD_SESSION_ENDED: p2p_result = -30;
+/// Coordination (`P2P_EVENT_COORD_ENDED`): this peer led the group and
+/// does no more (its leader key went: its session expired, or it was
+/// removed).
+pub const P2P_ERR_COORD_LEADERSHIP_LOST: p2p_result = -31;
+/// Coordination (`P2P_EVENT_COORD_ENDED`): a lock's or a pop's wait
+/// passed first.
+pub const P2P_ERR_COORD_TIMEOUT: p2p_result = -32;
+/// Coordination (`P2P_EVENT_COORD_ENDED`): a pop that does not wait found
+/// fewer items than asked (the event's `count`: the items queued).
+pub const P2P_ERR_COORD_NOT_ENOUGH: p2p_result = -33;
+/// Coordination: this peer already runs the most coordination requests it
+/// may (48); release some first.
+pub const P2P_ERR_COORD_TOO_MANY: p2p_result = -34;
 
 /// An error on its way to the caller: a code and the message
 /// `p2p_last_error` will return.
@@ -146,6 +168,39 @@ pub(crate) fn kv_code(e: &KvError) -> p2p_result {
 impl From<KvError> for Error {
     fn from(e: KvError) -> Self {
         Self::new(kv_code(&e), e.to_string())
+    }
+}
+
+/// The result code of a coordination failure (the request functions return
+/// it; `P2P_EVENT_COORD_ENDED` and `P2P_EVENT_COORD_UPDATED` carry it in
+/// `code`).
+pub(crate) fn coord_code(e: &CoordError) -> p2p_result {
+    match e {
+        CoordError::Kv(k) => kv_code(k),
+        CoordError::InvalidName { .. } => P2P_ERR_COORD_INVALID_NAME,
+        CoordError::NoSession => P2P_ERR_COORD_NO_SESSION,
+        CoordError::SessionEnded => P2P_ERR_COORD_SESSION_ENDED,
+        CoordError::LeadershipLost => P2P_ERR_COORD_LEADERSHIP_LOST,
+        CoordError::Timeout => P2P_ERR_COORD_TIMEOUT,
+        CoordError::NotEnough { .. } => P2P_ERR_COORD_NOT_ENOUGH,
+        CoordError::NoSuchRequest => P2P_ERR_NOT_FOUND,
+        CoordError::TooMany(_) => P2P_ERR_COORD_TOO_MANY,
+        CoordError::NotAPeer => P2P_ERR_KV_NOT_A_PEER,
+        // A failure this library version does not name.
+        _ => P2P_ERR_KV_INVALID,
+    }
+}
+
+impl From<CoordError> for Error {
+    fn from(e: CoordError) -> Self {
+        let message = match e {
+            // The core's text names the Rust call.
+            CoordError::NoSession => {
+                "this request needs a session: open one with p2p_kv_session_open".to_owned()
+            }
+            ref e => e.to_string(),
+        };
+        Self::new(coord_code(&e), message)
     }
 }
 
@@ -321,6 +376,21 @@ pub(crate) fn result_str(result: p2p_result) -> &'static CStr {
         P2P_ERR_KV_COMPACTED => {
             c"P2P_ERR_KV_COMPACTED: the watch's start is compacted away; read, then watch from there"
         }
+        P2P_ERR_COORD_INVALID_NAME => {
+            c"P2P_ERR_COORD_INVALID_NAME: a coordination name or id is empty or over P2P_COORD_MAX_NAME bytes"
+        }
+        P2P_ERR_COORD_NO_SESSION => {
+            c"P2P_ERR_COORD_NO_SESSION: this request needs a session (p2p_kv_session_open)"
+        }
+        P2P_ERR_COORD_SESSION_ENDED => {
+            c"P2P_ERR_COORD_SESSION_ENDED: the session ended; what it held is gone"
+        }
+        P2P_ERR_COORD_LEADERSHIP_LOST => c"P2P_ERR_COORD_LEADERSHIP_LOST: this peer no longer leads the group",
+        P2P_ERR_COORD_TIMEOUT => c"P2P_ERR_COORD_TIMEOUT: the wait passed before the request was served",
+        P2P_ERR_COORD_NOT_ENOUGH => c"P2P_ERR_COORD_NOT_ENOUGH: the queue holds fewer items than asked",
+        P2P_ERR_COORD_TOO_MANY => {
+            c"P2P_ERR_COORD_TOO_MANY: too many coordination requests are running; release some"
+        }
         _ => c"unknown p2pcore result code",
     }
 }
@@ -358,7 +428,7 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_description() {
-        let codes = -27..=0;
+        let codes = -34..=0;
         let mut seen = std::collections::BTreeSet::new();
         for c in codes {
             let s = result_str(c).to_str().unwrap();

@@ -2,8 +2,9 @@
 //! C++ program are compiled against the checked-in header with warnings as
 //! errors (`-std=c99 -pedantic`, `-std=c++17 -pedantic`), linked against the
 //! `cdylib` (and once the `staticlib`), and run over loopback; `chat.c` also
-//! under AddressSanitizer, as is `kv.c` (the store: every entry list
-//! freed); a Python `ctypes` script loads the shared
+//! under AddressSanitizer, as are `kv.c` (the store: every entry list
+//! freed) and `coord.c` (sessions, locks, elections, queues, the registry);
+//! a Python `ctypes` script loads the shared
 //! library the way Unity's P/Invoke does. Needs `cc`, `c++` and `python3`
 //! (`.ci/run` installs them).
 
@@ -129,6 +130,42 @@ fn the_store_from_c_put_get_cas_watch_and_every_list_freed() {
     let env = [("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")];
     let out = exec(&exe, &[], &env);
     assert!(out.contains("kv: done"), "{out}");
+}
+
+#[test]
+fn coordination_from_c_lock_election_queue_registry_and_every_list_freed() {
+    let exe = build("cc", "-std=c99", &["examples/coord.c"], "coord", false, &[]);
+    let out = exec(&exe, &[], &[]);
+    assert!(out.contains("a lock without a session: this request needs a session"), "{out}");
+    assert!(out.contains("alice: holds the lock, fencing token"), "{out}");
+    assert!(out.contains("bob: try-lock: the deadline passed"), "{out}");
+    assert!(
+        out.contains("alice: elected, term") && out.contains("bob: the leader is alice at alice:7777"),
+        "{out}"
+    );
+    assert!(
+        out.contains("alice: popped ben (priority 5") && out.contains("alice: popped ann (priority 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bob: found eu-1 at 127.0.0.1:7777, load 3 of 4, tags mode=ranked,region=eu"),
+        "{out}"
+    );
+    assert!(out.contains("alice: released the lock") && out.contains("bob: nobody leads host"), "{out}");
+    assert!(out.contains("coord: done"), "{out}");
+    // Leak detection: every p2p_kv_list the coordination events handed
+    // over (leaders, popped items, instances) was freed.
+    let exe = build(
+        "cc",
+        "-std=c99",
+        &["examples/coord.c"],
+        "coord_asan",
+        false,
+        &["-fsanitize=address", "-fno-omit-frame-pointer"],
+    );
+    let env = [("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")];
+    let out = exec(&exe, &[], &env);
+    assert!(out.contains("coord: done"), "{out}");
 }
 
 #[test]

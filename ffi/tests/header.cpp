@@ -11,7 +11,8 @@ static_assert(sizeof(p2p_node_id) == P2P_NODE_ID_LEN, "node IDs are 17 bytes");
 static_assert(sizeof(p2p_addr) == 24, "p2p_addr is 24 bytes");
 static_assert(sizeof(p2p_event) == (sizeof(void *) == 8 ? 336 : 328), "p2p_event layout");
 static_assert(sizeof(p2p_kv_entry) == (sizeof(void *) == 8 ? 56 : 48), "p2p_kv_entry layout");
-static_assert(sizeof(p2p_kv_list) == (sizeof(void *) == 8 ? 16 : 12), "p2p_kv_list layout");
+static_assert(sizeof(p2p_kv_list) == (sizeof(void *) == 8 ? 24 : 16), "p2p_kv_list layout");
+static_assert(sizeof(p2p_coord_entry) == (sizeof(void *) == 8 ? 40 : 36), "p2p_coord_entry layout");
 static_assert(sizeof(p2p_peer_info) == 120, "p2p_peer_info layout");
 static_assert(sizeof(p2p_stats) == 144, "p2p_stats layout");
 

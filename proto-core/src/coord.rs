@@ -241,7 +241,10 @@ impl CoordRequest {
             }
             Req::Pop { queue, n, .. } => {
                 name(queue)?;
-                if *n == 0 || *n > MAX_POP {
+                if *n == 0 {
+                    return Err(CoordError::Kv(KvError::Invalid("a pop takes at least one item")));
+                }
+                if *n > MAX_POP {
                     return Err(CoordError::Kv(KvError::TooLarge {
                         what: "pop count",
                         len: *n as usize,

@@ -346,7 +346,7 @@ impl Peer {
                     prefix,
                     key,
                     session,
-                    deadline: wait.map(|w| now.checked_add(w).unwrap_or(now)),
+                    deadline: wait.map(|w| deadline(now, w)),
                     delay,
                     phase: LockPhase::Enqueue,
                     token: 0,
@@ -401,7 +401,7 @@ impl Peer {
                 (Kind::OneShot, Some((Step::Remove, KvRequest::delete(key))))
             }
             Req::Pop { queue, n, wait } => {
-                let deadline = wait.map(|w| now.checked_add(w).unwrap_or(now));
+                let deadline = wait.map(|w| deadline(now, w));
                 let w = Watching {
                     mirror: Mirror::new(prefix("queue", &queue)),
                     what: Watcher::Pop { n, deadline, in_flight: false, sent_at: 0, taking: Vec::new() },
@@ -1340,6 +1340,13 @@ fn retryable(task: &Task, step: Step, now: Instant) -> bool {
         (Kind::Campaign(_) | Kind::Register(_), _) => true,
         (Kind::OneShot, _) => false,
     }
+}
+
+/// `now + wait`, a wait too long to represent meaning "in a century"
+/// (never, in practice) rather than "now".
+fn deadline(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait.min(CENTURY)).or_else(|| now.checked_add(Duration::from_secs(3600))).unwrap_or(now)
 }
 
 /// Merges a queued update with a newer one (the newer wins field by field).
