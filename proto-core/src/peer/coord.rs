@@ -467,6 +467,19 @@ impl Peer {
         Ok(())
     }
 
+    /// Sends step `step` of task `id` (taken out of the map) and hands the
+    /// task back; if the request cannot even be sent (too many in flight),
+    /// the task ends with that error instead.
+    fn coord_send(&mut self, now: Instant, id: u64, task: Task, step: Step, req: KvRequest) -> Option<Task> {
+        match self.coord_kv(now, id, step, req, STEP_TIMEOUT) {
+            Ok(()) => Some(task),
+            Err(e) => {
+                self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() });
+                None
+            }
+        }
+    }
+
     /// Starts an internal watch for task `id`.
     fn coord_watch(&mut self, id: u64, prefix: Vec<u8>, from: u64) -> Option<u64> {
         let w = self.watch(prefix, from).ok()?;
@@ -644,11 +657,9 @@ impl Peer {
         };
         match req {
             Some(req) => {
-                if let Err(e) = self.coord_kv(now, id, Step::Release, req, STEP_TIMEOUT) {
-                    self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() });
-                    return;
+                if let Some(task) = self.coord_send(now, id, task, Step::Release, req) {
+                    self.coord.tasks.insert(id, task);
                 }
-                self.coord.tasks.insert(id, task);
             }
             None => self.coord_end(now, id, task, CoordEvent::Released { id }),
         }
@@ -944,10 +955,7 @@ impl Peer {
                         [KvRequest::put(c.leader_key.clone(), encode(&rec)).with_session(c.session)],
                         [],
                     );
-                    if let Err(e) = self.coord_kv(now, id, Step::Claim, claim, STEP_TIMEOUT) {
-                        self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() });
-                        return None;
-                    }
+                    return self.coord_send(now, id, task, Step::Claim, claim);
                 }
             }
         }
@@ -994,11 +1002,7 @@ impl Peer {
                     *sent_at = 0;
                     w.mirror.ready = false;
                     let list = KvRequest::get_prefix(w.mirror.prefix.clone());
-                    if let Err(e) = self.coord_kv(now, id, Step::List, list, STEP_TIMEOUT) {
-                        self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() });
-                        return None;
-                    }
-                    return Some(task);
+                    return self.coord_send(now, id, task, Step::List, list);
                 }
             }
             _ => return Some(task),
@@ -1099,13 +1103,7 @@ impl Peer {
                 *in_flight = true;
                 *sent_at = w.mirror.changes;
                 *taking = items.into_iter().map(|(i, _)| i).collect();
-                if let Err(e) =
-                    self.coord_kv(now, id, Step::PopTxn, KvRequest::txn(cmp, ops, []), STEP_TIMEOUT)
-                {
-                    self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() });
-                    return None;
-                }
-                return Some(task);
+                return self.coord_send(now, id, task, Step::PopTxn, KvRequest::txn(cmp, ops, []));
             }
         };
         emit(&mut self.actions, ev);
@@ -1182,10 +1180,10 @@ impl Peer {
                         self.coord_unwatch(l.watch.take());
                         l.phase = LockPhase::Relist;
                         let list = KvRequest::get_prefix(l.prefix.clone());
-                        if let Err(e) = self.coord_kv(now, id, Step::Relist, list, STEP_TIMEOUT) {
-                            self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() });
-                            return;
+                        if let Some(task) = self.coord_send(now, id, task, Step::Relist, list) {
+                            self.coord.tasks.insert(id, task);
                         }
+                        return;
                     }
                     // Our own key went: the session ended under us.
                     LockPhase::Held | LockPhase::Delay(_) => {
@@ -1259,12 +1257,11 @@ impl Peer {
             _ => None,
         };
         match relist {
-            Some((step, req)) => match self.coord_kv(now, id, step, req, STEP_TIMEOUT) {
-                Ok(()) => {
+            Some((step, req)) => {
+                if let Some(task) = self.coord_send(now, id, task, step, req) {
                     self.coord.tasks.insert(id, task);
                 }
-                Err(e) => self.coord_end(now, id, task, CoordEvent::Ended { id, error: e.into() }),
-            },
+            }
             None => self.coord_end(now, id, task, CoordEvent::Ended { id, error: error.into() }),
         }
     }
