@@ -443,6 +443,53 @@ fn fault(
 /// A lock request of a sweep peer, and its grant (when, token) once held.
 type Holding = (u64, Option<(Duration, u64)>);
 
+/// A sweep run's one fault: when it strikes, which kind ([`fault`]), and
+/// when it heals (a killed host restarts, a partition heals).
+struct Faults {
+    fault_at: Duration,
+    heal_at: Duration,
+    kind: u64,
+    victim: Option<HostId>,
+    /// Peers cut off from the cluster while the fault lasted.
+    cut: Vec<HostId>,
+    faulted: bool,
+    healed: bool,
+}
+
+impl Faults {
+    fn new(next: &mut impl FnMut(u64) -> u64) -> Self {
+        let fault_at = Duration::from_millis(1000 + next(2000));
+        let heal_at = fault_at + Duration::from_millis(1000 + next(4000));
+        let kind = next(3);
+        Self { fault_at, heal_at, kind, victim: None, cut: Vec::new(), faulted: false, healed: false }
+    }
+
+    /// Strikes or heals at run time `t`; returns the index in `targets` of
+    /// a peer restarted now (its requests and session start over).
+    fn step(
+        &mut self,
+        sim: &mut Sim,
+        servers: &[HostId],
+        targets: &[HostId],
+        t: Duration,
+        next: &mut impl FnMut(u64) -> u64,
+    ) -> Option<usize> {
+        if !self.faulted && t >= self.fault_at {
+            (self.victim, self.cut) = fault(sim, servers, targets, self.kind, next(16));
+            self.faulted = true;
+        }
+        if self.faulted && !self.healed && t >= self.heal_at {
+            self.healed = true;
+            match self.victim {
+                Some(v) => sim.restart(v),
+                None => sim.heal(),
+            }
+            return self.victim.and_then(|v| targets.iter().position(|p| *p == v));
+        }
+        None
+    }
+}
+
 fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     move |n: u64| {
@@ -467,29 +514,13 @@ fn locks(seed: u64) -> Result<(), String> {
     let mut grants: Vec<(Duration, u64, usize)> = Vec::new();
     let mut holds: Vec<(Duration, Duration, usize)> = Vec::new();
     let start = sim.elapsed();
-    let fault_at = Duration::from_millis(1000 + next(2000));
-    let heal_at = fault_at + Duration::from_millis(1000 + next(4000));
-    let kind = next(3);
-    let (mut victim, mut cut) = (None, Vec::new());
-    let mut faulted = false;
-    let mut healed = false;
+    let mut faults = Faults::new(&mut next);
     let mut release_at: Vec<Duration> = vec![Duration::ZERO; peers.len()];
     while sim.elapsed() - start < Duration::from_secs(14) {
         let t = sim.elapsed() - start;
-        if !faulted && t >= fault_at {
-            (victim, cut) = fault(&mut sim, &servers, &peers, kind, next(16));
-            faulted = true;
-        }
-        if faulted && !healed && t >= heal_at {
-            match victim {
-                Some(v) => sim.restart(v),
-                None => sim.heal(),
-            }
-            if let Some(i) = victim.and_then(|v| peers.iter().position(|p| *p == v)) {
-                held[i] = None;
-                sessions.renew(&mut sim, &peers, i);
-            }
-            healed = true;
+        if let Some(i) = faults.step(&mut sim, &servers, &peers, t, &mut next) {
+            held[i] = None;
+            sessions.renew(&mut sim, &peers, i);
         }
         for (i, &p) in peers.iter().enumerate() {
             if !sim.host(p).alive() {
@@ -549,8 +580,11 @@ fn locks(seed: u64) -> Result<(), String> {
     }
     if grants.len() < 10 {
         return Err(format!(
-            "only {} grants (fault {kind}, {fault_at:?} to {heal_at:?}): {grants:?}",
-            grants.len()
+            "only {} grants (fault {}, {:?} to {:?}): {grants:?}",
+            grants.len(),
+            faults.kind,
+            faults.fault_at,
+            faults.heal_at
         ));
     }
     let mut tokens = BTreeSet::new();
@@ -567,7 +601,7 @@ fn locks(seed: u64) -> Result<(), String> {
     let mut sorted = holds.clone();
     sorted.sort();
     for w in sorted.windows(2) {
-        if w[1].0 < w[0].1 && !cut.contains(&peers[w[0].2]) {
+        if w[1].0 < w[0].1 && !faults.cut.contains(&peers[w[0].2]) {
             return Err(format!("holds overlap: {:?} and {:?}", w[0], w[1]));
         }
     }
@@ -595,27 +629,12 @@ fn elections(seed: u64) -> Result<(), String> {
     let mut term_of = vec![0u64; peers.len()];
     let mut resign_at = vec![Duration::ZERO; peers.len()];
     let start = sim.elapsed();
-    let fault_at = Duration::from_millis(1000 + next(2000));
-    let heal_at = fault_at + Duration::from_millis(1000 + next(4000));
-    let kind = next(3);
-    let (mut victim, mut cut) = (None, Vec::new());
-    let (mut faulted, mut healed) = (false, false);
+    let mut faults = Faults::new(&mut next);
     while sim.elapsed() - start < Duration::from_secs(14) {
         let t = sim.elapsed() - start;
-        if !faulted && t >= fault_at {
-            (victim, cut) = fault(&mut sim, &servers, &peers, kind, next(16));
-            faulted = true;
-        }
-        if faulted && !healed && t >= heal_at {
-            match victim {
-                Some(v) => sim.restart(v),
-                None => sim.heal(),
-            }
-            if let Some(i) = victim.and_then(|v| peers.iter().position(|p| *p == v)) {
-                running[i] = None;
-                sessions.renew(&mut sim, &peers, i);
-            }
-            healed = true;
+        if let Some(i) = faults.step(&mut sim, &servers, &peers, t, &mut next) {
+            running[i] = None;
+            sessions.renew(&mut sim, &peers, i);
         }
         for (i, &p) in peers.iter().enumerate() {
             if !sim.host(p).alive() {
@@ -683,7 +702,7 @@ fn elections(seed: u64) -> Result<(), String> {
     // leader was cut off (it learns late; the term is its fence).
     reigns.sort_by_key(|r| r.3);
     for w in reigns.windows(2) {
-        if w[1].0 < w[0].1 && !cut.contains(&peers[w[0].2]) {
+        if w[1].0 < w[0].1 && !faults.cut.contains(&peers[w[0].2]) {
             return Err(format!("reigns overlap: {:?} and {:?}", w[0], w[1]));
         }
     }
@@ -713,29 +732,15 @@ fn queues(seed: u64) -> Result<(), String> {
     // Items that may have been popped by a pop whose answer was lost.
     let mut unknown = 0usize;
     let start = sim.elapsed();
-    let fault_at = Duration::from_millis(1000 + next(2000));
-    let heal_at = fault_at + Duration::from_millis(1000 + next(4000));
     // Faults never kill the producer (its unconfirmed pushes are unknowns anyway).
-    let kind = next(3);
-    let (mut victim, mut faulted, mut healed) = (None, false, false);
+    let mut faults = Faults::new(&mut next);
     while sim.elapsed() - start < Duration::from_secs(14) {
         let t = sim.elapsed() - start;
-        if !faulted && t >= fault_at {
-            victim = fault(&mut sim, &servers, consumers, kind, next(16)).0;
-            faulted = true;
-        }
-        if faulted && !healed && t >= heal_at {
-            match victim {
-                Some(v) => sim.restart(v),
-                None => sim.heal(),
-            }
-            if let Some(i) = victim.and_then(|v| consumers.iter().position(|p| *p == v)) {
-                // Killed with a pop in flight: it may have been applied.
-                if popping[i].take().is_some() {
-                    unknown += 2;
-                }
-            }
-            healed = true;
+        // A consumer killed with a pop in flight: it may have been applied.
+        if let Some(i) = faults.step(&mut sim, &servers, consumers, t, &mut next)
+            && popping[i].take().is_some()
+        {
+            unknown += 2;
         }
         if pushing.is_none() && t < Duration::from_secs(11) {
             n += 1;
