@@ -93,6 +93,7 @@ impl Drop for Ending {
             st.kv.clear();
             st.kv_watches.clear();
             st.coord.clear();
+            st.lookups.clear();
             (reason, st.inbox.notifiers())
         };
         tracing::debug!(%reason, "p2pcore endpoint ended");
@@ -328,6 +329,11 @@ impl Io {
                 // carries the answer).
                 if let Some(slot) = st.kv.remove(id) {
                     let _ = slot.send(result.clone());
+                }
+            }
+            Event::LookupDone { query, peers } => {
+                if let Some(slot) = st.lookups.remove(query) {
+                    let _ = slot.send(peers.clone());
                 }
             }
             Event::KvWatch { id, events } => {

@@ -8,8 +8,8 @@ use crate::kv::{AnswerSlot, WatchSlot};
 use crate::peer::{PathView, Peer};
 use bytes::Bytes;
 use p2pcore::{
-    Config, ConfigError, ConnectError, Event, LinkInfo, LinkRow, MasterBasis, Node, NodeId, NodeStats,
-    PeerInfo, Reliability, Role, SendError, ServerInfo,
+    Config, ConfigError, ConnectError, Event, LinkInfo, LinkRow, LookupError, LookupKey, MasterBasis, Node,
+    NodeId, NodeStats, PeerInfo, Reliability, Role, SendError, ServerInfo,
 };
 use p2pcore_mio::net::{self, UdpBatch, UdpSockRef};
 use p2pcore_mio::{DataDir, HostConfig};
@@ -271,6 +271,8 @@ pub(crate) struct State {
     /// Running coordination requests a future or handle follows, by the
     /// core's request id.
     pub(crate) coord: BTreeMap<u64, CoordSlot>,
+    /// Directory lookups a future waits for, by the core's query number.
+    pub(crate) lookups: BTreeMap<u64, tokio::sync::oneshot::Sender<Vec<PeerInfo>>>,
     pub(crate) watchers: Option<Watchers>,
     pub(crate) ended: Option<CloseReason>,
     pub(crate) close_requested: bool,
@@ -398,6 +400,7 @@ impl Endpoint {
                 kv: BTreeMap::new(),
                 kv_watches: BTreeMap::new(),
                 coord: BTreeMap::new(),
+                lookups: BTreeMap::new(),
                 watchers: Some(watchers),
                 ended: None,
                 close_requested: false,
@@ -633,9 +636,35 @@ impl Endpoint {
         }
     }
 
-    /// Peers online in the directory.
+    /// Peers online in the directory (in lookup mode: the ones looked up
+    /// and found so far).
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.shared.lock().node.peers()
+    }
+
+    /// Finds peers by ID or name ([`Node::lookup`]): in lookup mode
+    /// ([`p2pcore::DirectoryMode::Lookup`]) the servers are asked and keep
+    /// this node told of the peers found; in full mode the directory
+    /// answers at once. Resolves to the peers found (empty: none).
+    ///
+    /// Fails at once with [`LookupError::NotAPeer`] on a server,
+    /// [`LookupError::NetworkDown`] with no server linked (or when the
+    /// endpoint ends before the answer), [`LookupError::NameTooLong`] for a
+    /// name no node can have. Dropping the future loses nothing.
+    pub async fn lookup(&self, key: LookupKey) -> Result<Vec<PeerInfo>, LookupError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if st.ended.is_some() {
+                return Err(LookupError::NetworkDown);
+            }
+            let query = st.node.lookup(Instant::now(), key)?;
+            st.lookups.insert(query, tx);
+        }
+        self.shared.wake.notify_one();
+        // Every lookup is answered (a dropped future's slot goes with the
+        // answer); the endpoint's end drops the slots.
+        rx.await.map_err(|_| LookupError::NetworkDown)
     }
 
     /// The established connections.

@@ -4,7 +4,9 @@
 
 use crate::result::{Error, P2P_ERR_CONFIG, P2P_OK, call, call_void, p2p_result};
 use crate::types::{P2P_ROLE_PEER, arg, arg_mut, bytes_arg, role_of, str_arg};
-use p2pcore::{Admission, Config, ConnectPolicy, Identity, JoinToken, NetworkSecret, PublicKey, Role};
+use p2pcore::{
+    Admission, Config, ConnectPolicy, DirectoryMode, Identity, JoinToken, NetworkSecret, PublicKey, Role,
+};
 use p2pcore_mio::{DataDir, HostConfig, os_seed};
 use std::ffi::{c_char, c_void};
 use std::net::SocketAddr;
@@ -130,7 +132,7 @@ pub unsafe extern "C" fn p2p_config_default(cfg: *mut p2p_config) -> p2p_result 
 /// Keys: `idle_timeout_ms`, `keep_alive_interval_ms`, `hello_timeout_ms`,
 /// `max_message_size`, `send_buffer_limit`, `resume_window_ms`,
 /// `datagram_buffer`; `peer.connect` (`eager` or `on_demand`),
-/// `peer.idle_timeout_ms`, `peer.keep_alive_interval_ms`,
+/// `peer.directory` (`full` or `lookup`), `peer.idle_timeout_ms`, `peer.keep_alive_interval_ms`,
 /// `peer.hole_punching`; `limits.receive_window`,
 /// `limits.stream_receive_window`, `limits.receive_buffer`,
 /// `limits.max_handshakes`, `limits.max_handshakes_per_ip`,
@@ -230,7 +232,7 @@ fn bytes(key: &str, value: &str) -> Result<usize, String> {
 
 /// Every key `p2p_config_set` knows, for the error message.
 const KEYS: &str = "idle_timeout_ms, keep_alive_interval_ms, hello_timeout_ms, max_message_size, \
-    send_buffer_limit, resume_window_ms, datagram_buffer, peer.connect, peer.idle_timeout_ms, \
+    send_buffer_limit, resume_window_ms, datagram_buffer, peer.connect, peer.directory, peer.idle_timeout_ms, \
     peer.keep_alive_interval_ms, peer.hole_punching, limits.receive_window, \
     limits.stream_receive_window, limits.receive_buffer, limits.max_handshakes, \
     limits.max_handshakes_per_ip, limits.retry_above, cluster.raft_tick_ms, cluster.election_ticks, \
@@ -257,6 +259,13 @@ fn apply(key: &str, value: &str, c: &mut Config, h: &mut HostConfig) -> Result<(
                     "eager" => ConnectPolicy::Eager,
                     "on_demand" => ConnectPolicy::OnDemand,
                     _ => return Err(format!("`{k}` takes eager or on_demand; `{v}` is neither")),
+                }
+            }
+            "peer.directory" => {
+                c.peer.directory = match v.trim() {
+                    "full" => DirectoryMode::Full,
+                    "lookup" => DirectoryMode::Lookup,
+                    _ => return Err(format!("`{k}` takes full or lookup; `{v}` is neither")),
                 }
             }
             "peer.idle_timeout_ms" => c.peer.idle_timeout = ms(k, v)?,
@@ -451,6 +460,8 @@ mod tests {
         cfg.name = name.as_ptr();
         assert_eq!(set(&mut cfg, "idle_timeout_ms", "4000"), P2P_OK);
         assert_eq!(set(&mut cfg, "peer.connect", "on_demand"), P2P_OK);
+        assert_eq!(set(&mut cfg, "peer.directory", "lookup"), P2P_OK);
+        assert_eq!(set(&mut cfg, "peer.directory", "some"), P2P_ERR_CONFIG);
         assert_eq!(set(&mut cfg, "host.max_turn_datagrams", "7"), P2P_OK);
         assert_eq!(set(&mut cfg, "idle_timeout_ms", "5000"), P2P_OK, "set again: replaced");
         assert_eq!(set(&mut cfg, "idle_timeout", "5000"), P2P_ERR_CONFIG);
@@ -459,6 +470,7 @@ mod tests {
         let built = unsafe { build(&cfg) }.unwrap();
         assert_eq!(built.config.idle_timeout, Duration::from_secs(5));
         assert_eq!(built.config.peer.connect, ConnectPolicy::OnDemand);
+        assert_eq!(built.config.peer.directory, DirectoryMode::Lookup);
         assert_eq!(built.host.max_turn_datagrams, 7);
         assert!(matches!(built.config.admission, Admission::Open));
         // SAFETY: a valid config.

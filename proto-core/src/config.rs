@@ -25,6 +25,24 @@ pub enum ConnectPolicy {
     OnDemand,
 }
 
+/// How a peer learns the directory: who is online, and at which addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectoryMode {
+    /// Every server sends every peer every row and every change: a peer
+    /// knows everyone at once, and a join costs each server a delta to every
+    /// connected peer. Right for networks up to a few thousand peers.
+    #[default]
+    Full,
+    /// A peer learns only the rows it asks for: a `send` to an ID it does not
+    /// know looks the ID up first, [`Node::lookup`](crate::Node::lookup)
+    /// finds peers by ID or name, and servers tell it when a peer it looked
+    /// up joins, moves or leaves. A join then costs servers O(peers that
+    /// looked the newcomer up), not O(all peers). For large networks (pair
+    /// it with [`ConnectPolicy::OnDemand`]).
+    Lookup,
+}
+
 /// Settings of the peer role (used by peers only).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -45,11 +63,14 @@ pub struct PeerConfig {
     /// Whether to look for direct paths (UDP hole punching). Off, every
     /// peer-to-peer packet is relayed. Default on.
     pub hole_punching: bool,
+    /// Full directory or lookups. Default full.
+    pub directory: DirectoryMode,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
         Self {
+            directory: DirectoryMode::Full,
             connect: ConnectPolicy::Eager,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),

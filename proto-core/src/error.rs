@@ -179,6 +179,10 @@ pub enum ConnectError {
     /// The peer went offline (no server lists it) before a connection could be made.
     #[error("the peer went offline")]
     PeerOffline,
+    /// A lookup ([`DirectoryMode::Lookup`](crate::DirectoryMode::Lookup))
+    /// found no server listing the peer.
+    #[error("no server lists the peer")]
+    NotFound,
 }
 
 impl ConnectError {
@@ -201,8 +205,25 @@ impl ConnectError {
             ConnectError::Cancelled => 14,
             ConnectError::OutOfConnectionIds => 15,
             ConnectError::PeerOffline => 16,
+            ConnectError::NotFound => 17,
         }
     }
+}
+
+/// Why [`Node::lookup`](crate::Node::lookup) could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// Servers do not look peers up; they hold the directory
+    /// ([`Node::directory`](crate::Node::directory)).
+    #[error("only peers look peers up; this node is a server")]
+    NotAPeer,
+    /// No server is linked to ask (lookup mode); wait for `Event::NetworkUp`.
+    #[error("no server is linked to answer the lookup; wait for Event::NetworkUp")]
+    NetworkDown,
+    /// Node names are at most `MAX_NAME_LEN` bytes, so none can match.
+    #[error("a name of {0} bytes cannot match: node names are at most 64 bytes")]
+    NameTooLong(usize),
 }
 
 /// Why an established connection ended. Each has a stable

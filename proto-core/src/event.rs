@@ -2,6 +2,7 @@
 
 use crate::error::{ConnectError, DisconnectReason, SendFailure};
 use crate::identity::NodeId;
+use crate::info::PeerInfo;
 use crate::proto::{PathKind, RefuseReason};
 use crate::server::election::MasterBasis;
 use crate::store::{KvAnswer, KvError, KvEvent};
@@ -127,6 +128,14 @@ pub enum Event {
         /// The Raft group for basis `Raft`; 0 otherwise. `(epoch, term)` is a
         /// fencing token (see [`MasterInfo`](crate::MasterInfo)).
         epoch: u64,
+    },
+    /// The answer to [`Node::lookup`](crate::Node::lookup) number `query`:
+    /// the peers found (empty: none), each now in the directory.
+    LookupDone {
+        /// The number `lookup` returned.
+        query: u64,
+        /// The peers found.
+        peers: Vec<PeerInfo>,
     },
     /// A peer appeared in the directory (some server lists it).
     PeerOnline {

@@ -21,6 +21,17 @@ pub struct PeerInfo {
     pub via: Vec<NodeId>,
 }
 
+/// What [`Node::lookup`](crate::Node::lookup) looks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LookupKey {
+    /// The peer with this ID.
+    Id(NodeId),
+    /// Every peer with this name (names need not be unique; servers answer
+    /// with at most 64 each).
+    Name(String),
+}
+
 /// One row of the link table: how this peer reaches one node, as
 /// [`Node::link_table`](crate::Node::link_table) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

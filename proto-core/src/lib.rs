@@ -102,20 +102,21 @@ pub(crate) mod test_support {
 pub use admission::{
     Admission, AdmissionError, AdmissionMode, CredentialKind, JoinToken, NetworkSecret, TokenParseError,
 };
-pub use config::{ClusterConfig, Config, ConnectPolicy, LimitsConfig, PeerConfig};
+pub use config::{ClusterConfig, Config, ConnectPolicy, DirectoryMode, LimitsConfig, PeerConfig};
 pub use coord::{
     COORD_PREFIX, CoordError, CoordEvent, CoordRequest, CoordUpdate, Instance, InstanceFilter, InstanceInfo,
     LeaderInfo, MAX_COORD_NAME, MAX_POP, QueueItem,
 };
 pub use error::{
-    CertError, ConfigError, ConnectError, DisconnectReason, RefuseReason, SendError, SendFailure, SetupError,
+    CertError, ConfigError, ConnectError, DisconnectReason, LookupError, RefuseReason, SendError,
+    SendFailure, SetupError,
 };
 pub use event::{Event, Reliability};
 pub use identity::{
     IDENTITY_LEN, IdError, Identity, Keypair, MAX_NAME_LEN, NODE_ID_LEN, NameError, NodeId, PublicKey, Role,
     validate_name,
 };
-pub use info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PathKind, PeerAddrs, PeerInfo};
+pub use info::{DirectoryRow, LinkRow, LookupKey, NatBehaviour, ObservedAddr, PathKind, PeerAddrs, PeerInfo};
 pub use node::{Ecn, LinkInfo, Node, Transmit};
 pub use persist::{DiskOp, RaftWrite, apply_raft_write};
 pub use server::election::{MasterBasis, MasterInfo};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version of the control protocol spoken on the control stream.
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 
 /// Length prefix size of every stream frame.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -56,6 +56,9 @@ pub(crate) struct Hello {
     pub(crate) join: bool,
     /// Random per connection: orders duplicate connections identically on both sides.
     pub(crate) nonce: u64,
+    /// A peer dialing a server: send it only the directory rows it looks up
+    /// (`DirectoryMode::Lookup`), not the whole directory (protocol 6).
+    pub(crate) lookup: bool,
 }
 
 /// The acceptor's answer to an acceptable [`Hello`].
@@ -223,6 +226,37 @@ pub(crate) enum PeerMsg {
     /// Server → peer: watch `id` ended (its start was compacted away, or
     /// it was refused).
     WatchEnd { id: u64, fail: Fail },
+    /// Peer → server (lookup mode, protocol 6): which peers match `key`?
+    /// The answer also subscribes the asker to each peer found (and, for an
+    /// ID, to that ID even if it is not connected yet).
+    Lookup { query: u64, key: WireLookup },
+    /// Server → peer: the answer to `Lookup` number `query`.
+    Found { query: u64, entries: Vec<DirEntry> },
+    /// Server → peer (lookup mode): a peer it looked up connected to the
+    /// server, or its addresses changed.
+    Listed(DirEntry),
+    /// Server → peer (lookup mode): a peer it looked up left the server.
+    Unlisted(NodeId),
+}
+
+/// Most entries in one lookup answer (a name many peers share).
+pub(crate) const MAX_FOUND: usize = 64;
+
+/// The wire form of [`LookupKey`](crate::LookupKey) (variant order is the
+/// encoding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireLookup {
+    Id(NodeId),
+    Name(String),
+}
+
+impl From<&crate::info::LookupKey> for WireLookup {
+    fn from(k: &crate::info::LookupKey) -> Self {
+        match k {
+            crate::info::LookupKey::Id(id) => WireLookup::Id(*id),
+            crate::info::LookupKey::Name(n) => WireLookup::Name(n.clone()),
+        }
+    }
 }
 
 /// Messages of the control stream.
@@ -580,6 +614,7 @@ mod tests {
             credential: Credential::None,
             addrs: vec!["192.0.2.1:4433".parse().unwrap()],
             join: true,
+            lookup: false,
             nonce: 9,
         });
         let bytes = encode(&hello);

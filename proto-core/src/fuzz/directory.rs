@@ -158,6 +158,7 @@ impl Harness {
             addrs: vec![server_addr(k)],
             elder: false,
             join: false,
+            lookup: false,
             probe_key: None,
         }
     }
@@ -243,12 +244,20 @@ impl Harness {
                         self.sent(id, &msg);
                     }
                 }
+                Action::SendFrom { msgs, to } => {
+                    for (to, first) in to {
+                        for msg in msgs.iter().skip(first) {
+                            self.sent(to, msg);
+                        }
+                    }
+                }
                 Action::Event(e) => self.event(e),
                 Action::Dial { .. }
                 | Action::DialPeer(_)
                 | Action::Close(_)
                 | Action::Datagram { .. }
-                | Action::PathReset(_) => {}
+                | Action::PathReset(_)
+                | Action::NotFound(_) => {}
             }
         }
     }

@@ -107,6 +107,7 @@ mod found_bugs {
             addrs: Vec::new(),
             elder: false,
             join: false,
+            lookup: false,
             probe_key: None,
         };
         p.on_link_up(now, &meta, None);

@@ -13,7 +13,7 @@ use crate::proto::{
     ClusterMsg, Control, DirEntry, Hello, PathKind, PathMsg, PeerAddrs, PeerMsg, RaftStatus, RefuseReason,
     ServerEntry, Welcome,
 };
-use crate::proto::{KvAsk, KvReply};
+use crate::proto::{KvAsk, KvReply, WireLookup};
 use crate::server::election::{MasterBasis, MasterInfo};
 use crate::store::machine::{Change, Fail, Leaf, Outcome, Res};
 use crate::store::{CompareOp, KvCompare, KvRequest, Op};
@@ -194,7 +194,7 @@ impl Pool<'_> {
 
     /// A server → peer or peer → server message.
     pub(crate) fn peer_msg(&self, i: &mut Input<'_>, next_version: u64) -> PeerMsg {
-        match i.u8() % 21 {
+        match i.u8() % 25 {
             0 => PeerMsg::Session { token: i.array() },
             1 => {
                 let n = i.below(6);
@@ -248,7 +248,17 @@ impl Pool<'_> {
             19 => {
                 PeerMsg::WatchEnd { id: i.u64() % 4, fail: Fail::Compacted { oldest: i.interesting_u64() } }
             }
-            _ => PeerMsg::Observed(self.addr(i)),
+            20 => PeerMsg::Observed(self.addr(i)),
+            21 => {
+                let key = if i.bool() { WireLookup::Id(self.id(i)) } else { WireLookup::Name(self.name(i)) };
+                PeerMsg::Lookup { query: i.u64() % 4, key }
+            }
+            22 => {
+                let n = i.below(4);
+                PeerMsg::Found { query: i.u64() % 4, entries: (0..n).map(|_| self.dir_entry(i)).collect() }
+            }
+            23 => PeerMsg::Listed(self.dir_entry(i)),
+            _ => PeerMsg::Unlisted(self.id(i)),
         }
     }
 
@@ -351,6 +361,7 @@ impl Pool<'_> {
                 credential: self.credential(i),
                 addrs: self.addrs(i),
                 join: i.bool(),
+                lookup: i.bool(),
                 nonce: i.u64(),
             }),
             1 => Control::Welcome(Welcome {

@@ -304,6 +304,7 @@ impl Pair {
             | Event::SendReady { .. } => {}
             // The harness makes no store requests; an answer to none is a bug.
             Event::KvDone { id, .. } => panic!("{me}: store answer {id} without a request"),
+            Event::LookupDone { query, .. } => panic!("{me}: lookup answer {query} without a lookup"),
             Event::KvWatch { id, .. } | Event::KvWatchEnded { id, .. } => {
                 panic!("{me}: watch {id} reported without a watch")
             }

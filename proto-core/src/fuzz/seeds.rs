@@ -64,6 +64,7 @@ fn control_messages() -> Vec<u8> {
             credential: Credential::None,
             addrs: vec![addr("192.0.2.1:4433")],
             join: true,
+            lookup: false,
             nonce: 9,
         }),
         Control::Welcome(Welcome {

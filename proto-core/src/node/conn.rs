@@ -212,6 +212,8 @@ pub(crate) struct Acceptor {
     pub(crate) slot: Option<Option<IpAddr>>,
     /// The dialer asked for the server list.
     pub(crate) join_request: bool,
+    /// The dialer (a peer) asked for lookups instead of the whole directory.
+    pub(crate) lookup: bool,
     /// Welcome sent, waiting for Ready.
     pub(crate) welcomed: bool,
 }

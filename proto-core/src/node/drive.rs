@@ -9,7 +9,7 @@ impl Node {
         // A relayed connection names its remote by its mapped address even
         // before TLS has authenticated it (and TLS then checks it is so).
         let relayed_from = |c: &Conn| self.role.peer().and_then(|p| p.peer_of(&c.addr));
-        self.conns.values().any(|c| {
+        self.unestablished.iter().filter_map(|h| self.conns.get(h)).any(|c| {
             matches!(c.phase, Phase::Handshaking | Phase::Greeting)
                 && (c.remote == Some(*id)
                     || (c.remote.is_none()
@@ -53,6 +53,7 @@ impl Node {
         let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
         conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
         self.conns.insert(new.0, conn);
+        self.unestablished.insert(new.0);
         self.touch(new.0);
         Ok(())
     }
@@ -146,6 +147,9 @@ impl Node {
     /// peer role, which reports it to the servers when it moved (this runs
     /// after every input on the connection: a comparison, no new timer).
     fn report_rtt(&mut self, handle: usize) {
+        if self.role.peer().is_none() {
+            return;
+        }
         let Some(conn) = self.conns.get(&handle) else { return };
         let Some(remote) = conn.remote else { return };
         if remote.role() != Role::Peer || self.links.get(&remote) != Some(&handle) {
@@ -177,6 +181,7 @@ impl Node {
     /// Removes a drained connection.
     pub(super) fn forget(&mut self, handle: usize) {
         self.release_handshake(handle);
+        self.unestablished.remove(&handle);
         if let Some(conn) = self.conns.remove(&handle) {
             if let Some(t) = conn.timer {
                 self.timers.remove(&(t, handle));
@@ -402,6 +407,23 @@ impl Node {
                         self.send_control_to(id, frame.clone());
                     }
                 }
+                Action::SendFrom { msgs, to } => {
+                    tracing::trace!(node = %self.name(), recipients = to.len(), messages = msgs.len(), "control messages out");
+                    // One buffer: message i starts at `starts[i]`, so each
+                    // recipient's share is one slice of it.
+                    let mut all = bytes::BytesMut::new();
+                    let mut starts = Vec::with_capacity(msgs.len());
+                    for msg in &msgs {
+                        starts.push(all.len());
+                        all.extend_from_slice(&proto::encode(msg));
+                    }
+                    let all = all.freeze();
+                    for (id, first) in to {
+                        if let Some(&start) = starts.get(first) {
+                            self.send_control_to(id, all.slice(start..));
+                        }
+                    }
+                }
                 Action::Dial { expect, addr, join } => self.role_dial(expect, addr, join),
                 Action::DialPeer(id) => {
                     let Some(addr) = self.role.peer_mut().map(|p| p.mapped(id)) else { continue };
@@ -421,6 +443,10 @@ impl Node {
                         ecn: None,
                         data: Bytes::from(data),
                     });
+                }
+                Action::NotFound(peer) => {
+                    self.dial_errors.insert(peer, ConnectError::NotFound);
+                    self.settle_pending();
                 }
                 Action::PathReset(peer) => {
                     // The new path's RTT and capacity have nothing to do with

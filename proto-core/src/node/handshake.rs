@@ -71,8 +71,15 @@ impl Node {
             incarnation: self.incarnation,
             uptime_ms: self.now.saturating_duration_since(self.started).as_millis() as u64,
             credential,
-            addrs: self.cfg.advertise.clone(),
+            // A server's: where to dial it. A peer's: its interface
+            // addresses, so a server's first directory row for it is already
+            // what its first report will say (one delta per join, not two).
+            addrs: match self.role.peer() {
+                Some(_) => self.local_addrs.clone(),
+                None => self.cfg.advertise.clone(),
+            },
             join: conn.dialer().is_some_and(|d| d.join),
+            lookup: self.cfg.peer.directory == crate::config::DirectoryMode::Lookup,
         };
         let ok = conn.open_control() && conn.send_control(proto::encode(&Control::Hello(hello))).is_ok();
         if !ok {
@@ -170,6 +177,7 @@ impl Node {
         conn.remote_elder = remote_elder;
         if let Some(a) = conn.acceptor_mut() {
             a.join_request = h.join;
+            a.lookup = h.lookup;
             a.welcomed = true;
         }
         if conn.send_control(proto::encode(&Control::Welcome(welcome))).is_err() {
@@ -178,8 +186,8 @@ impl Node {
     }
 
     fn has_pending_dial(&self, remote: &NodeId, except: usize) -> bool {
-        self.conns.iter().any(|(handle, c)| {
-            *handle != except
+        self.unestablished.iter().filter_map(|h| Some((*h, self.conns.get(h)?))).any(|(handle, c)| {
+            handle != except
                 && c.dialed()
                 && matches!(c.phase, Phase::Handshaking | Phase::Greeting)
                 && (c.remote == Some(*remote) || c.expect() == Some(Expect::Node(*remote)))
@@ -395,6 +403,7 @@ impl Node {
     /// counting as a handshake.
     fn admit(&mut self, handle: usize, remote: NodeId) {
         self.release_handshake(handle);
+        self.unestablished.remove(&handle);
         let window = self.cfg.limits.receive_window;
         let Some(conn) = self.conns.get_mut(&handle) else { return };
         conn.phase = Phase::Established;
@@ -570,7 +579,10 @@ impl Node {
             .with_outstanding()
             .into_iter()
             .filter(|id| {
-                !self.sessions.was_connected(id) && !self.links.contains_key(id) && !self.in_progress(id)
+                !self.sessions.was_connected(id)
+                    && !self.links.contains_key(id)
+                    && !self.in_progress(id)
+                    && !self.role.peer().is_some_and(|p| p.looking_up(id))
             })
             .collect();
         for to in stale {
@@ -593,6 +605,7 @@ fn link_meta(remote: NodeId, conn: &conn::Conn) -> LinkMeta {
         addrs: conn.remote_addrs.clone(),
         elder: conn.remote_elder,
         join: conn.acceptor().is_some_and(|a| a.join_request),
+        lookup: conn.acceptor().is_some_and(|a| a.lookup),
         probe_key: is_mapped(&conn.addr).then(|| quic::probe_key(&conn.quic)).flatten(),
     }
 }

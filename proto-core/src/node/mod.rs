@@ -20,10 +20,12 @@ pub use io::{Ecn, Transmit};
 use crate::close_code;
 use crate::config::Config;
 use crate::error::CertError;
-use crate::error::{ConfigError, ConnectError, DisconnectReason, SendError, SendFailure, Violation};
+use crate::error::{
+    ConfigError, ConnectError, DisconnectReason, LookupError, SendError, SendFailure, Violation,
+};
 use crate::event::{Event, Reliability};
 use crate::identity::{Identity, NodeId, Role};
-use crate::info::{DirectoryRow, LinkRow, NatBehaviour, ObservedAddr, PeerInfo};
+use crate::info::{DirectoryRow, LinkRow, LookupKey, NatBehaviour, ObservedAddr, PeerInfo};
 use crate::peer::{Next, Peer, paths::is_mapped};
 use crate::proto::{self, Control, Hello, PROTOCOL_VERSION, PathKind, RefuseReason, Welcome};
 use crate::quic::{self, Expect, NodeClock, QuicSetup, TransportParams, with_tls_rng};
@@ -135,6 +137,10 @@ pub struct Node {
     quic: QuicSetup,
     endpoint: quinn_proto::Endpoint,
     conns: BTreeMap<usize, Conn>,
+    /// Connections not yet established (a superset: ones that closed
+    /// before establishing stay until forgotten). What `in_progress` and
+    /// duplicate checks scan, so they cost O(handshakes), not O(connections).
+    unestablished: BTreeSet<usize>,
     /// Established connection per remote node.
     links: BTreeMap<NodeId, usize>,
     /// Reliable delivery per remote node, across its connections.
@@ -255,6 +261,7 @@ impl Node {
             quic,
             endpoint,
             conns: BTreeMap::new(),
+            unestablished: BTreeSet::new(),
             links: BTreeMap::new(),
             sessions,
             timers: BTreeSet::new(),
@@ -538,8 +545,32 @@ impl Node {
         self.scoped(|n| n.run_role_actions());
     }
 
+    /// Looks peers up by ID or by name (peers only). The answer comes as
+    /// [`Event::LookupDone`](crate::Event::LookupDone) with the returned
+    /// number; every peer it names is then in the directory ([`Node::peers`]).
+    ///
+    /// With [`DirectoryMode::Lookup`](crate::DirectoryMode::Lookup) the
+    /// linked servers are asked, and they keep this peer told of the peers
+    /// found (joins, address changes, departures) for as long as its link to
+    /// them lasts. In full mode the directory already holds everyone and the
+    /// answer is immediate. A `send` to an ID not in the directory looks it
+    /// up by itself; this is for finding peers by name, or before sending.
+    pub fn lookup(&mut self, now: Instant, key: LookupKey) -> Result<u64, LookupError> {
+        self.command(now);
+        if let LookupKey::Name(name) = &key
+            && name.len() > crate::identity::MAX_NAME_LEN
+        {
+            return Err(LookupError::NameTooLong(name.len()));
+        }
+        let Some(p) = self.role.peer_mut() else { return Err(LookupError::NotAPeer) };
+        let query = p.lookup(key).ok_or(LookupError::NetworkDown)?;
+        self.scoped(|n| n.run_role_actions());
+        Ok(query)
+    }
+
     /// Peers online in the merged directory (every server's list of its
-    /// peers, combined); empty on servers.
+    /// peers, combined); empty on servers. In lookup mode, only the peers
+    /// looked up (and found) so far.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.role.peer().map_or_else(Vec::new, Peer::peers)
     }
@@ -870,7 +901,8 @@ impl Node {
             };
             self.scoped(|n| n.run_role_actions());
             match wanted {
-                Some(true) if self.in_progress(&to) => {}
+                Some(true)
+                    if self.in_progress(&to) || self.role.peer().is_some_and(|p| p.looking_up(&to)) => {}
                 Some(false) => return Err(SendError::UnknownPeer(to)),
                 _ => return Err(SendError::NotConnected(to)),
             }

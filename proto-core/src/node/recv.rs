@@ -91,6 +91,7 @@ impl Node {
                         *self.handshakes_by_ip.entry(ip).or_default() += 1;
                     }
                     self.conns.insert(handle.0, conn);
+                    self.unestablished.insert(handle.0);
                     self.drive(handle.0);
                 }
                 Err(e) => {

@@ -19,6 +19,7 @@
 
 pub(crate) mod coord;
 pub(crate) mod kv;
+mod lookup;
 pub(crate) mod paths;
 pub(crate) mod relay;
 
@@ -96,6 +97,8 @@ pub(crate) struct Peer {
     kv: kv::KvClient,
     /// Coordination requests running (locks, campaigns, ...).
     coord: coord::CoordClient,
+    /// Directory lookups (lookup mode, and `Node::lookup`).
+    lookups: lookup::Lookups,
 }
 
 impl Peer {
@@ -133,6 +136,7 @@ impl Peer {
             actions: VecDeque::new(),
             kv: kv::KvClient::new(epoch),
             coord: coord::CoordClient::default(),
+            lookups: lookup::Lookups::default(),
         };
         p.dial_servers(now);
         p
@@ -201,14 +205,7 @@ impl Peer {
     }
 
     pub(crate) fn peers(&self) -> Vec<PeerInfo> {
-        self.online
-            .iter()
-            .map(|(id, name)| {
-                let via =
-                    self.servers.iter().filter(|(_, s)| s.dir.contains_key(id)).map(|(s, _)| *s).collect();
-                PeerInfo { id: *id, name: name.clone(), addrs: self.merged_addrs(id), via }
-            })
-            .collect()
+        self.online.keys().filter_map(|id| self.peer_info(id)).collect()
     }
 
     /// A peer's addresses, merged from every server that lists it.
@@ -522,6 +519,7 @@ impl Peer {
                     self.actions.push_back(Action::Event(Event::NetworkDown));
                 }
                 self.directory_changed(now);
+                self.lookup_server_down(id);
                 self.reselect_all();
                 self.update_master();
                 self.report_addrs();
@@ -530,6 +528,7 @@ impl Peer {
             }
             Role::Peer => {
                 self.dialing.remove(&id);
+                self.lookup_link_down(&id);
                 self.paths.disconnected(id);
                 let had_path = !self.pathless.remove(&id);
                 self.rtt_reported.remove(&id);
@@ -651,6 +650,10 @@ impl Peer {
             | PeerMsg::Kv(_)
             | PeerMsg::Watch { .. }
             | PeerMsg::Unwatch { .. } => {}
+            PeerMsg::Found { query, entries } => self.on_found(now, from, query, entries),
+            PeerMsg::Listed(entry) => self.on_listed(now, from, entry),
+            PeerMsg::Unlisted(id) => self.on_unlisted(from, id),
+            PeerMsg::Lookup { .. } => {}
             PeerMsg::KvReply(reply) => self.on_kv_reply(now, reply),
             PeerMsg::WatchEvents { id, next, changes } => self.on_watch_events(now, from, id, next, changes),
             PeerMsg::WatchEnd { id, fail } => self.on_watch_end(now, from, id, fail),
@@ -660,7 +663,8 @@ impl Peer {
     /// A send to `to` needs a connection: dial it if it is online.
     pub(crate) fn want(&mut self, to: NodeId) -> bool {
         if !self.online.contains_key(&to) {
-            return false;
+            // Lookup mode: ask the servers first.
+            return self.want_unknown(to);
         }
         if self.dialing.insert(to) {
             self.actions.push_back(Action::DialPeer(to));
@@ -760,6 +764,7 @@ impl Peer {
             return;
         }
         self.online.insert(id, name.clone());
+        self.lookup_listed(id);
         self.actions.push_back(Action::Event(Event::PeerOnline { id, name }));
         // Connect at once rather than at the next periodic check.
         self.connect_peers(now, Some(id));
@@ -781,17 +786,31 @@ impl Peer {
         self.actions.push_back(Action::Close(id));
     }
 
-    /// Servers that list `peer` and gave us a relay token.
+    /// Servers that list `peer` and gave us a relay token (lookup mode: for
+    /// a peer no server lists us yet, the server it reached us through).
     fn common_servers(&self, peer: &NodeId) -> Vec<NodeId> {
-        self.servers
+        let listing: Vec<NodeId> = self
+            .servers
             .iter()
             .filter(|(_, s)| s.token.is_some() && s.dir.contains_key(peer))
             .map(|(id, _)| *id)
-            .collect()
+            .collect();
+        if listing.is_empty()
+            && let Some(via) = self.relay_hint(peer)
+            && self.servers.get(&via).is_some_and(|s| s.token.is_some())
+        {
+            return vec![via];
+        }
+        listing
     }
 
     /// Keeps `peer`'s relay if it is still common, else picks one at random.
+    /// Only for peers with a path (ones we talk to): the rest get theirs on
+    /// first use (`route`), so a directory of N peers costs no path state.
     fn select_relay(&mut self, peer: NodeId) {
+        if self.paths.get(&peer).is_none() {
+            return;
+        }
         let common = self.common_servers(&peer);
         let current = self.paths.get(&peer).and_then(|p| p.relay);
         let next = match current {
@@ -932,6 +951,7 @@ mod tests {
             addrs: Vec::new(),
             elder: false,
             join: false,
+            lookup: false,
             probe_key: None,
         };
         p.on_link_up(now, &meta, None);

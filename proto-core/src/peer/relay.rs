@@ -25,8 +25,13 @@ impl Peer {
         token: &[u8; TOKEN_LEN],
         sender: NodeId,
     ) -> Option<SocketAddr> {
-        let ours = self.servers.values().any(|s| s.addr == from && s.token.as_ref() == Some(token));
-        (ours && sender.role() == Role::Peer).then(|| self.mapped(sender))
+        let via = self.servers.iter().find(|(_, s)| s.addr == from && s.token.as_ref() == Some(token))?.0;
+        if sender.role() != Role::Peer {
+            return None;
+        }
+        let via = *via;
+        self.relayed_from(sender, via);
+        Some(self.mapped(sender))
     }
 }
 

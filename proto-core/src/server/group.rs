@@ -525,6 +525,7 @@ mod tests {
             addrs: vec![addr(n)],
             elder,
             join: false,
+            lookup: false,
             probe_key: None,
         }
     }

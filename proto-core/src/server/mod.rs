@@ -61,6 +61,10 @@ pub(crate) enum Action {
     /// Send one control message to each of `to`: encoded once, the same
     /// bytes queued on every connection.
     Broadcast { to: Vec<NodeId>, msg: Control },
+    /// Send each recipient `(to, first)` the messages `msgs[first..]`, in
+    /// order: each encoded once, and every recipient's share queued as one
+    /// slice of the same bytes (directory deltas).
+    SendFrom { msgs: Vec<Control>, to: Vec<(NodeId, usize)> },
     /// Dial a node (by ID, or any node of a role at an address).
     Dial { expect: Expect, addr: SocketAddr, join: bool },
     /// Dial a peer through its mapped address (peers only).
@@ -74,6 +78,9 @@ pub(crate) enum Action {
     /// The path to a peer changed: reset QUIC's RTT and congestion state
     /// for it (peers only).
     PathReset(NodeId),
+    /// A lookup found no server listing the peer: fail the messages that
+    /// wait for it (peers only, lookup mode).
+    NotFound(NodeId),
 }
 
 /// Everything the node knows about a freshly established connection.
@@ -90,6 +97,8 @@ pub(crate) struct LinkMeta {
     pub(crate) elder: bool,
     /// The remote dialed us to join and wants the server list.
     pub(crate) join: bool,
+    /// The remote is a peer in lookup mode (`DirectoryMode::Lookup`).
+    pub(crate) lookup: bool,
     /// Peer-to-peer links: the key that authenticates path probes, exported
     /// from the connection's TLS session.
     pub(crate) probe_key: Option<[u8; 32]>,
@@ -191,6 +200,10 @@ pub(crate) struct Server {
     sessions: sessions::SessionKeeper,
     /// The time of the latest input.
     clock: Instant,
+    /// When the pending directory deltas go out (see `fanout.rs`).
+    dir_flush_at: Option<Instant>,
+    /// When directory deltas last went out.
+    dir_flushed: Option<Instant>,
 }
 
 impl Server {
@@ -238,6 +251,8 @@ impl Server {
             kv: kv::KvTables::default(),
             sessions: sessions::SessionKeeper::default(),
             clock: now,
+            dir_flush_at: None,
+            dir_flushed: None,
         };
         let resumed = match &s.cfg.raft_disk {
             Some(table) => {
@@ -296,7 +311,7 @@ impl Server {
         });
         let politics = (!self.settled()).then_some(self.next_tick);
         let transfer = self.last_transfer.map(|t| t + TRANSFER_PAUSE);
-        [dial, raft, politics, transfer, self.next_expiry()].into_iter().flatten().min()
+        [dial, raft, politics, transfer, self.next_expiry(), self.dir_flush_at].into_iter().flatten().min()
     }
 
     /// Applies the Raft ticks due by `now` (see
@@ -346,6 +361,9 @@ impl Server {
             self.last_transfer = None;
         }
         self.flush_load();
+        if self.dir_flush_at.is_some_and(|t| t <= now) {
+            self.flush_directory(now);
+        }
         self.forget_stale(now);
         self.dial_due(now);
         self.reconcile(now);
@@ -357,7 +375,7 @@ impl Server {
     pub(crate) fn on_link_up(&mut self, now: Instant, meta: &LinkMeta) {
         self.advance_ticks(now);
         if meta.id.role() != Role::Server {
-            self.peer_up(meta);
+            self.peer_up(now, meta);
             self.flush_load();
             self.sessions_peer_changed(now, meta.id, true);
             return;
@@ -395,9 +413,8 @@ impl Server {
             self.kv_peer_gone(id);
             let mut out = Vec::new();
             self.peers.leave(&id, &mut out);
-            for (to, msg) in out {
-                self.send_peer(to, msg);
-            }
+            self.send_all(out);
+            self.directory_changed(now);
             self.peer_load_changed();
             self.flush_load();
             self.sessions_peer_changed(now, id, false);

@@ -112,9 +112,10 @@ mod tests {
                 addrs: Vec::new(),
                 elder: false,
                 join: false,
+                lookup: false,
                 probe_key: None,
             };
-            s.peer_up(&meta);
+            s.peer_up(now, &meta);
         }
         s
     }
