@@ -11,6 +11,7 @@
 
 pub mod history;
 pub mod log;
+pub mod memory;
 pub mod nat;
 pub mod netlab;
 pub mod report;

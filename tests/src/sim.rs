@@ -128,6 +128,13 @@ pub struct SimConfig {
     /// How long a disk write takes before it is durable and confirmed. A
     /// crash in between loses it — the unsynced tail. Zero: confirmed at once.
     pub disk_latency: Duration,
+    /// Keep the event trace ([`Sim::trace`], hashed into [`Sim::digest`]) and
+    /// each host's event list ([`Sim::take_events`]). Off for scale runs: a
+    /// network of N peers emits about N² `PeerOnline` events, and keeping
+    /// them (names formatted, strings held) would cost the simulator more
+    /// than the nodes it runs. Deliveries, failures, Masters and paths are
+    /// still tracked.
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -139,6 +146,7 @@ impl Default for SimConfig {
             livelock_limit: 200_000,
             raft_disk: false,
             disk_latency: Duration::ZERO,
+            trace: true,
         }
     }
 }
@@ -1140,16 +1148,19 @@ impl Sim {
         }
         let elapsed = self.elapsed();
         let mut cluster_changed = false;
+        let trace = self.cfg.trace;
         for e in events {
-            let name = self.hosts[h].name.clone();
-            let (kind, detail) = describe(&e, |id| self.name_of(id));
-            self.record(&name, kind, &detail);
+            if trace {
+                let name = self.hosts[h].name.clone();
+                let (kind, detail) = describe(&e, |id| self.name_of(id));
+                self.record(&name, kind, &detail);
+            }
             self.track_delivery(h, &e);
             self.track_failure(h, &e);
             if let Event::MasterChanged { master, basis, term, epoch } = &e {
                 self.watch.masters.push(MasterObservation {
                     t_ms: elapsed.as_secs_f64() * 1000.0,
-                    node: name.clone(),
+                    node: self.hosts[h].name.clone(),
                     master: master.map(|m| self.name_of(&m)),
                     basis: basis.map(|b| b.as_str().to_owned()),
                     term: *term,
@@ -1169,9 +1180,17 @@ impl Sim {
                     self.pairs.insert((h, *peer), (*path, elapsed, up));
                 }
             }
-            cluster_changed |=
-                matches!(e, Event::MasterChanged { .. } | Event::ServerUp { .. } | Event::ServerDown { .. });
-            self.hosts[h].events.push((elapsed, e));
+            // The cluster watch is the servers' agreement: only their
+            // events can change it (a peer's would cost a scan of every
+            // host per event, O(N²) over a join wave).
+            cluster_changed |= self.hosts[h].identity.role() == Role::Server
+                && matches!(
+                    e,
+                    Event::MasterChanged { .. } | Event::ServerUp { .. } | Event::ServerDown { .. }
+                );
+            if trace {
+                self.hosts[h].events.push((elapsed, e));
+            }
         }
         if cluster_changed {
             self.observe_cluster();

@@ -12,91 +12,20 @@
 //! * Floods of handshakes, from real addresses and spoofed ones, never hold
 //!   more than `limits.max_handshakes` connections; spoofed ones cost a
 //!   stateless Retry each.
-#![allow(unsafe_code)] // the counting allocator
 
 mod common;
 
 use bytes::BytesMut;
 use p2pcore::{Config, Identity, Node, NodeId, Reliability, Role};
+use p2pcore_tests::memory::{Counting, held, reset_peak, scope};
 use p2pcore_tests::sim::{CredentialFault, HostId, NetworkAdmission, NodeSpec, SendSpec, Sim};
 use quinn_proto::{Dir, StreamId};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
-
-// ----- per-node allocation accounting ----------------------------------------
-
-/// Accounts: one per simulated host, and the last one for everything else.
-const SLOTS: usize = 1024;
-const UNSCOPED: u16 = (SLOTS - 1) as u16;
-/// Room before each allocation for the account that made it (so a free is
-/// charged back to the right account, whoever frees it).
-const HEADER: usize = 16;
-
-static HELD: [AtomicIsize; SLOTS] = [const { AtomicIsize::new(0) }; SLOTS];
-static PEAK: [AtomicIsize; SLOTS] = [const { AtomicIsize::new(0) }; SLOTS];
-
-thread_local! {
-    static OWNER: Cell<u16> = const { Cell::new(UNSCOPED) };
-}
-
-struct Counting;
-
-fn padded(layout: Layout) -> Option<(Layout, usize)> {
-    let pad = layout.align().max(HEADER);
-    Some((Layout::from_size_align(layout.size().checked_add(pad)?, layout.align().max(HEADER)).ok()?, pad))
-}
-
-// SAFETY: every block handed out is `pad` bytes into a block obtained from
-// `System` with the padded layout; `dealloc` undoes exactly that.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((outer, pad)) = padded(layout) else { return std::ptr::null_mut() };
-        // SAFETY: `outer` has a non-zero size (it includes the header).
-        let base = unsafe { System.alloc(outer) };
-        if base.is_null() {
-            return base;
-        }
-        let owner = OWNER.try_with(Cell::get).unwrap_or(UNSCOPED);
-        // SAFETY: the header lies inside the block, aligned to at least 16.
-        unsafe { (base as *mut u16).write(owner) };
-        let held = HELD[owner as usize].fetch_add(layout.size() as isize, Ordering::Relaxed)
-            + layout.size() as isize;
-        PEAK[owner as usize].fetch_max(held, Ordering::Relaxed);
-        // SAFETY: `pad` < outer size.
-        unsafe { base.add(pad) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some((outer, pad)) = padded(layout) else { return };
-        // SAFETY: `ptr` came from `alloc` with this layout: the block starts `pad` earlier.
-        let base = unsafe { ptr.sub(pad) };
-        // SAFETY: written by `alloc`.
-        let owner = unsafe { (base as *const u16).read() };
-        HELD[owner as usize].fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: allocated by `System` with `outer`.
-        unsafe { System.dealloc(base, outer) };
-    }
-}
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn scope(h: Option<HostId>) {
-    let _ = OWNER.try_with(|o| o.set(h.map_or(UNSCOPED, |h| (h as u16).min(UNSCOPED - 1))));
-}
-
-/// Bytes held by host `h`'s node now, and at most since the last [`reset_peak`].
-fn held(h: HostId) -> (isize, isize) {
-    (HELD[h].load(Ordering::Relaxed), PEAK[h].load(Ordering::Relaxed))
-}
-
-fn reset_peak(h: HostId) {
-    PEAK[h].store(HELD[h].load(Ordering::Relaxed), Ordering::Relaxed);
-}
 
 const MIB: isize = 1 << 20;
 
