@@ -8,7 +8,8 @@
 //!   its connection has a 64 KiB window.
 //! * An admitted but hostile peer that opens every stream it may and claims
 //!   huge lengths on each makes the server hold at most the receive budget,
-//!   one message and QUIC's window — not what it claims.
+//!   one message and QUIC's window — not what it claims (and it gets far
+//!   fewer than 264 streams: the limit grows only as streams are accepted).
 //! * Floods of handshakes, from real addresses and spoofed ones, never hold
 //!   more than `limits.max_handshakes` connections; spoofed ones cost a
 //!   stateless Retry each.
@@ -144,8 +145,11 @@ fn claimed_lengths_and_open_streams_cost_what_arrives_not_what_is_claimed() {
         grew as f64 / MIB as f64,
         max_buffered as f64 / MIB as f64
     );
+    // The stream limit starts at 8 and grows only as the remote's streams
+    // are accepted — which needs their bytes, which flow control holds back
+    // once the junk has filled the window: far fewer than the 264 allowed.
     assert!(
-        (256..=300).contains(&streams.len()),
+        (8..=264).contains(&streams.len()),
         "the hostile member opened {} streams on one connection",
         streams.len()
     );

@@ -82,6 +82,38 @@ fn large_messages_and_independent_channels() {
 }
 
 #[test]
+fn every_channel_at_once_is_delivered() {
+    // The remote's stream limit starts small and grows as it opens streams
+    // (one per channel): a sender using all 256 channels at once waits for
+    // credit a few round trips, and loses nothing.
+    let (mut sim, _, peers) = common::mesh(5, 2, LinkParams::default());
+    sim.run_for(Duration::from_secs(3));
+    let (a, b) = (peers[0], peers[1]);
+    let bid = sim.host(b).id();
+    sim.with_node(a, move |n, now| {
+        for ch in 0..=255u8 {
+            for k in 0..3u8 {
+                n.send(now, bid, ch, vec![ch, k], Reliability::Reliable).unwrap();
+            }
+        }
+    });
+    sim.run_for(Duration::from_secs(5));
+    let mut got: Vec<(u8, Vec<u8>)> = common::events(&mut sim, b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { channel, bytes, .. } => Some((channel, bytes.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 256 * 3);
+    // In order within each channel.
+    got.sort_by_key(|(ch, _)| *ch);
+    for (i, (ch, bytes)) in got.iter().enumerate() {
+        assert_eq!((*ch as usize, bytes.clone()), (i / 3, vec![*ch, (i % 3) as u8]));
+    }
+}
+
+#[test]
 fn unreliable_datagrams_and_typed_errors() {
     let (mut sim, _, peers) = common::mesh(4, 2, LinkParams::default());
     sim.run_for(Duration::from_secs(3));

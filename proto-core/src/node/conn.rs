@@ -250,6 +250,10 @@ pub(crate) struct Conn {
     tx: BTreeMap<u8, TxChannel>,
     rx: RxState,
     max_message: usize,
+    /// How many unidirectional streams the remote may have open now, and
+    /// at most (see [`Conn::admit`]).
+    uni_limit: u32,
+    uni_max: u32,
 }
 
 /// The incoming channel streams of a connection and their receive budget
@@ -432,6 +436,8 @@ impl Conn {
                 paused: false,
             },
             max_message,
+            uni_limit: 0,
+            uni_max: 0,
         }
     }
 
@@ -463,9 +469,18 @@ impl Conn {
     /// bytes, and let it open channel streams and fill the full QUIC receive
     /// window (before this, it may open no unidirectional stream at all and
     /// has a small window, so a stranger can make us hold next to nothing).
+    ///
+    /// The stream limit starts at [`INITIAL_UNI_STREAMS`] and doubles, up to
+    /// `max_streams`, whenever the remote's open streams come within two of
+    /// it: quinn-proto keeps state for every stream a remote may open, so a
+    /// connection that carries a few channels (or only control messages, as
+    /// most server links do) should not pay for 264. A remote that opens
+    /// more waits at most a round trip for the credit.
     pub(crate) fn admit(&mut self, max_control: usize, max_streams: u32, window: u64) {
         self.control_in.set_max(max_control);
-        self.quic.set_max_concurrent_streams(Dir::Uni, quinn_proto::VarInt::from_u32(max_streams));
+        self.uni_max = max_streams;
+        self.uni_limit = INITIAL_UNI_STREAMS.min(max_streams);
+        self.quic.set_max_concurrent_streams(Dir::Uni, quinn_proto::VarInt::from_u32(self.uni_limit));
         self.quic
             .set_receive_window(quinn_proto::VarInt::from_u64(window).unwrap_or(quinn_proto::VarInt::MAX));
     }
@@ -585,6 +600,14 @@ impl Conn {
                     let reader = FrameReader::new(self.max_message);
                     let stream = RxStream { header: [0; STREAM_HEADER], have: 0, start: None, reader };
                     self.rx.streams.insert(id, stream);
+                    let open = u32::try_from(self.rx.streams.len()).unwrap_or(u32::MAX);
+                    if open.saturating_add(2) >= self.uni_limit && self.uni_limit < self.uni_max {
+                        self.uni_limit = self.uni_limit.saturating_mul(2).min(self.uni_max);
+                        self.quic.set_max_concurrent_streams(
+                            Dir::Uni,
+                            quinn_proto::VarInt::from_u32(self.uni_limit),
+                        );
+                    }
                 }
             }
             self.read_stream(id, out)?;
@@ -680,6 +703,10 @@ impl Conn {
         Ok(())
     }
 }
+
+/// Unidirectional streams an admitted remote may open at first (see
+/// [`Conn::admit`]).
+pub(crate) const INITIAL_UNI_STREAMS: u32 = 8;
 
 /// Largest chunk read from a QUIC stream at once.
 const READ_CHUNK: usize = 64 << 10;

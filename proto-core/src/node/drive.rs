@@ -52,7 +52,7 @@ impl Node {
         let mut conn = Conn::new(quic, side, addr, self.cfg.max_message_size, self.cfg.limits.receive_buffer);
         let idle = if peer { self.cfg.peer.idle_timeout } else { self.cfg.idle_timeout };
         conn.hello_deadline = Some(now + idle + self.cfg.hello_timeout);
-        self.conns.insert(new.0, conn);
+        self.conns.insert(new.0, Box::new(conn));
         self.unestablished.insert(new.0);
         self.touch(new.0);
         Ok(())

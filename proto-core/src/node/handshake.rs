@@ -331,7 +331,7 @@ impl Node {
             return;
         }
         self.notify_dial(handle, DialOutcome::Connected(remote));
-        let observed = self.conns.get(&handle).and_then(Conn::observed);
+        let observed = self.conns.get(&handle).and_then(|c| c.observed());
         self.role.link_up(self.now, &meta, observed);
         self.run_role_actions();
         self.touch(handle);

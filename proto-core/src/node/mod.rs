@@ -136,7 +136,10 @@ pub struct Node {
     tls_rng: Option<Box<ChaCha20Rng>>,
     quic: QuicSetup,
     endpoint: quinn_proto::Endpoint,
-    conns: BTreeMap<usize, Conn>,
+    /// Boxed: a `Conn` is several KB (quinn-proto's connection inline), and
+    /// a B-tree node holds eleven values, so unboxed a node with a few
+    /// connections would cost as much as eleven.
+    conns: BTreeMap<usize, Box<Conn>>,
     /// Connections not yet established (a superset: ones that closed
     /// before establishing stay until forgotten). What `in_progress` and
     /// duplicate checks scan, so they cost O(handshakes), not O(connections).
@@ -358,7 +361,7 @@ impl Node {
     /// Bytes of reliable messages to `to` queued on its connection and not
     /// yet taken by QUIC (a part of [`Node::buffered`]).
     pub fn queued(&self, to: &NodeId) -> usize {
-        self.links.get(to).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::buffered)
+        self.links.get(to).and_then(|handle| self.conns.get(handle)).map_or(0, |c| c.buffered())
     }
 
     /// Reliable messages to `to` not acknowledged yet.
@@ -375,7 +378,7 @@ impl Node {
     /// Bytes of partly received reliable messages from `id` that this node
     /// holds (at most `limits.receive_buffer` plus one message).
     pub fn receive_buffered(&self, id: &NodeId) -> usize {
-        self.links.get(id).and_then(|handle| self.conns.get(handle)).map_or(0, Conn::rx_held)
+        self.links.get(id).and_then(|handle| self.conns.get(handle)).map_or(0, |c| c.rx_held())
     }
 
     /// The Master as this node sees it. Peers learn it from their servers

@@ -90,7 +90,7 @@ impl Node {
                     if let Some(ip) = ip {
                         *self.handshakes_by_ip.entry(ip).or_default() += 1;
                     }
-                    self.conns.insert(handle.0, conn);
+                    self.conns.insert(handle.0, Box::new(conn));
                     self.unestablished.insert(handle.0);
                     self.drive(handle.0);
                 }
