@@ -158,8 +158,9 @@ impl Peer {
         if entry.id == self.me || entry.id.role() != crate::identity::Role::Peer {
             return;
         }
-        let Some(link) = self.servers.get_mut(&from) else { return };
         let (id, name) = (entry.id, entry.name.clone());
+        let entry = self.share(from, entry);
+        let Some(link) = self.servers.get_mut(&from) else { return };
         link.dir.insert(id, entry);
         self.listed(now, id, name);
         self.select_relay(id);

@@ -37,6 +37,7 @@ use crate::wire::{FrameType, ProbeFrame, TOKEN_LEN};
 use paths::{LocalView, PathOut, Paths, Route};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where a packet for a peer goes next.
@@ -58,8 +59,11 @@ struct ServerLink {
     /// Our address as this server sees it.
     observed: Option<SocketAddr>,
     master: Option<MasterInfo>,
-    /// Our copy of this server's directory.
-    dir: BTreeMap<NodeId, DirEntry>,
+    /// Our copy of this server's directory. Rows equal to another server's
+    /// share its allocation ([`Peer::share`]): every server lists a peer
+    /// with the same name and addresses, and a full directory of N peers
+    /// from three servers would otherwise be held three times.
+    dir: BTreeMap<NodeId, Arc<DirEntry>>,
     version: Option<u64>,
 }
 
@@ -583,12 +587,14 @@ impl Peer {
                 self.reselect_all();
             }
             PeerMsg::Directory { version, peers } => {
-                link.dir = peers
+                let dir = peers
                     .into_iter()
                     .take(1 << 20)
-                    .map(|e| (e.id, e))
-                    .filter(|(id, _)| *id != self.me)
+                    .filter(|e| e.id != self.me)
+                    .map(|e| (e.id, self.share(from, e)))
                     .collect();
+                let Some(link) = self.servers.get_mut(&from) else { return };
+                link.dir = dir;
                 link.version = Some(version);
                 self.directory_changed(now);
                 self.reselect_all();
@@ -601,9 +607,10 @@ impl Peer {
                 if !self.next_version(from, version) {
                     return;
                 }
-                let Some(link) = self.servers.get_mut(&from) else { return };
                 if entry.id != self.me {
                     let (id, name) = (entry.id, entry.name.clone());
+                    let entry = self.share(from, entry);
+                    let Some(link) = self.servers.get_mut(&from) else { return };
                     link.dir.insert(id, entry);
                     self.listed(now, id, name);
                     self.select_relay(id);
@@ -784,6 +791,15 @@ impl Peer {
         // Its connection, if any, has nowhere to go; close it rather than
         // wait for the idle timeout.
         self.actions.push_back(Action::Close(id));
+    }
+
+    /// `entry` as server `from` lists it, sharing another server's equal row.
+    fn share(&self, from: NodeId, entry: DirEntry) -> Arc<DirEntry> {
+        self.servers
+            .iter()
+            .filter(|(id, _)| **id != from)
+            .find_map(|(_, s)| s.dir.get(&entry.id).filter(|e| ***e == entry).cloned())
+            .unwrap_or_else(|| Arc::new(entry))
     }
 
     /// Servers that list `peer` and gave us a relay token (lookup mode: for
