@@ -183,6 +183,9 @@ pub struct NetworkSpec {
     /// When peers connect to each other (default eager).
     #[serde(default)]
     pub connect: ConnectName,
+    /// How peers learn the directory (default full).
+    #[serde(default)]
+    pub directory: DirectoryName,
     /// Whether peers hole-punch (default true); `false` keeps every
     /// peer-to-peer byte on a relay.
     #[serde(default = "yes")]
@@ -195,6 +198,7 @@ impl Default for NetworkSpec {
             admission: AdmissionName::default(),
             secret: None,
             connect: ConnectName::default(),
+            directory: DirectoryName::default(),
             hole_punching: true,
         }
     }
@@ -209,6 +213,17 @@ pub enum ConnectName {
     Eager,
     /// Peers connect on their first send.
     OnDemand,
+}
+
+/// `[network] directory`: how peers learn the directory.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectoryName {
+    /// Every peer is sent every row and every change.
+    #[default]
+    Full,
+    /// Peers look up what they need.
+    Lookup,
 }
 
 /// A `[[lan]]` table.
@@ -662,9 +677,14 @@ impl Loaded {
             ConnectName::Eager => p2pcore::ConnectPolicy::Eager,
             ConnectName::OnDemand => p2pcore::ConnectPolicy::OnDemand,
         };
+        let directory = match s.network.directory {
+            DirectoryName::Full => p2pcore::DirectoryMode::Full,
+            DirectoryName::Lookup => p2pcore::DirectoryMode::Lookup,
+        };
         let hole_punching = s.network.hole_punching;
         sim.set_configure(move |c, _| {
             c.peer.connect = connect;
+            c.peer.directory = directory;
             c.peer.hole_punching = hole_punching;
         });
         for l in &s.lan {

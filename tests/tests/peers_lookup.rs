@@ -164,3 +164,23 @@ fn lookups_by_name_unknown_ids_and_watched_peers() {
     // The full-mode peer sees every peer, lookup-mode ones included.
     assert_eq!(sim.node(full).unwrap().peers().len(), peers.len() - 1);
 }
+
+#[test]
+fn the_lookup_scenario_delivers_everything_and_punches_through_nats() {
+    let text = include_str!("../scenarios/peers-lookup.toml");
+    let loaded = p2pcore_tests::scenario::Loaded::parse(text).unwrap();
+    let mut sim = loaded.build(23);
+    sim.run_until(loaded.duration());
+    let m = sim.message_metrics();
+    assert_eq!((m.sent, m.delivered, m.failed, m.lost, m.duplicated), (900, 900, 0, 0, 0), "{m:?}");
+    let paths: Vec<(String, String, String)> =
+        sim.pair_paths().into_iter().map(|p| (p.a, p.b, p.path)).collect();
+    for (a, b, path) in &paths {
+        assert!(path == "punched" || path == "direct", "{a} -> {b}: {path} ({paths:?})");
+    }
+    // Nobody learned more than the peers it talked to.
+    for name in ["alice", "bob", "carol", "dave"] {
+        let h = sim.find(name).unwrap();
+        assert!(sim.node(h).unwrap().peers().len() <= 2, "{name} knows {:?}", sim.node(h).unwrap().peers());
+    }
+}
