@@ -433,3 +433,68 @@ async fn store_requests_from_a_server_are_refused() {
     assert!(refused.unwrap_err().to_string().contains("only a peer"));
     ep.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_mode_over_real_sockets() {
+    // Peers in lookup mode get no directory: online once a server took
+    // them; a name lookup finds one; a send by ID to a peer never looked
+    // up reaches it, and its reply comes back the way the message came.
+    let servers = servers();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let lookup = |_: &mut EndpointConfig, c: &mut Config| {
+        c.peer.directory = p2pcore::DirectoryMode::Lookup;
+        c.peer.connect = p2pcore::ConnectPolicy::OnDemand;
+    };
+    let a = peer(31, &addrs, lookup).await;
+    let b = peer(32, &addrs, lookup).await;
+    for p in [&a, &b] {
+        timeout(LIMIT, p.online()).await.expect("online in time").expect("online");
+        assert!(p.peers().is_empty(), "no directory without a lookup");
+    }
+    // By name: p32 is found once every server took it.
+    let found = timeout(LIMIT, async {
+        loop {
+            let found = a.lookup(p2pcore::LookupKey::Name("p32".into())).await.expect("lookup");
+            if found.first().is_some_and(|p| p.via.len() == 3) {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("found in time");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, b.id());
+    // b never looked a up: a's message, then b's reply.
+    a.send_wait(b.id(), 0, &b"ping"[..], Reliability::Reliable).await.expect("send");
+    let m = timeout(LIMIT, b.recv()).await.expect("in time").expect("alive");
+    assert_eq!((m.from, &m.bytes[..]), (a.id(), &b"ping"[..]));
+    b.send_wait(a.id(), 0, &b"pong"[..], Reliability::Reliable).await.expect("reply");
+    let m = timeout(LIMIT, a.recv()).await.expect("in time").expect("alive");
+    assert_eq!((m.from, &m.bytes[..]), (b.id(), &b"pong"[..]));
+    // An ID nobody lists: the send is accepted and reported failed.
+    let ghost = Identity::from_seed(Role::Peer, [99; 32]).id();
+    let mut events = a.events();
+    a.send(ghost, 0, &b"anyone?"[..], Reliability::Reliable).expect("accepted while looked up");
+    let failed = timeout(LIMIT, async {
+        loop {
+            if let Some(Ok(p2pcore::Event::SendFailed { to, reason, .. })) = events.recv().await
+                && to == ghost
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("failure in time");
+    assert!(
+        matches!(failed, p2pcore::SendFailure::Connect(p2pcore::ConnectError::NotFound)),
+        "{failed:?}"
+    );
+    for p in [&a, &b] {
+        timeout(LIMIT, p.close()).await.expect("close in time");
+    }
+    for (h, _) in servers {
+        h.close().expect("server close");
+    }
+}

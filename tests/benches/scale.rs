@@ -165,11 +165,12 @@ fn plot(rows: &[Figures], path: &str) -> Result<(), Box<dyn std::error::Error>> 
     let mut chart = ChartBuilder::on(&root)
         .caption("cost relative to the smallest run (log-log)", ("sans-serif", 18))
         .margin(12)
+        .margin_right(36)
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d((n0..nmax).log_scale(), (0.5..ymax).log_scale())?;
     chart.configure_mesh().x_desc("peers").y_desc("× smallest").draw()?;
-    for (exp, style) in [(1.0, BLACK.mix(0.3)), (2.0, BLACK.mix(0.15))] {
+    for (exp, style) in [(1.0, BLACK.mix(0.6)), (2.0, BLACK.mix(0.3))] {
         chart
             .draw_series(LineSeries::new([n0, nmax].map(|n| (n, (n / n0).powf(exp))), style))?
             .label(if exp == 1.0 { "N (linear)" } else { "N² (quadratic)" })
@@ -185,7 +186,12 @@ fn plot(rows: &[Figures], path: &str) -> Result<(), Box<dyn std::error::Error>> 
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -183,9 +183,13 @@ impl Peer {
     }
 
     /// Whether a live server link holds a directory snapshot (its version
-    /// is known: not waiting for a resync).
+    /// is known: not waiting for a resync). In lookup mode there is no
+    /// snapshot: a server that gave us a relay session is ready to answer.
     pub(crate) fn directory_synced(&self) -> bool {
-        self.servers.values().any(|l| l.version.is_some())
+        match self.cfg.directory {
+            crate::config::DirectoryMode::Lookup => self.servers.values().any(|l| l.token.is_some()),
+            _ => self.servers.values().any(|l| l.version.is_some()),
+        }
     }
 
     /// Whether this peer uses servers at all. A peer configured without any
