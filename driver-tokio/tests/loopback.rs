@@ -487,10 +487,7 @@ async fn lookup_mode_over_real_sockets() {
     })
     .await
     .expect("failure in time");
-    assert!(
-        matches!(failed, p2pcore::SendFailure::Connect(p2pcore::ConnectError::NotFound)),
-        "{failed:?}"
-    );
+    assert!(matches!(failed, p2pcore::SendFailure::Connect(p2pcore::ConnectError::NotFound)), "{failed:?}");
     for p in [&a, &b] {
         timeout(LIMIT, p.close()).await.expect("close in time");
     }

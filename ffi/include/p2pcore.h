@@ -911,7 +911,7 @@ p2p_result p2p_config_default(struct p2p_config *cfg);
 // Keys: `idle_timeout_ms`, `keep_alive_interval_ms`, `hello_timeout_ms`,
 // `max_message_size`, `send_buffer_limit`, `resume_window_ms`,
 // `datagram_buffer`; `peer.connect` (`eager` or `on_demand`),
-// `peer.idle_timeout_ms`, `peer.keep_alive_interval_ms`,
+// `peer.directory` (`full` or `lookup`), `peer.idle_timeout_ms`, `peer.keep_alive_interval_ms`,
 // `peer.hole_punching`; `limits.receive_window`,
 // `limits.stream_receive_window`, `limits.receive_buffer`,
 // `limits.max_handshakes`, `limits.max_handshakes_per_ip`,
