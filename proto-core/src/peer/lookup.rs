@@ -155,16 +155,9 @@ impl Peer {
 
     /// Server `from` lists `entry` (an answer, or news of a watched peer).
     pub(super) fn on_listed(&mut self, now: Instant, from: NodeId, entry: DirEntry) {
-        if entry.id == self.me || entry.id.role() != crate::identity::Role::Peer {
-            return;
+        if entry.id.role() == crate::identity::Role::Peer {
+            self.list(now, from, entry);
         }
-        let (id, name) = (entry.id, entry.name.clone());
-        let entry = self.share(from, entry);
-        let Some(link) = self.servers.get_mut(&from) else { return };
-        link.dir.insert(id, entry);
-        self.listed(now, id, name);
-        self.select_relay(id);
-        self.refresh_remote(now, id);
     }
 
     /// Server `from` no longer lists `id` (a watched peer left it).

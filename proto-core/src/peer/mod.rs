@@ -608,17 +608,8 @@ impl Peer {
                 }
             }
             PeerMsg::DirAdd { version, entry } | PeerMsg::DirUpdate { version, entry } => {
-                if !self.next_version(from, version) {
-                    return;
-                }
-                if entry.id != self.me {
-                    let (id, name) = (entry.id, entry.name.clone());
-                    let entry = self.share(from, entry);
-                    let Some(link) = self.servers.get_mut(&from) else { return };
-                    link.dir.insert(id, entry);
-                    self.listed(now, id, name);
-                    self.select_relay(id);
-                    self.refresh_remote(now, id);
+                if self.next_version(from, version) {
+                    self.list(now, from, entry);
                 }
             }
             PeerMsg::DirRemove { version, id } => {
@@ -767,6 +758,20 @@ impl Peer {
         for (id, name) in came {
             self.listed(now, id, name);
         }
+    }
+
+    /// Server `from` lists `entry` (a delta, or a lookup's answer or news).
+    fn list(&mut self, now: Instant, from: NodeId, entry: DirEntry) {
+        if entry.id == self.me {
+            return;
+        }
+        let (id, name) = (entry.id, entry.name.clone());
+        let entry = self.share(from, entry);
+        let Some(link) = self.servers.get_mut(&from) else { return };
+        link.dir.insert(id, entry);
+        self.listed(now, id, name);
+        self.select_relay(id);
+        self.refresh_remote(now, id);
     }
 
     /// A server lists `id`: it is online (if it was not already).
