@@ -233,7 +233,14 @@ struct Console {
 
 impl Console {
     fn name(&self, id: &NodeId) -> String {
-        self.names.lock().ok().and_then(|n| n.get(id).cloned()).unwrap_or_else(|| short(id))
+        if let Some(n) = self.names.lock().ok().and_then(|n| n.get(id).cloned()) {
+            return n;
+        }
+        // The event thread may not have printed its `PeerOnline` yet (a peer
+        // in the first directory is online before the events are read): the
+        // directory has the name too.
+        let listed = self.handle.peers().ok().and_then(|ps| ps.into_iter().find(|p| p.id == *id));
+        listed.map_or_else(|| short(id), |p| p.name)
     }
 
     /// An online peer by ID or by an unambiguous name.
