@@ -585,7 +585,18 @@ impl Peer {
 
     pub(crate) fn on_message(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
         let Some(link) = self.servers.get_mut(&from) else { return };
+        // Each directory mode takes only its own messages: a full-mode peer
+        // holds every row by versioned snapshot and deltas (rows slipped in
+        // beside them would escape the versions), a lookup-mode peer only
+        // what it asked for.
+        let lookup = self.cfg.directory == crate::config::DirectoryMode::Lookup;
         match msg {
+            PeerMsg::Directory { .. }
+            | PeerMsg::DirAdd { .. }
+            | PeerMsg::DirUpdate { .. }
+            | PeerMsg::DirRemove { .. }
+                if lookup => {}
+            PeerMsg::Found { .. } | PeerMsg::Listed(_) | PeerMsg::Unlisted(_) if !lookup => {}
             PeerMsg::Session { token } => {
                 link.token = Some(token);
                 self.reselect_all();
