@@ -5,6 +5,14 @@
 use super::*;
 
 impl Node {
+    /// Whether messages for `id` may wait: a connection to it is being set
+    /// up, or (lookup mode) the servers are being asked where it is. Not
+    /// folded into `in_progress`, which also decides whether a dial is
+    /// superseded: a lookup must not stop the dial that follows it.
+    pub(super) fn on_the_way(&self, id: &NodeId) -> bool {
+        self.in_progress(id) || self.role.peer().is_some_and(|p| p.looking_up(id))
+    }
+
     pub(super) fn in_progress(&self, id: &NodeId) -> bool {
         // A relayed connection names its remote by its mapped address even
         // before TLS has authenticated it (and TLS then checks it is so).

@@ -579,10 +579,7 @@ impl Node {
             .with_outstanding()
             .into_iter()
             .filter(|id| {
-                !self.sessions.was_connected(id)
-                    && !self.links.contains_key(id)
-                    && !self.in_progress(id)
-                    && !self.role.peer().is_some_and(|p| p.looking_up(id))
+                !self.sessions.was_connected(id) && !self.links.contains_key(id) && !self.on_the_way(id)
             })
             .collect();
         for to in stale {

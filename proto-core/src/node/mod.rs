@@ -904,8 +904,7 @@ impl Node {
             };
             self.scoped(|n| n.run_role_actions());
             match wanted {
-                Some(true)
-                    if self.in_progress(&to) || self.role.peer().is_some_and(|p| p.looking_up(&to)) => {}
+                Some(true) if self.on_the_way(&to) => {}
                 Some(false) => return Err(SendError::UnknownPeer(to)),
                 _ => return Err(SendError::NotConnected(to)),
             }
