@@ -10,7 +10,9 @@
  *      -lp2pcore_ffi -Wl,-rpath,target/debug -o chat && ./chat
  *
  * With the argument "thread", every node runs on a network thread of its own
- * (p2p_node_start_thread) and the loop only polls events.
+ * (p2p_node_start_thread) and the loop only polls events. With "lookup", the
+ * peers take no directory (peer.directory = lookup, as in networks of
+ * thousands of peers): each finds the other by name with p2p_lookup_name.
  */
 #include "p2pcore.h"
 
@@ -22,7 +24,11 @@
 
 struct peer {
     const char *name;
+    const char *other; /* the name it looks up, in lookup mode */
     p2p_node *node;
+    int64_t lookup; /* the running lookup's id, or -1 */
+    int found; /* the other peer was found */
+    int by_lookup; /* lookup mode: greet what p2p_lookup_name found, not every peer online */
     int greeted; /* got a greeting */
     int answered; /* got an answer to its own greeting */
 };
@@ -34,7 +40,7 @@ static void fail(p2p_result r, const char *what) {
     exit(1);
 }
 
-static p2p_node *create(uint32_t role, const char *name, const char *bootstrap) {
+static p2p_node *create(uint32_t role, const char *name, const char *bootstrap, int lookup) {
     p2p_config cfg;
     p2p_node *node = NULL;
     p2p_result r;
@@ -46,6 +52,7 @@ static p2p_node *create(uint32_t role, const char *name, const char *bootstrap) 
     cfg.secret = "the chat example's network";
     /* Everything without a field of its own goes through p2p_config_set. */
     if ((r = p2p_config_set(&cfg, "peer.keep_alive_interval_ms", "5000")) < 0) fail(r, "p2p_config_set");
+    if (lookup && (r = p2p_config_set(&cfg, "peer.directory", "lookup")) < 0) fail(r, "p2p_config_set");
     r = p2p_node_create(&cfg, &node);
     p2p_config_clear(&cfg);
     if (r < 0) fail(r, "p2p_node_create");
@@ -65,11 +72,19 @@ static void handle(struct peer *p, p2p_event *events, int n) {
         char id[P2P_NODE_ID_STR_LEN];
         uint32_t len = sizeof id;
         p2p_node_id_format(&e->id, id, &len);
-        if (e->kind == P2P_EVENT_PEER_ONLINE) {
+        if ((e->kind == P2P_EVENT_PEER_ONLINE && !p->by_lookup) || (e->kind == P2P_EVENT_LOOKUP_DONE && e->count > 0)) {
             char text[128];
+            if (e->kind == P2P_EVENT_LOOKUP_DONE) {
+                if ((int64_t)e->first != p->lookup || p->found) continue;
+                p->found = 1;
+                printf("%s: found %s (%s) by name\n", p->name, e->name, id);
+            } else {
+                printf("%s: %s (%s) is online\n", p->name, e->name, id);
+            }
             sprintf(text, "hello %s, this is %s", e->name, p->name);
-            printf("%s: %s (%s) is online\n", p->name, e->name, id);
             say(p, &e->id, text);
+        } else if (e->kind == P2P_EVENT_LOOKUP_DONE && (int64_t)e->first == p->lookup) {
+            p->lookup = -1; /* not online yet: asked again next frame */
         } else if (e->kind == P2P_EVENT_MESSAGE) {
             const p2p_message *m = e->message;
             printf("%s: from %.8s...: %.*s\n", p->name, id, (int)m->len, (const char *)m->data);
@@ -107,9 +122,10 @@ static void report(struct peer *p, const p2p_node_id *other) {
 
 int main(int argc, char **argv) {
     int threaded = argc > 1 && strcmp(argv[1], "thread") == 0;
+    int lookup = argc > 1 && strcmp(argv[1], "lookup") == 0;
     p2p_event events[EVENTS];
     p2p_node *server;
-    struct peer peers[2] = {{"alice", NULL, 0, 0}, {"bob", NULL, 0, 0}};
+    struct peer peers[2] = {{"alice", "bob", NULL, -1, 0, 0, 0, 0}, {"bob", "alice", NULL, -1, 0, 0, 0, 0}};
     p2p_addr addr;
     p2p_node_id ids[2];
     char bootstrap[P2P_ADDR_STR_LEN];
@@ -117,11 +133,12 @@ int main(int argc, char **argv) {
     int frame, i, n, code = 1;
 
     printf("p2pcore %s (header %s)\n", p2p_version(), P2P_VERSION);
-    server = create(P2P_ROLE_SERVER, "server", NULL);
+    server = create(P2P_ROLE_SERVER, "server", NULL, 0);
     p2p_node_local_addr(server, &addr);
     p2p_addr_format(&addr, bootstrap, &len);
     for (i = 0; i < 2; i++) {
-        peers[i].node = create(P2P_ROLE_PEER, peers[i].name, bootstrap);
+        peers[i].node = create(P2P_ROLE_PEER, peers[i].name, bootstrap, lookup);
+        peers[i].by_lookup = lookup;
         p2p_node_get_id(peers[i].node, &ids[i]);
     }
     if (threaded) {
@@ -138,6 +155,10 @@ int main(int argc, char **argv) {
         while ((n = p2p_poll_events(server, events, EVENTS)) > 0) drain(events, n);
         for (i = 0; i < 2; i++) {
             p2p_node_service(peers[i].node, i == 0 ? 10 : 0);
+            if (lookup && !peers[i].found && peers[i].lookup < 0) {
+                /* P2P_ERR_NETWORK_DOWN until the server link is up: ask again next frame. */
+                peers[i].lookup = p2p_lookup_name(peers[i].node, peers[i].other);
+            }
             while ((n = p2p_poll_events(peers[i].node, events, EVENTS)) > 0) handle(&peers[i], events, n);
             if (n < 0) fail(n, "p2p_poll_events");
         }

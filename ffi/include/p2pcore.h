@@ -213,6 +213,12 @@
 // `p2p_coord_query` without `watch`, end with their answer instead.)
 #define P2P_EVENT_COORD_ENDED 31
 
+// A lookup (`p2p_lookup_id`, `p2p_lookup_name`) was answered: `first`:
+// the lookup id; `count`: the peers found (0: none is online); when there
+// are any, `id` and `name` are the first of them, and all of them are now
+// listed by `p2p_node_peers` (`p2p_core_peers`).
+#define P2P_EVENT_LOOKUP_DONE 32
+
 // `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
 #define P2P_EVENT_FLAG_HAS_ID 1
 
@@ -1209,6 +1215,17 @@ p2p_result p2p_core_connect(struct p2p_core *core,
                             const struct p2p_node_id *id,
                             const struct p2p_addr *addr);
 
+// Looks peer `id` up at `now_us`, as `p2p_lookup_id` (same result and
+// answer): the question leaves through `p2p_core_poll_transmit`.
+//
+// Thread safety: one thread at a time per core.
+int64_t p2p_core_lookup_id(struct p2p_core *core, uint64_t now_us, const struct p2p_node_id *id);
+
+// Looks up every peer named `name` at `now_us`, as `p2p_lookup_name`.
+//
+// Thread safety: one thread at a time per core.
+int64_t p2p_core_lookup_name(struct p2p_core *core, uint64_t now_us, const char *name);
+
 // The addresses of the caller's socket on the machine's interfaces (its
 // LAN addresses, with the socket's port), which the core cannot discover:
 // peers advertise them for direct paths on the same LAN. Call it at start
@@ -1422,6 +1439,41 @@ int64_t p2p_kv_session_open(struct p2p_node *node, uint32_t ttl_ms);
 //
 // Thread safety: as `p2p_poll_events`.
 int64_t p2p_kv_session_close(struct p2p_node *node, uint64_t session);
+
+// Looks peer `id` up (peers only). Returns the lookup id (0 or more),
+// answered by a `P2P_EVENT_LOOKUP_DONE` with that id in `first`: `count`
+// 1, `id` and `name` the peer, when it is online; `count` 0 when no server
+// lists it. A peer found enters the directory (a `P2P_EVENT_PEER_ONLINE`
+// before the answer, the first time) and is listed by `p2p_node_peers`;
+// in lookup mode the servers keep this node told of it
+// (`P2P_EVENT_PEER_OFFLINE` when it leaves) for as long as the link to
+// them lasts.
+//
+// Sending needs no lookup: `p2p_send` to an ID not yet known looks it up
+// by itself (messages wait for the answer; `P2P_EVENT_SEND_FAILED` with
+// the connect error's "not found" code when nobody has it).
+//
+// Errors at once: `P2P_ERR_WRONG_MODE` (a server: servers hold the
+// directory), `P2P_ERR_NETWORK_DOWN` (lookup mode with no server linked:
+// wait for `P2P_EVENT_NETWORK_UP`), `P2P_ERR_CLOSED`,
+// `P2P_ERR_INVALID_ARGUMENT`.
+//
+// Hosted mode: the question leaves at the next `p2p_node_service`. Thread
+// safety: as `p2p_poll_events`.
+int64_t p2p_lookup_id(struct p2p_node *node, const struct p2p_node_id *id);
+
+// Looks up every peer named `name` (peers only; names need not be
+// unique). Returns the lookup id, answered by a `P2P_EVENT_LOOKUP_DONE`
+// with that id in `first` and the number found in `count` (each server
+// answers with at most 64); `id` and `name` are the first found, and every
+// one of them is then listed by `p2p_node_peers` (match them by name).
+//
+// Errors at once: as `p2p_lookup_id`, and `P2P_ERR_INVALID_ARGUMENT` for
+// a name longer than 64 bytes (no node can have it; `P2P_NAME_LEN`
+// leaves room for the NUL) or not UTF-8.
+//
+// Thread safety: as `p2p_poll_events`.
+int64_t p2p_lookup_name(struct p2p_node *node, const char *name);
 
 // Creates a node in hosted mode: binds its UDP socket (`cfg->bind`) and
 // starts contacting `cfg->bootstrap`. Drive it with `p2p_node_service`

@@ -12,9 +12,9 @@ use crate::query::{
 use crate::result::{Error, P2P_DONE, P2P_ERR_BUFFER_TOO_SMALL, P2P_OK, call, call_void, p2p_result};
 use crate::types::{arg, arg_mut, bytes_arg, p2p_addr, p2p_node_id};
 use bytes::{Bytes, BytesMut};
-use p2pcore::{Ecn, Node};
+use p2pcore::{Ecn, LookupKey, Node};
 use p2pcore_mio::DataDir;
-use std::ffi::c_void;
+use std::ffi::{c_char, c_void};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -344,6 +344,39 @@ pub unsafe extern "C" fn p2p_core_connect(
         let now = s.at(now_us);
         s.node.connect(now, id, addr)?;
         Ok(P2P_OK)
+    })
+}
+
+/// Looks peer `id` up at `now_us`, as `p2p_lookup_id` (same result and
+/// answer): the question leaves through `p2p_core_poll_transmit`.
+///
+/// Thread safety: one thread at a time per core.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn p2p_core_lookup_id(core: *mut p2p_core, now_us: u64, id: *const p2p_node_id) -> i64 {
+    // SAFETY: the caller passes a live core and an ID (or NULL).
+    unsafe { lookup(core, now_us, crate::lookup::id_key(id)) }
+}
+
+/// Looks up every peer named `name` at `now_us`, as `p2p_lookup_name`.
+///
+/// Thread safety: one thread at a time per core.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn p2p_core_lookup_name(core: *mut p2p_core, now_us: u64, name: *const c_char) -> i64 {
+    // SAFETY: the caller passes a live core and a string (or NULL).
+    unsafe { lookup(core, now_us, crate::lookup::name_key(name)) }
+}
+
+/// # Safety
+/// `core` is NULL or a live pointer from `p2p_core_create`.
+unsafe fn lookup(core: *mut p2p_core, now_us: u64, key: Result<LookupKey, Error>) -> i64 {
+    call(|| {
+        // SAFETY: the caller's promise.
+        let core = unsafe { core_arg(core) }?;
+        let key = key?;
+        let mut s = core.lock()?;
+        let now = s.at(now_us);
+        let query = core.logger.scope(|| s.node.lookup(now, key))?;
+        Ok(crate::lookup::lookup_id(query))
     })
 }
 

@@ -145,6 +145,11 @@ pub const P2P_EVENT_COORD_RELEASED: u32 = 30;
 /// requests, pushes, removes, pops, `p2p_coord_leader` and
 /// `p2p_coord_query` without `watch`, end with their answer instead.)
 pub const P2P_EVENT_COORD_ENDED: u32 = 31;
+/// A lookup (`p2p_lookup_id`, `p2p_lookup_name`) was answered: `first`:
+/// the lookup id; `count`: the peers found (0: none is online); when there
+/// are any, `id` and `name` are the first of them, and all of them are now
+/// listed by `p2p_node_peers` (`p2p_core_peers`).
+pub const P2P_EVENT_LOOKUP_DONE: u32 = 32;
 
 /// `p2p_event.flags`: `id` is set (`P2P_EVENT_CONNECT_FAILED`).
 pub const P2P_EVENT_FLAG_HAS_ID: u8 = 1;
@@ -621,6 +626,16 @@ pub(crate) fn to_c(event: Event) -> p2p_event {
             e
         }
         Event::Coord(ev) => crate::coord::event_to_c(ev),
+        Event::LookupDone { query, peers } => {
+            let mut e = p2p_event::empty(P2P_EVENT_LOOKUP_DONE);
+            e.first = query;
+            e.count = u32::try_from(peers.len()).unwrap_or(u32::MAX);
+            if let Some(first) = peers.first() {
+                e.id = first.id.into();
+                e.name = name_field(&first.name);
+            }
+            e
+        }
         other => {
             let mut e = p2p_event::empty(P2P_EVENT_UNKNOWN);
             e.text = name_field(&format!("{other:?}"));

@@ -22,6 +22,10 @@
 //!   that id, its entries an owned `p2p_kv_list *` (`p2p_kv_list_free`).
 //!   `p2p_kv_watch` streams changes as `P2P_EVENT_KV_WATCH` events;
 //!   `p2p_kv_session_open` opens the sessions coordination binds to.
+//! * **Finding peers** (peers): `p2p_lookup_id` and `p2p_lookup_name` (and
+//!   their raw-mode twins) answer as `P2P_EVENT_LOOKUP_DONE`; with
+//!   `peer.directory = lookup` a peer learns only the peers it looks up or
+//!   sends to, which is what networks of thousands of peers want.
 //! * **Coordination** (peers): locks with fencing tokens
 //!   (`p2p_coord_lock`), elections (`p2p_coord_campaign`,
 //!   `p2p_coord_leader`), queues (`p2p_coord_push`, `p2p_coord_pop`, ...)
@@ -59,6 +63,7 @@ mod core;
 mod event;
 mod kv;
 mod log;
+mod lookup;
 mod node;
 mod query;
 mod result;
@@ -72,9 +77,10 @@ pub use coord::{
 };
 pub use core::{
     p2p_core, p2p_core_close, p2p_core_connect, p2p_core_create, p2p_core_free, p2p_core_handle_datagram,
-    p2p_core_handle_timeout, p2p_core_id, p2p_core_is_closed, p2p_core_links, p2p_core_master, p2p_core_path,
-    p2p_core_peers, p2p_core_poll_events, p2p_core_poll_timeout, p2p_core_poll_transmit, p2p_core_send,
-    p2p_core_servers, p2p_core_set_local_addrs, p2p_core_set_log, p2p_core_stats, p2p_transmit,
+    p2p_core_handle_timeout, p2p_core_id, p2p_core_is_closed, p2p_core_links, p2p_core_lookup_id,
+    p2p_core_lookup_name, p2p_core_master, p2p_core_path, p2p_core_peers, p2p_core_poll_events,
+    p2p_core_poll_timeout, p2p_core_poll_transmit, p2p_core_send, p2p_core_servers, p2p_core_set_local_addrs,
+    p2p_core_set_log, p2p_core_stats, p2p_transmit,
 };
 pub use event::*;
 pub use kv::{
@@ -85,6 +91,7 @@ pub use kv::{
 pub use log::{
     P2P_LOG_DEBUG, P2P_LOG_ERROR, P2P_LOG_INFO, P2P_LOG_OFF, P2P_LOG_TRACE, P2P_LOG_WARN, p2p_log_fn,
 };
+pub use lookup::{p2p_lookup_id, p2p_lookup_name};
 pub use node::{
     P2P_NO_WAITABLE, P2P_SEND_RELIABLE, P2P_SEND_UNRELIABLE, p2p_connect, p2p_disconnect, p2p_node,
     p2p_node_close, p2p_node_create, p2p_node_free, p2p_node_get_id, p2p_node_identity, p2p_node_links,

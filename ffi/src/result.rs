@@ -1,7 +1,7 @@
 //! Result codes, the per-thread last error, and the panic boundary every
 //! exported function goes through.
 
-use p2pcore::{ConfigError, ConnectError, CoordError, KvError, SendError};
+use p2pcore::{ConfigError, ConnectError, CoordError, KvError, LookupError, SendError};
 use p2pcore_mio::{DataDirError, HandleError, HostError};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
@@ -208,6 +208,24 @@ impl From<ConnectError> for Error {
     fn from(e: ConnectError) -> Self {
         let code = if e == ConnectError::ShuttingDown { P2P_ERR_CLOSED } else { P2P_ERR_CONNECT };
         Self::new(code, e.to_string())
+    }
+}
+
+impl From<LookupError> for Error {
+    fn from(e: LookupError) -> Self {
+        let code = match e {
+            LookupError::NotAPeer => P2P_ERR_WRONG_MODE,
+            LookupError::NetworkDown => P2P_ERR_NETWORK_DOWN,
+            _ => P2P_ERR_INVALID_ARGUMENT,
+        };
+        let message = match e {
+            // The core's text names the Rust event.
+            LookupError::NetworkDown => {
+                "no server is linked to answer the lookup; wait for P2P_EVENT_NETWORK_UP".to_owned()
+            }
+            ref e => e.to_string(),
+        };
+        Self::new(code, message)
     }
 }
 

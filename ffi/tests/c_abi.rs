@@ -76,7 +76,16 @@ fn build(
 /// the test instead of stalling it.
 fn exec(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new("timeout");
-    cmd.arg("120").arg(exe).args(args).envs(env.iter().copied());
+    // `cargo test` puts `target/<profile>` on LD_LIBRARY_PATH, which the
+    // loader searches before the program's RUNPATH: a library that an
+    // earlier `cargo build` left there would be loaded instead of this
+    // build's (the examples would test stale code). This build's first.
+    let mut path = std::ffi::OsString::from(lib_dir());
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    cmd.arg("120").arg(exe).args(args).env("LD_LIBRARY_PATH", path).envs(env.iter().copied());
     run(&mut cmd, &exe.display().to_string())
 }
 
@@ -87,6 +96,10 @@ fn chat_in_c_frame_loop_and_thread_mode() {
     assert!(out.contains("alice: from") && out.contains("bob: from") && out.contains("chat: done"), "{out}");
     assert!(out.contains("the Master is server (basis 1"), "{out}");
     let out = exec(&exe, &["thread"], &[]);
+    assert!(out.contains("chat: done"), "{out}");
+    // Lookup mode: no directory, each peer finds the other by name.
+    let out = exec(&exe, &["lookup"], &[]);
+    assert!(out.contains("alice: found bob") && out.contains("bob: found alice"), "{out}");
     assert!(out.contains("chat: done"), "{out}");
 }
 

@@ -488,3 +488,152 @@ fn raw_mode_keeps_what_did_not_fit_runs_on_the_callers_clock_and_replays() {
         p2p_core_free(b);
     }
 }
+
+/// Events waiting now, whole (messages released).
+fn events(n: *mut p2p_node) -> Vec<p2p_event> {
+    let mut out = Vec::new();
+    let mut buf: Vec<p2p_event> = Vec::with_capacity(32);
+    loop {
+        // SAFETY: a live node; `buf` has room for 32 events.
+        let got = unsafe { p2p_poll_events(n, buf.as_mut_ptr(), 32) };
+        assert!(got >= 0, "p2p_poll_events: {got} {}", last_error());
+        // SAFETY: `got` events were written.
+        unsafe { buf.set_len(got as usize) };
+        for mut e in buf.drain(..) {
+            // SAFETY: released once (NULL for non-messages).
+            unsafe { p2p_message_release(e.message) };
+            e.message = std::ptr::null_mut();
+            out.push(e);
+        }
+        if got < 32 {
+            return out;
+        }
+    }
+}
+
+/// Services `nodes` until node `who` reports the lookup `query` answered.
+fn lookup_answer(nodes: &[*mut p2p_node], who: usize, query: i64) -> p2p_event {
+    assert!(query >= 0, "lookup refused: {query} {}", last_error());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "lookup {query} not answered within 20 s");
+        for (i, n) in nodes.iter().enumerate() {
+            // SAFETY: live nodes.
+            assert_eq!(unsafe { p2p_node_service(*n, 2) }, P2P_OK);
+            let found = events(*n)
+                .into_iter()
+                .find(|e| i == who && e.kind == P2P_EVENT_LOOKUP_DONE && e.first == query as u64);
+            if let Some(e) = found {
+                return e;
+            }
+        }
+    }
+}
+
+fn name_of(e: &p2p_event) -> String {
+    // SAFETY: NUL-terminated by the library.
+    unsafe { CStr::from_ptr(e.name.as_ptr()) }.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn lookup_mode_finds_peers_by_name_and_id_over_real_sockets() {
+    let server = node(P2P_ROLE_SERVER, "s", None);
+    let at = local_addr(server);
+    let lookup_peer = |name: &str| {
+        let mut c = config(P2P_ROLE_PEER, name, Some(at));
+        set(&mut c, "peer.directory", "lookup");
+        create(&mut c)
+    };
+    let (alice, bob) = (lookup_peer("alice"), lookup_peer("bob"));
+    let bob_id = id_of(bob);
+    let name = |s: &str| CString::new(s).unwrap();
+    // Mistakes and refusals, each with its code.
+    // SAFETY: live nodes, IDs and strings (or NULL where the test says).
+    unsafe {
+        assert_eq!(p2p_lookup_name(server, name("bob").as_ptr()), P2P_ERR_WRONG_MODE as i64);
+        assert!(last_error().contains("only peers look peers up"), "{}", last_error());
+        assert_eq!(p2p_lookup_id(alice, &bob_id), P2P_ERR_NETWORK_DOWN as i64);
+        assert!(last_error().contains("wait for P2P_EVENT_NETWORK_UP"), "{}", last_error());
+        assert_eq!(p2p_lookup_name(alice, name(&"n".repeat(65)).as_ptr()), P2P_ERR_INVALID_ARGUMENT as i64);
+        assert!(last_error().contains("65 bytes cannot match"), "{}", last_error());
+        assert_eq!(p2p_lookup_name(alice, std::ptr::null()), P2P_ERR_INVALID_ARGUMENT as i64);
+        assert_eq!(p2p_lookup_id(alice, std::ptr::null()), P2P_ERR_INVALID_ARGUMENT as i64);
+        assert_eq!(p2p_lookup_id(std::ptr::null_mut(), &bob_id), P2P_ERR_INVALID_ARGUMENT as i64);
+    }
+    let nodes = [server, alice, bob];
+    let mut up = [false; 3];
+    drive_until(&nodes, |i, kind| {
+        up[i] |= kind == P2P_EVENT_NETWORK_UP;
+        up[1] && up[2]
+    });
+    // Lookup mode: nobody is known until looked up.
+    let mut count = 0;
+    // SAFETY: a live node; count 0 asks for the number only.
+    assert_eq!(unsafe { p2p_node_peers(alice, std::ptr::null_mut(), &mut count) }, P2P_OK);
+    assert_eq!(count, 0, "a lookup-mode peer is sent no directory");
+
+    // SAFETY: a live node and a string.
+    let e = lookup_answer(&nodes, 1, unsafe { p2p_lookup_name(alice, name("bob").as_ptr()) });
+    assert_eq!((e.count, e.id, name_of(&e)), (1, bob_id, "bob".to_owned()));
+    let mut peers = vec![std::mem::MaybeUninit::<p2p_peer_info>::uninit(); 4];
+    let mut count = 4;
+    // SAFETY: room for 4 peers.
+    assert_eq!(unsafe { p2p_node_peers(alice, peers.as_mut_ptr().cast(), &mut count) }, P2P_OK);
+    assert_eq!(count, 1);
+    // SAFETY: written by p2p_node_peers.
+    assert_eq!(unsafe { peers[0].assume_init() }.id, bob_id, "the peer found is in the directory");
+
+    // An ID nobody has, and a name nobody has: answered, with none found.
+    let offline = node(P2P_ROLE_PEER, "nobody", None);
+    let stranger = id_of(offline);
+    // SAFETY: a live node and an ID.
+    let e = lookup_answer(&nodes, 1, unsafe { p2p_lookup_id(alice, &stranger) });
+    assert_eq!((e.count, e.id), (0, p2p_node_id { bytes: [0; 17] }));
+    // SAFETY: a live node and a string.
+    let e = lookup_answer(&nodes, 1, unsafe { p2p_lookup_name(alice, name("carol").as_ptr()) });
+    assert_eq!(e.count, 0);
+
+    // Sending by ID needs no lookup: bob has never looked alice up, and
+    // answers her anyway.
+    let alice_id = id_of(alice);
+    let hello = b"hello";
+    // SAFETY: a live node, an ID and 5 bytes.
+    assert!(unsafe { p2p_send(alice, &bob_id, 1, hello.as_ptr(), 5, P2P_SEND_RELIABLE) } >= 0);
+    drive_until(&nodes, |i, kind| i == 2 && kind == P2P_EVENT_MESSAGE);
+    // SAFETY: a live node, an ID and 5 bytes.
+    assert!(unsafe { p2p_send(bob, &alice_id, 1, hello.as_ptr(), 5, P2P_SEND_RELIABLE) } >= 0);
+    drive_until(&nodes, |i, kind| i == 1 && kind == P2P_EVENT_MESSAGE);
+    free(&[alice, bob, server, offline]);
+}
+
+#[test]
+fn raw_mode_lookups_answer_from_the_directory_or_refuse() {
+    let mut identity = [0u8; 38];
+    let mut len = 38;
+    // SAFETY: a 38-byte buffer.
+    assert_eq!(unsafe { p2p_identity_generate(P2P_ROLE_PEER, identity.as_mut_ptr(), &mut len) }, P2P_OK);
+    // A full-directory peer answers from what it knows, at the next poll.
+    let a = core("a", [5; 32], &identity, 1_000);
+    let nobody = CString::new("nobody").unwrap();
+    let long = CString::new("n".repeat(65)).unwrap();
+    // SAFETY: a live core and strings (or NULL where the test says).
+    unsafe {
+        assert_eq!(p2p_core_lookup_name(a, 2_000, nobody.as_ptr()), 0);
+        assert_eq!(p2p_core_lookup_name(a, 2_000, long.as_ptr()), P2P_ERR_INVALID_ARGUMENT as i64);
+        assert_eq!(p2p_core_lookup_id(a, 2_000, std::ptr::null()), P2P_ERR_INVALID_ARGUMENT as i64);
+        assert_eq!(
+            p2p_core_lookup_name(std::ptr::null_mut(), 0, nobody.as_ptr()),
+            P2P_ERR_INVALID_ARGUMENT as i64
+        );
+    }
+    transmits(a);
+    let mut buf: Vec<p2p_event> = Vec::with_capacity(8);
+    // SAFETY: a live core and room for 8 events.
+    let n = unsafe { p2p_core_poll_events(a, buf.as_mut_ptr(), 8) };
+    // SAFETY: `n` events were written.
+    unsafe { buf.set_len(n as usize) };
+    let done = buf.iter().find(|e| e.kind == P2P_EVENT_LOOKUP_DONE).expect("the answer");
+    assert_eq!((done.first, done.count), (0, 0));
+    // SAFETY: freed once.
+    unsafe { p2p_core_free(a) };
+}
