@@ -1,6 +1,7 @@
 //! The `p2pcore` command, driven as a user drives it: real processes on
 //! loopback. The demo and its JSON; two servers and two console peers
-//! exchanging a scripted message; console peers using the store (reads,
+//! exchanging a scripted message; console peers in lookup mode finding each
+//! other by name; console peers using the store (reads,
 //! writes, a watch, its mistakes); every bad input giving one clear line and
 //! a non-zero exit; SIGTERM closing within its bound; `/metrics` as
 //! Prometheus text; the network map in a real headless browser (Debian's
@@ -90,6 +91,11 @@ impl Net {
     }
 
     fn peer(&self, name: &str, join: SocketAddr, exec: &[&str]) -> Proc {
+        self.peer_with(name, join, &[], exec)
+    }
+
+    /// A console peer with `extra` flags.
+    fn peer_with(&self, name: &str, join: SocketAddr, extra: &[&str], exec: &[&str]) -> Proc {
         let mut args: Vec<String> = vec![
             "peer".into(),
             "--name".into(),
@@ -99,6 +105,7 @@ impl Net {
             "--secret-file".into(),
             self.secret.to_str().unwrap().into(),
         ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         for e in exec {
             args.extend(["--exec".into(), (*e).into()]);
         }
@@ -174,6 +181,50 @@ fn two_servers_and_two_console_peers_exchange_a_scripted_message() {
     assert_eq!(seen.last().unwrap().matches(", C").count() + 1, 2, "both IDs listed: {seen:?}");
     bob.close_stdin();
     assert!(bob.wait_exit(LIMIT).success());
+}
+
+#[test]
+fn console_peers_in_lookup_mode_find_each_other_by_name() {
+    let net = Net::new();
+    let (a1, a2, admin) = (free_udp(), free_udp(), free_tcp());
+    let _s1 = net.server("s1", a1, &[], Some(admin));
+    wait_ready(admin);
+    let _s2 = net.server("s2", a2, &[a1], None);
+    let lookup = ["--directory", "lookup"];
+    let mut bob = net.peer_with("bob", a1, &lookup, &[]);
+    bob.expect("joined as bob", LIMIT);
+    let mut alice = net.peer_with(
+        "alice",
+        a2,
+        &lookup,
+        &["peers", "find nobody", "find bob", "wait bob 20", "send bob hello from alice", "peers", "quit"],
+    );
+    bob.expect("hello from alice", LIMIT);
+    let status = alice.wait_exit(LIMIT);
+    assert!(status.success(), "alice: {status}: {}", alice.stderr_text());
+    let lines: Vec<String> = alice.lines().into_iter().map(|(_, l)| l).collect();
+    let at = |text: &str| {
+        lines.iter().position(|l| l.contains(text)).unwrap_or_else(|| panic!("`{text}` missing: {lines:?}"))
+    };
+    assert!(at("in lookup mode") < at("no peer found yet"), "nobody is known at first: {lines:?}");
+    at("no online peer is named `nobody`");
+    assert!(at("found bob (C") < at("bob is online"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("bob ") && l.contains('C')),
+        "peers lists bob once found: {lines:?}"
+    );
+    // Bob never looked alice up; he answers her by name after a lookup.
+    bob.say("send alice hi");
+    bob.expect("no online peer is named `alice`", LIMIT);
+    // A full-mode peer sees everyone, lookup-mode peers included.
+    let mut carol = net.peer("carol", a2, &["wait bob 20"]);
+    carol.expect("bob is online", LIMIT);
+    bob.say("find carol");
+    bob.expect("found carol (C", LIMIT);
+    bob.close_stdin();
+    assert!(bob.wait_exit(LIMIT).success());
+    carol.close_stdin();
+    assert!(carol.wait_exit(LIMIT).success());
 }
 
 #[test]

@@ -3,12 +3,18 @@
 //! on the network is printed as it happens. The node runs on a network
 //! thread of its own (the mio host's thread mode). The `kv` commands (the
 //! cluster's store) are in `kv.rs`.
+//!
+//! With `--directory lookup` the servers send this peer no directory: the
+//! console finds a peer named in a command by asking them (`find`, and
+//! `send`, `wait` with a name), as an application in a network of
+//! thousands of peers would.
 
 use crate::kv::{self, KvWaits};
 use crate::settings::{AdmissionArgs, addr, addrs};
+use crate::waits::Waits;
 use crate::{Failure, Outcome};
-use clap::Args;
-use p2pcore::{Event, NodeId, PathKind, Reliability, Role};
+use clap::{Args, ValueEnum};
+use p2pcore::{DirectoryMode, Event, LookupKey, NodeId, PathKind, PeerInfo, Reliability, Role};
 use p2pcore_mio::{DataDir, EventReceiver, Handle, Host, HostConfig, os_seed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -43,10 +49,29 @@ pub(crate) struct PeerArgs {
     /// Log filter for the library's own logs (stderr; default warn).
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     log: String,
+    /// Which peers this peer is told of: `full` (every peer, as they come
+    /// and go) or `lookup` (only the peers it looks up, for large networks).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Directory::Full)]
+    directory: Directory,
 }
+
+/// `--directory`: [`DirectoryMode`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Directory {
+    /// Every peer, as they come and go.
+    Full,
+    /// Only the peers looked up (by `find`, or a name or ID in a command).
+    Lookup,
+}
+
+/// How long a lookup may take before the console gives up on it (the
+/// servers answer within a round trip; a server lost meanwhile ends it).
+const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 const HELP: &str = "commands:
   peers                    online peers: name, ID, path, round trip
+                           (lookup mode: the peers found so far)
+  find NAME|ID             ask the servers for a peer (any mode)
   send NAME|ID TEXT        send TEXT to one peer (reliable, channel 0)
   broadcast TEXT           send TEXT to every online peer
   servers                  the servers (M marks the Master)
@@ -58,6 +83,9 @@ const HELP_END: &str = "  help                     this list
 
 /// Names of the nodes this console has heard of.
 type Names = Arc<Mutex<BTreeMap<NodeId, String>>>;
+
+/// Lookup answers a command waits for.
+type LookupWaits = Waits<Vec<PeerInfo>>;
 
 pub(crate) fn run(a: PeerArgs) -> Outcome {
     crate::logging::init(Some(&a.log), crate::logging::LogFormat::Text)?;
@@ -75,21 +103,32 @@ pub(crate) fn run(a: PeerArgs) -> Outcome {
     let mut config = p2pcore::Config::new(identity, a.name.clone(), os_seed()?);
     config.bootstrap = join.clone();
     config.admission = admission;
+    let lookup_mode = a.directory == Directory::Lookup;
+    config.peer.directory = if lookup_mode { DirectoryMode::Lookup } else { DirectoryMode::Full };
     let host = Host::bind(HostConfig::new(listen), config)?;
     let me = host.id();
     let (handle, events) = host.spawn()?;
     let names: Names = Arc::default();
 
     join_network(&handle, &events, &names, &join, Duration::from_secs(a.join_timeout))?;
-    let peers = handle.peers()?;
-    println!("joined as {} ({me}); {} peers online; type `help` for commands", a.name, peers.len());
+    if lookup_mode {
+        println!(
+            "joined as {} ({me}) in lookup mode: `find NAME` asks for a peer; type `help` for commands",
+            a.name
+        );
+    } else {
+        let peers = handle.peers()?;
+        println!("joined as {} ({me}); {} peers online; type `help` for commands", a.name, peers.len());
+    }
     let waits = Arc::new(KvWaits::default());
+    let lookups: Arc<LookupWaits> = Arc::default();
     let printer = {
         let names = names.clone();
-        let waits = waits.clone();
-        std::thread::spawn(move || print_events(events, names, &waits))
+        let (waits, lookups) = (waits.clone(), lookups.clone());
+        std::thread::spawn(move || print_events(events, names, &waits, &lookups))
     };
-    let mut console = Console { handle, names, me, sent_to: BTreeSet::new(), kv: waits };
+    let mut console =
+        Console { handle, names, me, sent_to: BTreeSet::new(), kv: waits, lookups, lookup_mode };
     let mut quit = false;
     for line in &a.exec {
         if !console.command(line)? {
@@ -156,7 +195,7 @@ fn short(id: &NodeId) -> String {
     id.to_string()[..9].to_owned()
 }
 
-fn print_events(events: EventReceiver, names: Names, waits: &KvWaits) {
+fn print_events(events: EventReceiver, names: Names, waits: &KvWaits, lookups: &LookupWaits) {
     let name = |id: &NodeId| names.lock().ok().and_then(|n| n.get(id).cloned()).unwrap_or_else(|| short(id));
     while let Some(e) = events.recv() {
         match e {
@@ -201,6 +240,9 @@ fn print_events(events: EventReceiver, names: Names, waits: &KvWaits) {
                 Ok(a) => println!("* late store answer to request {id} at revision {}", a.revision),
                 Err(e) => println!("! {}", kv::error_line(&format!("store request {id}"), &e)),
             },
+            // A lookup whose command gave up: its peers are in the
+            // directory now, as their `PeerOnline` said.
+            Event::LookupDone { query, peers } if !lookups.deliver(query, &peers) => {}
             Event::KvWatch { id, events } => {
                 for line in kv::watch_lines(id, &events) {
                     println!("{line}");
@@ -211,6 +253,19 @@ fn print_events(events: EventReceiver, names: Names, waits: &KvWaits) {
             }
             _ => {}
         }
+    }
+}
+
+/// The one peer of `found` (what `who` named), or why there is not one.
+fn one_of(who: &str, found: &[PeerInfo]) -> Result<NodeId, String> {
+    match found {
+        [one] => Ok(one.id),
+        [] => Err(format!("no online peer is named `{who}` (see `peers`, or `find`)")),
+        many => Err(format!(
+            "`{who}` names {} peers: {}; use the ID",
+            many.len(),
+            many.iter().map(|p| p.id.to_string()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -229,6 +284,10 @@ struct Console {
     sent_to: BTreeSet<NodeId>,
     /// Store answers being waited for.
     kv: Arc<KvWaits>,
+    /// Lookup answers being waited for.
+    lookups: Arc<LookupWaits>,
+    /// `--directory lookup`: peers are found by asking the servers.
+    lookup_mode: bool,
 }
 
 impl Console {
@@ -243,22 +302,38 @@ impl Console {
         listed.map_or_else(|| short(id), |p| p.name)
     }
 
-    /// An online peer by ID or by an unambiguous name.
+    /// An online peer by ID (sends by ID need no lookup in either mode)
+    /// or by an unambiguous name.
     fn resolve(&self, who: &str) -> Result<NodeId, String> {
-        let peers = self.handle.peers().map_err(|e| e.to_string())?;
         if let Ok(id) = who.parse::<NodeId>() {
             return Ok(id);
         }
-        let matches: Vec<_> = peers.iter().filter(|p| p.name == who).collect();
-        match matches.as_slice() {
-            [one] => Ok(one.id),
-            [] => Err(format!("no online peer is named `{who}` (see `peers`)")),
-            many => Err(format!(
-                "`{who}` names {} peers: {}; use the ID",
-                many.len(),
-                many.iter().map(|p| p.id.to_string()).collect::<Vec<_>>().join(", ")
-            )),
+        one_of(who, &self.find(who)?)
+    }
+
+    /// The online peers `who` (an ID or a name) names: from the directory,
+    /// or in lookup mode from the servers, asked now.
+    fn find(&self, who: &str) -> Result<Vec<PeerInfo>, String> {
+        let id = who.parse::<NodeId>().ok();
+        if !self.lookup_mode {
+            let peers = self.handle.peers().map_err(|e| e.to_string())?;
+            let wanted = |p: &PeerInfo| id.map_or(p.name == who, |id| p.id == id);
+            return Ok(peers.into_iter().filter(wanted).collect());
         }
+        let key = id.map_or_else(|| LookupKey::Name(who.to_owned()), LookupKey::Id);
+        let register = self.lookups.clone();
+        let query = self
+            .handle
+            .with(move |h| {
+                let query = h.node_mut().lookup(Instant::now(), key)?;
+                register.expect(query);
+                Ok::<u64, p2pcore::LookupError>(query)
+            })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot look `{who}` up: {e}"))?;
+        self.lookups
+            .wait(query, LOOKUP_LIMIT)
+            .ok_or_else(|| format!("no answer to the lookup of `{who}` within {} s", LOOKUP_LIMIT.as_secs()))
     }
 
     fn send(&mut self, to: NodeId, text: &str) -> Result<(), String> {
@@ -283,6 +358,16 @@ impl Console {
                 Ok(())
             }
             "peers" => self.peers(),
+            "find" if !rest.is_empty() => self.find(rest).map(|found| {
+                if found.is_empty() {
+                    let named = if rest.parse::<NodeId>().is_ok() { "" } else { "named " };
+                    println!("no online peer is {named}`{rest}`");
+                }
+                for p in found {
+                    println!("found {} ({})", p.name, p.id);
+                }
+            }),
+            "find" => Err("usage: find NAME|ID".into()),
             "send" => match rest.split_once(char::is_whitespace) {
                 // A refusal names the message, so a script knows which of
                 // its sends were accepted.
@@ -302,7 +387,11 @@ impl Console {
                         Err(e) => println!("! {}: {e}", p.name),
                     }
                 }
-                println!("sent to {sent} peer(s)");
+                if self.lookup_mode {
+                    println!("sent to {sent} peer(s) (lookup mode: the peers found so far)");
+                } else {
+                    println!("sent to {sent} peer(s)");
+                }
                 Ok(())
             }
             "broadcast" => Err("usage: broadcast TEXT".into()),
@@ -324,7 +413,9 @@ impl Console {
             .handle
             .with(|h| (h.node().peers(), h.node().link_table(), h.node().links().collect::<Vec<_>>()))
             .map_err(|e| e.to_string())?;
-        if peers.is_empty() {
+        if peers.is_empty() && self.lookup_mode {
+            println!("no peer found yet (lookup mode: `find NAME` asks the servers)");
+        } else if peers.is_empty() {
             println!("no other peer is online");
         }
         let name = |id: &NodeId| self.name(id);
@@ -390,18 +481,20 @@ impl Console {
         let who = words.next().ok_or("usage: wait NAME|ID [SECS]")?;
         let secs: u64 = words.next().map_or(Ok(30), str::parse).map_err(|_| "SECS must be a number")?;
         let deadline = Instant::now() + Duration::from_secs(secs);
+        // Reading the directory is free; a lookup is a question to every
+        // server, so it is asked only twice a second.
+        let every = Duration::from_millis(if self.lookup_mode { 500 } else { 50 });
         loop {
-            let online = |id: &NodeId| self.handle.peers().is_ok_and(|ps| ps.iter().any(|p| p.id == *id));
-            if let Ok(id) = self.resolve(who)
-                && online(&id)
-            {
+            let found = self.find(who)?;
+            if !found.is_empty() {
+                let id = one_of(who, &found)?;
                 println!("{} is online", self.name(&id));
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(format!("`{who}` did not come online within {secs} s"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(every);
         }
     }
 

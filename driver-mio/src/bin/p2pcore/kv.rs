@@ -4,15 +4,12 @@
 //! changes as they come, from the event printer's thread.
 //!
 //! The answer of a request arrives on the event printer's thread as
-//! `Event::KvDone`. The console registers the request id in [`KvWaits`] on
-//! the network thread, in the same call that makes the request, so the
-//! printer always knows the answer is awaited (it is queued only after
-//! that call returns).
+//! `Event::KvDone` and is handed over through [`KvWaits`].
 
+use crate::waits::Waits;
 use p2pcore::{KvAnswer, KvEntry, KvError, KvEvent, KvEventKind, KvOptions, KvRequest, KvResponse};
 use p2pcore_mio::Handle;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The `help` lines of the store commands.
@@ -30,47 +27,8 @@ pub(crate) const HELP: &str = "  kv get KEY               read a key: its value,
 /// before it says the node did not answer (the core always answers).
 const SLACK: Duration = Duration::from_secs(2);
 
-/// Answers the console waits for, by request id: `None` until the printer
-/// thread puts the answer in.
-#[derive(Default)]
-pub(crate) struct KvWaits {
-    answers: Mutex<BTreeMap<u64, Option<Result<KvAnswer, KvError>>>>,
-    ready: Condvar,
-}
-
-impl KvWaits {
-    /// The printer thread's part: hands an awaited answer over; false when
-    /// nobody waits for it (then it is the printer's to print).
-    pub(crate) fn deliver(&self, id: u64, result: &Result<KvAnswer, KvError>) -> bool {
-        let Ok(mut answers) = self.answers.lock() else { return false };
-        match answers.get_mut(&id) {
-            Some(slot) => {
-                *slot = Some(result.clone());
-                self.ready.notify_all();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Waits for request `id`'s answer, at most `limit`; the id is
-    /// forgotten either way.
-    fn wait(&self, id: u64, limit: Duration) -> Option<Result<KvAnswer, KvError>> {
-        let deadline = Instant::now() + limit;
-        let mut answers = self.answers.lock().ok()?;
-        loop {
-            if let Some(Some(_)) = answers.get(&id) {
-                return answers.remove(&id).flatten();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                answers.remove(&id);
-                return None;
-            }
-            answers = self.ready.wait_timeout(answers, left).ok()?.0;
-        }
-    }
-}
+/// Store answers the console waits for, by request id.
+pub(crate) type KvWaits = Waits<Result<KvAnswer, KvError>>;
 
 /// The printer thread's line for a store event nobody waits for: a watch's
 /// changes, a watch's end, or an answer that came after its wait.
@@ -218,9 +176,7 @@ fn ask(handle: &Handle, waits: &Arc<KvWaits>, req: KvRequest, what: &str) -> Res
     let id = handle
         .with(move |h| {
             let id = h.node_mut().kv_with(Instant::now(), req, opts)?;
-            if let Ok(mut answers) = register.answers.lock() {
-                answers.insert(id, None);
-            }
+            register.expect(id);
             Ok::<u64, KvError>(id)
         })
         .map_err(|e| e.to_string())?

@@ -23,6 +23,7 @@ mod kv;
 mod logging;
 mod server;
 mod settings;
+mod waits;
 
 use clap::{Parser, Subcommand};
 use std::fmt;
