@@ -82,23 +82,7 @@ fn id_of(n: *mut p2p_node) -> p2p_node_id {
 
 /// Events waiting now (messages released); their kinds.
 fn take_events(n: *mut p2p_node) -> Vec<u32> {
-    let mut kinds = Vec::new();
-    let mut buf: Vec<p2p_event> = Vec::with_capacity(32);
-    loop {
-        // SAFETY: a live node; `buf` has room for 32 events.
-        let got = unsafe { p2p_poll_events(n, buf.as_mut_ptr(), 32) };
-        assert!(got >= 0, "p2p_poll_events: {got} {}", last_error());
-        // SAFETY: `got` events were written.
-        unsafe { buf.set_len(got as usize) };
-        for e in buf.drain(..) {
-            kinds.push(e.kind);
-            // SAFETY: released once (NULL for non-messages).
-            unsafe { p2p_message_release(e.message) };
-        }
-        if got < 32 {
-            return kinds;
-        }
-    }
+    events(n).into_iter().map(|e| e.kind).collect()
 }
 
 /// Services `nodes` (hosted mode) until `done` says so, at most 20 s.
