@@ -484,15 +484,26 @@ impl Console {
         // Reading the directory is free; a lookup is a question to every
         // server, so it is asked only twice a second.
         let every = Duration::from_millis(if self.lookup_mode { 500 } else { 50 });
+        // A lookup refused while no server is linked is "not yet": the
+        // network may come back before the deadline.
+        let mut refused = None;
         loop {
-            let found = self.find(who)?;
+            let found = match self.find(who) {
+                Ok(found) => found,
+                Err(e) if self.lookup_mode => {
+                    refused = Some(e);
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
             if !found.is_empty() {
                 let id = one_of(who, &found)?;
                 println!("{} is online", self.name(&id));
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!("`{who}` did not come online within {secs} s"));
+                let last = refused.map_or(String::new(), |e| format!(" (last lookup: {e})"));
+                return Err(format!("`{who}` did not come online within {secs} s{last}"));
             }
             std::thread::sleep(every);
         }
