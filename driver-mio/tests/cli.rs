@@ -191,6 +191,15 @@ fn console_peers_in_lookup_mode_find_each_other_by_name() {
     wait_ready(admin);
     let _s2 = net.server("s2", a2, &[a1], None);
     let lookup = ["--directory", "lookup"];
+    // A mode that does not exist is a usage mistake (clap's exit code 2)
+    // naming the two that do.
+    let out = Command::new(BIN)
+        .args(["peer", "--name", "p", "--join", "127.0.0.1:9", "--directory", "some"])
+        .output();
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("[possible values: full, lookup]"), "{stderr}");
     let mut bob = net.peer_with("bob", a1, &lookup, &[]);
     bob.expect("joined as bob", LIMIT);
     let mut alice = net.peer_with(
