@@ -50,7 +50,7 @@ fn start(node: &p2p_node, req: CoordRequest) -> Result<i64, Error> {
 ///
 /// # Safety
 /// `p` is NULL or a NUL-terminated string valid for `'a`.
-unsafe fn name_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+pub(crate) unsafe fn name_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
     // SAFETY: the caller's promise.
     unsafe { str_arg(p, what) }?.ok_or_else(|| Error::invalid(format!("`{what}` is NULL")))
 }

@@ -8,7 +8,7 @@
 
 use crate::node::{node_arg, p2p_node};
 use crate::result::{Error, call};
-use crate::types::{arg, p2p_node_id, str_arg};
+use crate::types::{arg, p2p_node_id};
 use p2pcore::LookupKey;
 use std::ffi::c_char;
 
@@ -27,8 +27,7 @@ pub(crate) unsafe fn id_key(id: *const p2p_node_id) -> Result<LookupKey, Error> 
 /// `name` is NULL or a NUL-terminated string.
 pub(crate) unsafe fn name_key(name: *const c_char) -> Result<LookupKey, Error> {
     // SAFETY: the caller's promise.
-    let name = unsafe { str_arg(name, "name") }?.ok_or_else(|| Error::invalid("`name` is NULL"))?;
-    Ok(LookupKey::Name(name.to_owned()))
+    Ok(LookupKey::Name(unsafe { crate::coord::name_arg(name, "name") }?.to_owned()))
 }
 
 /// A lookup id as the functions return it.

@@ -55,7 +55,8 @@ pub(crate) struct Lookups {
 }
 
 impl Peer {
-    fn lookup_mode(&self) -> bool {
+    /// Whether this peer runs in lookup mode (learns only what it asks for).
+    pub(super) fn lookup_mode(&self) -> bool {
         self.cfg.directory == DirectoryMode::Lookup
     }
 

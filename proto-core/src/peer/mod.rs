@@ -584,12 +584,12 @@ impl Peer {
     }
 
     pub(crate) fn on_message(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
-        let Some(link) = self.servers.get_mut(&from) else { return };
         // Each directory mode takes only its own messages: a full-mode peer
         // holds every row by versioned snapshot and deltas (rows slipped in
         // beside them would escape the versions), a lookup-mode peer only
         // what it asked for.
-        let lookup = self.cfg.directory == crate::config::DirectoryMode::Lookup;
+        let lookup = self.lookup_mode();
+        let Some(link) = self.servers.get_mut(&from) else { return };
         match msg {
             PeerMsg::Directory { .. }
             | PeerMsg::DirAdd { .. }
